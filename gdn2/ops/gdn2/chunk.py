@@ -1,0 +1,159 @@
+"""Chunkwise (WY) GDN-2 in PyTorch (spec section 4): the CPU training path and the
+stage-by-stage specification of the Triton pipeline.
+
+Layout inside this file: key-side tensors are ``[B, H, L, K]`` and value-side tensors
+``[B, H, G, L, V]`` with ``G = HV // H`` value heads per key head, so grouped value heads
+never repeat q, k, g or b. Per-head scalar gates stay ``[..., 1]`` and broadcast.
+
+Memory: chunks are processed one at a time, so the largest temporary is one chunk's
+decay factors, never all chunks' pairwise decays at once.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .checks import Gate
+
+SUB = 16  # rows of a sub-block; off-diagonal sub-blocks use an anchored factorisation
+
+
+def _tril(n: int, strict: bool, device) -> torch.Tensor:
+    return torch.ones(n, n, dtype=torch.bool, device=device).tril(-1 if strict else 0)
+
+
+def decayed_products(x: torch.Tensor, y: torch.Tensor, G: Optional[torch.Tensor], strict: bool) -> torch.Tensor:
+    """``P[r, s] = sum_c x[r, c] y[s, c] exp(G[r, c] - G[s, c])`` for ``s < r`` (``s <= r`` unless strict).
+
+    x, y: ``[..., L, K]``; G: cumulative log-decay ``[..., L, K]``, ``[..., L, 1]`` or None.
+    Every exponential has a non-positive argument, so any ``g <= 0`` stays finite: for
+    channel decays, rows of sub-block i and columns of an earlier sub-block factor through the
+    anchor ``a`` = first row of block i as ``exp(G_r - G_a) * exp(G_a - G_s)``; only the
+    diagonal sub-blocks use the pairwise form.
+    """
+    L = x.shape[-2]
+    mask = _tril(L, strict, x.device)
+    if G is None:
+        return (x @ y.transpose(-1, -2)).masked_fill(~mask, 0)
+    if G.shape[-1] == 1:
+        diff = (G - G.transpose(-1, -2)).masked_fill(~mask, float("-inf"))
+        return (x @ y.transpose(-1, -2)) * torch.exp(diff)
+
+    pad = (-L) % SUB
+    if pad:  # zero rows add nothing; repeating the last G keeps the exponents at 0
+        x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+        y = torch.nn.functional.pad(y, (0, 0, 0, pad))
+        G = torch.cat([G, G[..., -1:, :].expand(*G.shape[:-2], pad, G.shape[-1])], dim=-2)
+    Lp, nb, K = L + pad, (L + pad) // SUB, x.shape[-1]
+    lead = x.shape[:-2]
+    Ga = G[..., ::SUB, :]                                                  # [..., nb, K]
+    left = x * torch.exp(G - Ga.repeat_interleave(SUB, dim=-2))             # rows r, exp(G_r - G_a)
+    right = y.unsqueeze(-3) * torch.exp((Ga.unsqueeze(-2) - G.unsqueeze(-3)).clamp(max=0))  # [..., nb, Lp, K]
+    off = left.reshape(*lead, nb, SUB, K) @ right.transpose(-1, -2)          # [..., nb, SUB, Lp]
+    block = torch.arange(Lp, device=x.device) // SUB
+    off = off.reshape(*lead, Lp, Lp) * (block[None, :] < block[:, None])     # strictly earlier blocks only
+
+    xb, yb, Gb = (t.reshape(*lead, nb, SUB, K) for t in (x, y, G))
+    sub_mask = _tril(SUB, strict, x.device).unsqueeze(-1)
+    decay = torch.exp((Gb.unsqueeze(-2) - Gb.unsqueeze(-3)).masked_fill(~sub_mask, float("-inf")))
+    diag = (xb.unsqueeze(-2) * yb.unsqueeze(-3) * decay).sum(-1)             # [..., nb, SUB, SUB]
+    diag = torch.diag_embed(diag.movedim(-3, -1))                            # [..., SUB, SUB, nb, nb]
+    diag = diag.permute(*range(len(lead)), -2, -4, -1, -3).reshape(*lead, Lp, Lp)
+    return (off + diag)[..., :L, :L]
+
+
+def chunk_step(q, k, v, g, b, w, S):
+    """One chunk. q (scaled), k: [B, H, L, K]; g, b: [B, H, L, K|1] or None (b may be a float);
+    v: [B, H, G, L, V]; w: [B, H, G, L, V|1], float or None; S: [B, H, G, K, V].
+    Returns o [B, H, G, L, V] and the state after the chunk."""
+    Gc = None if g is None else g.cumsum(-2)
+    erase = not (isinstance(b, float) and b == 0.0)
+    e = k if b is None or not erase else k * b
+    z = v if w is None else v * w
+    if Gc is not None:
+        gamma = torch.exp(Gc)
+        q_g, e_bar = q * gamma, e * gamma
+        G_last = Gc[..., -1:, :]
+        k_tail = k * torch.exp(G_last - Gc)
+        state_decay = torch.exp(G_last).transpose(-1, -2).unsqueeze(2)      # [B, H, 1, K|1, 1]
+    else:
+        q_g, e_bar, k_tail, state_decay = q, e, k, None
+
+    A_qk = decayed_products(q, k, Gc, strict=False).unsqueeze(2)           # [B, H, 1, L, L]
+    if erase:
+        T = decayed_products(e, k, Gc, strict=True)
+        eye = torch.eye(T.shape[-1], dtype=T.dtype, device=T.device)
+        A = torch.linalg.solve_triangular(eye + T, eye, upper=False, unitriangular=True)  # (I + T)^-1
+        Y = (A @ e_bar).unsqueeze(2)                                       # erase-side auxiliary
+        U = A.unsqueeze(2) @ z                                             # write-side auxiliary
+        R = U - Y @ S
+    else:
+        R = z
+    o = q_g.unsqueeze(2) @ S + A_qk @ R
+    S = S if state_decay is None else state_decay * S
+    S = S + k_tail.unsqueeze(2).transpose(-1, -2) @ R
+    return o, S
+
+
+def _key_side(x, sl, dtype):
+    """[B, T, H, D] slice -> [B, H, L, D]; [B, T, H] -> [B, H, L, 1]."""
+    x = x[:, sl].to(dtype)
+    return x.transpose(1, 2) if x.ndim == 4 else x.transpose(1, 2).unsqueeze(-1)
+
+
+def _value_side(x, sl, H, dtype):
+    """[B, T, HV, D] slice -> [B, H, G, L, D]; [B, T, HV] -> [B, H, G, L, 1]."""
+    x = x[:, sl].to(dtype)
+    if x.ndim == 3:
+        x = x.unsqueeze(-1)
+    B, L, HV, D = x.shape
+    return x.reshape(B, L, H, HV // H, D).permute(0, 2, 3, 1, 4)
+
+
+def _chunk_loop(q, k, v, g, b, w, scale, S, chunk_size):
+    B, T, H, K = q.shape
+    HV, V = v.shape[2], v.shape[3]
+    dt = torch.float64 if q.dtype == torch.float64 else torch.float32
+    S = (q.new_zeros(B, HV, K, V, dtype=dt) if S is None else S.to(dt)).reshape(B, H, HV // H, K, V)
+    gate = lambda x, side: x if x is None or isinstance(x, float) else side(x)  # noqa: E731
+    outputs = []
+    for start in range(0, T, chunk_size):
+        sl = slice(start, min(start + chunk_size, T))
+        o, S = chunk_step(
+            _key_side(q, sl, dt) * scale, _key_side(k, sl, dt), _value_side(v, sl, H, dt),
+            gate(g, lambda x: _key_side(x, sl, torch.promote_types(dt, torch.float32))),
+            gate(b, lambda x: _key_side(x, sl, dt)),
+            gate(w, lambda x: _value_side(x, sl, H, dt)), S)
+        outputs.append(o)
+    o = torch.cat(outputs, dim=3) if outputs else v.new_zeros(B, H, HV // H, 0, V, dtype=dt)
+    return o.permute(0, 3, 1, 2, 4).reshape(B, T, HV, V), S.reshape(B, HV, K, V)
+
+
+def _pad_sequences(x, offsets, T_max):
+    """Packed [1, T, ...] -> [N, T_max, ...], each sequence left-aligned and zero-padded.
+
+    Zero padding is inert: a padded token has k = 0 and g = 0, so the state passes unchanged."""
+    if x is None or isinstance(x, float):
+        return x
+    rows = [torch.nn.functional.pad(x[0, s:e], (0, 0) * (x.ndim - 2) + (0, T_max - (e - s)))
+            for s, e in zip(offsets, offsets[1:])]
+    return torch.stack(rows)
+
+
+def chunk_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate, b: Gate, w: Gate,
+               scale: float, initial_state: Optional[torch.Tensor], output_final_state: bool,
+               cu_seqlens: Optional[torch.Tensor], chunk_size: int = 64):
+    """Chunkwise GDN-2 over validated inputs; shapes as in :func:`gdn2.ops.gated_delta_rule2`."""
+    if cu_seqlens is None:
+        o, S = _chunk_loop(q, k, v, g, b, w, scale, initial_state, chunk_size)
+    else:
+        offsets = cu_seqlens.tolist()
+        lengths = [e - s for s, e in zip(offsets, offsets[1:])]
+        T_max = max(lengths)
+        padded = [_pad_sequences(x, offsets, T_max) for x in (q, k, v, g, b, w)]
+        o_pad, S = _chunk_loop(*padded, scale, initial_state, chunk_size)
+        o = torch.cat([o_pad[n, :length] for n, length in enumerate(lengths)]).unsqueeze(0)
+    state_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    return o.to(q.dtype), (S.to(state_dtype) if output_final_state else None)
