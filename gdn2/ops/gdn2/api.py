@@ -97,6 +97,8 @@ def _tied_write(beta: torch.Tensor, HV: int) -> torch.Tensor:
 
 
 def _check_beta(beta, q) -> None:
+    if isinstance(beta, torch.Tensor) and not beta.is_floating_point():
+        raise TypeError(f"beta must be a floating-point tensor, got dtype {beta.dtype}")
     if not isinstance(beta, torch.Tensor) or tuple(beta.shape) != tuple(q.shape[:3]):
         got = list(beta.shape) if isinstance(beta, torch.Tensor) else type(beta).__name__
         raise ValueError(f"beta must have shape [B, T, H] = {list(q.shape[:3])}, got {got}")
@@ -121,6 +123,8 @@ def gated_delta_rule(q, k, v, g, beta, **kwargs):
     torch.Size([1, 8, 2, 4])
     """
     _check_beta(beta, q)
+    if g is not None and not isinstance(g, torch.Tensor):
+        raise TypeError(f"g must be a log-decay tensor [B, T, H] or None, got {g!r}")
     if g is not None and g.ndim != 3:
         raise ValueError(f"g must have shape [B, T, H] = {list(q.shape[:3])} (one decay per head), got {list(g.shape)}")
     return gated_delta_rule2(q, k, v, g, beta, _tied_write(beta, v.shape[2]), **kwargs)

@@ -6,6 +6,7 @@ were not written for. Errors name the argument and say what was expected and wha
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -102,8 +103,9 @@ def check_inputs(q, k, v, g: Gate, b: Gate, w: Gate, scale: Optional[float],
     _check_gate("g", g, B, T, H, K, "H", "K", q.device, allow_float=False)
     _check_gate("b", b, B, T, H, K, "H", "K", q.device, allow_float=True)
     _check_gate("w", w, B, T, HV, V, "HV", "V", q.device, allow_float=True)
-    if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool) or scale <= 0):
-        raise ValueError(f"scale must be a positive number or None (= K ** -0.5), got {scale!r}")
+    if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool)
+                              or not math.isfinite(scale) or scale <= 0):
+        raise ValueError(f"scale must be a finite positive number or None (= K ** -0.5), got {scale!r}")
 
     N = B if cu_seqlens is None else check_cu_seqlens(cu_seqlens, B, T)
     if initial_state is not None:

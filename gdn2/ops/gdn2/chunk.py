@@ -27,7 +27,8 @@ def _tril(n: int, strict: bool, device) -> torch.Tensor:
 def decayed_products(x: torch.Tensor, y: torch.Tensor, G: Optional[torch.Tensor], strict: bool) -> torch.Tensor:
     """``P[r, s] = sum_c x[r, c] y[s, c] exp(G[r, c] - G[s, c])`` for ``s < r`` (``s <= r`` unless strict).
 
-    x, y: ``[..., L, K]``; G: cumulative log-decay ``[..., L, K]``, ``[..., L, 1]`` or None.
+    x, y: ``[..., L, K]``; G: cumulative log-decay ``[..., L, K]``, ``[..., L, 1]`` or None; the
+    exponents are formed in G's dtype and only then cast to x's.
     Every exponential has a non-positive argument, so any ``g <= 0`` stays finite: for
     channel decays, rows of sub-block i and columns of an earlier sub-block factor through the
     anchor ``a`` = first row of block i as ``exp(G_r - G_a) * exp(G_a - G_s)``; only the
@@ -35,11 +36,12 @@ def decayed_products(x: torch.Tensor, y: torch.Tensor, G: Optional[torch.Tensor]
     """
     L = x.shape[-2]
     mask = _tril(L, strict, x.device)
+    exp = lambda arg: torch.exp(arg.to(x.dtype))  # noqa: E731  (arguments formed in G's float64)
     if G is None:
         return (x @ y.transpose(-1, -2)).masked_fill(~mask, 0)
     if G.shape[-1] == 1:
         diff = (G - G.transpose(-1, -2)).masked_fill(~mask, float("-inf"))
-        return (x @ y.transpose(-1, -2)) * torch.exp(diff)
+        return (x @ y.transpose(-1, -2)) * exp(diff)
 
     pad = (-L) % SUB
     if pad:  # zero rows add nothing; repeating the last G keeps the exponents at 0
@@ -49,15 +51,15 @@ def decayed_products(x: torch.Tensor, y: torch.Tensor, G: Optional[torch.Tensor]
     Lp, nb, K = L + pad, (L + pad) // SUB, x.shape[-1]
     lead = x.shape[:-2]
     Ga = G[..., ::SUB, :]                                                  # [..., nb, K]
-    left = x * torch.exp(G - Ga.repeat_interleave(SUB, dim=-2))             # rows r, exp(G_r - G_a)
-    right = y.unsqueeze(-3) * torch.exp((Ga.unsqueeze(-2) - G.unsqueeze(-3)).clamp(max=0))  # [..., nb, Lp, K]
+    left = x * exp(G - Ga.repeat_interleave(SUB, dim=-2))                   # rows r, exp(G_r - G_a)
+    right = y.unsqueeze(-3) * exp((Ga.unsqueeze(-2) - G.unsqueeze(-3)).clamp(max=0))  # [..., nb, Lp, K]
     off = left.reshape(*lead, nb, SUB, K) @ right.transpose(-1, -2)          # [..., nb, SUB, Lp]
     block = torch.arange(Lp, device=x.device) // SUB
     off = off.reshape(*lead, Lp, Lp) * (block[None, :] < block[:, None])     # strictly earlier blocks only
 
     xb, yb, Gb = (t.reshape(*lead, nb, SUB, K) for t in (x, y, G))
     sub_mask = _tril(SUB, strict, x.device).unsqueeze(-1)
-    decay = torch.exp((Gb.unsqueeze(-2) - Gb.unsqueeze(-3)).masked_fill(~sub_mask, float("-inf")))
+    decay = exp((Gb.unsqueeze(-2) - Gb.unsqueeze(-3)).masked_fill(~sub_mask, float("-inf")))
     diag = (xb.unsqueeze(-2) * yb.unsqueeze(-3) * decay).sum(-1)             # [..., nb, SUB, SUB]
     diag = torch.diag_embed(diag.movedim(-3, -1))                            # [..., SUB, SUB, nb, nb]
     diag = diag.permute(*range(len(lead)), -2, -4, -1, -3).reshape(*lead, Lp, Lp)
@@ -68,16 +70,19 @@ def chunk_step(q, k, v, g, b, w, S):
     """One chunk. q (scaled), k: [B, H, L, K]; g, b: [B, H, L, K|1] or None (b may be a float);
     v: [B, H, G, L, V]; w: [B, H, G, L, V|1], float or None; S: [B, H, G, K, V].
     Returns o [B, H, G, L, V] and the state after the chunk."""
-    Gc = None if g is None else g.cumsum(-2)
+    # The cumulative log-decay is kept in float64: a float32 cumsum that has passed a strongly
+    # forgetting token (g ~ -1e4) loses the small differences that later decays depend on.
+    Gc = None if g is None else g.to(torch.float64).cumsum(-2)
+    dt = q.dtype
     erase = not (isinstance(b, float) and b == 0.0)
     e = k if b is None or not erase else k * b
     z = v if w is None else v * w
     if Gc is not None:
-        gamma = torch.exp(Gc)
+        gamma = torch.exp(Gc.to(dt))
         q_g, e_bar = q * gamma, e * gamma
         G_last = Gc[..., -1:, :]
-        k_tail = k * torch.exp(G_last - Gc)
-        state_decay = torch.exp(G_last).transpose(-1, -2).unsqueeze(2)      # [B, H, 1, K|1, 1]
+        k_tail = k * torch.exp((G_last - Gc).to(dt))
+        state_decay = torch.exp(G_last.to(dt)).transpose(-1, -2).unsqueeze(2)  # [B, H, 1, K|1, 1]
     else:
         q_g, e_bar, k_tail, state_decay = q, e, k, None
 
@@ -123,7 +128,7 @@ def _chunk_loop(q, k, v, g, b, w, scale, S, chunk_size):
         sl = slice(start, min(start + chunk_size, T))
         o, S = chunk_step(
             _key_side(q, sl, dt) * scale, _key_side(k, sl, dt), _value_side(v, sl, H, dt),
-            gate(g, lambda x: _key_side(x, sl, torch.promote_types(dt, torch.float32))),
+            gate(g, lambda x: _key_side(x, sl, dt)),
             gate(b, lambda x: _key_side(x, sl, dt)),
             gate(w, lambda x: _value_side(x, sl, H, dt)), S)
         outputs.append(o)
