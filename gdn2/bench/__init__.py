@@ -1,0 +1,1 @@
+"""Benchmarks: each one checks correctness before it reports a number."""
