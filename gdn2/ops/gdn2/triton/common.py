@@ -1,0 +1,60 @@
+"""Shared pieces of the Triton pipeline: gate modes, tile loads, the chunk table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+# How a gate is given; each mode is a compile-time specialisation of the same kernels.
+GATE_NONE: tl.constexpr = tl.constexpr(0)     # absent: g = 0, b = 1, w = 1
+GATE_SCALAR: tl.constexpr = tl.constexpr(1)   # one value per head and token
+GATE_CHANNEL: tl.constexpr = tl.constexpr(2)  # one value per channel
+GATE_ZERO: tl.constexpr = tl.constexpr(3)     # b = 0: no erase (GLA / linear attention)
+
+
+def gate_mode(x, full_ndim: int = 4) -> int:
+    if x is None:
+        return 0
+    if isinstance(x, float):
+        return 3 if x == 0.0 else 1
+    return 2 if x.ndim == full_ndim else 1
+
+
+@triton.jit
+def load_rows(ptr, t0, rows, L, i_h, H: tl.constexpr, o_k, K: tl.constexpr):
+    """Rows ``t0 + rows`` (only ``0 <= rows < L``) of head ``i_h`` of a ``[T, H, K]`` tensor,
+    columns ``o_k``, as float32 (zeros outside)."""
+    p = ptr + (t0 + rows[:, None]) * (H * K) + i_h * K + o_k[None, :]
+    m = ((rows >= 0) & (rows < L))[:, None] & (o_k < K)[None, :]
+    return tl.load(p, mask=m, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def load_scalar_rows(ptr, t0, rows, L, i_h, H: tl.constexpr):
+    """Rows ``t0 + rows`` of head ``i_h`` of a ``[T, H]`` per-head gate, as float32 ``[BT]``."""
+    return tl.load(ptr + (t0 + rows) * H + i_h, mask=(rows >= 0) & (rows < L), other=0.0).to(tl.float32)
+
+
+@dataclass
+class Chunks:
+    """The chunk table of a (packed) batch: global start and end row of every chunk."""
+
+    start: torch.Tensor   # int32 [count]
+    end: torch.Tensor     # int32 [count]
+    first: torch.Tensor   # int32 [N]: index of each sequence's first chunk
+    count: int
+
+
+def make_chunks(offsets: list, BT: int, device) -> Chunks:
+    starts, ends, first = [], [], []
+    for s, e in zip(offsets, offsets[1:]):
+        first.append(len(starts))
+        for c in range(s, e, BT):
+            starts.append(c)
+            ends.append(min(c + BT, e))
+    as_tensor = lambda x: torch.tensor(x, dtype=torch.int32, device=device)  # noqa: E731
+    return Chunks(start=as_tensor(starts or [0]), end=as_tensor(ends or [0]), first=as_tensor(first),
+                  count=len(starts))
