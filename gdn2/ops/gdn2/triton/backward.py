@@ -1,23 +1,292 @@
-"""Backward of the Triton backend."""
+"""Gate-aware backward of the Triton backend (spec section 5).
+
+Stages: recompute ``A, Aqk`` (intra) and the chunk-start states ``h`` and residuals ``R``
+(state, forward mode) -> ``state_bwd``: the reverse state recurrence, giving the state
+gradient at every chunk end ``dh`` and ``dR`` -> ``chunk_bwd``: everything else, per chunk
+and key head, in parallel over chunks.
+"""
 
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
+
+from .common import GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, gate_mode, load_rows, load_scalar_rows
+from .decay import OPERAND_E, OPERAND_K, OPERAND_Q, decay_apply, decay_apply_t
+from .intra import chunk_intra_fwd, dot_precision
+from .state import chunk_gates, chunk_state_fwd, load_write
 
 
-def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, do, dht):
-    """Gradients for (q, k, v, g, b, w, h0) over the flattened layout, by recomputing the
-    forward through the PyTorch chunk backend and differentiating it."""
-    from ..chunk import chunk_gdn2
-    unsq = lambda x: x.unsqueeze(0) if isinstance(x, torch.Tensor) else x  # noqa: E731
-    leaves = [x.detach().requires_grad_(True) if isinstance(x, torch.Tensor) else x
-              for x in (q, k, v, g, b, w, h0)]
-    with torch.enable_grad():
-        o, ht = chunk_gdn2(*(unsq(x) for x in leaves[:6]), scale, leaves[6], True, cu.long())
-        outs, grads_in = [o], [do.unsqueeze(0)]
-        if dht is not None:
-            outs.append(ht)
-            grads_in.append(dht)
-        wrt = [x for x in leaves if isinstance(x, torch.Tensor)]
-        dx = iter(torch.autograd.grad(outs, wrt, grads_in, allow_unused=True))
-    return tuple((next(dx) if isinstance(x, torch.Tensor) else None) for x in leaves)
+@triton.jit
+def chunk_state_bwd_kernel(
+    q, k, g, b, A, Aqk, do, dht, dh, dh0, dr, cu_seqlens, chunk_first, scale,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    G_MODE: tl.constexpr, B_MODE: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """dR = Aqk^T dO + K_tail dS_C;  dS_0 = Q_γ^T dO + exp(G_C) dS_C - Y^T dR, chunks in reverse."""
+    i_n, i_hv, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_h = i_hv // (HV // H)
+    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    c0 = tl.load(chunk_first + i_n).to(tl.int64)
+    o_t = tl.arange(0, BT)
+    o_c = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_kv = (o_k < K)[:, None] & (o_v < V)[None, :]
+    p_kv = o_k[:, None] * V + o_v[None, :]
+
+    b_dS = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_DHT:
+        b_dS = tl.load(dht + (i_n * HV + i_hv) * K * V + p_kv, mask=m_kv, other=0.0).to(tl.float32)
+    NC = tl.cdiv(eos - bos, BT)
+    for i in range(0, NC):
+        idx = NC - 1 - i
+        t0 = bos + idx * BT
+        L = tl.minimum(eos - t0, BT).to(tl.int32)
+        tl.store(dh + ((c0 + idx) * HV + i_hv) * K * V + p_kv, b_dS, mask=m_kv)
+        b_k, b_e, b_gam, b_tail, b_dec = chunk_gates(g, b, k, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE, B_MODE)
+        m_tv = (o_t < L)[:, None] & (o_v < V)[None, :]
+        b_do = tl.load(do + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
+        b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, o_c, BT)
+        b_dR = tl.dot(tl.trans(b_Aqk), b_do, input_precision=PREC) + tl.dot(b_k * b_tail, b_dS, input_precision=PREC)
+        tl.store(dr + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_dR, mask=m_tv)
+        b_q = load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale
+        b_dS = b_dS * b_dec[:, None] + tl.dot(tl.trans(b_q * b_gam), b_do, input_precision=PREC)
+        if B_MODE != GATE_ZERO:
+            b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
+            b_Y = tl.dot(b_A, b_e * b_gam, input_precision=PREC)
+            b_dS -= tl.dot(tl.trans(b_Y), b_dR, input_precision=PREC)
+    if STORE_DH0:
+        tl.store(dh0 + (i_n * HV + i_hv) * K * V + p_kv, b_dS, mask=m_kv)
+
+
+@triton.jit
+def chunk_bwd_kernel(
+    q, k, v, g, b, w, A, Aqk, h, dh, r, dr, do,
+    dq, dk, dv, dg, db, dw, scratch, chunk_start, chunk_end, scale,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, SUB: tl.constexpr,
+    G_MODE: tl.constexpr, B_MODE: tl.constexpr, W_MODE: tl.constexpr, PREC: tl.constexpr,
+):
+    """All input gradients of one chunk and key head (its HV // H value heads included)."""
+    i_c, i_h = tl.program_id(0), tl.program_id(1)
+    t0 = tl.load(chunk_start + i_c).to(tl.int64)
+    L = (tl.load(chunk_end + i_c) - t0).to(tl.int32)
+    GQ: tl.constexpr = HV // H
+    NK: tl.constexpr = (K + BK - 1) // BK
+    NV: tl.constexpr = (V + BV - 1) // BV
+    ERASE: tl.constexpr = B_MODE != GATE_ZERO
+    o_t = tl.arange(0, BT)
+    o_c = tl.arange(0, BT)
+    m_t = o_t < L
+    # scratch rows of this (chunk, head): dQ_γ, dY, dK_tail [BT, K] and dG_C [K]
+    p_scr = scratch + (i_c * H + i_h) * (3 * BT + 1) * K
+
+    b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
+    b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, o_c, BT)
+    b_dAqk = tl.zeros([BT, BT], dtype=tl.float32)
+    b_dA = tl.zeros([BT, BT], dtype=tl.float32)
+    # value side: dAqk = dO R^T, dA = dR Z^T, dZ = A^T dR -> dv, dw; state products per K block
+    for i_k in range(0, NK):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        b_dQg = tl.zeros([BT, BK], dtype=tl.float32)
+        b_dY = tl.zeros([BT, BK], dtype=tl.float32)
+        b_dKt = tl.zeros([BT, BK], dtype=tl.float32)
+        b_dGC = tl.zeros([BK], dtype=tl.float32)
+        for i_g in range(0, GQ):
+            i_hv = i_h * GQ + i_g
+            for i_v in range(0, NV):
+                o_v = i_v * BV + tl.arange(0, BV)
+                m_tv = m_t[:, None] & (o_v < V)[None, :]
+                p_tv = (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :]
+                m_kv = m_k[:, None] & (o_v < V)[None, :]
+                p_kv = (i_c * HV + i_hv) * K * V + o_k[:, None] * V + o_v[None, :]
+                b_S0 = tl.load(h + p_kv, mask=m_kv, other=0.0)
+                b_dSC = tl.load(dh + p_kv, mask=m_kv, other=0.0)
+                b_do = tl.load(do + p_tv, mask=m_tv, other=0.0).to(tl.float32)
+                b_R = tl.load(r + p_tv, mask=m_tv, other=0.0)
+                b_dR = tl.load(dr + p_tv, mask=m_tv, other=0.0)
+                b_dQg += tl.dot(b_do, tl.trans(b_S0), input_precision=PREC)
+                b_dY -= tl.dot(b_dR, tl.trans(b_S0), input_precision=PREC)
+                b_dKt += tl.dot(b_R, tl.trans(b_dSC), input_precision=PREC)
+                b_dGC += tl.sum(b_S0 * b_dSC, axis=1)
+                if i_k == 0:
+                    b_dAqk += tl.dot(b_do, tl.trans(b_R), input_precision=PREC)
+                    b_z = load_write(v, w, t0, o_t, L, i_hv, HV, o_v, V, W_MODE)
+                    if ERASE:
+                        b_dA += tl.dot(b_dR, tl.trans(b_z), input_precision=PREC)
+                        b_dZ = tl.dot(tl.trans(b_A), b_dR, input_precision=PREC)
+                    else:
+                        b_dZ = b_dR
+                    b_v = load_rows(v, t0, o_t, L, i_hv, HV, o_v, V)
+                    if W_MODE == GATE_CHANNEL:
+                        b_w = load_rows(w, t0, o_t, L, i_hv, HV, o_v, V)
+                        tl.store(dv + p_tv, (b_dZ * b_w).to(dv.dtype.element_ty), mask=m_tv)
+                        tl.store(dw + p_tv, (b_dZ * b_v).to(dw.dtype.element_ty), mask=m_tv)
+                    elif W_MODE == GATE_SCALAR:
+                        b_w = load_scalar_rows(w, t0, o_t, L, i_hv, HV)
+                        tl.store(dv + p_tv, (b_dZ * b_w[:, None]).to(dv.dtype.element_ty), mask=m_tv)
+                        # per-head write gate: partial sums per V block, reduced by the launcher
+                        tl.store(dw + ((t0 + o_t) * HV + i_hv) * NV + i_v,
+                                 tl.sum(b_dZ * b_v, axis=1), mask=m_t)
+                    else:
+                        tl.store(dv + p_tv, b_dZ.to(dv.dtype.element_ty), mask=m_tv)
+        p_blk = p_scr + o_t[:, None] * K + o_k[None, :]
+        m_blk = (o_t < BT)[:, None] & m_k[None, :]
+        tl.store(p_blk, b_dQg, mask=m_blk)
+        tl.store(p_blk + BT * K, b_dY, mask=m_blk)
+        tl.store(p_blk + 2 * BT * K, b_dKt, mask=m_blk)
+        tl.store(p_scr + 3 * BT * K + o_k, b_dGC, mask=m_k)
+    tl.debug_barrier()
+
+    # dA += dY Ē^T;  dT = -(A^T dA A^T) strictly below the diagonal
+    if ERASE:
+        for i_k in range(0, NK):
+            o_k = i_k * BK + tl.arange(0, BK)
+            b_k, b_e, b_gam, b_tail, b_dec = chunk_gates(g, b, k, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE, B_MODE)
+            b_dY = tl.load(p_scr + BT * K + o_t[:, None] * K + o_k[None, :], mask=(o_k < K)[None, :], other=0.0)
+            b_dA += tl.dot(b_dY, tl.trans(b_e * b_gam), input_precision=PREC)
+        b_dT = tl.dot(tl.dot(tl.trans(b_A), b_dA, input_precision=PREC), tl.trans(b_A), input_precision=PREC)
+        b_dT = tl.where(o_t[:, None] > o_c[None, :], -b_dT, 0.0)
+    else:
+        b_dT = tl.zeros([BT, BT], dtype=tl.float32)
+    b_dAqk = tl.where(o_t[:, None] >= o_c[None, :], b_dAqk, 0.0)
+    if G_MODE == GATE_SCALAR:
+        b_gs = load_scalar_rows(g, t0, o_t, L, i_h, H)
+        b_D = tl.exp(tl.cumsum(tl.where(o_t[:, None] > o_c[None, :], b_gs[:, None], 0.0), axis=0))
+        b_dAqk_D = b_dAqk * b_D
+        b_dT_D = b_dT * b_D
+    b_dg_s = tl.zeros([BT], dtype=tl.float32)
+    b_db_s = tl.zeros([BT], dtype=tl.float32)
+
+    # key side, per K block: the decayed products, the gate factors, then dq, dk, db, dg
+    for i_k in range(0, NK):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        p_blk = p_scr + o_t[:, None] * K + o_k[None, :]
+        m_blk = (o_t < BT)[:, None] & m_k[None, :]
+        b_dQg = tl.load(p_blk, mask=m_blk, other=0.0)
+        b_dY = tl.load(p_blk + BT * K, mask=m_blk, other=0.0)
+        b_dKt = tl.load(p_blk + 2 * BT * K, mask=m_blk, other=0.0)
+        b_dGC = tl.load(p_scr + 3 * BT * K + o_k, mask=m_k, other=0.0)
+        b_k, b_e, b_gam, b_tail, b_dec = chunk_gates(g, b, k, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE, B_MODE)
+        b_qs = load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale
+        if G_MODE == GATE_CHANNEL:
+            b_g = load_rows(g, t0, o_t, L, i_h, H, o_k, K)
+            b_gn = load_rows(g, t0, o_t + 1, L, i_h, H, o_k, K)
+            b_pq = decay_apply(b_dAqk, b_k, b_g, b_gn, q, k, b, t0, L, i_h, scale, o_k,
+                               H, K, BT, BK, SUB, OPERAND_K, B_MODE, PREC)
+            b_pk = decay_apply_t(b_dAqk, b_qs, b_g, b_gn, q, k, b, t0, L, i_h, scale, o_k,
+                                 H, K, BT, BK, SUB, OPERAND_Q, B_MODE, PREC)
+            if ERASE:
+                b_pe = decay_apply(b_dT, b_k, b_g, b_gn, q, k, b, t0, L, i_h, scale, o_k,
+                                   H, K, BT, BK, SUB, OPERAND_K, B_MODE, PREC)
+                b_pke = decay_apply_t(b_dT, b_e, b_g, b_gn, q, k, b, t0, L, i_h, scale, o_k,
+                                      H, K, BT, BK, SUB, OPERAND_E, B_MODE, PREC)
+        elif G_MODE == GATE_SCALAR:
+            b_pq = tl.dot(b_dAqk_D, b_k, input_precision=PREC)
+            b_pk = tl.dot(tl.trans(b_dAqk_D), b_qs, input_precision=PREC)
+            b_pe = tl.dot(b_dT_D, b_k, input_precision=PREC)
+            b_pke = tl.dot(tl.trans(b_dT_D), b_e, input_precision=PREC)
+        else:
+            b_pq = tl.dot(b_dAqk, b_k, input_precision=PREC)
+            b_pk = tl.dot(tl.trans(b_dAqk), b_qs, input_precision=PREC)
+            b_pe = tl.dot(b_dT, b_k, input_precision=PREC)
+            b_pke = tl.dot(tl.trans(b_dT), b_e, input_precision=PREC)
+        if not ERASE:
+            b_pe = tl.zeros([BT, BK], dtype=tl.float32)
+            b_pke = tl.zeros([BT, BK], dtype=tl.float32)
+        b_dE = b_pe
+        if ERASE:
+            b_dE += tl.dot(tl.trans(b_A), b_dY, input_precision=PREC) * b_gam   # dĒ ⊙ γ
+        b_dqs = b_pq + b_dQg * b_gam
+        b_dk = b_pk + b_pke + b_dKt * b_tail
+        if G_MODE != GATE_NONE:
+            b_dG = b_qs * b_pq - b_k * b_pk + b_e * b_pe - b_k * b_pke + b_dQg * b_qs * b_gam \
+                - b_dKt * b_k * b_tail
+            if ERASE:
+                b_dG += (b_dE - b_pe) * b_e
+            # the chunk's last row carries the state-side terms of G_C
+            b_dGC = b_dGC * b_dec + tl.sum(b_dKt * b_k * b_tail, axis=0)
+            b_dG += tl.where((o_t == L - 1)[:, None], b_dGC[None, :], 0.0)
+            if G_MODE == GATE_CHANNEL:
+                b_dg = tl.cumsum(b_dG, axis=0, reverse=True)
+                tl.store(dg + (t0 + o_t[:, None]) * H * K + i_h * K + o_k[None, :], b_dg,
+                         mask=m_t[:, None] & m_k[None, :])
+            else:
+                b_dg_s += tl.sum(b_dG, axis=1)
+        tl.store(dq + (t0 + o_t[:, None]) * H * K + i_h * K + o_k[None, :],
+                 (b_dqs * scale).to(dq.dtype.element_ty), mask=m_t[:, None] & m_k[None, :])
+        if B_MODE == GATE_CHANNEL:
+            b_b = load_rows(b, t0, o_t, L, i_h, H, o_k, K)
+            b_dk += b_dE * b_b
+            tl.store(db + (t0 + o_t[:, None]) * H * K + i_h * K + o_k[None, :], b_dE * b_k,
+                     mask=m_t[:, None] & m_k[None, :])
+        elif B_MODE == GATE_SCALAR:
+            b_dk += b_dE * load_scalar_rows(b, t0, o_t, L, i_h, H)[:, None]
+            b_db_s += tl.sum(b_dE * b_k, axis=1)
+        elif B_MODE == GATE_NONE:
+            b_dk += b_dE
+        tl.store(dk + (t0 + o_t[:, None]) * H * K + i_h * K + o_k[None, :], b_dk.to(dk.dtype.element_ty),
+                 mask=m_t[:, None] & m_k[None, :])
+    if G_MODE == GATE_SCALAR:
+        tl.store(dg + (t0 + o_t) * H + i_h, tl.cumsum(b_dg_s, axis=0, reverse=True), mask=m_t)
+    if B_MODE == GATE_SCALAR:
+        tl.store(db + (t0 + o_t) * H + i_h, b_db_s, mask=m_t)
+
+
+def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
+    """Gradients (dq, dk, dv, dg, db, dw, dh0) over the flattened layout ``[T_total, H, K]``."""
+    T, H, K = k.shape
+    HV, V = v.shape[1], v.shape[2]
+    N = cu.numel() - 1
+    modes = (gate_mode(g, 3), gate_mode(b, 3), gate_mode(w, 3))
+    prec = dot_precision(q.dtype)
+    dev = k.device
+    A, Aqk = chunk_intra_fwd(q, k, g, b, scale, chunks, modes[0], modes[1], BT=BT)
+    A = A if modes[1] != 3 else None
+    _, _, h, r = chunk_state_fwd(q, k, v, g, b, w, A, Aqk, scale, h0, cu, chunks, modes, prec,
+                                 output_final_state=False, store_o=False, store_h=True, store_r=True, BT=BT)
+    BK = max(16, triton.next_power_of_2(K))
+    BV = min(32, max(16, triton.next_power_of_2(V)))
+    dh = torch.empty_like(h)
+    dr = torch.empty(T, HV, V, dtype=torch.float32, device=dev)
+    dh0 = torch.empty(N, HV, K, V, dtype=torch.float32, device=dev) if h0 is not None else None
+    do = do.contiguous()
+    dummy = k
+    gt = g if g is not None else dummy
+    bt = b if isinstance(b, torch.Tensor) else dummy
+    wt = w if isinstance(w, torch.Tensor) else dummy
+    chunk_state_bwd_kernel[(N, HV, triton.cdiv(V, BV))](
+        q, k, gt, bt, A if A is not None else dummy, Aqk, do, dht if dht is not None else dummy, dh,
+        dh0 if dh0 is not None else dummy, dr, cu, chunks.first, scale,
+        H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, G_MODE=modes[0], B_MODE=modes[1],
+        USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=prec, num_warps=4)
+
+    BKc = min(64, max(16, triton.next_power_of_2(K)))
+    BVc = min(64, max(16, triton.next_power_of_2(V)))
+    NV = triton.cdiv(V, BVc)
+    dq, dk = torch.empty_like(q), torch.empty_like(k)
+    dv = torch.empty_like(v)
+    dg = torch.empty_like(g) if g is not None else None
+    db = torch.empty(b.shape, dtype=torch.float32, device=dev) if isinstance(b, torch.Tensor) else None
+    if isinstance(w, torch.Tensor):
+        dw = torch.empty(w.shape, dtype=torch.float32, device=dev) if w.ndim == 3 else \
+            torch.empty(T, HV, NV, dtype=torch.float32, device=dev)
+    else:
+        dw = None
+    scratch = torch.empty(max(chunks.count, 1), H, 3 * BT + 1, K, dtype=torch.float32, device=dev)
+    chunk_bwd_kernel[(chunks.count, H)](
+        q, k, v, gt, bt, wt, A if A is not None else dummy, Aqk, h, dh, r, dr, do,
+        dq, dk, dv, dg if dg is not None else dummy, db if db is not None else dummy,
+        dw if dw is not None else dummy, scratch, chunks.start, chunks.end, scale,
+        H=H, HV=HV, K=K, V=V, BT=BT, BK=BKc, BV=BVc, SUB=16, G_MODE=modes[0], B_MODE=modes[1],
+        W_MODE=modes[2], PREC=prec, num_warps=4)
+    if dw is not None and w.ndim == 2:
+        dw = dw.sum(-1)
+    return dq, dk, dv, dg, db, dw, dh0

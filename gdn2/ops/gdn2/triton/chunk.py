@@ -61,17 +61,17 @@ class TritonGDN2(torch.autograd.Function):
                               b if isinstance(b, torch.Tensor) else None,
                               w if isinstance(w, torch.Tensor) else None, h0, cu)
         ctx.consts = (scale, b if not isinstance(b, torch.Tensor) else None,
-                      w if not isinstance(w, torch.Tensor) else None, output_final_state)
+                      w if not isinstance(w, torch.Tensor) else None, chunks)
         return o, ht
 
     @staticmethod
     def backward(ctx, do, dht):
         from .backward import chunk_bwd
         q, k, v, g, b, w, h0, cu = ctx.saved_tensors
-        scale, b_const, w_const, _ = ctx.consts
+        scale, b_const, w_const, chunks = ctx.consts
         b = b if b is not None else b_const
         w = w if w is not None else w_const
-        grads = chunk_bwd(q, k, v, g, b, w, h0, scale, cu, do, dht)
+        grads = chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht)
         return (*grads, None, None, None, None)
 
 
