@@ -49,6 +49,17 @@ def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, rtol: 
     return err
 
 
+def assert_no_worse(name: str, fast: torch.Tensor, baseline: torch.Tensor, reference: torch.Tensor,
+                    factor: float = 2.0, floor: float = 1e-5) -> Error:
+    """The flash-attention criterion: ``fast``'s error against ``reference`` is at most ``factor``
+    times ``baseline``'s (a plain implementation in the same dtype) plus ``floor`` (relative RMS),
+    and never non-finite. Returns the fast version's error."""
+    err, base = error(fast, reference), error(baseline, reference)
+    if not err.finite or err.rel_rms > factor * base.rel_rms + floor:
+        raise AssertionError(f"{name}: {err}; baseline {base}; allowed rel RMS <= {factor:g} x baseline + {floor:.0e}")
+    return err
+
+
 def random_inputs(B: int = 1, T: int = 64, H: int = 2, K: int = 32, V: int = 32, HV: Optional[int] = None,
                   gate: str = "channel", erase: str = "channel", write: str = "channel",
                   dtype: torch.dtype = torch.float32, device: str = "cpu", b_max: float = 1.0,

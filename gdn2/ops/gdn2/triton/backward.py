@@ -12,9 +12,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, gate_mode, load_rows, load_scalar_rows
+from .common import DOT_PRECISION, GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, gate_mode, load_rows, load_scalar_rows
 from .decay import OPERAND_E, OPERAND_K, OPERAND_Q, decay_apply, decay_apply_t
-from .intra import chunk_intra_fwd, dot_precision
+from .intra import chunk_intra_fwd
 from .state import chunk_gates, chunk_state_fwd, load_write
 
 
@@ -246,11 +246,10 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
     HV, V = v.shape[1], v.shape[2]
     N = cu.numel() - 1
     modes = (gate_mode(g, 3), gate_mode(b, 3), gate_mode(w, 3))
-    prec = dot_precision(q.dtype)
     dev = k.device
     A, Aqk = chunk_intra_fwd(q, k, g, b, scale, chunks, modes[0], modes[1], BT=BT)
     A = A if modes[1] != 3 else None
-    _, _, h, r = chunk_state_fwd(q, k, v, g, b, w, A, Aqk, scale, h0, cu, chunks, modes, prec,
+    _, _, h, r = chunk_state_fwd(q, k, v, g, b, w, A, Aqk, scale, h0, cu, chunks, modes,
                                  output_final_state=False, store_o=False, store_h=True, store_r=True, BT=BT)
     BK = max(16, triton.next_power_of_2(K))
     BV = min(32, max(16, triton.next_power_of_2(V)))
@@ -266,7 +265,7 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
         q, k, gt, bt, A if A is not None else dummy, Aqk, do, dht if dht is not None else dummy, dh,
         dh0 if dh0 is not None else dummy, dr, cu, chunks.first, scale,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, G_MODE=modes[0], B_MODE=modes[1],
-        USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=prec, num_warps=4)
+        USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=DOT_PRECISION, num_warps=4)
 
     BKc = min(64, max(16, triton.next_power_of_2(K)))
     BVc = min(64, max(16, triton.next_power_of_2(V)))
@@ -286,7 +285,7 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
         dq, dk, dv, dg if dg is not None else dummy, db if db is not None else dummy,
         dw if dw is not None else dummy, scratch, chunks.start, chunks.end, scale,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BKc, BV=BVc, SUB=16, G_MODE=modes[0], B_MODE=modes[1],
-        W_MODE=modes[2], PREC=prec, num_warps=4)
+        W_MODE=modes[2], PREC=DOT_PRECISION, num_warps=4)
     if dw is not None and w.ndim == 2:
         dw = dw.sum(-1)
     return dq, dk, dv, dg, db, dw, dh0

@@ -1,95 +1,164 @@
-"""The Triton backend of ``gated_delta_rule2``: launcher, autograd function, public entry.
+"""The Triton backend of ``gated_delta_rule2``: launchers, ``torch.library`` custom ops with
+fake implementations and registered autograd (so ``torch.compile(fullgraph=True)`` traces
+through), and the public entry points.
 
-Pipeline (forward): ``intra`` (per chunk: Aqk, A = (I + T)^-1) -> ``state`` (per sequence:
-the state recurrence with the output fused in).
+Forward: ``intra`` (per chunk: Aqk and A = (I + T)^-1) -> ``state`` (per sequence: the state
+recurrence with the output fused in). Backward: see ``backward.py``. Decoding: ``decode.py``.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 
 from ..checks import Gate
+from .backward import chunk_bwd
 from .common import Chunks, gate_mode, make_chunks
-from .intra import chunk_intra_fwd, dot_precision
+from .decode import fused_recurrent_fwd
+from .intra import chunk_intra_fwd
 from .state import chunk_state_fwd
 
 BT = 64
+DECODE_MAX_T = 16  # up to this many tokens per sequence without gradients, the token loop wins
 
 
-def _as_gate_tensor(x: Gate, shape, device, dtype) -> Gate:
-    """A constant other than 0 becomes a per-head tensor; 0 and None stay compile-time modes."""
-    if isinstance(x, float) and x != 0.0:
-        return torch.full(shape, x, device=device, dtype=dtype)
-    return x
+def _chunks(cu: torch.Tensor, uniform_T: int) -> Chunks:
+    """The chunk table; equal-length batches need no device-to-host copy of the offsets."""
+    N = cu.numel() - 1
+    offsets = [i * uniform_T for i in range(N + 1)] if uniform_T > 0 else cu.tolist()
+    return make_chunks(offsets, BT, cu.device)
 
 
-def _flat(x):
-    """[B, T, H, ...] -> contiguous [B*T, H, ...] (gates in float32)."""
-    if not isinstance(x, torch.Tensor):
-        return x
-    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]).contiguous()
+def _opt(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return x if x is not None and x.numel() > 0 else None
 
 
-def _layout(q, cu_seqlens):
-    B, T = q.shape[:2]
+@torch.library.custom_op("gdn2::chunk_fwd", mutates_args=())
+def _chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor],
+                  b: Optional[torch.Tensor], w: Optional[torch.Tensor], h0: Optional[torch.Tensor],
+                  cu: torch.Tensor, uniform_T: int, scale: float, b_zero: bool,
+                  output_final_state: bool) -> List[torch.Tensor]:
+    chunks = _chunks(cu, uniform_T)
+    b_arg = 0.0 if b_zero else b
+    modes = (gate_mode(g, 3), gate_mode(b_arg, 3), gate_mode(w, 3))
+    A, Aqk = chunk_intra_fwd(q, k, g, b_arg, scale, chunks, modes[0], modes[1], BT=BT)
+    o, ht, _, _ = chunk_state_fwd(q, k, v, g, b_arg, w, None if b_zero else A, Aqk, scale, h0, cu,
+                                  chunks, modes, output_final_state, BT=BT)
+    return [o, ht if ht is not None else q.new_empty(0, dtype=torch.float32)]
+
+
+def _fake_outputs(q, k, v, cu, output_final_state):
+    N, HV, K, V = cu.shape[0] - 1, v.shape[1], k.shape[2], v.shape[2]
+    ht = q.new_empty(N, HV, K, V, dtype=torch.float32) if output_final_state else q.new_empty(0, dtype=torch.float32)
+    return [v.new_empty(v.shape, dtype=q.dtype), ht]
+
+
+@_chunk_fwd_op.register_fake
+def _(q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, output_final_state):
+    return _fake_outputs(q, k, v, cu, output_final_state)
+
+
+@torch.library.custom_op("gdn2::chunk_bwd", mutates_args=())
+def _chunk_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor],
+                  b: Optional[torch.Tensor], w: Optional[torch.Tensor], h0: Optional[torch.Tensor],
+                  cu: torch.Tensor, uniform_T: int, scale: float, b_zero: bool, do: torch.Tensor,
+                  dht: Optional[torch.Tensor]) -> List[torch.Tensor]:
+    grads = chunk_bwd(q, k, v, g, 0.0 if b_zero else b, w, h0, scale, cu, _chunks(cu, uniform_T), do,
+                      _opt(dht), BT=BT)
+    return [x if x is not None else q.new_empty(0) for x in grads]
+
+
+@_chunk_bwd_op.register_fake
+def _(q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, do, dht):
+    like = lambda x, dt=None: x.new_empty(x.shape, dtype=dt or x.dtype) if x is not None else q.new_empty(0)  # noqa: E731
+    return [like(q), like(k), like(v), like(g), like(b, torch.float32), like(w, torch.float32),
+            like(h0, torch.float32)]
+
+
+def _setup(ctx, inputs, output):
+    q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, _ = inputs
+    ctx.save_for_backward(q, k, v, g, b, w, h0, cu)
+    ctx.consts = (uniform_T, scale, b_zero)
+
+
+def _backward(ctx, grads):
+    do, dht = grads
+    q, k, v, g, b, w, h0, cu = ctx.saved_tensors
+    uniform_T, scale, b_zero = ctx.consts
+    dq, dk, dv, dg, db, dw, dh0 = _chunk_bwd_op(q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero,
+                                                do.contiguous(), dht)
+    cast = lambda d, x: d.to(x.dtype) if x is not None else None  # noqa: E731
+    return (dq, dk, dv, cast(dg, g), cast(db, b), cast(dw, w), cast(dh0, h0), None, None, None, None, None)
+
+
+torch.library.register_autograd("gdn2::chunk_fwd", _backward, setup_context=_setup)
+
+
+@torch.library.custom_op("gdn2::fused_recurrent_fwd", mutates_args=())
+def _fused_recurrent_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor],
+                        b: Optional[torch.Tensor], w: Optional[torch.Tensor], h0: Optional[torch.Tensor],
+                        cu: torch.Tensor, scale: float, b_zero: bool,
+                        output_final_state: bool) -> List[torch.Tensor]:
+    o, ht = fused_recurrent_fwd(q, k, v, g, 0.0 if b_zero else b, w, scale, h0, cu, output_final_state)
+    return [o, ht if ht is not None else q.new_empty(0, dtype=torch.float32)]
+
+
+@_fused_recurrent_op.register_fake
+def _(q, k, v, g, b, w, h0, cu, scale, b_zero, output_final_state):
+    return _fake_outputs(q, k, v, cu, output_final_state)
+
+
+def _prepare(q, k, v, g, b, w, initial_state, cu_seqlens):
+    """Flatten [B, T, ...] to [B*T, ...], make constant gates per-head tensors, build offsets."""
+    B, T, H, _ = q.shape
+    HV = v.shape[2]
+    flat = lambda x: x.reshape(B * T, *x.shape[2:]).contiguous() if isinstance(x, torch.Tensor) else x  # noqa: E731
+    b_zero = isinstance(b, float) and b == 0.0
+    if isinstance(b, float) and not b_zero:
+        b = torch.full((B, T, H), b, device=q.device, dtype=torch.float32)
+    if isinstance(w, float):
+        w = torch.full((B, T, HV), w, device=q.device, dtype=torch.float32)
     if cu_seqlens is None:
-        offsets = [i * T for i in range(B + 1)]
-        cu = torch.tensor(offsets, dtype=torch.int32, device=q.device)
+        cu = torch.arange(0, B + 1, device=q.device, dtype=torch.int32) * T
+        uniform_T = T
     else:
-        offsets = cu_seqlens.tolist()
-        cu = cu_seqlens.to(torch.int32)
-    return cu, make_chunks(offsets, BT, q.device)
+        cu, uniform_T = cu_seqlens.to(torch.int32), 0
+    g = g.float() if isinstance(g, torch.Tensor) else g
+    h0 = initial_state.float().contiguous() if initial_state is not None else None
+    return (flat(q), flat(k), flat(v), flat(g), None if b_zero else flat(b), flat(w), h0, cu, uniform_T,
+            b_zero)
 
 
-def chunk_fwd(q, k, v, g, b, w, scale, h0, cu, chunks: Chunks, output_final_state):
-    """Forward over the flattened layout ``[T_total, H, K]``; returns (o, final_state)."""
-    modes = (gate_mode(g, 3), gate_mode(b, 3), gate_mode(w, 3))
-    prec = dot_precision(q.dtype)
-    A, Aqk = chunk_intra_fwd(q, k, g, b, scale, chunks, modes[0], modes[1], BT=BT)
-    o, ht, _, _ = chunk_state_fwd(q, k, v, g, b, w, A if modes[1] != 3 else None, Aqk, scale, h0, cu,
-                                  chunks, modes, prec, output_final_state)
-    return o, ht
-
-
-class TritonGDN2(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, g, b, w, h0, scale, cu, chunks, output_final_state):
-        o, ht = chunk_fwd(q, k, v, g, b, w, scale, h0, cu, chunks, output_final_state)
-        ctx.save_for_backward(q, k, v, g if isinstance(g, torch.Tensor) else None,
-                              b if isinstance(b, torch.Tensor) else None,
-                              w if isinstance(w, torch.Tensor) else None, h0, cu)
-        ctx.consts = (scale, b if not isinstance(b, torch.Tensor) else None,
-                      w if not isinstance(w, torch.Tensor) else None, chunks)
-        return o, ht
-
-    @staticmethod
-    def backward(ctx, do, dht):
-        from .backward import chunk_bwd
-        q, k, v, g, b, w, h0, cu = ctx.saved_tensors
-        scale, b_const, w_const, chunks = ctx.consts
-        b = b if b is not None else b_const
-        w = w if w is not None else w_const
-        grads = chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht)
-        return (*grads, None, None, None, None)
+def _finish(o, ht, q, v, initial_state, output_final_state):
+    o = o.reshape(*q.shape[:2], *v.shape[2:])
+    if not output_final_state:
+        return o, None
+    return o, (ht.double() if q.dtype == torch.float64 else ht)
 
 
 def triton_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate, b: Gate, w: Gate,
                 scale: float, initial_state: Optional[torch.Tensor], output_final_state: bool,
                 cu_seqlens: Optional[torch.Tensor]):
-    """Chunkwise GDN-2 in Triton over validated inputs; shapes as in ``gated_delta_rule2``."""
-    B, T, H, K = q.shape
-    HV, V = v.shape[2], v.shape[3]
-    gate_dtype = torch.float32
-    b = _as_gate_tensor(b, (B, T, H), q.device, gate_dtype)
-    w = _as_gate_tensor(w, (B, T, HV), q.device, gate_dtype)
-    cu, chunks = _layout(q, cu_seqlens)
-    g = g.float() if isinstance(g, torch.Tensor) else g
-    h0 = initial_state.float().contiguous() if initial_state is not None else None
-    o, ht = TritonGDN2.apply(_flat(q), _flat(k), _flat(v), _flat(g), _flat(b), _flat(w), h0, scale, cu,
-                             chunks, output_final_state)
-    o = o.reshape(B, T, HV, V)
-    if ht is not None and initial_state is not None and initial_state.dtype == torch.float64:
-        ht = ht.double()
-    return o, ht
+    """Chunkwise GDN-2 in Triton over validated inputs; shapes as in ``gated_delta_rule2``.
+    Without gradients and with at most ``DECODE_MAX_T`` tokens it runs the decode kernel."""
+    needs_grad = torch.is_grad_enabled() and any(
+        isinstance(x, torch.Tensor) and x.requires_grad for x in (q, k, v, g, b, w, initial_state))
+    if not needs_grad and cu_seqlens is None and q.shape[1] <= DECODE_MAX_T:
+        return fused_recurrent_gdn2(q, k, v, g, b, w, scale, initial_state, output_final_state, None)
+    qf, kf, vf, gf, bf, wf, h0, cu, uniform_T, b_zero = _prepare(q, k, v, g, b, w, initial_state, cu_seqlens)
+    o, ht = _chunk_fwd_op(qf, kf, vf, gf, bf, wf, h0, cu, uniform_T, scale, b_zero, output_final_state)
+    return _finish(o, ht, q, v, initial_state, output_final_state)
+
+
+def fused_recurrent_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate, b: Gate, w: Gate,
+                         scale: float, initial_state: Optional[torch.Tensor], output_final_state: bool,
+                         cu_seqlens: Optional[torch.Tensor]):
+    """Token-by-token GDN-2 in one Triton kernel (decoding); inference only."""
+    if torch.is_grad_enabled() and any(isinstance(x, torch.Tensor) and x.requires_grad
+                                       for x in (q, k, v, g, b, w, initial_state)):
+        raise RuntimeError("the fused recurrent (decode) kernel has no backward: call it under "
+                           "torch.no_grad() / torch.inference_mode(), or use the chunk kernels for training")
+    qf, kf, vf, gf, bf, wf, h0, cu, _, b_zero = _prepare(q, k, v, g, b, w, initial_state, cu_seqlens)
+    o, ht = _fused_recurrent_op(qf, kf, vf, gf, bf, wf, h0, cu, scale, b_zero, output_final_state)
+    return _finish(o, ht, q, v, initial_state, output_final_state)

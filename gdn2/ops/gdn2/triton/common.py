@@ -15,6 +15,11 @@ GATE_CHANNEL: tl.constexpr = tl.constexpr(2)  # one value per channel
 GATE_ZERO: tl.constexpr = tl.constexpr(3)     # b = 0: no erase (GLA / linear attention)
 
 
+# Three-pass TF32 keeps the tensor cores at about float32 accuracy: the kernels compute in
+# float32 whatever the input dtype, as the PyTorch chunk backend does.
+DOT_PRECISION = "tf32x3"
+
+
 def gate_mode(x, full_ndim: int = 4) -> int:
     if x is None:
         return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, load_rows, load_scalar_rows
+from .common import DOT_PRECISION, GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, load_rows, load_scalar_rows
 
 
 @triton.jit
@@ -124,11 +124,7 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64):
     chunk_intra_fwd_kernel[(chunks.count, H)](
         q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A, Aqk,
         chunks.start, chunks.end, scale,
-        H=H, K=K, BT=BT, BK=BK, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=dot_precision(q.dtype),
+        H=H, K=K, BT=BT, BK=BK, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=DOT_PRECISION,
         num_warps=4)
     return A, Aqk
 
-
-def dot_precision(dtype):
-    import torch
-    return "ieee" if dtype == torch.float32 else "tf32"

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, load_rows, load_scalar_rows
+from .common import DOT_PRECISION, GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, load_rows, load_scalar_rows
 
 
 @triton.jit
@@ -109,7 +109,7 @@ def chunk_state_fwd_kernel(
         tl.store(ht + (i_n * HV + i_hv) * K * V + p_kv, b_S, mask=m_kv)
 
 
-def chunk_state_fwd(q, k, v, g, b, w, A, Aqk, scale, h0, cu_seqlens, chunks, modes, prec,
+def chunk_state_fwd(q, k, v, g, b, w, A, Aqk, scale, h0, cu_seqlens, chunks, modes,
                     output_final_state, store_o=True, store_h=False, store_r=False, BT=64):
     """Launch the inter-chunk stage over the flattened layout; returns (o, final, h, r)."""
     T, H, K = k.shape
@@ -131,5 +131,5 @@ def chunk_state_fwd(q, k, v, g, b, w, A, Aqk, scale, h0, cu_seqlens, chunks, mod
         h if h is not None else dummy, r if r is not None else dummy, cu_seqlens, chunks.first, scale,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, G_MODE=g_mode, B_MODE=b_mode, W_MODE=w_mode,
         USE_H0=h0 is not None, STORE_HT=output_final_state, STORE_O=store_o, STORE_H=store_h,
-        STORE_R=store_r, PREC=prec, num_warps=4)
+        STORE_R=store_r, PREC=DOT_PRECISION, num_warps=4)
     return o, ht, h, r

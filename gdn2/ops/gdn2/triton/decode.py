@@ -1,0 +1,75 @@
+"""Fused recurrent kernel for decoding: one or a few tokens per call, the state read once and
+written once. Reference: ``recurrent.py`` (the token loop)."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, gate_mode
+
+
+@triton.jit
+def fused_recurrent_fwd_kernel(
+    q, k, v, g, b, w, o, h0, ht, cu_seqlens, scale,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr,
+    W_MODE: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr,
+):
+    i_n, i_hv, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_h = i_hv // (HV // H)
+    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    m_kv = m_k[:, None] & m_v[None, :]
+    p_kv = (i_n * HV + i_hv) * K * V + o_k[:, None] * V + o_v[None, :]
+    b_S = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_H0:
+        b_S = tl.load(h0 + p_kv, mask=m_kv, other=0.0)
+    for t in range(bos, eos):
+        p_k = t * H * K + i_h * K + o_k
+        p_v = t * HV * V + i_hv * V + o_v
+        b_q = tl.load(q + p_k, mask=m_k, other=0.0).to(tl.float32) * scale
+        b_k = tl.load(k + p_k, mask=m_k, other=0.0).to(tl.float32)
+        b_z = tl.load(v + p_v, mask=m_v, other=0.0).to(tl.float32)
+        if G_MODE == GATE_CHANNEL:
+            b_S = b_S * tl.exp(tl.load(g + p_k, mask=m_k, other=0.0).to(tl.float32))[:, None]
+        elif G_MODE == GATE_SCALAR:
+            b_S = b_S * tl.exp(tl.load(g + t * H + i_h).to(tl.float32))
+        if W_MODE == GATE_CHANNEL:
+            b_z = b_z * tl.load(w + p_v, mask=m_v, other=0.0).to(tl.float32)
+        elif W_MODE == GATE_SCALAR:
+            b_z = b_z * tl.load(w + t * HV + i_hv).to(tl.float32)
+        if B_MODE != GATE_ZERO:
+            b_e = b_k
+            if B_MODE == GATE_CHANNEL:
+                b_e = b_k * tl.load(b + p_k, mask=m_k, other=0.0).to(tl.float32)
+            elif B_MODE == GATE_SCALAR:
+                b_e = b_k * tl.load(b + t * H + i_h).to(tl.float32)
+            b_z = b_z - tl.sum(b_e[:, None] * b_S, axis=0)
+        b_S = b_S + b_k[:, None] * b_z[None, :]
+        tl.store(o + p_v, tl.sum(b_q[:, None] * b_S, axis=0).to(o.dtype.element_ty), mask=m_v)
+    if STORE_HT:
+        tl.store(ht + p_kv, b_S, mask=m_kv)
+
+
+def fused_recurrent_fwd(q, k, v, g, b, w, scale, h0, cu, output_final_state):
+    """Token-by-token forward over the flattened layout ``[T_total, H, K]``; no autograd."""
+    T, H, K = k.shape
+    HV, V = v.shape[1], v.shape[2]
+    N = cu.numel() - 1
+    BK = max(16, triton.next_power_of_2(K))
+    BV = min(32, max(16, triton.next_power_of_2(V)))
+    o = torch.empty(T, HV, V, dtype=q.dtype, device=q.device)
+    ht = torch.empty(N, HV, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
+    dummy = k
+    fused_recurrent_fwd_kernel[(N, HV, triton.cdiv(V, BV))](
+        q, k, v, g if g is not None else dummy, b if isinstance(b, torch.Tensor) else dummy,
+        w if isinstance(w, torch.Tensor) else dummy, o, h0 if h0 is not None else dummy,
+        ht if ht is not None else dummy, cu, scale,
+        H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, G_MODE=gate_mode(g, 3), B_MODE=gate_mode(b, 3),
+        W_MODE=gate_mode(w, 3), USE_H0=h0 is not None, STORE_HT=output_final_state, num_warps=4)
+    return o, ht
