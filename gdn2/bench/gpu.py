@@ -1,0 +1,185 @@
+"""GPU kernel benchmark: this backend against FLA's ``chunk_gdn2`` and SDPA flash attention.
+
+Protocol (one run, one card): for each shape, a correctness gate first compares our output and
+input gradients with FLA's on the same inputs and stops before any timing on disagreement;
+then forward and forward+backward are timed as the median of ``triton.testing.do_bench``
+(device events), and decode (one token, batch 64) likewise. Ratios are ours / theirs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from ..ops import gated_delta_rule2
+from ..testing import error
+
+SHAPES = [(8, 2048), (4, 4096), (2, 8192), (1, 16384)]
+H, K, V = 16, 128, 128
+
+
+@dataclass
+class Row:
+    shape: str
+    times: Dict[str, float] = field(default_factory=dict)   # name -> ms
+
+
+def make_inputs(B, T, device="cuda", dtype=torch.bfloat16, seed=0):
+    gen = torch.Generator(device=device).manual_seed(seed)
+    r = lambda *s: torch.randn(*s, device=device, generator=gen)  # noqa: E731
+    q, k = r(B, T, H, K).to(dtype), r(B, T, H, K).to(dtype)
+    v = r(B, T, H, V).to(dtype)
+    g = -torch.nn.functional.softplus(r(B, T, H, K)) * 0.1            # log-decay, float32
+    b = torch.sigmoid(r(B, T, H, K)).to(dtype)
+    w = torch.sigmoid(r(B, T, H, V)).to(dtype)
+    return dict(q=q, k=k, v=v, g=g, b=b, w=w)
+
+
+def ours(x, **kw):
+    return gated_delta_rule2(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], use_qk_l2norm=True,
+                             backend="triton", **kw)
+
+
+def fla_chunk(x, **kw):
+    from fla.ops.gdn2 import chunk_gdn2
+    return chunk_gdn2(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], use_qk_l2norm_in_kernel=True, **kw)
+
+
+def fla_decode(x, **kw):
+    from fla.ops.gdn2 import fused_recurrent_gdn2
+    return fused_recurrent_gdn2(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], use_qk_l2norm_in_kernel=True, **kw)
+
+
+def sdpa(x, **kw):
+    q, k, v = (x[n].transpose(1, 2) for n in ("q", "k", "v"))
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True), None
+
+
+def _with_grad(x):
+    return {n: t.detach().clone().requires_grad_(True) for n, t in x.items()}
+
+
+def gate(x, tol=1e-2) -> List[str]:
+    """Our output and input gradients against FLA's; raises on disagreement."""
+    xa, xb = _with_grad(x), _with_grad(x)
+    oa, _ = ours(xa)
+    ob, _ = fla_chunk(xb)
+    do = torch.randn_like(oa)
+    ga = torch.autograd.grad(oa, list(xa.values()), do)
+    gb = torch.autograd.grad(ob, list(xb.values()), do)
+    lines = []
+    for name, a, b_ in [("o", oa, ob)] + [(f"d{n}", s, t) for n, s, t in zip(xa, ga, gb)]:
+        err = error(a.float(), b_.float())
+        lines.append(f"{name}: {err}")
+        if not err.finite or err.rel_rms > tol:
+            raise AssertionError(f"correctness gate failed, ours vs FLA {name}: {err} (allowed {tol})")
+    return lines
+
+
+def time_fwd(fn: Callable, x) -> float:
+    import triton
+    with torch.no_grad():
+        return triton.testing.do_bench(lambda: fn(x), warmup=25, rep=100, return_mode="median")
+
+
+def time_fwd_bwd(fn: Callable, x) -> float:
+    import triton
+    xg = _with_grad(x)
+    o, _ = fn(xg)
+    do = torch.randn_like(o)
+    leaves = list(xg.values())
+
+    def step():
+        out, _ = fn(xg)
+        torch.autograd.grad(out, leaves, do)
+    return triton.testing.do_bench(step, warmup=25, rep=100, return_mode="median")
+
+
+def machine_ceilings() -> Dict[str, float]:
+    import triton
+    a = torch.empty(2 ** 30 // 2, dtype=torch.bfloat16, device="cuda").normal_()
+    bts = 2 * a.numel() * a.element_size()
+    copy_ms = triton.testing.do_bench(lambda: a.clone(), warmup=10, rep=50, return_mode="median")
+    m = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    mm_ms = triton.testing.do_bench(lambda: m @ m, warmup=10, rep=50, return_mode="median")
+    return {"copy_GBps": bts / copy_ms / 1e6, "bf16_TFLOPs": 2 * 8192 ** 3 / mm_ms / 1e9}
+
+
+def versions() -> Dict[str, str]:
+    import triton
+    out = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+           "cuda": str(torch.version.cuda), "python": platform.python_version(),
+           "date": datetime.date.today().isoformat()}
+    try:
+        import fla
+        out["fla"] = getattr(fla, "__version__", "?")
+    except ImportError:
+        out["fla"] = "not installed"
+    return out
+
+
+def run(log=print, shapes=SHAPES, with_fla=True) -> Dict[str, object]:
+    rows, gates = [], {}
+    for B, T in shapes:
+        x = make_inputs(B, T)
+        name = f"{B}x{T // 1024}K"
+        if with_fla:
+            gates[name] = gate(x)
+            log(f"{name}: gate passed ({gates[name][0]})")
+        row = Row(shape=name)
+        fns = {"gdn2": ours, "sdpa": sdpa}
+        if with_fla:
+            fns["fla"] = fla_chunk
+        for fn_name, fn in fns.items():
+            row.times[f"{fn_name}_fwd"] = time_fwd(fn, x)
+            row.times[f"{fn_name}_fwdbwd"] = time_fwd_bwd(fn, x)
+        log(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.times.items()))
+        rows.append(row)
+        del x
+        torch.cuda.empty_cache()
+    import triton
+    decode: Dict[str, Optional[float]] = {}
+    x = make_inputs(64, 1)
+    h0 = torch.randn(64, H, K, V, device="cuda") * 0.1
+    step_ours = lambda: ours(x, initial_state=h0, output_final_state=True)  # noqa: E731
+    step_fla = lambda: fla_decode(x, initial_state=h0, output_final_state=True)  # noqa: E731
+    with torch.no_grad():
+        if with_fla:
+            err = error(step_ours()[0].float(), step_fla()[0].float())
+            if not err.finite or err.rel_rms > 1e-2:
+                raise AssertionError(f"decode correctness gate failed, ours vs FLA: {err}")
+            gates["decode 64x1"] = [f"o: {err}"]
+        decode["gdn2"] = triton.testing.do_bench(step_ours, return_mode="median")
+        if with_fla:
+            decode["fla"] = triton.testing.do_bench(step_fla, return_mode="median")
+    log("decode: " + ", ".join(f"{k} {v:.4f}" for k, v in decode.items()))
+    return {"rows": rows, "decode": decode, "gates": gates}
+
+
+def format_results(res, meta, ceilings) -> str:
+    lines = [f"# GPU kernels, {meta['date']}, {meta['gpu']}", "",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in meta.items() if k not in ("date", "gpu")) + ".",
+             f"Ceilings measured in the same run: device copy {ceilings['copy_GBps']:.0f} GB/s (read + write), "
+             f"bf16 8192^3 matmul {ceilings['bf16_TFLOPs']:.0f} TFLOP/s.",
+             "H = 16, K = V = 128, bfloat16 q/k/v/b/w, float32 g, q/k L2-normalised; times in ms, medians of "
+             "`triton.testing.do_bench`. Ratio = gdn2 / FLA (below 1 is faster).", "",
+             "| shape | gdn2 fwd | FLA fwd | ratio | gdn2 fwd+bwd | FLA fwd+bwd | ratio | SDPA fwd | SDPA fwd+bwd |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        t = r.times
+        fla_f, fla_fb = t.get("fla_fwd"), t.get("fla_fwdbwd")
+        ratio = lambda a, b: f"{a / b:.2f}" if b else "n/a"  # noqa: E731
+        lines.append(f"| {r.shape} | {t['gdn2_fwd']:.3f} | {fla_f or float('nan'):.3f} | {ratio(t['gdn2_fwd'], fla_f)} | "
+                     f"{t['gdn2_fwdbwd']:.3f} | {fla_fb or float('nan'):.3f} | {ratio(t['gdn2_fwdbwd'], fla_fb)} | "
+                     f"{t['sdpa_fwd']:.3f} | {t['sdpa_fwdbwd']:.3f} |")
+    d = res["decode"]
+    lines += ["", f"Decode, one token, batch 64, H = 16, float32 state: gdn2 {d['gdn2']:.4f} ms"
+              + (f", FLA `fused_recurrent_gdn2` {d['fla']:.4f} ms, ratio {d['gdn2'] / d['fla']:.2f}" if "fla" in d else "")
+              + ".", "", "Correctness gate (ours vs FLA, relative RMS):", ""]
+    for shape, g in res["gates"].items():
+        lines.append(f"- {shape}: " + "; ".join(g))
+    return "\n".join(lines) + "\n"
