@@ -2,8 +2,8 @@
 
 Stages: recompute ``A, Aqk`` (intra) and the chunk-start states ``h`` and residuals ``R``
 (state, forward mode) -> ``state_bwd``: the reverse state recurrence, giving the state
-gradient at every chunk end ``dh`` and ``dR`` -> ``chunk_bwd``: everything else, per chunk
-and key head, in parallel over chunks.
+gradient at every chunk end ``dh`` and ``dR`` -> ``chunk_bwd_value`` then ``chunk_bwd_key``: everything else, per
+chunk and key head, in parallel over chunks.
 """
 
 from __future__ import annotations
@@ -65,14 +65,15 @@ def chunk_state_bwd_kernel(
 
 
 @triton.jit
-def chunk_bwd_kernel(
-    q, k, v, g, b, w, A, Aqk, h, dh, r, dr, do,
-    dq, dk, dv, dg, db, dw, scratch, chunk_start, chunk_end, scale,
+def chunk_bwd_value_kernel(
+    v, w, A, h, dh, r, dr, do, dv, dw, scratch, chunk_start, chunk_end,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, SUB: tl.constexpr,
-    G_MODE: tl.constexpr, B_MODE: tl.constexpr, W_MODE: tl.constexpr, PREC: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    B_MODE: tl.constexpr, W_MODE: tl.constexpr, PREC: tl.constexpr,
 ):
-    """All input gradients of one chunk and key head (its HV // H value heads included)."""
+    """Value side of one chunk and key head (its HV // H value heads): dv, dw, and into the
+    scratch dQ_γ = dO S_0^T, dY = -dR S_0^T, dK_tail = R dS_C^T, sum_V S_0 ⊙ dS_C,
+    dAqk = dO R^T and dA = dR Z^T."""
     i_c, i_h = tl.program_id(0), tl.program_id(1)
     t0 = tl.load(chunk_start + i_c).to(tl.int64)
     L = (tl.load(chunk_end + i_c) - t0).to(tl.int32)
@@ -83,14 +84,11 @@ def chunk_bwd_kernel(
     o_t = tl.arange(0, BT)
     o_c = tl.arange(0, BT)
     m_t = o_t < L
-    # scratch rows of this (chunk, head): dQ_γ, dY, dK_tail [BT, K] and dG_C [K]
-    p_scr = scratch + (i_c * H + i_h) * (3 * BT + 1) * K
-
-    b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
-    b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, o_c, BT)
+    p_scr = scratch + (i_c * H + i_h) * ((3 * BT + 1) * K + 2 * BT * BT)
+    if ERASE:
+        b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
     b_dAqk = tl.zeros([BT, BT], dtype=tl.float32)
     b_dA = tl.zeros([BT, BT], dtype=tl.float32)
-    # value side: dAqk = dO R^T, dA = dR Z^T, dZ = A^T dR -> dv, dw; state products per K block
     for i_k in range(0, NK):
         o_k = i_k * BK + tl.arange(0, BK)
         m_k = o_k < K
@@ -142,10 +140,35 @@ def chunk_bwd_kernel(
         tl.store(p_blk + BT * K, b_dY, mask=m_blk)
         tl.store(p_blk + 2 * BT * K, b_dKt, mask=m_blk)
         tl.store(p_scr + 3 * BT * K + o_k, b_dGC, mask=m_k)
-    tl.debug_barrier()
+    p_sq = p_scr + (3 * BT + 1) * K + o_t[:, None] * BT + o_c[None, :]
+    tl.store(p_sq, b_dAqk)
+    tl.store(p_sq + BT * BT, b_dA)
+
+
+@triton.jit
+def chunk_bwd_key_kernel(
+    q, k, g, b, A, scratch, dq, dk, dg, db, chunk_start, chunk_end, scale,
+    H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
+    G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
+):
+    """Key side of one chunk and key head: dT, the decayed products' gradients and the gate
+    factors, giving dq, dk, db and dg (reverse cumulative sum of dG inside the chunk)."""
+    i_c, i_h = tl.program_id(0), tl.program_id(1)
+    t0 = tl.load(chunk_start + i_c).to(tl.int64)
+    L = (tl.load(chunk_end + i_c) - t0).to(tl.int32)
+    NK: tl.constexpr = (K + BK - 1) // BK
+    ERASE: tl.constexpr = B_MODE != GATE_ZERO
+    o_t = tl.arange(0, BT)
+    o_c = tl.arange(0, BT)
+    m_t = o_t < L
+    p_scr = scratch + (i_c * H + i_h) * ((3 * BT + 1) * K + 2 * BT * BT)
+    p_sq = p_scr + (3 * BT + 1) * K + o_t[:, None] * BT + o_c[None, :]
+    b_dAqk = tl.load(p_sq)
+    b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
 
     # dA += dY Ē^T;  dT = -(A^T dA A^T) strictly below the diagonal
     if ERASE:
+        b_dA = tl.load(p_sq + BT * BT)
         for i_k in range(0, NK):
             o_k = i_k * BK + tl.arange(0, BK)
             b_k, b_e, b_gam, b_tail, b_dec = chunk_gates(g, b, k, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE, B_MODE)
@@ -240,6 +263,8 @@ def chunk_bwd_kernel(
         tl.store(db + (t0 + o_t) * H + i_h, b_db_s, mask=m_t)
 
 
+
+
 def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
     """Gradients (dq, dk, dv, dg, db, dw, dh0) over the flattened layout ``[T_total, H, K]``."""
     T, H, K = k.shape
@@ -265,7 +290,7 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
         q, k, gt, bt, A if A is not None else dummy, Aqk, do, dht if dht is not None else dummy, dh,
         dh0 if dh0 is not None else dummy, dr, cu, chunks.first, scale,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, G_MODE=modes[0], B_MODE=modes[1],
-        USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=DOT_PRECISION, num_warps=4)
+        USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=DOT_PRECISION, num_warps=4, num_stages=1)
 
     BKc = min(64, max(16, triton.next_power_of_2(K)))
     BVc = min(64, max(16, triton.next_power_of_2(V)))
@@ -279,13 +304,16 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
             torch.empty(T, HV, NV, dtype=torch.float32, device=dev)
     else:
         dw = None
-    scratch = torch.empty(max(chunks.count, 1), H, 3 * BT + 1, K, dtype=torch.float32, device=dev)
-    chunk_bwd_kernel[(chunks.count, H)](
-        q, k, v, gt, bt, wt, A if A is not None else dummy, Aqk, h, dh, r, dr, do,
-        dq, dk, dv, dg if dg is not None else dummy, db if db is not None else dummy,
-        dw if dw is not None else dummy, scratch, chunks.start, chunks.end, scale,
-        H=H, HV=HV, K=K, V=V, BT=BT, BK=BKc, BV=BVc, SUB=16, G_MODE=modes[0], B_MODE=modes[1],
-        W_MODE=modes[2], PREC=DOT_PRECISION, num_warps=4)
+    scratch = torch.empty(max(chunks.count, 1), H, (3 * BT + 1) * K + 2 * BT * BT, dtype=torch.float32, device=dev)
+    At = A if A is not None else dummy
+    chunk_bwd_value_kernel[(chunks.count, H)](
+        v, wt, At, h, dh, r, dr, do, dv, dw if dw is not None else dummy, scratch, chunks.start, chunks.end,
+        H=H, HV=HV, K=K, V=V, BT=BT, BK=BKc, BV=BVc, B_MODE=modes[1], W_MODE=modes[2], PREC=DOT_PRECISION,
+        num_warps=4, num_stages=1)
+    chunk_bwd_key_kernel[(chunks.count, H)](
+        q, k, gt, bt, At, scratch, dq, dk, dg if dg is not None else dummy, db if db is not None else dummy,
+        chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BKc, SUB=16, G_MODE=modes[0], B_MODE=modes[1],
+        PREC=DOT_PRECISION, num_warps=4, num_stages=1)
     if dw is not None and w.ndim == 2:
         dw = dw.sum(-1)
     return dq, dk, dv, dg, db, dw, dh0

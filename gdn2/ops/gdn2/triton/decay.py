@@ -53,7 +53,7 @@ def decay_apply(M, b_y, b_g, b_gn, q, k, b, t0, L, i_h, scale, o_k,
     blk = o_t // SUB
     b_gloc = block_cumsum(tl.where((off == 0)[:, None], 0.0, b_g), BT, SUB, BK, False)
     b_p = tl.zeros([BT, BK], dtype=tl.float32)
-    for i_b in tl.static_range(1, BT // SUB):
+    for i_b in range(1, BT // SUB):
         a_i = i_b * SUB
         b_sum = tl.cumsum(tl.where((o_t + 1 <= a_i)[:, None], b_gn, 0.0), axis=0, reverse=True)
         b_right = tl.where((o_t < a_i)[:, None], b_y * tl.exp(b_sum), 0.0)
@@ -79,7 +79,7 @@ def decay_apply_t(M, b_x, b_g, b_gn, q, k, b, t0, L, i_h, scale, o_k,
     b_gloc = block_cumsum(tl.where((off == 0)[:, None], 0.0, b_g), BT, SUB, BK, False)
     b_left = b_x * tl.exp(b_gloc)
     b_p = tl.zeros([BT, BK], dtype=tl.float32)
-    for i_b in tl.static_range(1, BT // SUB):
+    for i_b in range(1, BT // SUB):
         a_i = i_b * SUB
         b_sum = tl.cumsum(tl.where((o_t + 1 <= a_i)[:, None], b_gn, 0.0), axis=0, reverse=True)
         b_Mi = tl.where((blk == i_b)[:, None], M, 0.0)

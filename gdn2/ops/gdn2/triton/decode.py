@@ -71,5 +71,5 @@ def fused_recurrent_fwd(q, k, v, g, b, w, scale, h0, cu, output_final_state):
         w if isinstance(w, torch.Tensor) else dummy, o, h0 if h0 is not None else dummy,
         ht if ht is not None else dummy, cu, scale,
         H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, G_MODE=gate_mode(g, 3), B_MODE=gate_mode(b, 3),
-        W_MODE=gate_mode(w, 3), USE_H0=h0 is not None, STORE_HT=output_final_state, num_warps=4)
+        W_MODE=gate_mode(w, 3), USE_H0=h0 is not None, STORE_HT=output_final_state, num_warps=4, num_stages=1)
     return o, ht

@@ -57,7 +57,7 @@ def chunk_intra_fwd_kernel(
             b_lq = b_q * tl.exp(b_gloc)
             b_le = b_e * tl.exp(b_gloc)
             # off-diagonal sub-blocks, through the anchor a_i = first row of block i
-            for i_b in tl.static_range(1, BT // SUB):
+            for i_b in range(1, BT // SUB):
                 a_i = i_b * SUB
                 b_sum = tl.cumsum(tl.where((o_t + 1 <= a_i)[:, None], b_gn, 0.0), axis=0, reverse=True)
                 b_right = tl.where((o_t < a_i)[:, None], b_k * tl.exp(b_sum), 0.0)
@@ -125,6 +125,6 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64):
         q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A, Aqk,
         chunks.start, chunks.end, scale,
         H=H, K=K, BT=BT, BK=BK, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=DOT_PRECISION,
-        num_warps=4)
+        num_warps=4, num_stages=1)
     return A, Aqk
 

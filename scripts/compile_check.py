@@ -1,0 +1,88 @@
+"""Compile every Triton kernel for sm_90 on a machine without a GPU and report shared memory
+and registers (ptxas), so resource failures show up before a GPU call.
+
+    python scripts/compile_check.py
+"""
+
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from gdn2.ops.gdn2.triton.backward import chunk_bwd_key_kernel, chunk_bwd_value_kernel, chunk_state_bwd_kernel
+from gdn2.ops.gdn2.triton.decode import fused_recurrent_fwd_kernel
+from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd_kernel
+from gdn2.ops.gdn2.triton.state import chunk_state_fwd_kernel
+
+SMEM_LIMIT = 232448
+INT_ARGS = {"cu_seqlens", "chunk_first", "chunk_start", "chunk_end"}
+
+
+def signature(fn, consts, dtype):
+    sig = {}
+    for name in fn.arg_names:
+        if name in consts:
+            sig[name] = "constexpr"
+        elif name == "scale":
+            sig[name] = "fp32"
+        elif name in INT_ARGS:
+            sig[name] = "*i32"
+        elif name in ("q", "k", "v", "o", "do", "dq", "dk", "dv"):
+            sig[name] = dtype
+        else:
+            sig[name] = "*fp32"
+    return sig
+
+
+def ptxas_registers(ptx: str) -> str:
+    import glob
+    import os
+    ptxas = glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas*"))[0]
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
+        f.write(ptx)
+        f.flush()
+        out = subprocess.run([ptxas, "-v", "--gpu-name=sm_90a", f.name, "-o", "/dev/null"],
+                             capture_output=True, text=True).stderr
+    regs = re.findall(r"Used (\d+) registers", out)
+    spill = re.findall(r"(\d+) bytes spill stores", out)
+    return f"regs {regs[-1] if regs else '?'} spill-stores {spill[-1] if spill else '?'}"
+
+
+def check(fn, consts, dtype="*bf16", num_warps=4):
+    start = time.time()
+    ck = triton.compile(ASTSource(fn=fn, signature=signature(fn, consts, dtype), constexprs=consts),
+                        target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, num_stages=1))
+    smem = ck.metadata.shared
+    flag = "OK" if smem <= SMEM_LIMIT else "OVER"
+    print(f"{fn.__name__:28s} {str(consts.get('K')):>4s} smem {smem:7d} {flag} {ptxas_registers(ck.asm['ptx'])} "
+          f"({time.time() - start:.0f}s)", flush=True)
+    return smem <= SMEM_LIMIT
+
+
+def main(Ks=(128, 256), only=None):
+    ok = True
+    for K in Ks:
+        BK = max(16, triton.next_power_of_2(K))
+        gates = dict(G_MODE=2, B_MODE=2, W_MODE=2)
+        ok &= check(chunk_intra_fwd_kernel, dict(H=16, K=K, BT=64, BK=min(64, BK), SUB=16, G_MODE=2, B_MODE=2,
+                                                 PREC="tf32x3"))
+        ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, **gates, USE_H0=True,
+                                                 STORE_HT=True, STORE_O=True, STORE_H=True, STORE_R=True,
+                                                 PREC="tf32x3"))
+        ok &= check(chunk_state_bwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, G_MODE=2, B_MODE=2,
+                                                 USE_DHT=True, STORE_DH0=True, PREC="tf32x3"))
+        ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=64, BV=64, B_MODE=2, W_MODE=2,
+                                                 PREC="tf32x3"))
+        ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=64, SUB=16, G_MODE=2, B_MODE=2, PREC="tf32x3"))
+        ok &= check(fused_recurrent_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BK=BK, BV=32, **gates, USE_H0=True,
+                                                     STORE_HT=True))
+    return ok
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
