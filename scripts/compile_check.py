@@ -69,16 +69,17 @@ def main(Ks=(128, 256), only=None):
     for K in Ks:
         BK = max(16, triton.next_power_of_2(K))
         gates = dict(G_MODE=2, B_MODE=2, W_MODE=2)
-        ok &= check(chunk_intra_fwd_kernel, dict(H=16, K=K, BT=64, BK=min(64, BK), SUB=16, G_MODE=2, B_MODE=2,
+        ok &= check(chunk_intra_fwd_kernel, dict(H=16, K=K, BT=64, BK=min(32, BK), SUB=16, G_MODE=2, B_MODE=2,
                                                  PREC="tf32x3"))
         ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, **gates, USE_H0=True,
                                                  STORE_HT=True, STORE_O=True, STORE_H=True, STORE_R=True,
-                                                 PREC="tf32x3"))
+                                                 PREC="tf32x3"), num_warps=8)
         ok &= check(chunk_state_bwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, G_MODE=2, B_MODE=2,
-                                                 USE_DHT=True, STORE_DH0=True, PREC="tf32x3"))
-        ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=64, BV=64, B_MODE=2, W_MODE=2,
-                                                 PREC="tf32x3"))
-        ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=64, SUB=16, G_MODE=2, B_MODE=2, PREC="tf32x3"))
+                                                 USE_DHT=True, STORE_DH0=True, PREC="tf32x3"), num_warps=8)
+        ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=32, BV=32, B_MODE=2, W_MODE=2,
+                                                 PREC="tf32x3"), num_warps=8)
+        ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=32, SUB=16, G_MODE=2, B_MODE=2, PREC="tf32x3"),
+                    num_warps=8)
         ok &= check(fused_recurrent_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BK=BK, BV=32, **gates, USE_H0=True,
                                                      STORE_HT=True))
     return ok

@@ -25,6 +25,8 @@ def check(x, **kwargs):
         assert_no_worse(f"d{name}", grads[name], g_pt[name], g_ref[name])
 
 
+# Kernels specialise on (H, HV, K, V, dtype, gate modes): most cases share H = 4, K = V = 128 so
+# that one compilation serves them; dtypes other than bf16 where they change the arithmetic.
 SHAPES = {
     "T1": dict(B=2, T=1, H=4, K=128, V=128),
     "T63": dict(B=2, T=63, H=4, K=128, V=128),
@@ -33,12 +35,12 @@ SHAPES = {
     "T1000": dict(B=1, T=1000, H=4, K=128, V=128),
     "K64V128": dict(B=2, T=300, H=4, K=64, V=128),
     "H16HV32": dict(B=1, T=200, H=16, HV=32, K=128, V=128),
-    "K256": dict(B=1, T=130, H=2, K=256, V=256),
+    "K256": dict(B=1, T=130, H=4, K=256, V=256),
 }
+CASES = [(s, torch.bfloat16) for s in SHAPES] + [(s, d) for s in ("T65", "K64V128") for d in (torch.float32, torch.float16)]
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("shape,dtype", CASES, ids=str)
 def test_triton_matches_reference(shape, dtype):
     x = random_inputs(**SHAPES[shape], dtype=dtype, device="cuda", b_max=2.0, initial_state=True, seed=1)
     check(x, use_qk_l2norm=True)
@@ -53,10 +55,10 @@ def test_triton_long(dtype):
 @pytest.mark.parametrize("gates", [("scalar", "scalar", "scalar"), ("none", "channel", "none"),
                                    ("channel", "zero", "none"), ("scalar", "none", "channel")],
                          ids=lambda x: "-".join(x))
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
 def test_triton_gate_variants(gates, dtype):
     decay, erase, write = gates
-    x = random_inputs(B=2, T=150, H=4, HV=8, K=128, V=64, gate=decay, erase=erase, write=write,
+    x = random_inputs(B=2, T=150, H=4, HV=8, K=128, V=128, gate=decay, erase=erase, write=write,
                       dtype=dtype, device="cuda", initial_state=True, seed=3)
     check(x)
 
@@ -94,7 +96,7 @@ def test_decode_batch():
 
 
 def test_torch_compile_fullgraph():
-    x = random_inputs(B=2, T=100, H=2, K=64, V=64, dtype=torch.bfloat16, device="cuda", seed=8)
+    x = random_inputs(B=2, T=100, H=4, K=128, V=128, dtype=torch.bfloat16, device="cuda", seed=8)
 
     def f(q, k, v, g, b, w):
         o, S = gated_delta_rule2(q, k, v, g, b, w, output_final_state=True, backend="triton")

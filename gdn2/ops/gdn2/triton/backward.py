@@ -290,10 +290,10 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
         q, k, gt, bt, A if A is not None else dummy, Aqk, do, dht if dht is not None else dummy, dh,
         dh0 if dh0 is not None else dummy, dr, cu, chunks.first, scale,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, G_MODE=modes[0], B_MODE=modes[1],
-        USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=DOT_PRECISION, num_warps=4, num_stages=1)
+        USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=DOT_PRECISION, num_warps=8, num_stages=1)
 
-    BKc = min(64, max(16, triton.next_power_of_2(K)))
-    BVc = min(64, max(16, triton.next_power_of_2(V)))
+    BKc = min(32, max(16, triton.next_power_of_2(K)))
+    BVc = min(32, max(16, triton.next_power_of_2(V)))
     NV = triton.cdiv(V, BVc)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dv = torch.empty_like(v)
@@ -309,11 +309,11 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
     chunk_bwd_value_kernel[(chunks.count, H)](
         v, wt, At, h, dh, r, dr, do, dv, dw if dw is not None else dummy, scratch, chunks.start, chunks.end,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BKc, BV=BVc, B_MODE=modes[1], W_MODE=modes[2], PREC=DOT_PRECISION,
-        num_warps=4, num_stages=1)
+        num_warps=8, num_stages=1)
     chunk_bwd_key_kernel[(chunks.count, H)](
         q, k, gt, bt, At, scratch, dq, dk, dg if dg is not None else dummy, db if db is not None else dummy,
         chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BKc, SUB=16, G_MODE=modes[0], B_MODE=modes[1],
-        PREC=DOT_PRECISION, num_warps=4, num_stages=1)
+        PREC=DOT_PRECISION, num_warps=8, num_stages=1)
     if dw is not None and w.ndim == 2:
         dw = dw.sum(-1)
     return dq, dk, dv, dg, db, dw, dh0

@@ -120,7 +120,7 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64):
     T, H, K = k.shape
     A = torch.empty(T, H, BT, dtype=torch.float32, device=k.device)
     Aqk = torch.empty(T, H, BT, dtype=torch.float32, device=k.device)
-    BK = min(64, triton.next_power_of_2(K))
+    BK = min(32, max(16, triton.next_power_of_2(K)))
     chunk_intra_fwd_kernel[(chunks.count, H)](
         q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A, Aqk,
         chunks.start, chunks.end, scale,

@@ -131,5 +131,5 @@ def chunk_state_fwd(q, k, v, g, b, w, A, Aqk, scale, h0, cu_seqlens, chunks, mod
         h if h is not None else dummy, r if r is not None else dummy, cu_seqlens, chunks.first, scale,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, G_MODE=g_mode, B_MODE=b_mode, W_MODE=w_mode,
         USE_H0=h0 is not None, STORE_HT=output_final_state, STORE_O=store_o, STORE_H=store_h,
-        STORE_R=store_r, PREC=DOT_PRECISION, num_warps=4, num_stages=1)
+        STORE_R=store_r, PREC=DOT_PRECISION, num_warps=8, num_stages=1)
     return o, ht, h, r
