@@ -127,6 +127,7 @@ def run(log=print, shapes=SHAPES, with_fla=True) -> Dict[str, object]:
     for B, T in shapes:
         x = make_inputs(B, T)
         name = f"{B}x{T // 1024}K"
+        log(f"{name}: correctness gate (compiles kernels on first use) ...")
         if with_fla:
             gates[name] = gate(x)
             log(f"{name}: gate passed ({gates[name][0]})")
