@@ -1,0 +1,59 @@
+"""Per-kernel times of the Triton pipeline at one paper shape (bf16, H = 16, K = V = 128),
+next to each kernel's minimum bytes, so the slowest stage is the one to work on.
+
+    python benchmarks/profile_stages.py --B 2 --T 8192
+"""
+
+import argparse
+
+import torch
+import triton
+
+from gdn2.bench.gpu import make_inputs
+from gdn2.ops.gdn2.triton.backward import chunk_bwd
+from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
+from gdn2.ops.gdn2.triton.common import gate_mode
+from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
+from gdn2.ops.gdn2.triton.state import chunk_state_fwd
+from gdn2.ops.utils import l2norm
+
+
+def bench(fn):
+    return triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--B", type=int, default=2)
+    p.add_argument("--T", type=int, default=8192)
+    a = p.parse_args()
+    x = make_inputs(a.B, a.T)
+    q, k = l2norm(x["q"]), l2norm(x["k"])
+    qf, kf, vf, gf, bf, wf, h0, cu, uT, b_zero = _prepare(q, k, x["v"], x["g"], x["b"], x["w"], None, None)
+    chunks = _chunks(cu, uT)
+    modes = (gate_mode(gf, 3), gate_mode(bf, 3), gate_mode(wf, 3))
+    scale = 128 ** -0.5
+    A, Aqk = chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1])
+    do = torch.randn_like(vf)
+    rows = [
+        ("l2norm q, k (PyTorch)", bench(lambda: (l2norm(x["q"]), l2norm(x["k"])))),
+        ("intra fwd (Aqk, A)", bench(lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1]))),
+        ("state fwd (o)", bench(lambda: chunk_state_fwd(qf, kf, vf, gf, bf, wf, A, Aqk, scale, None, cu, chunks,
+                                                        modes, False))),
+        ("state fwd recompute (h, R)", bench(lambda: chunk_state_fwd(qf, kf, vf, gf, bf, wf, A, Aqk, scale, None, cu,
+                                                                     chunks, modes, False, store_o=False,
+                                                                     store_h=True, store_r=True))),
+        ("backward, all stages", bench(lambda: chunk_bwd(qf, kf, vf, gf, bf, wf, None, scale, cu, chunks, do, None))),
+    ]
+    print(f"| stage ({a.B}x{a.T}, {torch.cuda.get_device_name()}) | ms |")
+    print("|---|---|")
+    for name, ms in rows:
+        print(f"| {name} | {ms:.3f} |")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        chunk_bwd(qf, kf, vf, gf, bf, wf, None, scale, cu, chunks, do, None)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12))
+
+
+if __name__ == "__main__":
+    main()
