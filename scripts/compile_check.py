@@ -71,10 +71,11 @@ def main(Ks=(128, 256), only=None):
         gates = dict(G_MODE=2, B_MODE=2, W_MODE=2)
         ok &= check(chunk_intra_fwd_kernel, dict(H=16, K=K, BT=64, BK=min(32, BK), SUB=16, G_MODE=2, B_MODE=2,
                                                  PREC="tf32x3"))
-        ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, **gates, USE_H0=True,
+        ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
+                                                 USE_H0=True,
                                                  STORE_HT=True, STORE_O=True, STORE_H=True, STORE_R=True,
                                                  PREC="tf32x3"), num_warps=8)
-        ok &= check(chunk_state_bwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, G_MODE=2, B_MODE=2,
+        ok &= check(chunk_state_bwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2,
                                                  USE_DHT=True, STORE_DH0=True, PREC="tf32x3"), num_warps=8)
         ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=32, BV=32, B_MODE=2, W_MODE=2,
                                                  PREC="tf32x3"), num_warps=8)

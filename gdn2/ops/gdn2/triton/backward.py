@@ -12,19 +12,19 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import DOT_PRECISION, GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, gate_mode, load_rows, load_scalar_rows
+from .common import (DOT_PRECISION, GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, chunk_gates, gate_mode,
+                     load_rows, load_scalar_rows, load_write)
 from .decay import OPERAND_E, OPERAND_K, OPERAND_Q, decay_apply, decay_apply_t
 from .intra import chunk_intra_fwd
-from .state import chunk_gates, chunk_state_fwd, load_write
+from .state import chunk_state_fwd
 
 
 @triton.jit
 def chunk_state_bwd_kernel(
-    q, k, g, b, A, Aqk, do, dht, dh, dh0, dr, cu_seqlens, chunk_first, scale,
+    qg, kt, y, dec, Aqk, do, dht, dh, dh0, dr, cu_seqlens, chunk_first,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    G_MODE: tl.constexpr, B_MODE: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
-    PREC: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, B_MODE: tl.constexpr,
+    USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
 ):
     """dR = Aqk^T dO + K_tail dS_C;  dS_0 = Q_γ^T dO + exp(G_C) dS_C - Y^T dR, chunks in reverse."""
     i_n, i_hv, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -48,18 +48,17 @@ def chunk_state_bwd_kernel(
         t0 = bos + idx * BT
         L = tl.minimum(eos - t0, BT).to(tl.int32)
         tl.store(dh + ((c0 + idx) * HV + i_hv) * K * V + p_kv, b_dS, mask=m_kv)
-        b_k, b_e, b_gam, b_tail, b_dec = chunk_gates(g, b, k, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE, B_MODE)
         m_tv = (o_t < L)[:, None] & (o_v < V)[None, :]
         b_do = tl.load(do + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
         b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, o_c, BT)
-        b_dR = tl.dot(tl.trans(b_Aqk), b_do, input_precision=PREC) + tl.dot(b_k * b_tail, b_dS, input_precision=PREC)
+        b_dR = tl.dot(tl.trans(b_Aqk), b_do, input_precision=PREC) \
+            + tl.dot(load_rows(kt, t0, o_t, L, i_h, H, o_k, K), b_dS, input_precision=PREC)
         tl.store(dr + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_dR, mask=m_tv)
-        b_q = load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale
-        b_dS = b_dS * b_dec[:, None] + tl.dot(tl.trans(b_q * b_gam), b_do, input_precision=PREC)
+        b_dec = tl.load(dec + ((c0 + idx) * H + i_h) * K + o_k, mask=o_k < K, other=0.0)
+        b_dS = b_dS * b_dec[:, None] + tl.dot(tl.trans(load_rows(qg, t0, o_t, L, i_h, H, o_k, K)), b_do,
+                                              input_precision=PREC)
         if B_MODE != GATE_ZERO:
-            b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
-            b_Y = tl.dot(b_A, b_e * b_gam, input_precision=PREC)
-            b_dS -= tl.dot(tl.trans(b_Y), b_dR, input_precision=PREC)
+            b_dS -= tl.dot(tl.trans(load_rows(y, t0, o_t, L, i_h, H, o_k, K)), b_dR, input_precision=PREC)
     if STORE_DH0:
         tl.store(dh0 + (i_n * HV + i_hv) * K * V + p_kv, b_dS, mask=m_kv)
 
@@ -179,6 +178,12 @@ def chunk_bwd_key_kernel(
     else:
         b_dT = tl.zeros([BT, BT], dtype=tl.float32)
     b_dAqk = tl.where(o_t[:, None] >= o_c[None, :], b_dAqk, 0.0)
+    # the decayed products gather single elements of dAqk and dT: keep masked copies in scratch
+    p_sq0 = p_scr + (3 * BT + 1) * K
+    tl.debug_barrier()
+    tl.store(p_sq, b_dAqk)
+    tl.store(p_sq + BT * BT, b_dT)
+    tl.debug_barrier()
     if G_MODE == GATE_SCALAR:
         b_gs = load_scalar_rows(g, t0, o_t, L, i_h, H)
         b_D = tl.exp(tl.cumsum(tl.where(o_t[:, None] > o_c[None, :], b_gs[:, None], 0.0), axis=0))
@@ -202,14 +207,14 @@ def chunk_bwd_key_kernel(
         if G_MODE == GATE_CHANNEL:
             b_g = load_rows(g, t0, o_t, L, i_h, H, o_k, K)
             b_gn = load_rows(g, t0, o_t + 1, L, i_h, H, o_k, K)
-            b_pq = decay_apply(b_dAqk, b_k, b_g, b_gn, q, k, b, t0, L, i_h, scale, o_k,
+            b_pq = decay_apply(b_dAqk, p_sq0, b_k, b_g, b_gn, q, k, g, b, t0, L, i_h, scale, o_k,
                                H, K, BT, BK, SUB, OPERAND_K, B_MODE, PREC)
-            b_pk = decay_apply_t(b_dAqk, b_qs, b_g, b_gn, q, k, b, t0, L, i_h, scale, o_k,
+            b_pk = decay_apply_t(b_dAqk, p_sq0, b_qs, b_g, b_gn, q, k, g, b, t0, L, i_h, scale, o_k,
                                  H, K, BT, BK, SUB, OPERAND_Q, B_MODE, PREC)
             if ERASE:
-                b_pe = decay_apply(b_dT, b_k, b_g, b_gn, q, k, b, t0, L, i_h, scale, o_k,
+                b_pe = decay_apply(b_dT, p_sq0 + BT * BT, b_k, b_g, b_gn, q, k, g, b, t0, L, i_h, scale, o_k,
                                    H, K, BT, BK, SUB, OPERAND_K, B_MODE, PREC)
-                b_pke = decay_apply_t(b_dT, b_e, b_g, b_gn, q, k, b, t0, L, i_h, scale, o_k,
+                b_pke = decay_apply_t(b_dT, p_sq0 + BT * BT, b_e, b_g, b_gn, q, k, g, b, t0, L, i_h, scale, o_k,
                                       H, K, BT, BK, SUB, OPERAND_E, B_MODE, PREC)
         elif G_MODE == GATE_SCALAR:
             b_pq = tl.dot(b_dAqk_D, b_k, input_precision=PREC)
@@ -272,10 +277,10 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
     N = cu.numel() - 1
     modes = (gate_mode(g, 3), gate_mode(b, 3), gate_mode(w, 3))
     dev = k.device
-    A, Aqk = chunk_intra_fwd(q, k, g, b, scale, chunks, modes[0], modes[1], BT=BT)
-    A = A if modes[1] != 3 else None
-    _, _, h, r = chunk_state_fwd(q, k, v, g, b, w, A, Aqk, scale, h0, cu, chunks, modes,
-                                 output_final_state=False, store_o=False, store_h=True, store_r=True, BT=BT)
+    A, Aqk, gated = chunk_intra_fwd(q, k, g, b, scale, chunks, modes[0], modes[1], BT=BT)
+    _, _, h, r = chunk_state_fwd(gated, v, w, A, Aqk, h0, cu, chunks, modes, output_final_state=False,
+                                 store_o=False, store_h=True, store_r=True, BT=BT)
+    qg, kt, y, dec = gated
     BK = max(16, triton.next_power_of_2(K))
     BV = min(32, max(16, triton.next_power_of_2(V)))
     dh = torch.empty_like(h)
@@ -287,9 +292,9 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
     bt = b if isinstance(b, torch.Tensor) else dummy
     wt = w if isinstance(w, torch.Tensor) else dummy
     chunk_state_bwd_kernel[(N, HV, triton.cdiv(V, BV))](
-        q, k, gt, bt, A if A is not None else dummy, Aqk, do, dht if dht is not None else dummy, dh,
-        dh0 if dh0 is not None else dummy, dr, cu, chunks.first, scale,
-        H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, G_MODE=modes[0], B_MODE=modes[1],
+        qg, kt, y if y is not None else qg, dec, Aqk, do, dht if dht is not None else dummy, dh,
+        dh0 if dh0 is not None else dummy, dr, cu, chunks.first,
+        H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=modes[1],
         USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=DOT_PRECISION, num_warps=8, num_stages=1)
 
     BKc = min(32, max(16, triton.next_power_of_2(K)))

@@ -42,9 +42,8 @@ def _chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional
     chunks = _chunks(cu, uniform_T)
     b_arg = 0.0 if b_zero else b
     modes = (gate_mode(g, 3), gate_mode(b_arg, 3), gate_mode(w, 3))
-    A, Aqk = chunk_intra_fwd(q, k, g, b_arg, scale, chunks, modes[0], modes[1], BT=BT)
-    o, ht, _, _ = chunk_state_fwd(q, k, v, g, b_arg, w, None if b_zero else A, Aqk, scale, h0, cu,
-                                  chunks, modes, output_final_state, BT=BT)
+    A, Aqk, gated = chunk_intra_fwd(q, k, g, b_arg, scale, chunks, modes[0], modes[1], BT=BT)
+    o, ht, _, _ = chunk_state_fwd(gated, v, w, A, Aqk, h0, cu, chunks, modes, output_final_state, BT=BT)
     return [o, ht if ht is not None else q.new_empty(0, dtype=torch.float32)]
 
 

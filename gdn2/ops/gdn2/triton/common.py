@@ -43,6 +43,48 @@ def load_scalar_rows(ptr, t0, rows, L, i_h, H: tl.constexpr):
     return tl.load(ptr + (t0 + rows) * H + i_h, mask=(rows >= 0) & (rows < L), other=0.0).to(tl.float32)
 
 
+@triton.jit
+def chunk_gates(g, b, k, t0, o_t, L, i_h, H: tl.constexpr, o_k, K: tl.constexpr,
+                BT: tl.constexpr, BK: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr):
+    """Per-chunk gate factors (float32): exp(G_r) [BT, BK|1], exp(G_C - G_r) [BT, BK|1],
+    exp(G_C) [BK|1] and the erase direction e = b * k. All exponents are sums formed by
+    additions (G_C - G_r = sum over (r, C] of the next rows' g)."""
+    b_k = load_rows(k, t0, o_t, L, i_h, H, o_k, K)
+    if G_MODE == GATE_CHANNEL:
+        b_g = load_rows(g, t0, o_t, L, i_h, H, o_k, K)
+        b_gn = load_rows(g, t0, o_t + 1, L, i_h, H, o_k, K)
+        b_gam = tl.exp(tl.cumsum(b_g, axis=0))
+        b_tail = tl.exp(tl.cumsum(b_gn, axis=0, reverse=True))
+        b_dec = tl.exp(tl.sum(b_g, axis=0))
+    elif G_MODE == GATE_SCALAR:
+        b_g = load_scalar_rows(g, t0, o_t, L, i_h, H)
+        b_gn = load_scalar_rows(g, t0, o_t + 1, L, i_h, H)
+        b_gam = tl.exp(tl.cumsum(b_g, axis=0))[:, None]
+        b_tail = tl.exp(tl.cumsum(b_gn, axis=0, reverse=True))[:, None]
+        b_dec = tl.exp(tl.sum(b_g, axis=0)) + tl.zeros([BK], dtype=tl.float32)
+    else:
+        b_gam = tl.full([BT, 1], 1.0, tl.float32)
+        b_tail = tl.full([BT, 1], 1.0, tl.float32)
+        b_dec = tl.full([BK], 1.0, tl.float32)
+    b_e = b_k
+    if B_MODE == GATE_CHANNEL:
+        b_e = b_k * load_rows(b, t0, o_t, L, i_h, H, o_k, K)
+    elif B_MODE == GATE_SCALAR:
+        b_e = b_k * load_scalar_rows(b, t0, o_t, L, i_h, H)[:, None]
+    return b_k, b_e, b_gam, b_tail, b_dec
+
+
+@triton.jit
+def load_write(v, w, t0, o_t, L, i_hv, HV: tl.constexpr, o_v, V: tl.constexpr, W_MODE: tl.constexpr):
+    """z = w * v for one chunk and block of value columns, float32 [BT, BV]."""
+    b_z = load_rows(v, t0, o_t, L, i_hv, HV, o_v, V)
+    if W_MODE == GATE_CHANNEL:
+        b_z = b_z * load_rows(w, t0, o_t, L, i_hv, HV, o_v, V)
+    elif W_MODE == GATE_SCALAR:
+        b_z = b_z * load_scalar_rows(w, t0, o_t, L, i_hv, HV)[:, None]
+    return b_z
+
+
 @dataclass
 class Chunks:
     """The chunk table of a (packed) batch: global start and end row of every chunk."""

@@ -14,18 +14,13 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import DOT_PRECISION, GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, load_rows, load_scalar_rows
-
-
-@triton.jit
-def _block_cumsum(x, BT: tl.constexpr, SUB: tl.constexpr, BK: tl.constexpr):
-    """Inclusive cumulative sum down the rows of each SUB-row block of a [BT, BK] tile."""
-    return tl.reshape(tl.cumsum(tl.reshape(x, (BT // SUB, SUB, BK)), axis=1), (BT, BK))
+from .common import DOT_PRECISION, GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, chunk_gates, load_rows, load_scalar_rows
+from .decay import block_cumsum
 
 
 @triton.jit
 def chunk_intra_fwd_kernel(
-    q, k, g, b, A, Aqk, chunk_start, chunk_end, scale,
+    q, k, g, b, A, Aqk, qg, kt, y, dec, chunk_start, chunk_end, scale,
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
     G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
 ):
@@ -40,6 +35,9 @@ def chunk_intra_fwd_kernel(
 
     b_T = tl.zeros([BT, BT], dtype=tl.float32)
     b_Aqk = tl.zeros([BT, BT], dtype=tl.float32)
+    o_s = tl.arange(0, SUB)
+    b_Dqk = tl.zeros([BT, SUB], dtype=tl.float32)   # diagonal sub-blocks, column a(r) + j
+    b_Dt = tl.zeros([BT, SUB], dtype=tl.float32)
     if G_MODE == GATE_CHANNEL:
         for i_k in range(0, tl.cdiv(K, BK)):
             o_k = i_k * BK + tl.arange(0, BK)
@@ -53,7 +51,7 @@ def chunk_intra_fwd_kernel(
             if B_MODE == GATE_SCALAR:
                 b_e = b_k * load_scalar_rows(b, t0, o_t, L, i_h, H)[:, None]
             # rows: exp of sum over (a(r), r]
-            b_gloc = _block_cumsum(tl.where((off == 0)[:, None], 0.0, b_g), BT, SUB, BK)
+            b_gloc = block_cumsum(tl.where((off == 0)[:, None], 0.0, b_g), BT, SUB, BK, False)
             b_lq = b_q * tl.exp(b_gloc)
             b_le = b_e * tl.exp(b_gloc)
             # off-diagonal sub-blocks, through the anchor a_i = first row of block i
@@ -65,15 +63,17 @@ def chunk_intra_fwd_kernel(
                 b_Aqk += tl.where(in_blk, tl.dot(b_lq, tl.trans(b_right), input_precision=PREC), 0.0)
                 if ERASE:
                     b_T += tl.where(in_blk, tl.dot(b_le, tl.trans(b_right), input_precision=PREC), 0.0)
-            # diagonal sub-blocks: column s = a(r) + j, exp of sum over (s, r]
-            for j in range(0, SUB):
-                b_seg = _block_cumsum(tl.where((off > j)[:, None], b_g, 0.0), BT, SUB, BK)
-                s_row = blk * SUB + j
-                b_ks = load_rows(k, t0, s_row, L, i_h, H, o_k, K) * tl.exp(b_seg)
-                at_col = o_c[None, :] == s_row[:, None]
-                b_Aqk += tl.where(at_col & (off >= j)[:, None], tl.sum(b_q * b_ks, axis=1)[:, None], 0.0)
+            # diagonal sub-blocks: partner column s = a(r) + j for j = SUB-1 .. 0, kept as
+            # [BT, SUB] tiles; the exponent sum over (s, r] grows by one gathered row per step
+            b_seg = tl.zeros([BT, BK], dtype=tl.float32)
+            for jj in range(0, SUB):
+                j = SUB - 1 - jj
+                b_seg += load_rows(g, t0, tl.where(off >= j + 1, blk * SUB + j + 1, -1), L, i_h, H, o_k, K)
+                b_ks = load_rows(k, t0, blk * SUB + j, L, i_h, H, o_k, K) * tl.exp(b_seg)
+                at_j = o_s[None, :] == j
+                b_Dqk += tl.where(at_j & (off >= j)[:, None], tl.sum(b_q * b_ks, axis=1)[:, None], 0.0)
                 if ERASE:
-                    b_T += tl.where(at_col & (off > j)[:, None], tl.sum(b_e * b_ks, axis=1)[:, None], 0.0)
+                    b_Dt += tl.where(at_j & (off > j)[:, None], tl.sum(b_e * b_ks, axis=1)[:, None], 0.0)
     else:
         for i_k in range(0, tl.cdiv(K, BK)):
             o_k = i_k * BK + tl.arange(0, BK)
@@ -99,32 +99,67 @@ def chunk_intra_fwd_kernel(
 
     p_row = (t0 + o_t[:, None]) * H * BT + i_h * BT + o_c[None, :]
     m_row = (o_t < L)[:, None]
+    p_diag = (t0 + o_t[:, None]) * H * BT + i_h * BT + (blk * SUB)[:, None] + o_s[None, :]
     tl.store(Aqk + p_row, b_Aqk, mask=m_row)
-    if ERASE:
-        # A = (I + T)^-1 by forward substitution: row i = e_i - sum_{s<i} T_is A_s.
-        # T goes through memory so each row can be read back as a vector.
-        tl.store(A + p_row, b_T, mask=m_row)
+    if G_MODE == GATE_CHANNEL:
         tl.debug_barrier()
-        b_A = tl.where(o_t[:, None] == o_c[None, :], 1.0, 0.0)
-        for i in range(1, BT):
-            b_t = tl.load(A + (t0 + i) * H * BT + i_h * BT + o_c, mask=(o_c < i) & (i < L), other=0.0)
-            b_a = -tl.sum(b_t[:, None] * b_A, axis=0)
-            b_A = tl.where(o_t[:, None] == i, b_a[None, :] + tl.where(o_c == i, 1.0, 0.0)[None, :], b_A)
+        tl.store(Aqk + p_diag, b_Dqk, mask=m_row)
+    if ERASE:
+        # A = (I + T)^-1 in two steps on the tensor cores. T goes through memory once so the
+        # diagonal sub-blocks kept as [BT, SUB] tiles join the rest.
+        tl.store(A + p_row, b_T, mask=m_row)
+        if G_MODE == GATE_CHANNEL:
+            tl.debug_barrier()
+            tl.store(A + p_diag, b_Dt, mask=m_row)
+        tl.debug_barrier()
+        b_T = tl.load(A + p_row, mask=m_row, other=0.0)
+        same = blk[:, None] == (o_c // SUB)[None, :]
+        eye = tl.where(o_t[:, None] == o_c[None, :], 1.0, 0.0)
+        # 1) P = (I + D)^-1 for the block-diagonal part D, all sub-blocks at once, row offset j
+        #    by row offset j: P_r = e_r - sum_s D_rs P_s
+        b_D = tl.where(same, b_T, 0.0)
+        b_P = eye
+        for j in range(1, SUB):
+            b_x = tl.dot(tl.where((off == j)[:, None], b_D, 0.0), b_P, input_precision=PREC)
+            b_P = tl.where((off == j)[:, None], eye - b_x, b_P)
+        # 2) (I + T)^-1 = (I + N)^-1 P with N = P T_low strictly block-lower, so N^4 = 0
+        b_N = tl.dot(b_P, tl.where(same, 0.0, b_T), input_precision=PREC)
+        b_Z = tl.dot(b_N, b_P, input_precision=PREC)
+        b_A = b_P - b_Z
+        b_Z = tl.dot(b_N, b_Z, input_precision=PREC)
+        b_A += b_Z
+        b_A -= tl.dot(b_N, b_Z, input_precision=PREC)
         tl.debug_barrier()
         tl.store(A + p_row, b_A, mask=m_row)
 
+    # gated operands of the sequential stages: Q_γ, K_tail, Y = A Ē and exp(G_C)
+    for i_k in range(0, tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        b_k, b_e, b_gam, b_tail, b_dec = chunk_gates(g, b, k, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE, B_MODE)
+        p_tk = (t0 + o_t[:, None]) * H * K + i_h * K + o_k[None, :]
+        m_tk = (o_t < L)[:, None] & (o_k < K)[None, :]
+        tl.store(qg + p_tk, load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale * b_gam, mask=m_tk)
+        tl.store(kt + p_tk, b_k * b_tail, mask=m_tk)
+        tl.store(dec + (i_c * H + i_h) * K + o_k, b_dec, mask=o_k < K)
+        if ERASE:
+            tl.store(y + p_tk, tl.dot(b_A, b_e * b_gam, input_precision=PREC), mask=m_tk)
 
 def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64):
-    """Launch the intra-chunk stage. q, k, g, b in the flattened layout ``[T_total, H, K]``."""
+    """Launch the intra-chunk stage over the flattened layout ``[T_total, H, K]``. Returns
+    ``A`` (None without erase), ``Aqk`` and the gated operands ``(Q_γ, K_tail, Y, exp(G_C))``."""
     import torch
     T, H, K = k.shape
-    A = torch.empty(T, H, BT, dtype=torch.float32, device=k.device)
-    Aqk = torch.empty(T, H, BT, dtype=torch.float32, device=k.device)
+    f32 = dict(dtype=torch.float32, device=k.device)
+    erase = b_mode != 3
+    A = torch.empty(T, H, BT, **f32) if erase else None
+    Aqk = torch.empty(T, H, BT, **f32)
+    qg, kt = torch.empty(T, H, K, **f32), torch.empty(T, H, K, **f32)
+    y = torch.empty(T, H, K, **f32) if erase else None
+    dec = torch.empty(max(chunks.count, 1), H, K, **f32)
     BK = min(32, max(16, triton.next_power_of_2(K)))
     chunk_intra_fwd_kernel[(chunks.count, H)](
-        q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A, Aqk,
-        chunks.start, chunks.end, scale,
+        q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A if erase else Aqk, Aqk,
+        qg, kt, y if erase else qg, dec, chunks.start, chunks.end, scale,
         H=H, K=K, BT=BT, BK=BK, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=DOT_PRECISION,
         num_warps=4, num_stages=1)
-    return A, Aqk
-
+    return A, Aqk, (qg, kt, y, dec)
