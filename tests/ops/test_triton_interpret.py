@@ -62,12 +62,13 @@ def test_triton_extreme_gates():
 def test_decode_kernel_matches_and_refuses_gradients():
     from gdn2.ops.gdn2.triton import fused_recurrent_gdn2
     x = random_inputs(B=3, T=2, H=2, HV=4, K=32, V=16, b_max=2.0, initial_state=True, seed=5, device=DEVICE)
-    with torch.no_grad():
-        o_ref, S_ref = gated_delta_rule2(**x, output_final_state=True, backend="chunk")
-        o, S = gated_delta_rule2(**x, output_final_state=True, backend="triton")  # T <= 16: decode kernel
     from gdn2.testing import assert_close
-    assert_close("o", o, o_ref, 1e-5)
-    assert_close("S", S, S_ref, 1e-5)
+    for l2 in (False, True):
+        with torch.no_grad():
+            o_ref, S_ref = gated_delta_rule2(**x, output_final_state=True, use_qk_l2norm=l2, backend="chunk")
+            o, S = gated_delta_rule2(**x, output_final_state=True, use_qk_l2norm=l2, backend="triton")  # decode
+        assert_close("o", o, o_ref, 1e-5)
+        assert_close("S", S, S_ref, 1e-5)
     x["q"].requires_grad_(True)
     with pytest.raises(RuntimeError, match="no backward"):
         fused_recurrent_gdn2(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], 0.2, x["initial_state"], True, None)

@@ -6,7 +6,6 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from ..utils import l2norm
 from .checks import Gate, check_inputs
 from .chunk import chunk_gdn2
 from .recurrent import recurrent_gdn2
@@ -78,9 +77,7 @@ def gated_delta_rule2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate
     fn = _resolve_backend(backend, q)
     scale = dims.K ** -0.5 if scale is None else float(scale)
     b, w = _constant_gate(b), _constant_gate(w)
-    if use_qk_l2norm:
-        q, k = l2norm(q), l2norm(k)
-    return fn(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_seqlens)
+    return fn(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm)
 
 
 def _constant_gate(x: Gate) -> Gate:

@@ -15,6 +15,7 @@ from typing import Optional
 
 import torch
 
+from ..utils import l2norm
 from .checks import Gate
 
 SUB = 16  # rows of a sub-block; off-diagonal sub-blocks use an anchored factorisation
@@ -149,8 +150,10 @@ def _pad_sequences(x, offsets, T_max):
 
 def chunk_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate, b: Gate, w: Gate,
                scale: float, initial_state: Optional[torch.Tensor], output_final_state: bool,
-               cu_seqlens: Optional[torch.Tensor], chunk_size: int = 64):
+               cu_seqlens: Optional[torch.Tensor], use_qk_l2norm: bool = False, chunk_size: int = 64):
     """Chunkwise GDN-2 over validated inputs; shapes as in :func:`gdn2.ops.gated_delta_rule2`."""
+    if use_qk_l2norm:
+        q, k = l2norm(q), l2norm(k)
     if cu_seqlens is None:
         o, S = _chunk_loop(q, k, v, g, b, w, scale, initial_state, chunk_size)
     else:

@@ -10,6 +10,7 @@ from typing import Optional
 
 import torch
 
+from ..utils import l2norm
 from .checks import Gate
 
 
@@ -37,8 +38,10 @@ def _recurrence(q, k, v, g, b, w, S):
 
 def recurrent_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate, b: Gate, w: Gate,
                    scale: float, initial_state: Optional[torch.Tensor], output_final_state: bool,
-                   cu_seqlens: Optional[torch.Tensor]):
+                   cu_seqlens: Optional[torch.Tensor], use_qk_l2norm: bool = False):
     """Float64 token loop over validated inputs; shapes as in :func:`gdn2.ops.gated_delta_rule2`."""
+    if use_qk_l2norm:
+        q, k = l2norm(q), l2norm(k)
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
     f64 = torch.float64

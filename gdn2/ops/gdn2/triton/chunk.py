@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import torch
 
+from ...utils import l2norm
 from ..checks import Gate
 from .backward import chunk_bwd
 from .common import Chunks, gate_mode, make_chunks
@@ -97,14 +98,15 @@ torch.library.register_autograd("gdn2::chunk_fwd", _backward, setup_context=_set
 @torch.library.custom_op("gdn2::fused_recurrent_fwd", mutates_args=())
 def _fused_recurrent_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor],
                         b: Optional[torch.Tensor], w: Optional[torch.Tensor], h0: Optional[torch.Tensor],
-                        cu: torch.Tensor, scale: float, b_zero: bool,
-                        output_final_state: bool) -> List[torch.Tensor]:
-    o, ht = fused_recurrent_fwd(q, k, v, g, 0.0 if b_zero else b, w, scale, h0, cu, output_final_state)
+                        cu: torch.Tensor, scale: float, b_zero: bool, output_final_state: bool,
+                        use_qk_l2norm: bool) -> List[torch.Tensor]:
+    o, ht = fused_recurrent_fwd(q, k, v, g, 0.0 if b_zero else b, w, scale, h0, cu, output_final_state,
+                                use_qk_l2norm)
     return [o, ht if ht is not None else q.new_empty(0, dtype=torch.float32)]
 
 
 @_fused_recurrent_op.register_fake
-def _(q, k, v, g, b, w, h0, cu, scale, b_zero, output_final_state):
+def _(q, k, v, g, b, w, h0, cu, scale, b_zero, output_final_state, use_qk_l2norm):
     return _fake_outputs(q, k, v, cu, output_final_state)
 
 
@@ -138,13 +140,16 @@ def _finish(o, ht, q, v, initial_state, output_final_state):
 
 def triton_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate, b: Gate, w: Gate,
                 scale: float, initial_state: Optional[torch.Tensor], output_final_state: bool,
-                cu_seqlens: Optional[torch.Tensor]):
+                cu_seqlens: Optional[torch.Tensor], use_qk_l2norm: bool = False):
     """Chunkwise GDN-2 in Triton over validated inputs; shapes as in ``gated_delta_rule2``.
     Without gradients and with at most ``DECODE_MAX_T`` tokens it runs the decode kernel."""
     needs_grad = torch.is_grad_enabled() and any(
         isinstance(x, torch.Tensor) and x.requires_grad for x in (q, k, v, g, b, w, initial_state))
     if not needs_grad and cu_seqlens is None and q.shape[1] <= DECODE_MAX_T:
-        return fused_recurrent_gdn2(q, k, v, g, b, w, scale, initial_state, output_final_state, None)
+        return fused_recurrent_gdn2(q, k, v, g, b, w, scale, initial_state, output_final_state, None,
+                                    use_qk_l2norm)
+    if use_qk_l2norm:
+        q, k = l2norm(q), l2norm(k)
     qf, kf, vf, gf, bf, wf, h0, cu, uniform_T, b_zero = _prepare(q, k, v, g, b, w, initial_state, cu_seqlens)
     o, ht = _chunk_fwd_op(qf, kf, vf, gf, bf, wf, h0, cu, uniform_T, scale, b_zero, output_final_state)
     return _finish(o, ht, q, v, initial_state, output_final_state)
@@ -152,12 +157,12 @@ def triton_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate, b: G
 
 def fused_recurrent_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate, b: Gate, w: Gate,
                          scale: float, initial_state: Optional[torch.Tensor], output_final_state: bool,
-                         cu_seqlens: Optional[torch.Tensor]):
-    """Token-by-token GDN-2 in one Triton kernel (decoding); inference only."""
+                         cu_seqlens: Optional[torch.Tensor], use_qk_l2norm: bool = False):
+    """Token-by-token GDN-2 in one Triton kernel (decoding, q/k L2 norm fused); inference only."""
     if torch.is_grad_enabled() and any(isinstance(x, torch.Tensor) and x.requires_grad
                                        for x in (q, k, v, g, b, w, initial_state)):
         raise RuntimeError("the fused recurrent (decode) kernel has no backward: call it under "
                            "torch.no_grad() / torch.inference_mode(), or use the chunk kernels for training")
     qf, kf, vf, gf, bf, wf, h0, cu, _, b_zero = _prepare(q, k, v, g, b, w, initial_state, cu_seqlens)
-    o, ht = _fused_recurrent_op(qf, kf, vf, gf, bf, wf, h0, cu, scale, b_zero, output_final_state)
+    o, ht = _fused_recurrent_op(qf, kf, vf, gf, bf, wf, h0, cu, scale, b_zero, output_final_state, use_qk_l2norm)
     return _finish(o, ht, q, v, initial_state, output_final_state)

@@ -15,7 +15,7 @@ def fused_recurrent_fwd_kernel(
     q, k, v, g, b, w, o, h0, ht, cu_seqlens, scale,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr,
-    W_MODE: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr,
+    W_MODE: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr, L2NORM: tl.constexpr,
 ):
     i_n, i_hv, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_h = i_hv // (HV // H)
@@ -35,6 +35,9 @@ def fused_recurrent_fwd_kernel(
         b_q = tl.load(q + p_k, mask=m_k, other=0.0).to(tl.float32) * scale
         b_k = tl.load(k + p_k, mask=m_k, other=0.0).to(tl.float32)
         b_z = tl.load(v + p_v, mask=m_v, other=0.0).to(tl.float32)
+        if L2NORM:  # as gdn2.ops.l2norm
+            b_q = b_q * tl.rsqrt(tl.sum(b_q * b_q) / (scale * scale) + 1e-6)
+            b_k = b_k * tl.rsqrt(tl.sum(b_k * b_k) + 1e-6)
         if G_MODE == GATE_CHANNEL:
             b_S = b_S * tl.exp(tl.load(g + p_k, mask=m_k, other=0.0).to(tl.float32))[:, None]
         elif G_MODE == GATE_SCALAR:
@@ -56,7 +59,7 @@ def fused_recurrent_fwd_kernel(
         tl.store(ht + p_kv, b_S, mask=m_kv)
 
 
-def fused_recurrent_fwd(q, k, v, g, b, w, scale, h0, cu, output_final_state):
+def fused_recurrent_fwd(q, k, v, g, b, w, scale, h0, cu, output_final_state, use_qk_l2norm=False):
     """Token-by-token forward over the flattened layout ``[T_total, H, K]``; no autograd."""
     T, H, K = k.shape
     HV, V = v.shape[1], v.shape[2]
@@ -71,5 +74,6 @@ def fused_recurrent_fwd(q, k, v, g, b, w, scale, h0, cu, output_final_state):
         w if isinstance(w, torch.Tensor) else dummy, o, h0 if h0 is not None else dummy,
         ht if ht is not None else dummy, cu, scale,
         H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, G_MODE=gate_mode(g, 3), B_MODE=gate_mode(b, 3),
-        W_MODE=gate_mode(w, 3), USE_H0=h0 is not None, STORE_HT=output_final_state, num_warps=4, num_stages=1)
+        W_MODE=gate_mode(w, 3), USE_H0=h0 is not None, STORE_HT=output_final_state, L2NORM=use_qk_l2norm,
+        num_warps=4, num_stages=1)
     return o, ht
