@@ -33,16 +33,15 @@ def main():
     chunks = _chunks(cu, uT)
     modes = (gate_mode(gf, 3), gate_mode(bf, 3), gate_mode(wf, 3))
     scale = 128 ** -0.5
-    A, Aqk = chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1])
+    A, Aqk, gated = chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1])
     do = torch.randn_like(vf)
     rows = [
         ("l2norm q, k (PyTorch)", bench(lambda: (l2norm(x["q"]), l2norm(x["k"])))),
         ("intra fwd (Aqk, A)", bench(lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1]))),
-        ("state fwd (o)", bench(lambda: chunk_state_fwd(qf, kf, vf, gf, bf, wf, A, Aqk, scale, None, cu, chunks,
-                                                        modes, False))),
-        ("state fwd recompute (h, R)", bench(lambda: chunk_state_fwd(qf, kf, vf, gf, bf, wf, A, Aqk, scale, None, cu,
-                                                                     chunks, modes, False, store_o=False,
-                                                                     store_h=True, store_r=True))),
+        ("state fwd (o)", bench(lambda: chunk_state_fwd(gated, vf, wf, A, Aqk, None, cu, chunks, modes, False))),
+        ("state fwd recompute (h, R)", bench(lambda: chunk_state_fwd(gated, vf, wf, A, Aqk, None, cu, chunks, modes,
+                                                                     False, store_o=False, store_h=True,
+                                                                     store_r=True))),
         ("backward, all stages", bench(lambda: chunk_bwd(qf, kf, vf, gf, bf, wf, None, scale, cu, chunks, do, None))),
     ]
     print(f"| stage ({a.B}x{a.T}, {torch.cuda.get_device_name()}) | ms |")
