@@ -14,7 +14,7 @@ import triton.language as tl
 
 from .common import (DOT_PRECISION, GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, chunk_gates, gate_mode,
                      load_rows, load_scalar_rows, load_write)
-from .decay import OPERAND_E, OPERAND_K, OPERAND_Q, decay_apply, decay_apply_t
+from .decay import decay_apply, decay_apply_t, decay_diag_blocks
 from .intra import chunk_intra_fwd
 from .state import chunk_state_fwd
 
@@ -83,7 +83,7 @@ def chunk_bwd_value_kernel(
     o_t = tl.arange(0, BT)
     o_c = tl.arange(0, BT)
     m_t = o_t < L
-    p_scr = scratch + (i_c * H + i_h) * ((3 * BT + 1) * K + 2 * BT * BT)
+    p_scr = scratch + (i_c * H + i_h) * ((3 * BT + 1) * K + 2 * BT * BT + 4 * BT * BK)
     if ERASE:
         b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
     b_dAqk = tl.zeros([BT, BT], dtype=tl.float32)
@@ -160,7 +160,7 @@ def chunk_bwd_key_kernel(
     o_t = tl.arange(0, BT)
     o_c = tl.arange(0, BT)
     m_t = o_t < L
-    p_scr = scratch + (i_c * H + i_h) * ((3 * BT + 1) * K + 2 * BT * BT)
+    p_scr = scratch + (i_c * H + i_h) * ((3 * BT + 1) * K + 2 * BT * BT + 4 * BT * BK)
     p_sq = p_scr + (3 * BT + 1) * K + o_t[:, None] * BT + o_c[None, :]
     b_dAqk = tl.load(p_sq)
     b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
@@ -180,6 +180,7 @@ def chunk_bwd_key_kernel(
     b_dAqk = tl.where(o_t[:, None] >= o_c[None, :], b_dAqk, 0.0)
     # the decayed products gather single elements of dAqk and dT: keep masked copies in scratch
     p_sq0 = p_scr + (3 * BT + 1) * K
+    p_dd = p_sq0 + 2 * BT * BT          # four [BT, BK] tiles of diagonal-block products
     tl.debug_barrier()
     tl.store(p_sq, b_dAqk)
     tl.store(p_sq + BT * BT, b_dT)
@@ -207,15 +208,21 @@ def chunk_bwd_key_kernel(
         if G_MODE == GATE_CHANNEL:
             b_g = load_rows(g, t0, o_t, L, i_h, H, o_k, K)
             b_gn = load_rows(g, t0, o_t + 1, L, i_h, H, o_k, K)
-            b_pq = decay_apply(b_dAqk, p_sq0, b_k, b_g, b_gn, q, k, g, b, t0, L, i_h, scale, o_k,
-                               H, K, BT, BK, SUB, OPERAND_K, B_MODE, PREC)
-            b_pk = decay_apply_t(b_dAqk, p_sq0, b_qs, b_g, b_gn, q, k, g, b, t0, L, i_h, scale, o_k,
-                                 H, K, BT, BK, SUB, OPERAND_Q, B_MODE, PREC)
+            b_pq = decay_apply(b_dAqk, b_k, b_g, b_gn, BT, BK, SUB, PREC)
+            b_pk = decay_apply_t(b_dAqk, b_qs, b_g, b_gn, BT, BK, SUB, PREC)
             if ERASE:
-                b_pe = decay_apply(b_dT, p_sq0 + BT * BT, b_k, b_g, b_gn, q, k, g, b, t0, L, i_h, scale, o_k,
-                                   H, K, BT, BK, SUB, OPERAND_K, B_MODE, PREC)
-                b_pke = decay_apply_t(b_dT, p_sq0 + BT * BT, b_e, b_g, b_gn, q, k, g, b, t0, L, i_h, scale, o_k,
-                                      H, K, BT, BK, SUB, OPERAND_E, B_MODE, PREC)
+                b_pe = decay_apply(b_dT, b_k, b_g, b_gn, BT, BK, SUB, PREC)
+                b_pke = decay_apply_t(b_dT, b_e, b_g, b_gn, BT, BK, SUB, PREC)
+            tl.debug_barrier()
+            decay_diag_blocks(p_sq0, p_sq0 + BT * BT, p_dd, q, k, g, b, t0, L, i_h, scale, o_k,
+                              H, K, BT, BK, SUB, B_MODE, ERASE)
+            tl.debug_barrier()
+            p_d = p_dd + o_t[:, None] * BK + tl.arange(0, BK)[None, :]
+            b_pq += tl.load(p_d)
+            b_pk += tl.load(p_d + BT * BK)
+            if ERASE:
+                b_pe += tl.load(p_d + 2 * BT * BK)
+                b_pke += tl.load(p_d + 3 * BT * BK)
         elif G_MODE == GATE_SCALAR:
             b_pq = tl.dot(b_dAqk_D, b_k, input_precision=PREC)
             b_pk = tl.dot(tl.trans(b_dAqk_D), b_qs, input_precision=PREC)
@@ -309,7 +316,8 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
             torch.empty(T, HV, NV, dtype=torch.float32, device=dev)
     else:
         dw = None
-    scratch = torch.empty(max(chunks.count, 1), H, (3 * BT + 1) * K + 2 * BT * BT, dtype=torch.float32, device=dev)
+    scratch = torch.empty(max(chunks.count, 1), H, (3 * BT + 1) * K + 2 * BT * BT + 4 * BT * BKc,
+                          dtype=torch.float32, device=dev)
     At = A if A is not None else dummy
     chunk_bwd_value_kernel[(chunks.count, H)](
         v, wt, At, h, dh, r, dr, do, dv, dw if dw is not None else dummy, scratch, chunks.start, chunks.end,

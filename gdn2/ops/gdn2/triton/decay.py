@@ -4,8 +4,8 @@ For a lower-triangular ``M [BT, BT]`` and the chunk's log-decays:
   ``apply(M, y)_r   = sum_s M_rs y_s exp(G_r - G_s)``
   ``apply_t(M, x)_s = sum_r M_rs x_r exp(G_r - G_s)``
 Off-diagonal 16-row sub-blocks go through the anchor ``a_i`` (first row of block i) as two
-matrix products; diagonal sub-blocks use per-pair interval sums. Every exponent is a sum of
-log-decays formed by additions, as in ``intra.py``.
+matrix products; diagonal sub-blocks use one pairwise-decay tile each. Every exponent is a
+sum of log-decays formed by additions, as in ``intra.py``.
 """
 
 from __future__ import annotations
@@ -43,11 +43,9 @@ def load_operand(q, k, b, t0, rows, L, i_h, H: tl.constexpr, o_k, K: tl.constexp
 
 
 @triton.jit
-def decay_apply(M, p_M, b_y, b_g, b_gn, q, k, g, b, t0, L, i_h, scale, o_k,
-                H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                SUB: tl.constexpr, WHICH: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr):
-    """``sum_s M_rs y_s exp(G_r - G_s)`` for channel decays. M is given as a tile and as a
-    row-major [BT, BT] float32 copy at ``p_M`` (for element gathers); b_y is the operand tile."""
+def decay_apply(M, b_y, b_g, b_gn, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
+                PREC: tl.constexpr):
+    """Off-diagonal sub-blocks of ``sum_s M_rs y_s exp(G_r - G_s)`` for channel decays."""
     o_t = tl.arange(0, BT)
     off = o_t % SUB
     blk = o_t // SUB
@@ -59,24 +57,13 @@ def decay_apply(M, p_M, b_y, b_g, b_gn, q, k, g, b, t0, L, i_h, scale, o_k,
         b_right = tl.where((o_t < a_i)[:, None], b_y * tl.exp(b_sum), 0.0)
         b_p += tl.where((blk == i_b)[:, None], tl.dot(M, b_right, input_precision=PREC), 0.0)
     b_p = b_p * tl.exp(b_gloc)
-    # diagonal sub-blocks, partner column s = a(r) + j for j = SUB-1 .. 0; the exponent
-    # sum over (s, r] grows by one gathered row per step (additions only)
-    b_seg = tl.zeros([BT, BK], dtype=tl.float32)
-    for jj in range(0, SUB):
-        j = SUB - 1 - jj
-        b_seg += load_rows(g, t0, tl.where(off >= j + 1, blk * SUB + j + 1, -1), L, i_h, H, o_k, K)
-        s_row = blk * SUB + j
-        b_ys = load_operand(q, k, b, t0, s_row, L, i_h, H, o_k, K, scale, WHICH, B_MODE)
-        m_col = tl.load(p_M + o_t * BT + s_row)
-        b_p += tl.where((off >= j)[:, None], m_col[:, None] * b_ys * tl.exp(b_seg), 0.0)
     return b_p
 
 
 @triton.jit
-def decay_apply_t(M, p_M, b_x, b_g, b_gn, q, k, g, b, t0, L, i_h, scale, o_k,
-                  H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                  SUB: tl.constexpr, WHICH: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr):
-    """``sum_r M_rs x_r exp(G_r - G_s)`` for channel decays; M as in :func:`decay_apply`."""
+def decay_apply_t(M, b_x, b_g, b_gn, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
+                  PREC: tl.constexpr):
+    """Off-diagonal sub-blocks of ``sum_r M_rs x_r exp(G_r - G_s)`` for channel decays."""
     o_t = tl.arange(0, BT)
     off = o_t % SUB
     blk = o_t // SUB
@@ -89,13 +76,36 @@ def decay_apply_t(M, p_M, b_x, b_g, b_gn, q, k, g, b, t0, L, i_h, scale, o_k,
         b_Mi = tl.where((blk == i_b)[:, None], M, 0.0)
         b_part = tl.dot(tl.trans(b_Mi), b_left, input_precision=PREC)
         b_p += tl.where((o_t < a_i)[:, None], b_part * tl.exp(b_sum), 0.0)
-    # diagonal sub-blocks: s is the tile row, its partner r = a(s) + j for j = 0 .. SUB-1; the
-    # exponent sum over (s, r] grows by one gathered row per step
-    b_seg = tl.zeros([BT, BK], dtype=tl.float32)
-    for j in range(0, SUB):
-        r_row = blk * SUB + j
-        b_seg += load_rows(g, t0, tl.where(off < j, r_row, -1), L, i_h, H, o_k, K)
-        b_xr = load_operand(q, k, b, t0, r_row, L, i_h, H, o_k, K, scale, WHICH, B_MODE)
-        m_row = tl.load(p_M + r_row * BT + o_t)
-        b_p += tl.where((off <= j)[:, None], m_row[:, None] * b_xr * tl.exp(b_seg), 0.0)
     return b_p
+
+
+@triton.jit
+def decay_diag_blocks(p_M1, p_M2, p_out, q, k, g, b, t0, L, i_h, scale, o_k,
+                      H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+                      SUB: tl.constexpr, B_MODE: tl.constexpr, ERASE: tl.constexpr):
+    """Diagonal sub-blocks of the four products of the backward, from one pairwise-decay tile
+    per sub-block: with ``M1 = dAqk``, ``M2 = dT`` (row-major [BT, BT] at p_M1, p_M2),
+    ``apply(M1, k)``, ``apply_t(M1, scale q)``, ``apply(M2, k)``, ``apply_t(M2, e)``, written
+    as four [BT, BK] tiles at p_out. The exponent of pair (r, s) is the sum over (s, r],
+    a cumulative sum down r of g_r masked to r > s (additions only)."""
+    o_s = tl.arange(0, SUB)
+    o_kk = tl.arange(0, BK)
+    lower = (o_s[:, None] >= o_s[None, :])[:, :, None]
+    below = (o_s[:, None] > o_s[None, :])[:, :, None]
+    for i_b in range(0, BT // SUB):
+        a = i_b * SUB
+        rows = a + o_s
+        b_g = load_rows(g, t0, rows, L, i_h, H, o_k, K)
+        b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
+        b_k = load_rows(k, t0, rows, L, i_h, H, o_k, K)
+        b_q = load_rows(q, t0, rows, L, i_h, H, o_k, K) * scale
+        p_blk = rows[:, None] * BT + rows[None, :]
+        p_o = p_out + rows[:, None] * BK + o_kk[None, :]
+        b_M = tl.load(p_M1 + p_blk)[:, :, None] * b_D
+        tl.store(p_o, tl.sum(b_M * b_k[None, :, :], axis=1))
+        tl.store(p_o + BT * BK, tl.sum(b_M * b_q[:, None, :], axis=0))
+        if ERASE:
+            b_e = load_operand(q, k, b, t0, rows, L, i_h, H, o_k, K, scale, OPERAND_E, B_MODE)
+            b_M = tl.load(p_M2 + p_blk)[:, :, None] * b_D
+            tl.store(p_o + 2 * BT * BK, tl.sum(b_M * b_k[None, :, :], axis=1))
+            tl.store(p_o + 3 * BT * BK, tl.sum(b_M * b_e[:, None, :], axis=0))

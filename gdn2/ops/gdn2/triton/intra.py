@@ -35,9 +35,6 @@ def chunk_intra_fwd_kernel(
 
     b_T = tl.zeros([BT, BT], dtype=tl.float32)
     b_Aqk = tl.zeros([BT, BT], dtype=tl.float32)
-    o_s = tl.arange(0, SUB)
-    b_Dqk = tl.zeros([BT, SUB], dtype=tl.float32)   # diagonal sub-blocks, column a(r) + j
-    b_Dt = tl.zeros([BT, SUB], dtype=tl.float32)
     if G_MODE == GATE_CHANNEL:
         for i_k in range(0, tl.cdiv(K, BK)):
             o_k = i_k * BK + tl.arange(0, BK)
@@ -63,17 +60,6 @@ def chunk_intra_fwd_kernel(
                 b_Aqk += tl.where(in_blk, tl.dot(b_lq, tl.trans(b_right), input_precision=PREC), 0.0)
                 if ERASE:
                     b_T += tl.where(in_blk, tl.dot(b_le, tl.trans(b_right), input_precision=PREC), 0.0)
-            # diagonal sub-blocks: partner column s = a(r) + j for j = SUB-1 .. 0, kept as
-            # [BT, SUB] tiles; the exponent sum over (s, r] grows by one gathered row per step
-            b_seg = tl.zeros([BT, BK], dtype=tl.float32)
-            for jj in range(0, SUB):
-                j = SUB - 1 - jj
-                b_seg += load_rows(g, t0, tl.where(off >= j + 1, blk * SUB + j + 1, -1), L, i_h, H, o_k, K)
-                b_ks = load_rows(k, t0, blk * SUB + j, L, i_h, H, o_k, K) * tl.exp(b_seg)
-                at_j = o_s[None, :] == j
-                b_Dqk += tl.where(at_j & (off >= j)[:, None], tl.sum(b_q * b_ks, axis=1)[:, None], 0.0)
-                if ERASE:
-                    b_Dt += tl.where(at_j & (off > j)[:, None], tl.sum(b_e * b_ks, axis=1)[:, None], 0.0)
     else:
         for i_k in range(0, tl.cdiv(K, BK)):
             o_k = i_k * BK + tl.arange(0, BK)
@@ -99,18 +85,40 @@ def chunk_intra_fwd_kernel(
 
     p_row = (t0 + o_t[:, None]) * H * BT + i_h * BT + o_c[None, :]
     m_row = (o_t < L)[:, None]
-    p_diag = (t0 + o_t[:, None]) * H * BT + i_h * BT + (blk * SUB)[:, None] + o_s[None, :]
     tl.store(Aqk + p_row, b_Aqk, mask=m_row)
-    if G_MODE == GATE_CHANNEL:
-        tl.debug_barrier()
-        tl.store(Aqk + p_diag, b_Dqk, mask=m_row)
     if ERASE:
-        # A = (I + T)^-1 in two steps on the tensor cores. T goes through memory once so the
-        # diagonal sub-blocks kept as [BT, SUB] tiles join the rest.
         tl.store(A + p_row, b_T, mask=m_row)
-        if G_MODE == GATE_CHANNEL:
-            tl.debug_barrier()
-            tl.store(A + p_diag, b_Dt, mask=m_row)
+    if G_MODE == GATE_CHANNEL:
+        # diagonal sub-blocks, one pairwise-decay tile each; the exponent of (r, s) is the sum
+        # over (s, r], a cumulative sum down r of g_r masked to r > s (additions only)
+        tl.debug_barrier()
+        o_s = tl.arange(0, SUB)
+        lower = (o_s[:, None] >= o_s[None, :])[:, :, None]
+        below = (o_s[:, None] > o_s[None, :])[:, :, None]
+        for i_b in range(0, BT // SUB):
+            rows = i_b * SUB + o_s
+            b_dqk = tl.zeros([SUB, SUB], dtype=tl.float32)
+            b_dt = tl.zeros([SUB, SUB], dtype=tl.float32)
+            for i_k in range(0, tl.cdiv(K, BK)):
+                o_k = i_k * BK + tl.arange(0, BK)
+                b_g = load_rows(g, t0, rows, L, i_h, H, o_k, K)
+                b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
+                b_kD = load_rows(k, t0, rows, L, i_h, H, o_k, K)[None, :, :] * b_D
+                b_dqk += tl.sum(load_rows(q, t0, rows, L, i_h, H, o_k, K)[:, None, :] * b_kD, axis=2) * scale
+                if ERASE:
+                    b_e = load_rows(k, t0, rows, L, i_h, H, o_k, K)
+                    if B_MODE == GATE_CHANNEL:
+                        b_e = b_e * load_rows(b, t0, rows, L, i_h, H, o_k, K)
+                    if B_MODE == GATE_SCALAR:
+                        b_e = b_e * load_scalar_rows(b, t0, rows, L, i_h, H)[:, None]
+                    b_dt += tl.sum(b_e[:, None, :] * b_kD, axis=2)
+            p_blk = (t0 + rows[:, None]) * H * BT + i_h * BT + rows[None, :]
+            m_blk = (rows < L)[:, None]
+            tl.store(Aqk + p_blk, b_dqk, mask=m_blk)
+            if ERASE:
+                tl.store(A + p_blk, tl.where(o_s[:, None] > o_s[None, :], b_dt, 0.0), mask=m_blk)
+    if ERASE:
+        # A = (I + T)^-1 in two steps on the tensor cores; T is read back whole from memory
         tl.debug_barrier()
         b_T = tl.load(A + p_row, mask=m_row, other=0.0)
         same = blk[:, None] == (o_c // SUB)[None, :]
