@@ -29,7 +29,6 @@ BACKENDS = ["chunk", "recurrent"]
 TS = [1, 37, 70]  # 70 > one chunk of 64
 
 
-# ----------------------------------------------------------------------------- textbook forms
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
     """The operator's documented L2 normalisation: ``x / sqrt(sum(x^2) + 1e-6)`` over the last axis."""
@@ -98,7 +97,6 @@ def textbook(step: Callable, q, k, v, key_gates: Dict[str, torch.Tensor],
     return o, torch.stack(finals)
 
 
-# ----------------------------------------------------------------------------- the family
 
 def _family_case(model: str, T: int, seed: int, B: int = 2, H: int = 2, HV: int = 4, K: int = 6, V: int = 5,
                  init: bool = True):
@@ -157,7 +155,6 @@ def test_wrapper_matches_textbook_without_l2norm_single_head_group(model, backen
     assert_close(f"{model} {backend} final state", S, S_ref, rtol=1e-12)
 
 
-# ----------------------------------------------------------------------------- GDN-2 itself
 
 @pytest.mark.parametrize("b_max", [1.0, 2.0], ids=["b01", "b02_negative_eigenvalues"])
 @pytest.mark.parametrize("T", TS)
@@ -189,7 +186,6 @@ def test_gdn2_packed_sequences_match_textbook(backend):
     assert_close(f"gdn2 packed {backend} final state", S, S_ref, rtol=1e-12)
 
 
-# ----------------------------------------------------------------------------- gradients
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_kda_gradients_match_textbook_autograd(backend):
