@@ -123,3 +123,17 @@ def run_with_grads(fn, inputs, seed=0, **kwargs):
     dS = torch.randn(S.shape, generator=gen, dtype=torch.float64).to(S)
     grads = torch.autograd.grad((o * do).sum() + (S * dS).sum(), list(leaves.values()), allow_unused=True)
     return o.detach(), S.detach(), {n: gr for n, gr in zip(leaves, grads)}
+
+
+def check_backend(inputs: Dict[str, object], backend: str, baseline: str = "chunk", **kwargs) -> None:
+    """``backend`` against the float64 recurrence with the flash-attention criterion (see
+    :func:`assert_no_worse`), for the output, the final state and every input gradient."""
+    from .ops import gated_delta_rule2
+    ref = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+    o_ref, S_ref, g_ref = run_with_grads(gated_delta_rule2, ref, backend="recurrent", **kwargs)
+    o_pt, S_pt, g_pt = run_with_grads(gated_delta_rule2, inputs, backend=baseline, **kwargs)
+    o, S, grads = run_with_grads(gated_delta_rule2, inputs, backend=backend, **kwargs)
+    assert_no_worse("o", o, o_pt, o_ref)
+    assert_no_worse("final_state", S, S_pt, S_ref)
+    for name in g_ref:
+        assert_no_worse(f"d{name}", grads[name], g_pt[name], g_ref[name])
