@@ -11,10 +11,16 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="benchmarks (with correctness gates)")
     bench.add_argument("which", choices=["cpu"], help="cpu: backend speed-up and peak memory on this CPU")
+    sub.add_parser("memory", add_help=False,
+                   help="inference-state bytes vs context length: Transformer, recurrent and hybrids "
+                        "(gdn2 memory --help for options)")
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
         from .bench import cpu
         cpu.main(rest)
+    elif args.command == "memory":
+        from . import memory
+        return memory.main(rest)
     return 0
 
 

@@ -1,0 +1,237 @@
+"""Causal multi-head attention with RoPE and grouped KV heads: full, or a sliding window of W tokens.
+
+The attention itself is PyTorch's ``scaled_dot_product_attention`` (flash / memory-efficient kernels
+where the device has them). Query at position p sees keys at positions ``(p - W, p]`` with a window,
+``[0, p]`` without. An optional sigmoid output gate (as in Qwen3-Next) multiplies each head's output.
+
+Caches: full attention keeps every key and value (``KVCache``, grows with the tokens); a sliding
+window keeps at most W tokens (``SlidingKVCache``, a ring buffer: the token at position p lives in
+slot ``p % W``, written in place when decoding). Keys are cached after RoPE, so slot order never matters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .conv import positions_in_documents
+from .norm import compute_dtype
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """``num_kv_heads`` defaults to ``num_heads`` (no grouping), ``head_dim`` to ``hidden_size //
+    num_heads``; ``window`` None is full causal attention."""
+
+    hidden_size: int = 256
+    num_heads: int = 4
+    num_kv_heads: Optional[int] = None
+    head_dim: Optional[int] = None
+    window: Optional[int] = None
+    rope_theta: float = 10000.0
+    output_gate: bool = False
+
+    def __post_init__(self):
+        if self.num_heads < 1:
+            raise ValueError(f"num_heads must be >= 1, got {self.num_heads}")
+        if self.num_kv_heads is None:
+            object.__setattr__(self, "num_kv_heads", self.num_heads)
+        if self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_kv_heads must divide num_heads = {self.num_heads}, got {self.num_kv_heads}")
+        if self.head_dim is None:
+            if self.hidden_size % self.num_heads:
+                raise ValueError(f"head_dim is unset and hidden_size = {self.hidden_size} is not divisible by "
+                                 f"num_heads = {self.num_heads}")
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
+        if self.head_dim < 2 or self.head_dim % 2:
+            raise ValueError(f"head_dim must be even (RoPE rotates pairs), got {self.head_dim}")
+        if self.window is not None and self.window <= 0:
+            raise ValueError(f"window must be a positive number of tokens or None, got {self.window}")
+        if self.rope_theta <= 0:
+            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta}")
+
+
+def apply_rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotate ``x`` ``[B, T, H, D]`` by its tokens' ``positions`` ``[T]`` (rotate-half convention).
+    Angles are formed in float64, so a position's rotation is the same in a prefill and a decode."""
+    D = x.shape[-1]
+    half = D // 2
+    inv_freq = theta ** (-torch.arange(half, dtype=torch.float64, device=x.device) * 2 / D)
+    angle = positions.to(torch.float64)[:, None] * inv_freq[None]                # [T, D/2]
+    dt = compute_dtype(x.dtype)
+    cos, sin = angle.cos().to(dt)[None, :, None], angle.sin().to(dt)[None, :, None]
+    x1, x2 = x[..., :half].to(dt), x[..., half:].to(dt)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
+
+
+def held_bytes(tensors: List[torch.Tensor]) -> int:
+    """Bytes of the storage behind ``tensors`` (a view counts its whole base, each storage once)."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
+
+
+class KVCache:
+    """Every key and value a full-attention layer has seen: ``[B, HKV, n, D]``, grows by concatenation."""
+
+    def __init__(self):
+        self.k: Optional[torch.Tensor] = None
+        self.v: Optional[torch.Tensor] = None
+        self.seen = 0
+
+    def tensors(self) -> List[torch.Tensor]:
+        return [t for t in (self.k, self.v) if t is not None]
+
+    def nbytes(self) -> int:
+        return held_bytes(self.tensors())
+
+    def select(self, index: torch.Tensor) -> None:
+        if self.k is not None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Append T new tokens ``[B, HKV, T, D]``; return the keys and values to attend to and their
+        positions (None when every one of them is visible to every new query)."""
+        T = k.shape[2]
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        self.seen += T
+        positions = None if T == 1 else torch.arange(self.seen, device=k.device)
+        return self.k, self.v, positions
+
+
+class SlidingKVCache:
+    """The last ``window`` keys and values of a sliding-window layer, ``[B, HKV, min(n, W), D]``.
+    While fewer than W tokens have been seen, slot i holds position i; after that, a ring: the token
+    at position p is in slot ``p % W``, always the newest one with that residue."""
+
+    def __init__(self, window: int):
+        self.window = window
+        self.k: Optional[torch.Tensor] = None
+        self.v: Optional[torch.Tensor] = None
+        self.seen = 0
+
+    tensors, nbytes, select = KVCache.tensors, KVCache.nbytes, KVCache.select
+
+    def slot_positions(self, device) -> torch.Tensor:
+        """The position of the token in each slot, ``[min(seen, W)]``."""
+        W, n = self.window, self.seen
+        slots = torch.arange(min(n, W), device=device)
+        return slots + W * torch.div(n - 1 - slots, W, rounding_mode="floor")
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Add T new tokens ``[B, HKV, T, D]``; return the keys and values the new queries may need
+        (previous slots, then the new tokens) and their positions (None: all visible to all)."""
+        W, n, T = self.window, self.seen, k.shape[2]
+        if T == 1 and n >= W:
+            # steady-state decoding: overwrite the oldest slot; the ring is then exactly the window
+            slot = torch.tensor([n % W], device=k.device)
+            if torch.is_grad_enabled():
+                self.k, self.v = self.k.index_copy(2, slot, k), self.v.index_copy(2, slot, v)
+            else:
+                self.k.index_copy_(2, slot, k)
+                self.v.index_copy_(2, slot, v)
+            self.seen += 1
+            return self.k, self.v, None
+        if self.k is None:
+            keys, values, positions = k, v, torch.arange(T, device=k.device)
+        else:
+            keys, values = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
+            positions = torch.cat([self.slot_positions(k.device), n + torch.arange(T, device=k.device)])
+        total = n + T
+        if total <= W:
+            self.k, self.v = keys, values
+        else:
+            m = min(T, W)
+            slots = torch.arange(total - m, total, device=k.device) % W
+            self.k = self._full_ring(self.k, k).index_copy(2, slots, k[:, :, T - m:])
+            self.v = self._full_ring(self.v, v).index_copy(2, slots, v[:, :, T - m:])
+        self.seen = total
+        return keys, values, (None if T == 1 else positions)
+
+    def _full_ring(self, old: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+        """``old`` padded to W slots (the caller overwrites the padding)."""
+        B, H, _, D = like.shape
+        if old is None:
+            return like.new_zeros(B, H, self.window, D)
+        if old.shape[2] == self.window:
+            return old
+        return torch.cat([old, like.new_zeros(B, H, self.window - old.shape[2], D)], dim=2)
+
+
+class Attention(nn.Module):
+    """Causal attention ``[B, T, hidden_size] -> [B, T, hidden_size]``, full or sliding-window.
+
+    >>> layer = Attention(AttentionConfig(hidden_size=64, num_heads=4, num_kv_heads=2, window=8))
+    >>> layer(torch.randn(1, 20, 64)).shape
+    torch.Size([1, 20, 64])
+    """
+
+    def __init__(self, config: AttentionConfig):
+        super().__init__()
+        self.config = c = config
+        H, HKV, D = c.num_heads, c.num_kv_heads, c.head_dim
+        self.q_proj = nn.Linear(c.hidden_size, H * D, bias=False)
+        self.k_proj = nn.Linear(c.hidden_size, HKV * D, bias=False)
+        self.v_proj = nn.Linear(c.hidden_size, HKV * D, bias=False)
+        self.gate_proj = nn.Linear(c.hidden_size, H * D, bias=False) if c.output_gate else None
+        self.o_proj = nn.Linear(H * D, c.hidden_size, bias=False)
+
+    def init_cache(self, batch_size: int, dtype: torch.dtype, device):
+        """An empty cache (allocated on first use: it grows with the tokens, up to W with a window)."""
+        return KVCache() if self.config.window is None else SlidingKVCache(self.config.window)
+
+    def forward(self, x: torch.Tensor, cache=None, cu_seqlens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x ``[B, T, hidden_size]``; ``cache`` from ``init_cache`` (read and extended); with
+        ``cu_seqlens`` (B = 1, no cache) each packed document attends only to itself, from position 0."""
+        c = self.config
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, c.num_heads, c.head_dim)
+        k = self.k_proj(x).view(B, T, c.num_kv_heads, c.head_dim)
+        v = self.v_proj(x).view(B, T, c.num_kv_heads, c.head_dim)
+        if cu_seqlens is not None:
+            if cache is not None:
+                raise ValueError("cu_seqlens (packed documents) cannot be combined with a KV cache")
+            positions = positions_in_documents(cu_seqlens, T)
+        else:
+            positions = (0 if cache is None else cache.seen) + torch.arange(T, device=x.device)
+        q, k = apply_rope(q, positions, c.rope_theta), apply_rope(k, positions, c.rope_theta)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)      # [B, heads, T, D]
+
+        if cu_seqlens is not None:
+            offsets = cu_seqlens.tolist()
+            o = torch.cat([self._attend(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], positions[s:e], positions[s:e])
+                           for s, e in zip(offsets, offsets[1:]) if e > s], dim=2)
+        elif cache is None:
+            o = self._attend(q, k, v, positions, positions)
+        else:
+            keys, values, key_positions = cache.update(k, v)
+            o = self._attend(q, keys, values, positions, key_positions)
+
+        o = o.transpose(1, 2).reshape(B, T, c.num_heads * c.head_dim)
+        if self.gate_proj is not None:
+            o = o * torch.sigmoid(self.gate_proj(x))
+        return self.o_proj(o)
+
+    def _attend(self, q, k, v, q_pos: torch.Tensor, k_pos: Optional[torch.Tensor]) -> torch.Tensor:
+        """SDPA of q ``[B, H, T, D]`` over k, v ``[B, HKV, S, D]`` with the causal (and window)
+        mask given by the positions; ``k_pos`` None means no mask is needed."""
+        gqa = self.config.num_heads != self.config.num_kv_heads
+        window = self.config.window
+        if k_pos is None:
+            return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+        if window is None and k.shape[2] == q.shape[2]:
+            # the keys are exactly the queries' own tokens: plain causal (flash-eligible, no mask)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        mask = k_pos[None, :] <= q_pos[:, None]
+        if window is not None:
+            mask = mask & (k_pos[None, :] > q_pos[:, None] - window)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"heads={c.num_heads}, kv_heads={c.num_kv_heads}, head_dim={c.head_dim}, window={c.window}, "
+                f"output_gate={c.output_gate}")

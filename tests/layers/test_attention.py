@@ -1,0 +1,97 @@
+"""Attention: against an explicit softmax reference, RoPE, caches (growing and ring), packing."""
+
+import pytest
+import torch
+
+from gdn2.layers import Attention, AttentionConfig, KVCache, SlidingKVCache, apply_rope
+from gdn2.testing import assert_close
+
+F64 = torch.float64
+D = 32
+
+
+def make(window=None, kv_heads=2, gate=False) -> Attention:
+    return Attention(AttentionConfig(hidden_size=D, num_heads=4, num_kv_heads=kv_heads, head_dim=8,
+                                     window=window, output_gate=gate)).double()
+
+
+def reference(layer: Attention, x: torch.Tensor) -> torch.Tensor:
+    """Softmax attention written out: RoPE at positions 0..T-1, causal (and window) mask, KV heads repeated."""
+    c = layer.config
+    B, T, _ = x.shape
+    pos = torch.arange(T)
+    q = apply_rope(layer.q_proj(x).view(B, T, c.num_heads, c.head_dim), pos, c.rope_theta)
+    k = apply_rope(layer.k_proj(x).view(B, T, c.num_kv_heads, c.head_dim), pos, c.rope_theta)
+    v = layer.v_proj(x).view(B, T, c.num_kv_heads, c.head_dim)
+    rep = c.num_heads // c.num_kv_heads
+    k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
+    scores = torch.einsum("bthd,bshd->bhts", q, k) / c.head_dim ** 0.5
+    allowed = pos[None, :] <= pos[:, None]
+    if c.window is not None:
+        allowed &= pos[None, :] > pos[:, None] - c.window
+    o = torch.einsum("bhts,bshd->bthd", scores.masked_fill(~allowed, float("-inf")).softmax(-1), v)
+    o = o.reshape(B, T, -1)
+    if layer.gate_proj is not None:
+        o = o * torch.sigmoid(layer.gate_proj(x))
+    return layer.o_proj(o)
+
+
+@pytest.mark.parametrize("window, kv_heads, gate", [(None, 4, False), (None, 2, True), (5, 2, False), (1, 1, True)])
+def test_matches_softmax_reference(window, kv_heads, gate):
+    layer, x = make(window, kv_heads, gate), torch.randn(2, 17, D, dtype=F64)
+    assert_close("attention", layer(x), reference(layer, x), rtol=1e-12)
+
+
+def test_rope_depends_only_on_relative_position():
+    q, k = torch.randn(1, 1, 1, 16, dtype=F64), torch.randn(1, 1, 1, 16, dtype=F64)
+    dot = lambda i, j: (apply_rope(q, torch.tensor([i]), 1e4) * apply_rope(k, torch.tensor([j]), 1e4)).sum()  # noqa: E731
+    assert_close("shifted", dot(107, 100), dot(7, 0), rtol=1e-12)
+    assert_close("norm", apply_rope(q, torch.tensor([12345]), 1e4).norm(), q.norm(), rtol=1e-14)
+
+
+@pytest.mark.parametrize("window", [None, 6])
+def test_prefill_then_decode_equals_full(window):
+    layer, x = make(window), torch.randn(2, 30, D, dtype=F64)
+    full = layer(x)
+    cache = layer.init_cache(2, F64, "cpu")
+    assert isinstance(cache, KVCache if window is None else SlidingKVCache)
+    pieces = [layer(x[:, :4], cache), layer(x[:, 4:15], cache)]        # the second piece crosses the window
+    for t in range(15, 30):
+        pieces.append(layer(x[:, t:t + 1], cache))
+        held = cache.k.shape[2]
+        assert held == (t + 1 if window is None else window)
+    pieces.append(layer(x[:, 30:], cache))                              # an empty call changes nothing
+    assert_close("prefill + decode", torch.cat(pieces, 1), full, rtol=1e-12)
+
+
+def test_ring_buffer_holds_the_newest_token_of_each_slot():
+    cache = SlidingKVCache(window=4)
+    for chunk in ([0, 1], [2, 3, 4, 5, 6], [7], [8], [9, 10]):
+        kv = torch.tensor(chunk, dtype=F64).view(1, 1, -1, 1)
+        cache.update(kv, kv)
+    assert cache.k.flatten().tolist() == [8.0, 9.0, 10.0, 7.0]           # slot p % 4
+    assert cache.slot_positions("cpu").tolist() == [8, 9, 10, 7]
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_packed_documents_equal_separate_runs(window):
+    layer = make(window)
+    lengths = [6, 1, 9]
+    docs = [torch.randn(1, n, D, dtype=F64) for n in lengths]
+    cu = torch.tensor([0, 6, 7, 16])
+    packed = layer(torch.cat(docs, 1), cu_seqlens=cu)
+    for i, doc in enumerate(docs):
+        assert_close(f"doc {i}", packed[:, cu[i]:cu[i + 1]], layer(doc), rtol=1e-12)
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        layer(torch.cat(docs, 1), layer.init_cache(1, F64, "cpu"), cu_seqlens=cu)
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (dict(num_kv_heads=3), "num_kv_heads"),
+    (dict(window=0), "window"),
+    (dict(head_dim=7), "head_dim"),
+    (dict(hidden_size=30), "head_dim"),
+])
+def test_bad_config_names_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field):
+        AttentionConfig(**{"hidden_size": 32, "num_heads": 4, **overrides})
