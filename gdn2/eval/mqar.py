@@ -1,0 +1,110 @@
+"""Multi-query associative recall (MQAR), with the rules of Zoology's ``multiquery_ar``
+(Arora et al., 2023, "Zoology: Measuring and Improving Recall in Efficient Language Models").
+
+An example of length ``T`` with ``P`` key-value pairs::
+
+    k1 v1 k2 v2 ... kP vP | x  x  k3 x  x  x  k1 x  ...     (x: a random token)
+    \\___ 2P tokens ____/   \\____ T - 2P tokens, queries ____/
+
+- keys are drawn without replacement from ``[1, V // 2)``, values without replacement from
+  ``[V // 2, V)`` (0 is the placeholder that random tokens later replace);
+- every key is queried once, at position ``2P + 2g`` where the gaps ``g`` are drawn without
+  replacement from ``0 .. (T - 2P) // 2 - 1`` with ``p(g) ~ a * (g + 1) ** (a - 1)``, a power
+  law that favours queries soon after the context (``a = power_a``);
+- labels are next-token targets already aligned with the inputs: ``labels[:, t]`` is the token
+  to predict after reading ``inputs[:, :t + 1]``. It is the paired value where ``inputs[:, t]``
+  is a query key and ``-100`` (ignored) everywhere else, so
+  ``cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)`` needs no shift.
+  The value itself is not in the inputs after a query (that position holds a random token).
+
+The generator is written from the paper and that description with torch's generator, so its
+samples match Zoology's distribution, not its numpy streams.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+IGNORE_INDEX = -100
+_CHUNK_ELEMENTS = 1 << 24  # rows per multinomial call are capped so N x vocab never materialises
+
+
+class MQARData(NamedTuple):
+    inputs: torch.Tensor  # [N, T] int64 token ids
+    labels: torch.Tensor  # [N, T] int64, the paired value at query keys, IGNORE_INDEX elsewhere
+
+
+def _sample_without_replacement(weights: torch.Tensor, rows: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """[rows, k] int64 indices into ``weights`` [M], each row drawn without replacement."""
+    chunk = max(1, _CHUNK_ELEMENTS // weights.numel())
+    out = [torch.multinomial(weights.expand(min(chunk, rows - i), -1), k, replacement=False, generator=generator)
+           for i in range(0, rows, chunk)]
+    return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
+
+
+def mqar_batch(num_examples: int, seq_len: int, num_kv_pairs: int, vocab_size: int, power_a: float = 0.01,
+               seed: int = 0, random_non_queries: bool = True) -> MQARData:
+    """``num_examples`` MQAR sequences; a function of the arguments only.
+
+    Args:
+        num_examples: ``N``.
+        seq_len: ``T``, even, at least ``4 * num_kv_pairs`` and below ``vocab_size`` (Zoology's
+            rules).
+        num_kv_pairs: ``P`` pairs, each key queried once.
+        vocab_size: ``V``; keys from ``[1, V // 2)``, values from ``[V // 2, V)``.
+        power_a: the power-law exponent of the query gaps (Zoology's default 0.01).
+        seed: seeds a private ``torch.Generator``; the global RNG is untouched.
+        random_non_queries: fill the non-query positions after the context with random tokens
+            from ``[0, V)`` as Zoology does; ``False`` leaves them 0.
+
+    Returns:
+        ``MQARData(inputs [N, T] int64, labels [N, T] int64)``.
+    """
+    if seq_len % 2 or num_kv_pairs * 4 > seq_len:
+        raise ValueError(f"seq_len must be even and at least 4 * num_kv_pairs; got {seq_len}, {num_kv_pairs}")
+    if vocab_size <= seq_len:
+        raise ValueError(f"vocab_size must exceed seq_len (Zoology's rule); got {vocab_size} <= {seq_len}")
+    if num_kv_pairs < 1:
+        raise ValueError(f"num_kv_pairs must be at least 1; got {num_kv_pairs}")
+    half = vocab_size // 2  # V > T >= 4P leaves at least 2P keys and values to draw from
+    if power_a <= 0:
+        raise ValueError("power_a must be positive")
+    generator = torch.Generator().manual_seed(seed)
+    context = 2 * num_kv_pairs
+    keys = 1 + _sample_without_replacement(torch.ones(half - 1), num_examples, num_kv_pairs, generator)
+    values = half + _sample_without_replacement(torch.ones(vocab_size - half), num_examples, num_kv_pairs, generator)
+
+    space = (seq_len - context) // 2
+    rank = torch.arange(1, space + 1, dtype=torch.float64)
+    gaps = _sample_without_replacement(power_a * rank ** (power_a - 1), num_examples, num_kv_pairs, generator)
+    query_positions = context + 2 * gaps
+
+    inputs = torch.zeros(num_examples, seq_len, dtype=torch.long)
+    inputs[:, 0:context:2] = keys
+    inputs[:, 1:context:2] = values
+    inputs.scatter_(1, query_positions, keys)
+    labels = torch.full((num_examples, seq_len), IGNORE_INDEX, dtype=torch.long)
+    labels.scatter_(1, query_positions, values)
+    if random_non_queries:
+        noise = torch.randint(vocab_size, (num_examples, seq_len), generator=generator)
+        inputs = torch.where(inputs == 0, noise, inputs)
+    return MQARData(inputs, labels)
+
+
+def mqar_accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of answer positions predicted right (Zoology's accuracy).
+
+    Args:
+        predictions: token ids [N, T] or logits [N, T, V] (argmax taken).
+        labels: [N, T] as returned by ``mqar_batch``.
+    """
+    if predictions.dim() == labels.dim() + 1:
+        predictions = predictions.argmax(-1)
+    if predictions.shape != labels.shape:
+        raise ValueError(f"predictions {list(predictions.shape)} do not match labels {list(labels.shape)}")
+    mask = labels != IGNORE_INDEX
+    if not mask.any():
+        raise ValueError("no answer positions in labels")
+    return (predictions[mask] == labels[mask]).double().mean().item()

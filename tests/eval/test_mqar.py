@@ -1,0 +1,88 @@
+"""MQAR generator (Zoology's rules) and its accuracy."""
+
+import pytest
+import torch
+
+from gdn2.eval.mqar import IGNORE_INDEX, mqar_accuracy, mqar_batch
+
+N, T, P, V = 64, 128, 8, 256
+
+
+def test_shapes_and_dtypes():
+    inputs, labels = mqar_batch(N, T, P, V, seed=0)
+    assert inputs.shape == labels.shape == (N, T)
+    assert inputs.dtype == labels.dtype == torch.long
+    assert 0 <= int(inputs.min()) and int(inputs.max()) < V
+
+
+def test_deterministic_for_a_seed_and_leaves_global_rng_alone():
+    state = torch.get_rng_state()
+    a, b, c = mqar_batch(N, T, P, V, seed=3), mqar_batch(N, T, P, V, seed=3), mqar_batch(N, T, P, V, seed=4)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a.inputs, b.inputs) and torch.equal(a.labels, b.labels)
+    assert not torch.equal(a.inputs, c.inputs)
+
+
+def test_context_keys_and_values_from_their_halves():
+    inputs, _ = mqar_batch(N, T, P, V, seed=1)
+    keys, values = inputs[:, 0:2 * P:2], inputs[:, 1:2 * P:2]
+    assert bool(((keys >= 1) & (keys < V // 2)).all())
+    assert bool(((values >= V // 2) & (values < V)).all())
+    for row_keys, row_values in zip(keys, values):
+        assert len(set(row_keys.tolist())) == P and len(set(row_values.tolist())) == P
+
+
+@pytest.mark.parametrize("random_non_queries", [True, False])
+def test_labels_only_at_queries_and_equal_to_the_paired_value(random_non_queries):
+    inputs, labels = mqar_batch(N, T, P, V, seed=2, random_non_queries=random_non_queries)
+    answer = labels != IGNORE_INDEX
+    assert bool((answer.sum(1) == P).all())
+    assert not bool(answer[:, :2 * P].any())
+    for n in range(N):
+        pairs = dict(zip(inputs[n, 0:2 * P:2].tolist(), inputs[n, 1:2 * P:2].tolist()))
+        positions = answer[n].nonzero().flatten()
+        assert bool(((positions - 2 * P) % 2 == 0).all())
+        queried = inputs[n, positions].tolist()
+        assert sorted(queried) == sorted(pairs)
+        assert labels[n, positions].tolist() == [pairs[k] for k in queried]
+    if not random_non_queries:
+        filler = ~answer
+        filler[:, :2 * P] = False
+        assert bool((inputs[filler] == 0).all())
+
+
+def test_power_law_favours_short_gaps():
+    _, labels = mqar_batch(512, 512, 8, 1024, seed=0)
+    gaps = ((labels != IGNORE_INDEX).nonzero()[:, 1] - 16) // 2
+    space = (512 - 16) // 2
+    assert (gaps < space // 4).float().mean() > 0.5
+    _, uniform = mqar_batch(512, 512, 8, 1024, power_a=1.0, seed=0)
+    gaps = ((uniform != IGNORE_INDEX).nonzero()[:, 1] - 16) // 2
+    assert abs((gaps < space // 4).float().mean().item() - 0.25) < 0.05
+
+
+def test_rules_are_enforced():
+    with pytest.raises(ValueError, match="even"):
+        mqar_batch(2, 63, 4, 256)
+    with pytest.raises(ValueError, match="even"):
+        mqar_batch(2, 64, 17, 256)
+    with pytest.raises(ValueError, match="exceed"):
+        mqar_batch(2, 64, 4, 64)
+    with pytest.raises(ValueError, match="num_kv_pairs"):
+        mqar_batch(2, 64, 0, 256)
+    with pytest.raises(ValueError, match="power_a"):
+        mqar_batch(2, 64, 4, 256, power_a=0.0)
+
+
+def test_accuracy_at_answer_positions_only():
+    inputs, labels = mqar_batch(4, 64, 4, 128, seed=0)
+    assert mqar_accuracy(labels.clamp(min=0), labels) == 1.0
+    logits = torch.zeros(4, 64, 128)
+    logits.scatter_(2, labels.clamp(min=0).unsqueeze(-1), 1.0)
+    assert mqar_accuracy(logits, labels) == 1.0
+    wrong = labels.clone()
+    mask = labels != IGNORE_INDEX
+    wrong[mask.nonzero()[:8].unbind(1)] = 0
+    assert mqar_accuracy(wrong.clamp(min=0), labels) == 0.5
+    with pytest.raises(ValueError):
+        mqar_accuracy(torch.zeros(4, 63, dtype=torch.long), labels)
