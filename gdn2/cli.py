@@ -14,13 +14,31 @@ def main(argv=None) -> int:
     sub.add_parser("memory", add_help=False,
                    help="inference-state bytes vs context length: Transformer, recurrent and hybrids "
                         "(gdn2 memory --help for options)")
+    sub.add_parser("train", add_help=False,
+                   help="train a model; with no arguments the tiny preset on the built-in King James corpus, "
+                        "a few minutes on a CPU (gdn2 train --help for options)")
+    sub.add_parser("generate", add_help=False,
+                   help="sample text from a trained checkpoint (gdn2 generate --help for options)")
+    from .eval.cli import add_eval_parser
+    add_eval_parser(sub)
     args, rest = parser.parse_known_args(argv)
+    if args.command == "eval":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        from .eval.cli import run_eval
+        return run_eval(args)
     if args.command == "bench":
         from .bench import cpu
         cpu.main(rest)
     elif args.command == "memory":
         from . import memory
         return memory.main(rest)
+    elif args.command == "train":
+        from .train.commands import train_main
+        return train_main(rest)
+    elif args.command == "generate":
+        from .train.commands import generate_main
+        return generate_main(rest)
     return 0
 
 
