@@ -22,16 +22,6 @@ from gdn2.models import GDN2Config, GDN2ForCausalLM  # noqa: E402
 CHAPTERS = kjv_documents("train")[:6]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and OpenMP's spinning threads run many times slower
-    when another process holds one of the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(vocab_size: int, pattern: str = "LA") -> GDN2ForCausalLM:
     """~60K parameters: one GDN-2 layer and one attention layer."""
     config = GDN2Config.from_preset("tiny", vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,

@@ -21,16 +21,6 @@ from gdn2.models import GDN2Config, GDN2ForCausalLM  # noqa: E402
 CHAPTERS = kjv_documents("train")[:6]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and OpenMP's spinning threads run many times slower
-    when another process holds one of the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def lm():
     tokenizer = Tokenizer.train(CHAPTERS, vocab_size=400)

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 pytest.importorskip("transformers")
 
@@ -11,16 +10,6 @@ from gdn2.eval import MQARResult, mqar_config, mqar_table, train_mqar, write_mqa
 from gdn2.eval.mqar_train import _lr_factor, mqar_mixers  # noqa: E402
 
 TINY = dict(vocab_size=64, hidden_size=32)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and OpenMP's spinning threads run many times slower
-    when another process holds one of the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def mean(xs):
