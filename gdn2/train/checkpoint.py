@@ -70,30 +70,38 @@ def save(parent: Union[str, os.PathLike], step: int, write: Callable[[Path], Non
     parent.mkdir(parents=True, exist_ok=True)
     final = parent / checkpoint_name(step)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=parent))
+    old = None
     try:
         write(tmp)
         _fsync_tree(tmp)
-        old = None
         if final.exists():   # rename() cannot replace a non-empty directory: move the old one aside first
             old = Path(tempfile.mkdtemp(prefix=f".old-{final.name}-", dir=parent))
             os.replace(final, old / final.name)
         os.replace(tmp, final)
         _fsync_dir(parent)
     except BaseException:
+        if old is not None and not final.exists():
+            os.replace(old / final.name, final)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     for stale in list_checkpoints(parent)[:-keep_last]:
         shutil.rmtree(stale, ignore_errors=True)
     return final
 
 
 def remove_leftovers(parent: Union[str, os.PathLike]) -> None:
-    """Delete the temporary directories of saves that were interrupted (by a crash or a kill)."""
+    """Delete the temporary directories of saves that were interrupted (by a crash or a kill); a
+    checkpoint that was moved aside to be replaced, and not replaced, goes back in its place."""
     parent = Path(parent)
     if parent.is_dir():
         for path in parent.iterdir():
+            if path.is_dir() and path.name.startswith(".old-step-"):
+                for moved in path.iterdir():
+                    if _NAME.match(moved.name) and not (parent / moved.name).exists():
+                        os.replace(moved, parent / moved.name)
             if path.is_dir() and path.name.startswith((".tmp-step-", ".old-step-")):
                 shutil.rmtree(path, ignore_errors=True)
 

@@ -121,7 +121,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                   eval_tokens=1024, save_every=10, sample_tokens=16),
     # a GPU recipe: the ~150M recurrent model on FineWeb-Edu streamed from the Hub (needs network)
     "small": dict(name="small-fineweb", model="recurrent", corpus="hf:HuggingFaceFW/fineweb-edu:sample-10BT",
-                  vocab_size=32000, tokenizer_documents=100_000, seq_len=2048, batch_size=64, grad_accum=2,
+                  vocab_size=32000, tokenizer_documents=100_000, seq_len=2048, batch_size=64, grad_accum=4,
                   steps=20_000, lr=1e-3, min_lr=1e-4, warmup_steps=1000, eval_every=500, eval_tokens=1 << 20,
                   save_every=1000, keep_last=3, sample_prompt="The", sample_tokens=100),
 }

@@ -75,6 +75,9 @@ class Trainer:
         self.micro_batch = c.batch_size // (c.grad_accum * p.world_size)
         self.run_dir = Path(c.out_dir) / c.name
         self.checkpoint_dir = self.run_dir / checkpoint.CHECKPOINTS
+        if p.is_main:
+            checkpoint.remove_leftovers(self.checkpoint_dir)
+        distributed.barrier(p)
         source = checkpoint.resolve(resume) if resume is not None else None
         if source is None and checkpoint.list_checkpoints(self.checkpoint_dir):
             if not overwrite:
@@ -82,9 +85,7 @@ class Trainer:
                                       f"{self.run_dir}, start it again with --overwrite, or choose another --name")
             if p.is_main:
                 shutil.rmtree(self.checkpoint_dir)
-        if p.is_main:
-            checkpoint.remove_leftovers(self.checkpoint_dir)
-        distributed.barrier(p)
+            distributed.barrier(p)
 
         train_docs = open_corpus(c.corpus, "train", c.heldout_every, c.text_field)
         heldout_docs = open_corpus(c.corpus, "heldout", c.heldout_every, c.text_field)
@@ -126,6 +127,9 @@ class Trainer:
         self.last_eval: Optional[Dict] = None
         if source is not None:
             self._load_state(checkpoint.read_trainer_state(source))
+            if self.step > c.steps:
+                raise ValueError(f"{source} is at step {self.step}, past the run's last step {c.steps}: "
+                                 f"give --steps {self.step} or more")
         self.log = RunLog(self.run_dir / LOG_FILE, self.run_dir / "tensorboard") if p.is_main else None
         if self.log is not None:
             self.log.truncate_after(self.step if source is not None else -1)

@@ -71,7 +71,7 @@ def test_interrupted_save_leaves_the_previous_checkpoint(make_config, monkeypatc
 
 def test_killed_save_is_ignored_and_cleaned(make_config):
     """A save killed before its rename leaves a temporary directory: never taken for a checkpoint,
-    removed by the next run."""
+    removed by the next run (which puts back a checkpoint that was moved aside to be replaced)."""
     config = make_config(steps=3)
     trainer = Trainer(config, verbose=False)
     trainer.run()
@@ -83,6 +83,12 @@ def test_killed_save_is_ignored_and_cleaned(make_config):
     assert checkpoint.resolve(trainer.run_dir).name == "step-0000003"
     Trainer(config.replace(steps=4), resume=trainer.run_dir, verbose=False).close()
     assert not leftover.exists()
+
+    aside = parent / ".old-step-0000003-z9"   # killed between moving step 3 aside and renaming its replacement
+    aside.mkdir()
+    (parent / "step-0000003").rename(aside / "step-0000003")
+    checkpoint.remove_leftovers(parent)
+    assert not aside.exists() and checkpoint.resolve(trainer.run_dir).name == "step-0000003"
 
 
 def test_keep_last_and_replace(tmp_path):

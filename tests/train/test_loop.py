@@ -68,6 +68,7 @@ def test_resume_is_exact(make_config):
     assert expected.keys() == got.keys()
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
+
     def strip(log):   # timings differ
         return [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s")} for r in log]
 
