@@ -25,11 +25,15 @@ class CheckpointError(FileNotFoundError):
 
 
 def check_checkpoint(path: PathLike) -> Path:
-    """``path`` as a ``Path`` if it holds ``config.json`` and ``tokenizer.json``, else a
+    """``path`` (or, for a run directory of ``gdn2 train``, its latest ``checkpoints/step-*``) as a
+    ``Path`` if it holds ``config.json`` and ``tokenizer.json``, else a
     ``CheckpointError`` that says what is missing (and names checkpoints found one level down)."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist")
+    runs = sorted(p for p in path.glob("checkpoints/step-*") if (p / CONFIG_FILE).is_file())
+    if not (path / CONFIG_FILE).is_file() and runs:  # a run directory of gdn2 train: its latest checkpoint
+        path = runs[-1]
     missing = [name for name in (CONFIG_FILE, TOKENIZER_FILE) if not (path / name).is_file()]
     if missing:
         below = sorted(p.parent.name for p in path.glob(f"*/{CONFIG_FILE}"))

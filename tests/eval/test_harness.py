@@ -184,3 +184,13 @@ def test_cli_ruler_rejects_unknown_task_and_parses_lengths(tmp_path, capsys):
     assert cli.main(["eval", "ruler", "--checkpoint", str(tmp_path), "--tasks", "S-NIAH-9"]) == 2
     assert "unknown RULER task" in capsys.readouterr().err
     assert cli._length("4K") == 4096 and cli._length("2k") == 2048 and cli._length("1000") == 1000
+
+
+def test_run_directory_resolves_to_its_latest_checkpoint(tmp_path):
+    from gdn2.eval.checkpoint import check_checkpoint
+    for step in ("step-0000010", "step-0000020"):
+        d = tmp_path / "checkpoints" / step
+        d.mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+        (d / "tokenizer.json").write_text("{}")
+    assert check_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step-0000020"
