@@ -15,6 +15,7 @@ from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
 from gdn2.ops.gdn2.triton.common import gate_mode
 from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
 from gdn2.ops.gdn2.triton.state import chunk_state_fwd
+from gdn2.ops.gdn2.triton.l2norm import l2norm as l2norm_triton
 from gdn2.ops.utils import l2norm
 
 
@@ -36,7 +37,8 @@ def main():
     A, Aqk, gated = chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1])
     do = torch.randn_like(vf)
     rows = [
-        ("l2norm q, k (PyTorch)", bench(lambda: (l2norm(x["q"]), l2norm(x["k"])))),
+        ("l2norm q, k (PyTorch composite)", bench(lambda: (l2norm(x["q"]), l2norm(x["k"])))),
+        ("l2norm q, k (Triton, used)", bench(lambda: (l2norm_triton(x["q"]), l2norm_triton(x["k"])))),
         ("intra fwd (Aqk, A)", bench(lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1]))),
         ("state fwd (o)", bench(lambda: chunk_state_fwd(gated, vf, wf, A, Aqk, None, cu, chunks, modes, False))),
         ("state fwd recompute (h, R)", bench(lambda: chunk_state_fwd(gated, vf, wf, A, Aqk, None, cu, chunks, modes,

@@ -64,22 +64,25 @@ def check(fn, consts, dtype="*bf16", num_warps=4):
     return smem <= SMEM_LIMIT
 
 
+PREC = sys.argv[1] if len(sys.argv) > 1 else "tf32x3"
+
+
 def main(Ks=(128, 256), only=None):
     ok = True
     for K in Ks:
         BK = max(16, triton.next_power_of_2(K))
         gates = dict(G_MODE=2, B_MODE=2, W_MODE=2)
         ok &= check(chunk_intra_fwd_kernel, dict(H=16, K=K, BT=64, BK=min(32, BK), SUB=16, G_MODE=2, B_MODE=2,
-                                                 PREC="tf32x3"))
+                                                 PREC=PREC))
         ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
                                                  USE_H0=True,
                                                  STORE_HT=True, STORE_O=True, STORE_H=True, STORE_R=True,
-                                                 PREC="tf32x3"), num_warps=8)
+                                                 PREC=PREC), num_warps=8)
         ok &= check(chunk_state_bwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2,
-                                                 USE_DHT=True, STORE_DH0=True, PREC="tf32x3"), num_warps=8)
-        ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=32, BV=32, B_MODE=2, W_MODE=2,
-                                                 PREC="tf32x3"), num_warps=8)
-        ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=32, SUB=16, G_MODE=2, B_MODE=2, PREC="tf32x3"),
+                                                 USE_DHT=True, STORE_DH0=True, PREC=PREC), num_warps=8)
+        ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=32, BV=32, SCRATCH=1, B_MODE=2, W_MODE=2,
+                                                 PREC=PREC), num_warps=8)
+        ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=16, SUB=16, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC),
                     num_warps=8)
         ok &= check(fused_recurrent_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BK=BK, BV=32, **gates, USE_H0=True,
                                                      STORE_HT=True))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session: install the project, run the kernel benchmark, then the GPU tests.
+# One GPU session: install the project, run the GPU tests, the per-stage profile, the benchmark.
 # Usage (on a CUDA machine, repo root): bash scripts/gpu_check.sh [OUT_DIR] [BENCH_SECONDS] [TEST_SECONDS]
 # Wheels in .whl/ (fla-core, einops) are installed first when present; a Triton cache in
 # .tcache/ (split archive) is reused and refreshed, since compilation dominates a cold run.
@@ -18,12 +18,13 @@ fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
-if [ "$BENCH_SECONDS" -gt 0 ]; then
-  timeout "$BENCH_SECONDS" python3 benchmarks/gpu_ops.py --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -25
+# correctness first: the GPU tests in parallel processes (compilation dominates a cold run)
+if [ "$TEST_SECONDS" -gt 0 ]; then
+  timeout "$TEST_SECONDS" python3 -m pytest -q -rf -n 12 --maxfail=15 -p no:cacheprovider tests/gpu tests/layers/test_layers_gpu.py tests/ops/test_triton_interpret.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -25
+  echo "gpu tests exit code: ${PIPESTATUS[0]}" | tee -a "$OUT/gpu-tests.log"
 fi
 timeout 120 python3 benchmarks/profile_stages.py 2>&1 | tee "$OUT/profile.log" | tail -30
-if [ "$TEST_SECONDS" -gt 0 ]; then
-  timeout "$TEST_SECONDS" python3 -m pytest -q -rf --maxfail=15 -p no:cacheprovider tests/gpu 2>&1 | tee "$OUT/gpu-tests.log" | tail -25
-  echo "gpu tests exit code: ${PIPESTATUS[0]}" | tee -a "$OUT/gpu-tests.log"
+if [ "$BENCH_SECONDS" -gt 0 ]; then
+  timeout "$BENCH_SECONDS" python3 benchmarks/gpu_ops.py --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -25
 fi
 tar -czf - -C "$TRITON_CACHE_DIR" . | split -b 15m - "$OUT/cache.tgz." && ls -la "$OUT"/cache.tgz.*

@@ -65,3 +65,23 @@ def test_decode_kernel_matches_and_refuses_gradients():
     x["q"].requires_grad_(True)
     with pytest.raises(RuntimeError, match="no backward"):
         fused_recurrent_gdn2(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], 0.2, x["initial_state"], True, None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_l2norm_kernel(dtype):
+    """The chunk path's q/k normalisation: value and gradient against float64 autograd."""
+    from gdn2.ops.gdn2.triton.l2norm import l2norm
+    from gdn2.testing import assert_close
+    gen = torch.Generator().manual_seed(7)
+    x = (torch.randn(3, 5, 2, 48, generator=gen, dtype=torch.float64) * 3).to(dtype).double().to(DEVICE)
+    dy = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(DEVICE)
+    x64 = x.clone().requires_grad_()
+    y64 = x64 / torch.sqrt((x64 * x64).sum(-1, keepdim=True) + 1e-6)
+    y64.backward(dy)
+    xl = x.to(dtype).requires_grad_()
+    y = l2norm(xl)
+    y.backward(dy.to(dtype))
+    tol = 1e-6 if dtype == torch.float32 else 2e-3
+    assert y.dtype == dtype and xl.grad.dtype == dtype
+    assert_close("y", y, y64, rtol=tol)
+    assert_close("dx", xl.grad, x64.grad, rtol=tol)

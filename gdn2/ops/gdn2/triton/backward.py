@@ -12,9 +12,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (DOT_PRECISION, GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, chunk_gates, gate_mode,
-                     load_rows, load_scalar_rows, load_write)
-from .decay import decay_apply, decay_apply_t, decay_diag_blocks
+from .common import (GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, chunk_gates, dot_precision, gate_mode,
+                     load_rows, load_scalar_rows, load_write, value_block)
+from .decay import decay_diag_blocks, decay_offdiag
 from .intra import chunk_intra_fwd
 from .state import chunk_state_fwd
 
@@ -67,13 +67,13 @@ def chunk_state_bwd_kernel(
 def chunk_bwd_value_kernel(
     v, w, A, h, dh, r, dr, do, dv, dw, scratch, chunk_start, chunk_end,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, SCRATCH: tl.constexpr,
     B_MODE: tl.constexpr, W_MODE: tl.constexpr, PREC: tl.constexpr,
 ):
     """Value side of one chunk and key head (its HV // H value heads): dv, dw, and into the
     scratch dQ_γ = dO S_0^T, dY = -dR S_0^T, dK_tail = R dS_C^T, sum_V S_0 ⊙ dS_C,
     dAqk = dO R^T and dA = dR Z^T."""
-    i_c, i_h = tl.program_id(0), tl.program_id(1)
+    i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1)
     t0 = tl.load(chunk_start + i_c).to(tl.int64)
     L = (tl.load(chunk_end + i_c) - t0).to(tl.int32)
     GQ: tl.constexpr = HV // H
@@ -83,7 +83,7 @@ def chunk_bwd_value_kernel(
     o_t = tl.arange(0, BT)
     o_c = tl.arange(0, BT)
     m_t = o_t < L
-    p_scr = scratch + (i_c * H + i_h) * ((3 * BT + 1) * K + 2 * BT * BT + 4 * BT * BK)
+    p_scr = scratch + (i_c * H + i_h) * SCRATCH
     if ERASE:
         b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
     b_dAqk = tl.zeros([BT, BT], dtype=tl.float32)
@@ -148,11 +148,11 @@ def chunk_bwd_value_kernel(
 def chunk_bwd_key_kernel(
     q, k, g, b, A, scratch, dq, dk, dg, db, chunk_start, chunk_end, scale,
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
-    G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
+    SCRATCH: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
 ):
     """Key side of one chunk and key head: dT, the decayed products' gradients and the gate
     factors, giving dq, dk, db and dg (reverse cumulative sum of dG inside the chunk)."""
-    i_c, i_h = tl.program_id(0), tl.program_id(1)
+    i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1)
     t0 = tl.load(chunk_start + i_c).to(tl.int64)
     L = (tl.load(chunk_end + i_c) - t0).to(tl.int32)
     NK: tl.constexpr = (K + BK - 1) // BK
@@ -160,7 +160,7 @@ def chunk_bwd_key_kernel(
     o_t = tl.arange(0, BT)
     o_c = tl.arange(0, BT)
     m_t = o_t < L
-    p_scr = scratch + (i_c * H + i_h) * ((3 * BT + 1) * K + 2 * BT * BT + 4 * BT * BK)
+    p_scr = scratch + (i_c * H + i_h) * SCRATCH
     p_sq = p_scr + (3 * BT + 1) * K + o_t[:, None] * BT + o_c[None, :]
     b_dAqk = tl.load(p_sq)
     b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
@@ -208,11 +208,8 @@ def chunk_bwd_key_kernel(
         if G_MODE == GATE_CHANNEL:
             b_g = load_rows(g, t0, o_t, L, i_h, H, o_k, K)
             b_gn = load_rows(g, t0, o_t + 1, L, i_h, H, o_k, K)
-            b_pq = decay_apply(b_dAqk, b_k, b_g, b_gn, BT, BK, SUB, PREC)
-            b_pk = decay_apply_t(b_dAqk, b_qs, b_g, b_gn, BT, BK, SUB, PREC)
-            if ERASE:
-                b_pe = decay_apply(b_dT, b_k, b_g, b_gn, BT, BK, SUB, PREC)
-                b_pke = decay_apply_t(b_dT, b_e, b_g, b_gn, BT, BK, SUB, PREC)
+            b_pq, b_pk, b_pe, b_pke = decay_offdiag(b_dAqk, b_dT, b_k, b_qs, b_e, b_g, b_gn,
+                                                    BT, BK, SUB, PREC, ERASE)
             tl.debug_barrier()
             decay_diag_blocks(p_sq0, p_sq0 + BT * BT, p_dd, q, k, g, b, t0, L, i_h, scale, o_k,
                               H, K, BT, BK, SUB, B_MODE, ERASE)
@@ -289,7 +286,7 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
                                  store_o=False, store_h=True, store_r=True, BT=BT)
     qg, kt, y, dec = gated
     BK = max(16, triton.next_power_of_2(K))
-    BV = min(32, max(16, triton.next_power_of_2(V)))
+    BV = value_block(V, N * HV, dev)
     dh = torch.empty_like(h)
     dr = torch.empty(T, HV, V, dtype=torch.float32, device=dev)
     dh0 = torch.empty(N, HV, K, V, dtype=torch.float32, device=dev) if h0 is not None else None
@@ -302,9 +299,10 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
         qg, kt, y if y is not None else qg, dec, Aqk, do, dht if dht is not None else dummy, dh,
         dh0 if dh0 is not None else dummy, dr, cu, chunks.first,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=modes[1],
-        USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=DOT_PRECISION, num_warps=8, num_stages=1)
+        USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=dot_precision(q.dtype), num_warps=8, num_stages=1)
 
     BKc = min(32, max(16, triton.next_power_of_2(K)))
+    BKk = 16  # the key kernel holds about twenty [BT, BK] tiles: 32 columns spill registers
     BVc = min(32, max(16, triton.next_power_of_2(V)))
     NV = triton.cdiv(V, BVc)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
@@ -316,17 +314,20 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
             torch.empty(T, HV, NV, dtype=torch.float32, device=dev)
     else:
         dw = None
-    scratch = torch.empty(max(chunks.count, 1), H, (3 * BT + 1) * K + 2 * BT * BT + 4 * BT * BKc,
-                          dtype=torch.float32, device=dev)
+    # per chunk and key head: dQ_γ, dY, dK_tail [BT, K] each, dG_C [K], dAqk and dA [BT, BT],
+    # and four [BT, BKk] diagonal-block products of the key kernel
+    stride = (3 * BT + 1) * K + 2 * BT * BT + 4 * BT * BKk
+    scratch = torch.empty(max(chunks.count, 1), H, stride, dtype=torch.float32, device=dev)
     At = A if A is not None else dummy
+    prec = dot_precision(q.dtype)
     chunk_bwd_value_kernel[(chunks.count, H)](
         v, wt, At, h, dh, r, dr, do, dv, dw if dw is not None else dummy, scratch, chunks.start, chunks.end,
-        H=H, HV=HV, K=K, V=V, BT=BT, BK=BKc, BV=BVc, B_MODE=modes[1], W_MODE=modes[2], PREC=DOT_PRECISION,
-        num_warps=8, num_stages=1)
+        H=H, HV=HV, K=K, V=V, BT=BT, BK=BKc, BV=BVc, SCRATCH=stride, B_MODE=modes[1], W_MODE=modes[2],
+        PREC=prec, num_warps=8, num_stages=1)
     chunk_bwd_key_kernel[(chunks.count, H)](
         q, k, gt, bt, At, scratch, dq, dk, dg if dg is not None else dummy, db if db is not None else dummy,
-        chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BKc, SUB=16, G_MODE=modes[0], B_MODE=modes[1],
-        PREC=DOT_PRECISION, num_warps=8, num_stages=1)
+        chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BKk, SUB=16, SCRATCH=stride, G_MODE=modes[0],
+        B_MODE=modes[1], PREC=prec, num_warps=8, num_stages=1)
     if dw is not None and w.ndim == 2:
         dw = dw.sum(-1)
     return dq, dk, dv, dg, db, dw, dh0

@@ -12,12 +12,12 @@ from typing import List, Optional
 
 import torch
 
-from ...utils import l2norm
 from ..checks import Gate
 from .backward import chunk_bwd
 from .common import Chunks, gate_mode, make_chunks
 from .decode import fused_recurrent_fwd
 from .intra import chunk_intra_fwd
+from .l2norm import l2norm
 from .state import chunk_state_fwd
 
 BT = 64

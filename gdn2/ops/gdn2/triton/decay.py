@@ -43,40 +43,43 @@ def load_operand(q, k, b, t0, rows, L, i_h, H: tl.constexpr, o_k, K: tl.constexp
 
 
 @triton.jit
-def decay_apply(M, b_y, b_g, b_gn, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
-                PREC: tl.constexpr):
-    """Off-diagonal sub-blocks of ``sum_s M_rs y_s exp(G_r - G_s)`` for channel decays."""
+def anchor_factor(b_gn, a_i, BT: tl.constexpr):
+    """``exp(sum over (s, a_i] of g)`` for rows ``s < a_i``, zero elsewhere; ``b_gn`` holds g of
+    the next row."""
     o_t = tl.arange(0, BT)
-    off = o_t % SUB
-    blk = o_t // SUB
-    b_gloc = block_cumsum(tl.where((off == 0)[:, None], 0.0, b_g), BT, SUB, BK, False)
-    b_p = tl.zeros([BT, BK], dtype=tl.float32)
-    for i_b in range(1, BT // SUB):
-        a_i = i_b * SUB
-        b_sum = tl.cumsum(tl.where((o_t + 1 <= a_i)[:, None], b_gn, 0.0), axis=0, reverse=True)
-        b_right = tl.where((o_t < a_i)[:, None], b_y * tl.exp(b_sum), 0.0)
-        b_p += tl.where((blk == i_b)[:, None], tl.dot(M, b_right, input_precision=PREC), 0.0)
-    b_p = b_p * tl.exp(b_gloc)
-    return b_p
+    b_sum = tl.cumsum(tl.where((o_t + 1 <= a_i)[:, None], b_gn, 0.0), axis=0, reverse=True)
+    return tl.where((o_t < a_i)[:, None], tl.exp(b_sum), 0.0)
 
 
 @triton.jit
-def decay_apply_t(M, b_x, b_g, b_gn, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
-                  PREC: tl.constexpr):
-    """Off-diagonal sub-blocks of ``sum_r M_rs x_r exp(G_r - G_s)`` for channel decays."""
+def decay_offdiag(M1, M2, b_k, b_x1, b_x2, b_g, b_gn, BT: tl.constexpr, BK: tl.constexpr,
+                  SUB: tl.constexpr, PREC: tl.constexpr, SECOND: tl.constexpr):
+    """Off-diagonal sub-blocks of ``apply(M1, k)``, ``apply_t(M1, x1)`` and, when SECOND,
+    ``apply(M2, k)``, ``apply_t(M2, x2)`` for channel decays. The anchor factors depend on the
+    gates only, so each is formed once and serves all four products."""
     o_t = tl.arange(0, BT)
     off = o_t % SUB
     blk = o_t // SUB
-    b_gloc = block_cumsum(tl.where((off == 0)[:, None], 0.0, b_g), BT, SUB, BK, False)
-    b_left = b_x * tl.exp(b_gloc)
-    b_p = tl.zeros([BT, BK], dtype=tl.float32)
+    b_row = tl.exp(block_cumsum(tl.where((off == 0)[:, None], 0.0, b_g), BT, SUB, BK, False))
+    b_l1 = b_x1 * b_row
+    b_p1 = tl.zeros([BT, BK], dtype=tl.float32)
+    b_t1 = tl.zeros([BT, BK], dtype=tl.float32)
+    b_p2 = tl.zeros([BT, BK], dtype=tl.float32)
+    b_t2 = tl.zeros([BT, BK], dtype=tl.float32)
+    if SECOND:
+        b_l2 = b_x2 * b_row
     for i_b in range(1, BT // SUB):
-        a_i = i_b * SUB
-        b_sum = tl.cumsum(tl.where((o_t + 1 <= a_i)[:, None], b_gn, 0.0), axis=0, reverse=True)
-        b_Mi = tl.where((blk == i_b)[:, None], M, 0.0)
-        b_part = tl.dot(tl.trans(b_Mi), b_left, input_precision=PREC)
-        b_p += tl.where((o_t < a_i)[:, None], b_part * tl.exp(b_sum), 0.0)
-    return b_p
+        b_f = anchor_factor(b_gn, i_b * SUB, BT)
+        b_right = b_k * b_f
+        in_blk = (blk == i_b)[:, None]
+        b_M = tl.where(in_blk, M1, 0.0)
+        b_p1 += tl.dot(b_M, b_right, input_precision=PREC)
+        b_t1 += tl.dot(tl.trans(b_M), b_l1, input_precision=PREC) * b_f
+        if SECOND:
+            b_M = tl.where(in_blk, M2, 0.0)
+            b_p2 += tl.dot(b_M, b_right, input_precision=PREC)
+            b_t2 += tl.dot(tl.trans(b_M), b_l2, input_precision=PREC) * b_f
+    return b_p1 * b_row, b_t1, b_p2 * b_row, b_t2
 
 
 @triton.jit

@@ -14,8 +14,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import DOT_PRECISION, GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, chunk_gates, load_rows, load_scalar_rows
-from .decay import block_cumsum
+from .common import GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, chunk_gates, dot_precision, load_rows, load_scalar_rows
+from .decay import anchor_factor, block_cumsum
 
 
 @triton.jit
@@ -24,7 +24,7 @@ def chunk_intra_fwd_kernel(
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
     G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
 ):
-    i_c, i_h = tl.program_id(0), tl.program_id(1)
+    i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1)
     t0 = tl.load(chunk_start + i_c).to(tl.int64)
     L = (tl.load(chunk_end + i_c) - t0).to(tl.int32)
     o_t = tl.arange(0, BT)
@@ -53,9 +53,7 @@ def chunk_intra_fwd_kernel(
             b_le = b_e * tl.exp(b_gloc)
             # off-diagonal sub-blocks, through the anchor a_i = first row of block i
             for i_b in range(1, BT // SUB):
-                a_i = i_b * SUB
-                b_sum = tl.cumsum(tl.where((o_t + 1 <= a_i)[:, None], b_gn, 0.0), axis=0, reverse=True)
-                b_right = tl.where((o_t < a_i)[:, None], b_k * tl.exp(b_sum), 0.0)
+                b_right = b_k * anchor_factor(b_gn, i_b * SUB, BT)
                 in_blk = (blk == i_b)[:, None]
                 b_Aqk += tl.where(in_blk, tl.dot(b_lq, tl.trans(b_right), input_precision=PREC), 0.0)
                 if ERASE:
@@ -118,20 +116,32 @@ def chunk_intra_fwd_kernel(
             if ERASE:
                 tl.store(A + p_blk, tl.where(o_s[:, None] > o_s[None, :], b_dt, 0.0), mask=m_blk)
     if ERASE:
-        # A = (I + T)^-1 in two steps on the tensor cores; T is read back whole from memory
+        # A = (I + T)^-1 in two steps; T is read back from memory, where it was just written
         tl.debug_barrier()
-        b_T = tl.load(A + p_row, mask=m_row, other=0.0)
-        same = blk[:, None] == (o_c // SUB)[None, :]
-        eye = tl.where(o_t[:, None] == o_c[None, :], 1.0, 0.0)
-        # 1) P = (I + D)^-1 for the block-diagonal part D, all sub-blocks at once, row offset j
-        #    by row offset j: P_r = e_r - sum_s D_rs P_s
-        b_D = tl.where(same, b_T, 0.0)
-        b_P = eye
+        # 1) P = (I + D)^-1 for the 16x16 diagonal blocks D, all blocks at once as [NB, SUB, SUB]
+        #    tiles, by forward substitution P_j = e_j - sum_s D_js P_s (elementwise: a chain of
+        #    matrix products would spend 16 dependent tensor-core steps on 4 useful rows each)
+        NB: tl.constexpr = BT // SUB
+        o_b = tl.arange(0, NB)
+        o_s = tl.arange(0, SUB)
+        e_s = tl.where(o_s[:, None] == o_s[None, :], 1.0, 0.0)
+        b_P3 = tl.zeros([NB, SUB, SUB], dtype=tl.float32) + e_s[None, :, :]
+        p_diag = A + (t0 + o_b[:, None] * SUB) * H * BT + i_h * BT + o_b[:, None] * SUB + o_s[None, :]
         for j in range(1, SUB):
-            b_x = tl.dot(tl.where((off == j)[:, None], b_D, 0.0), b_P, input_precision=PREC)
-            b_P = tl.where((off == j)[:, None], eye - b_x, b_P)
+            b_d = tl.load(p_diag + j * H * BT, mask=(o_b * SUB + j < L)[:, None], other=0.0)
+            b_x = tl.sum(b_d[:, :, None] * b_P3, axis=1)
+            b_new = tl.where(o_s == j, 1.0, 0.0)[None, :] - b_x
+            b_P3 = tl.where((o_s == j)[None, :, None], b_new[:, None, :], b_P3)
+        tl.debug_barrier()
+        p_P3 = A + (t0 + o_b[:, None, None] * SUB + o_s[None, :, None]) * H * BT + i_h * BT \
+            + o_b[:, None, None] * SUB + o_s[None, None, :]
+        tl.store(p_P3, b_P3, mask=(o_b[:, None, None] * SUB + o_s[None, :, None]) < L)
+        tl.debug_barrier()
         # 2) (I + T)^-1 = (I + N)^-1 P with N = P T_low strictly block-lower, so N^4 = 0
-        b_N = tl.dot(b_P, tl.where(same, 0.0, b_T), input_precision=PREC)
+        same = blk[:, None] == (o_c // SUB)[None, :]
+        b_M = tl.load(A + p_row, mask=m_row, other=0.0)
+        b_P = tl.where(same, b_M, 0.0)
+        b_N = tl.dot(b_P, tl.where(same, 0.0, b_M), input_precision=PREC)
         b_Z = tl.dot(b_N, b_P, input_precision=PREC)
         b_A = b_P - b_Z
         b_Z = tl.dot(b_N, b_Z, input_precision=PREC)
@@ -168,6 +178,6 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64):
     chunk_intra_fwd_kernel[(chunks.count, H)](
         q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A if erase else Aqk, Aqk,
         qg, kt, y if erase else qg, dec, chunks.start, chunks.end, scale,
-        H=H, K=K, BT=BT, BK=BK, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=DOT_PRECISION,
+        H=H, K=K, BT=BT, BK=BK, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=dot_precision(q.dtype),
         num_warps=4, num_stages=1)
     return A, Aqk, (qg, kt, y, dec)
