@@ -18,6 +18,9 @@ fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
+# every stage once, synchronised, so a faulting kernel is named before anything else runs
+CUDA_LAUNCH_BLOCKING=1 timeout 300 python3 scripts/gpu_smoke.py 2>&1 | tee "$OUT/smoke.log" | tail -15
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "smoke run failed"; exit 1; }
 # correctness first: the GPU tests in parallel processes (compilation dominates a cold run)
 if [ "$TEST_SECONDS" -gt 0 ]; then
   timeout "$TEST_SECONDS" python3 -m pytest -q -rf -n 12 --maxfail=15 -p no:cacheprovider tests/gpu tests/layers/test_layers_gpu.py tests/ops/test_triton_interpret.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -25

@@ -12,8 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, chunk_gates, dot_precision, gate_mode,
-                     load_rows, load_scalar_rows, load_write, value_block)
+from .common import (GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, MIN_TILE, chunk_gates, dot_precision, gate_mode,
+                     load_rows, load_scalar_rows, load_write)
 from .decay import decay_diag_blocks, decay_offdiag
 from .intra import chunk_intra_fwd
 from .state import chunk_state_fwd
@@ -281,12 +281,13 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
     N = cu.numel() - 1
     modes = (gate_mode(g, 3), gate_mode(b, 3), gate_mode(w, 3))
     dev = k.device
-    A, Aqk, gated = chunk_intra_fwd(q, k, g, b, scale, chunks, modes[0], modes[1], BT=BT)
+    prec = dot_precision(q.dtype, float32_outputs=True)  # dg and dh0 are float32
+    A, Aqk, gated = chunk_intra_fwd(q, k, g, b, scale, chunks, modes[0], modes[1], BT=BT, prec=prec)
     _, _, h, r = chunk_state_fwd(gated, v, w, A, Aqk, h0, cu, chunks, modes, output_final_state=False,
-                                 store_o=False, store_h=True, store_r=True, BT=BT)
+                                 store_o=False, store_h=True, store_r=True, BT=BT, prec=prec)
     qg, kt, y, dec = gated
-    BK = max(16, triton.next_power_of_2(K))
-    BV = value_block(V, N * HV, dev)
+    BK = max(MIN_TILE, triton.next_power_of_2(K))
+    BV = MIN_TILE
     dh = torch.empty_like(h)
     dr = torch.empty(T, HV, V, dtype=torch.float32, device=dev)
     dh0 = torch.empty(N, HV, K, V, dtype=torch.float32, device=dev) if h0 is not None else None
@@ -299,11 +300,11 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
         qg, kt, y if y is not None else qg, dec, Aqk, do, dht if dht is not None else dummy, dh,
         dh0 if dh0 is not None else dummy, dr, cu, chunks.first,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=modes[1],
-        USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=dot_precision(q.dtype), num_warps=8, num_stages=1)
+        USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=prec, num_warps=8, num_stages=1)
 
-    BKc = min(32, max(16, triton.next_power_of_2(K)))
+    BKc = MIN_TILE
     BKk = 16  # the key kernel holds about twenty [BT, BK] tiles: 32 columns spill registers
-    BVc = min(32, max(16, triton.next_power_of_2(V)))
+    BVc = MIN_TILE
     NV = triton.cdiv(V, BVc)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dv = torch.empty_like(v)
@@ -319,7 +320,6 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64):
     stride = (3 * BT + 1) * K + 2 * BT * BT + 4 * BT * BKk
     scratch = torch.empty(max(chunks.count, 1), H, stride, dtype=torch.float32, device=dev)
     At = A if A is not None else dummy
-    prec = dot_precision(q.dtype)
     chunk_bwd_value_kernel[(chunks.count, H)](
         v, wt, At, h, dh, r, dr, do, dv, dw if dw is not None else dummy, scratch, chunks.start, chunks.end,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BKc, BV=BVc, SCRATCH=stride, B_MODE=modes[1], W_MODE=modes[2],

@@ -14,7 +14,7 @@ import torch
 
 from ..checks import Gate
 from .backward import chunk_bwd
-from .common import Chunks, gate_mode, make_chunks
+from .common import Chunks, dot_precision, gate_mode, make_chunks
 from .decode import fused_recurrent_fwd
 from .intra import chunk_intra_fwd
 from .l2norm import l2norm
@@ -43,8 +43,10 @@ def _chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional
     chunks = _chunks(cu, uniform_T)
     b_arg = 0.0 if b_zero else b
     modes = (gate_mode(g, 3), gate_mode(b_arg, 3), gate_mode(w, 3))
-    A, Aqk, gated = chunk_intra_fwd(q, k, g, b_arg, scale, chunks, modes[0], modes[1], BT=BT)
-    o, ht, _, _ = chunk_state_fwd(gated, v, w, A, Aqk, h0, cu, chunks, modes, output_final_state, BT=BT)
+    prec = dot_precision(q.dtype, float32_outputs=output_final_state)
+    A, Aqk, gated = chunk_intra_fwd(q, k, g, b_arg, scale, chunks, modes[0], modes[1], BT=BT, prec=prec)
+    o, ht, _, _ = chunk_state_fwd(gated, v, w, A, Aqk, h0, cu, chunks, modes, output_final_state, BT=BT,
+                                  prec=prec)
     return [o, ht if ht is not None else q.new_empty(0, dtype=torch.float32)]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -16,31 +15,20 @@ GATE_CHANNEL: tl.constexpr = tl.constexpr(2)  # one value per channel
 GATE_ZERO: tl.constexpr = tl.constexpr(3)     # b = 0: no erase (GLA / linear attention)
 
 
-def dot_precision(dtype) -> str:
-    """Tensor-core precision of the kernels' products, by input dtype.
+def dot_precision(dtype, float32_outputs: bool) -> str:
+    """Tensor-core precision of the kernels' products.
 
-    Tiles are float32 whatever the input. For float32 inputs three-pass TF32 keeps float32
-    accuracy. bfloat16 and float16 values are exact in TF32 (8 and 10 mantissa bits), so one
-    pass rounds only the float32 intermediates (A, the gated operands, the state) to 10 bits:
-    a relative error near 2^-12, well under the 2^-9 of rounding the output to the input dtype,
-    at a third of the tensor-core work and without the register spills of the split operands.
+    Tiles are float32 whatever the input, and three-pass TF32 keeps float32 accuracy. One pass
+    (a third of the tensor-core work, no register spills from split operands) rounds the float32
+    intermediates (A, the gated operands, the state) to 10 mantissa bits: measured on an H100,
+    about 1e-3 relative error in o, under the 2^-9 rounding of a bfloat16 output but 3x that of a
+    float16 one, and far above float32 outputs (final state, dg). So one pass only where every
+    output is bfloat16: the forward of bfloat16 inputs without the final state.
     """
-    return "tf32x3" if dtype in (torch.float32, torch.float64) else "tf32"
+    return "tf32" if dtype == torch.bfloat16 and not float32_outputs else "tf32x3"
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def value_block(V: int, programs: int, device) -> int:
-    """Value columns per program of the sequential (state) kernels. 32 columns keep the
-    key-side reloads low; 16 when ``programs`` (sequences x value heads) times the column
-    blocks would leave multiprocessors idle (1 x 16K has only 16 sequence-heads)."""
-    BV = min(32, max(16, triton.next_power_of_2(V)))
-    if device.type == "cuda" and programs * triton.cdiv(V, BV) < _sm_count(device.index or 0):
-        BV = 16
-    return BV
+MIN_TILE = 32  # 16-wide tiles in the state kernels fault on an H100 with Triton 3.6 (illegal address)
 
 
 def gate_mode(x, full_ndim: int = 4) -> int:

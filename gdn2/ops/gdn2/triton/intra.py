@@ -14,7 +14,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, chunk_gates, dot_precision, load_rows, load_scalar_rows
+from .common import GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, chunk_gates, load_rows, load_scalar_rows
 from .decay import anchor_factor, block_cumsum
 
 
@@ -162,7 +162,7 @@ def chunk_intra_fwd_kernel(
         if ERASE:
             tl.store(y + p_tk, tl.dot(b_A, b_e * b_gam, input_precision=PREC), mask=m_tk)
 
-def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64):
+def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3"):
     """Launch the intra-chunk stage over the flattened layout ``[T_total, H, K]``. Returns
     ``A`` (None without erase), ``Aqk`` and the gated operands ``(Q_γ, K_tail, Y, exp(G_C))``."""
     import torch
@@ -174,10 +174,10 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64):
     qg, kt = torch.empty(T, H, K, **f32), torch.empty(T, H, K, **f32)
     y = torch.empty(T, H, K, **f32) if erase else None
     dec = torch.empty(max(chunks.count, 1), H, K, **f32)
-    BK = min(32, max(16, triton.next_power_of_2(K)))
+    BK = MIN_TILE
     chunk_intra_fwd_kernel[(chunks.count, H)](
         q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A if erase else Aqk, Aqk,
         qg, kt, y if erase else qg, dec, chunks.start, chunks.end, scale,
-        H=H, K=K, BT=BT, BK=BK, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=dot_precision(q.dtype),
+        H=H, K=K, BT=BT, BK=BK, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=prec,
         num_warps=4, num_stages=1)
     return A, Aqk, (qg, kt, y, dec)

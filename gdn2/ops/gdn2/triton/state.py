@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import GATE_ZERO, dot_precision, load_rows, load_write, value_block
+from .common import GATE_ZERO, MIN_TILE, load_rows, load_write
 
 
 @triton.jit
@@ -68,7 +68,7 @@ def chunk_state_fwd_kernel(
 
 
 def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_final_state,
-                    store_o=True, store_h=False, store_r=False, BT=64):
+                    store_o=True, store_h=False, store_r=False, BT=64, prec="tf32x3"):
     """Launch the inter-chunk stage over the flattened layout; ``gated`` = (Q_γ, K_tail, Y,
     exp(G_C)) from the intra stage. Returns (o, final_state, h, r)."""
     qg, kt, y, dec = gated
@@ -76,8 +76,8 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
     HV, V = v.shape[1], v.shape[2]
     N = cu_seqlens.numel() - 1
     dev = v.device
-    BK = max(16, triton.next_power_of_2(K))
-    BV = value_block(V, N * HV, dev)
+    BK = max(MIN_TILE, triton.next_power_of_2(K))
+    BV = MIN_TILE
     o = torch.empty(T, HV, V, dtype=v.dtype, device=dev) if store_o else None
     ht = torch.empty(N, HV, K, V, dtype=torch.float32, device=dev) if output_final_state else None
     h = torch.empty(max(chunks.count, 1), HV, K, V, dtype=torch.float32, device=dev) if store_h else None
@@ -91,5 +91,5 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
         cu_seqlens, chunks.first,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=b_mode, W_MODE=w_mode,
         USE_H0=h0 is not None, STORE_HT=output_final_state, STORE_O=store_o, STORE_H=store_h,
-        STORE_R=store_r, PREC=dot_precision(v.dtype), num_warps=8, num_stages=1)
+        STORE_R=store_r, PREC=prec, num_warps=8, num_stages=1)
     return o, ht, h, r
