@@ -21,6 +21,9 @@ from .l2norm import l2norm
 from .state import chunk_state_fwd
 
 BT = 64
+# Head dims below this are zero-padded on the GPU: the H100 gives wrong key gradients at K = 16
+# (Triton 3.6; exact under the interpreter), and the kernels are validated there from 64 up.
+MIN_HEAD_DIM = 64
 DECODE_MAX_T = 16  # up to this many tokens per sequence without gradients, the token loop wins
 
 
@@ -152,9 +155,26 @@ def triton_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate, b: G
                                     use_qk_l2norm)
     if use_qk_l2norm:
         q, k = l2norm(q), l2norm(k)
+    K, V = q.shape[-1], v.shape[-1]
+    if q.is_cuda and min(K, V) < MIN_HEAD_DIM:
+        q, k, v, g, b, w, initial_state = _pad_heads(q, k, v, g, b, w, initial_state)
     qf, kf, vf, gf, bf, wf, h0, cu, uniform_T, b_zero = _prepare(q, k, v, g, b, w, initial_state, cu_seqlens)
     o, ht = _chunk_fwd_op(qf, kf, vf, gf, bf, wf, h0, cu, uniform_T, scale, b_zero, output_final_state)
-    return _finish(o, ht, q, v, initial_state, output_final_state)
+    o, ht = _finish(o, ht, q, v, initial_state, output_final_state)
+    return o[..., :V], (ht[..., :K, :V] if ht is not None else None)
+
+
+def _pad_heads(q, k, v, g, b, w, h0):
+    """Zero-pad head dims below MIN_HEAD_DIM: a zero key/query column and a zero log-decay leave
+    the real columns untouched, and zero value columns stay zero."""
+    pad = lambda x, n: x if not isinstance(x, torch.Tensor) or x.shape[-1] >= n else \
+        torch.nn.functional.pad(x, (0, n - x.shape[-1]))  # noqa: E731
+    Kp, Vp = max(q.shape[-1], MIN_HEAD_DIM), max(v.shape[-1], MIN_HEAD_DIM)
+    key = lambda x: pad(x, Kp) if isinstance(x, torch.Tensor) and x.ndim == 4 else x  # noqa: E731
+    val = lambda x: pad(x, Vp) if isinstance(x, torch.Tensor) and x.ndim == 4 else x  # noqa: E731
+    if h0 is not None:
+        h0 = torch.nn.functional.pad(h0, (0, Vp - h0.shape[-1], 0, Kp - h0.shape[-2]))
+    return key(q), key(k), val(v), key(g), key(b), val(w), h0
 
 
 def fused_recurrent_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate, b: Gate, w: Gate,
