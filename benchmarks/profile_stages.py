@@ -45,8 +45,8 @@ def main():
                                                                      False, store_o=False, store_h=True,
                                                                      store_r=True))),
         ("backward, all stages", bench(lambda: chunk_bwd(qf, kf, vf, gf, bf, wf, None, scale, cu, chunks, do, None))),
-        ("backward, key kernel on 32 columns", bench(lambda: chunk_bwd(qf, kf, vf, gf, bf, wf, None, scale, cu, chunks,
-                                                                      do, None, key_block=32))),
+        ("backward, key kernel on 16 columns", bench(lambda: chunk_bwd(qf, kf, vf, gf, bf, wf, None, scale, cu, chunks,
+                                                                      do, None, key_block=16))),
     ]
     print(f"| stage ({a.B}x{a.T}, {torch.cuda.get_device_name()}) | ms |")
     print("|---|---|")
