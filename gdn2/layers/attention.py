@@ -223,9 +223,12 @@ class Attention(nn.Module):
         window = self.config.window
         if k_pos is None:
             return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
-        if window is None and k.shape[2] == q.shape[2]:
-            # the keys are exactly the queries' own tokens: plain causal (flash-eligible, no mask)
+        own = k.shape[2] == q.shape[2]  # the keys are exactly the queries' own tokens
+        if own and (window is None or q.shape[2] <= window):
+            # plain causal (flash-eligible, no mask): a window as long as T changes nothing
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        if own:
+            return _sliding_window_blocks(q, k, v, window)
         mask = k_pos[None, :] <= q_pos[:, None]
         if window is not None:
             mask = mask & (k_pos[None, :] > q_pos[:, None] - window)
@@ -235,3 +238,29 @@ class Attention(nn.Module):
         c = self.config
         return (f"heads={c.num_heads}, kv_heads={c.num_kv_heads}, head_dim={c.head_dim}, window={c.window}, "
                 f"output_gate={c.output_gate}")
+
+
+def _sliding_window_blocks(q, k, v, W: int) -> torch.Tensor:
+    """Causal sliding-window attention of q ``[B, H, T, D]`` over its own k, v ``[B, HKV, T, D]``
+    in O(T W): queries in blocks of W rows, each against the keys of its own and the previous
+    block (2W), so no [T, T] mask is ever formed (a dense window mask costs T^2 at 16K tokens)."""
+    B, H, T, D = q.shape
+    if k.shape[1] != H:  # grouped KV heads: the masked kernels take equal head counts
+        k, v = (x.repeat_interleave(H // k.shape[1], dim=1) for x in (k, v))
+    nb = -(-T // W)
+    pad = nb * W - T
+
+    def blocks(x, rows, front):  # [B, H, T, D] -> [B * nb, H, rows, D]
+        x = F.pad(x, (0, 0, front, pad))
+        x = x.unfold(2, rows, W)[:, :, :nb]                                     # [B, H, nb, D, rows]
+        return x.permute(0, 2, 1, 4, 3).reshape(B * nb, H, rows, D)
+
+    i = torch.arange(W, device=q.device)[:, None]
+    j = torch.arange(2 * W, device=q.device)[None, :]
+    # key j of block n sits at position (n - 1) W + j, query i at n W + i
+    mask = (j > i) & (j <= i + W)
+    first = mask & (j >= W)                                                     # block 0 has no previous block
+    mask = torch.stack([first] + [mask] * (nb - 1))[None, :, None].expand(B, nb, 1, W, 2 * W)
+    o = F.scaled_dot_product_attention(blocks(q, W, 0), blocks(k, 2 * W, W), blocks(v, 2 * W, W),
+                                       attn_mask=mask.reshape(B * nb, 1, W, 2 * W))
+    return o.view(B, nb, H, W, D).permute(0, 2, 1, 3, 4).reshape(B, H, nb * W, D)[:, :, :T]

@@ -95,3 +95,16 @@ def test_packed_documents_equal_separate_runs(window):
 def test_bad_config_names_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):
         AttentionConfig(**{"hidden_size": 32, "num_heads": 4, **overrides})
+
+
+@pytest.mark.parametrize("B,H,HKV,T,W", [(2, 4, 2, 50, 8), (1, 2, 2, 64, 16), (1, 2, 1, 17, 16), (2, 2, 2, 33, 32)])
+def test_sliding_window_blocks_match_dense_mask(B, H, HKV, T, W):
+    """The O(T W) blocked window equals SDPA with the dense [T, T] window mask."""
+    from gdn2.layers.attention import _sliding_window_blocks
+    gen = torch.Generator().manual_seed(T)
+    q = torch.randn(B, H, T, 8, generator=gen, dtype=torch.float64)
+    k, v = (torch.randn(B, HKV, T, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    pos = torch.arange(T)
+    mask = (pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - W)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=H != HKV)
+    assert_close("o", _sliding_window_blocks(q, k, v, W), expected, rtol=1e-12)
