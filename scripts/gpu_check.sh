@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # One GPU session: install the project, run the GPU tests, the per-stage profile, the benchmark.
-# Usage (on a CUDA machine, repo root): bash scripts/gpu_check.sh [OUT_DIR] [BENCH_SECONDS] [TEST_SECONDS]
+# Usage (on a CUDA machine, repo root):
+#   bash scripts/gpu_check.sh [OUT_DIR] [BENCH_SECONDS] [TEST_SECONDS] [THROUGHPUT_SECONDS] [THROUGHPUT_ARGS]
 # Wheels in .whl/ (fla-core, einops) are installed first when present; a Triton cache in
 # .tcache/ (split archive) is reused and refreshed, since compilation dominates a cold run.
 set -uo pipefail
 OUT=${1:-${OUT:-/tmp/gdn2-gpu}}
 BENCH_SECONDS=${2:-280}
 TEST_SECONDS=${3:-280}
+THROUGHPUT_SECONDS=${4:-0}
+THROUGHPUT_ARGS=${5:-}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/triton-cache
 mkdir -p "$TRITON_CACHE_DIR"
@@ -29,5 +32,9 @@ fi
 timeout 120 python3 benchmarks/profile_stages.py 2>&1 | tee "$OUT/profile.log" | tail -30
 if [ "$BENCH_SECONDS" -gt 0 ]; then
   timeout "$BENCH_SECONDS" python3 benchmarks/gpu_ops.py --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -25
+fi
+if [ "$THROUGHPUT_SECONDS" -gt 0 ]; then
+  timeout $((THROUGHPUT_SECONDS + 60)) python3 benchmarks/train_throughput.py --out "$OUT" \
+    --budget-seconds "$THROUGHPUT_SECONDS" $THROUGHPUT_ARGS 2>&1 | tee "$OUT/throughput.log" | tail -15
 fi
 tar -czf - -C "$TRITON_CACHE_DIR" . | split -b 15m - "$OUT/cache.tgz." && ls -la "$OUT"/cache.tgz.*
