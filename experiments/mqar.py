@@ -1,0 +1,323 @@
+"""MQAR sweep of the GDN-2 reproduction: mixers x d_model x (seq_len, pairs) x learning rate x seed.
+
+    python experiments/mqar.py --help
+    python experiments/mqar.py --budget-seconds 540                     # one 10-minute GPU call
+    python experiments/mqar.py --d-models 64 --settings 64:8 --steps 20 --device cpu   # smoke test
+    python experiments/report.py                                        # summary table and plot
+
+Every cell is ``gdn2.eval.mqar_train.train_mqar`` (2-layer model, fresh batches at every step, AdamW,
+warm-up + cosine, held-out accuracy). All recurrent mixers at one d_model share ``--num-heads``
+heads of width d_model / heads, so their recurrent state per layer (heads x K x V floats) is the
+same; attention's "state" is its KV cache at seq_len (2 x seq_len x d_model floats per layer).
+``gdn2+neg`` is GDN-2 with the erase gate in [0, 2] (``negative_eigen=True``; any preset takes
+``+neg``).
+
+Cell order, so that a run cut short by the budget is still useful. For each setting, for each
+d_model: (1) ``--lr-first`` (default: the middle of ``--lrs``) for every mixer at the first seed;
+(2) the other learning rates at that seed, nearest to ``--lr-first`` first; (3) the remaining seeds
+only at each mixer's best learning rate from the first seed. That is how "best of 4 LRs, 3 seeds"
+stays affordable: 4 + 2 runs per (mixer, d_model, setting) instead of 12.
+
+Budget: before a cell starts it is skipped (with a message) when elapsed time plus an estimate of
+its duration (the last cell of the same mixer and d_model, scaled by seq_len and steps; else the
+slowest cell so far, scaled) would exceed ``--budget-seconds``. Skipped cells are not written.
+
+On CUDA, ``--prefetch-workers`` threads make ``train_mqar``'s batch-generation calls ahead of time
+(the same calls and seeds, so the same data) to overlap CPU data generation with GPU steps.
+
+Every finished cell is appended at once as one JSON line to ``<out>/mqar.jsonl`` (never
+overwritten). ``--resume`` skips cells already recorded there with the same protocol (steps, batch,
+vocabulary, layers, heads), so a second call continues the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+_T0 = time.perf_counter()  # when run as a script, the budget counts torch's import too
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+import gdn2.eval.mqar_train as mqar_train  # noqa: E402
+from gdn2.eval.mqar_train import ATTENTION, mqar_config, mqar_mixers, train_mqar  # noqa: E402
+
+DEFAULT_MIXERS = "gdn2,kda,gdn,deltanet,gla,attention,gdn2_b_only,gdn2_w_only,gdn2+neg"
+PROTOCOL = ("steps", "batch_size", "vocab_size", "num_layers", "num_heads")
+
+
+@dataclass(frozen=True)
+class Cell:
+    mixer: str
+    d_model: int
+    seq_len: int
+    num_kv_pairs: int
+    lr: float
+    seed: int
+
+    def key(self) -> Tuple:
+        return (self.mixer, self.d_model, self.seq_len, self.num_kv_pairs, float(self.lr), self.seed)
+
+
+def parse_settings(text: str) -> List[Tuple[int, int]]:
+    """``"256:64,512:128"`` -> ``[(256, 64), (512, 128)]``."""
+    out = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        seq_len, _, pairs = item.partition(":")
+        if not pairs:
+            raise argparse.ArgumentTypeError(f"setting {item!r} is not SEQ_LEN:PAIRS")
+        out.append((int(seq_len), int(pairs)))
+    return out
+
+
+def parse_list(kind: Callable):
+    return lambda text: [kind(s) for s in text.split(",") if s.strip()]
+
+
+def split_mixer(name: str) -> Tuple[str, bool]:
+    """``"gdn2+neg"`` -> ``("gdn2", True)``; validates the preset name."""
+    preset, neg = (name[:-4], True) if name.endswith("+neg") else (name, False)
+    if preset not in mqar_mixers() or (neg and preset == ATTENTION):
+        raise ValueError(f"unknown mixer {name!r}; choose from {', '.join(mqar_mixers())} (presets also as NAME+neg)")
+    return preset, neg
+
+
+def best_lr(lrs: Sequence[float], accuracy: Callable[[float], Optional[float]]) -> Optional[float]:
+    """The learning rate of highest accuracy (first in ``lrs`` on ties); None if none is known."""
+    known = [(accuracy(lr), -i, lr) for i, lr in enumerate(lrs) if accuracy(lr) is not None]
+    return max(known)[2] if known else None
+
+
+def cell_order(mixers: Sequence[str], d_models: Sequence[int], settings: Sequence[Tuple[int, int]],
+               lrs: Sequence[float], seeds: Sequence[int], lr_first: float,
+               accuracy: Callable[[Cell], Optional[float]]) -> Iterator[Cell]:
+    """Cells in run order (see the module docstring). Lazy: the best learning rate of phase 3 is
+    read through ``accuracy(cell)`` (None = not run) only once phases 1 and 2 of that block are yielded."""
+    rest = sorted((lr for lr in lrs if lr != lr_first), key=lambda lr: abs(math.log(lr / lr_first)))
+    order = [lr_first] + rest
+    for seq_len, pairs in settings:
+        for d in d_models:
+            for lr in order:
+                for m in mixers:
+                    yield Cell(m, d, seq_len, pairs, lr, seeds[0])
+            for m in mixers:
+                lr = best_lr(order, lambda x: accuracy(Cell(m, d, seq_len, pairs, x, seeds[0])))
+                for seed in ([] if lr is None else seeds[1:]):
+                    yield Cell(m, d, seq_len, pairs, lr, seed)
+
+
+def state_size(config, seq_len: int) -> Tuple[int, str]:
+    """Floats of one layer's recurrent state (heads x K x V), or attention's KV cache at ``seq_len``."""
+    if "L" in config.pattern:
+        return config.num_v_heads * config.head_k_dim * config.head_v_dim, "recurrent"
+    return 2 * seq_len * config.num_key_value_heads * config.head_dim, "kv_cache"
+
+
+class Estimator:
+    """Seconds a cell will take, from finished cells (per step and token; scaled to the cell)."""
+
+    def __init__(self):
+        self.last: Dict[Tuple[str, int], float] = {}
+        self.slowest = 0.0
+
+    def add(self, cell: Cell, steps: int, seconds: float) -> None:
+        rate = seconds / (steps * cell.seq_len)
+        self.last[(cell.mixer, cell.d_model)] = rate
+        self.slowest = max(self.slowest, rate)
+
+    def __call__(self, cell: Cell, steps: int) -> float:
+        return self.last.get((cell.mixer, cell.d_model), self.slowest) * steps * cell.seq_len
+
+
+@contextmanager
+def prefetch(pool: Optional[ThreadPoolExecutor], cell: Cell, steps: int, batch_size: int, vocab_size: int,
+             lookahead: int = 8, power_a: float = 0.01):
+    """Makes ``train_mqar``'s own training-batch calls (``mqar_batch`` with the same arguments and
+    seeds) ahead of time in ``pool``, so CPU data generation overlaps GPU steps; identical data.
+    Any call it did not foresee goes straight to ``mqar_batch``."""
+    original = mqar_train.mqar_batch
+    if pool is None:
+        yield
+        return
+    args = (batch_size, cell.seq_len, cell.num_kv_pairs, vocab_size, power_a)
+    seeds = iter([mqar_train._seed(cell.seed, "train", i) for i in range(steps)])
+    futures = {}
+
+    def submit(n):
+        for s in islice(seeds, n):
+            futures[s] = pool.submit(original, *args, seed=s)
+
+    def batch(*a, seed=0, **kw):
+        future = futures.pop(seed, None) if a == args and not kw else None
+        if future is None:
+            return original(*a, seed=seed, **kw)
+        submit(1)
+        return future.result()
+
+    submit(lookahead)
+    mqar_train.mqar_batch = batch
+    try:
+        yield
+    finally:
+        mqar_train.mqar_batch = original
+        for future in futures.values():
+            future.cancel()
+
+
+def environment(device: torch.device) -> dict:
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+        except Exception:
+            return None
+    try:
+        import triton
+        triton_version = triton.__version__
+    except Exception:
+        triton_version = None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return dict(device=str(device), device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
+                                                 else "cpu"),
+                torch=torch.__version__, triton=triton_version, git_commit=git("rev-parse", "--short", "HEAD"),
+                git_dirty=None if status is None else bool(status))
+
+
+def read_records(path: Path) -> List[dict]:
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 1)[1])
+    p.add_argument("--mixers", type=parse_list(str), default=DEFAULT_MIXERS,
+                   help="presets, attention, or PRESET+neg (default %(default)s)")
+    p.add_argument("--d-models", type=parse_list(int), default="64,128,256", help="(default %(default)s)")
+    p.add_argument("--settings", type=parse_settings, default="256:64,512:128",
+                   help="SEQ_LEN:PAIRS,... (default %(default)s)")
+    p.add_argument("--lrs", type=parse_list(float), default="1e-3,3e-3,1e-2,3e-2", help="(default %(default)s)")
+    p.add_argument("--lr-first", type=float, default=None, help="LR run first (default: the middle of --lrs)")
+    p.add_argument("--seeds", type=parse_list(int), default="0,1,2", help="(default %(default)s)")
+    p.add_argument("--steps", type=int, default=1000, help="per cell (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="(default %(default)s)")
+    p.add_argument("--num-heads", type=int, default=2, help="of every mixer and attention (default %(default)s)")
+    p.add_argument("--num-layers", type=int, default=2, help="(default %(default)s)")
+    p.add_argument("--vocab-size", type=int, default=8192, help="(default %(default)s)")
+    p.add_argument("--num-test", type=int, default=256, help="held-out sequences per cell (default %(default)s)")
+    p.add_argument("--budget-seconds", type=float, default=540.0, help="(default %(default)s)")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA (float32)")
+    p.add_argument("--prefetch-workers", type=int, default=None,
+                   help="threads generating batches ahead (default 4 on CUDA, 0 on CPU)")
+    p.add_argument("--out", type=Path, default=ROOT / "experiments" / "results", help="(default %(default)s)")
+    p.add_argument("--resume", action="store_true", help="skip cells already in <out>/mqar.jsonl")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+
+    start = time.perf_counter() if start is None else start
+    for m in args.mixers:
+        split_mixer(m)
+    lr_first = args.lr_first if args.lr_first is not None else args.lrs[(len(args.lrs) - 1) // 2]
+    if lr_first not in args.lrs:
+        args.lrs = [lr_first] + args.lrs
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    if device.type != "cuda":
+        print(f"WARNING: running MQAR on {device} (no GPU): only tiny settings finish in reasonable time",
+              file=sys.stderr, flush=True)
+    amp = device.type == "cuda" and not args.no_amp
+    workers = args.prefetch_workers if args.prefetch_workers is not None else 4 * (device.type == "cuda")
+    pool = ThreadPoolExecutor(workers) if workers > 0 else None
+    env = environment(device)
+    protocol = dict(steps=args.steps, batch_size=args.batch_size, vocab_size=args.vocab_size,
+                    num_layers=args.num_layers, num_heads=args.num_heads)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "mqar.jsonl"
+    accuracies: Dict[Tuple, float] = {}
+    if args.resume:
+        for r in read_records(path):
+            if r.get("task") == "mqar" and all(r.get(k) == v for k, v in protocol.items()):
+                accuracies[Cell(r["mixer"], r["d_model"], r["seq_len"], r["num_kv_pairs"], r["lr"],
+                                r["seed"]).key()] = r["accuracy"]
+        print(f"resume: {len(accuracies)} cell(s) of this protocol already in {path}", flush=True)
+
+    cells = cell_order(args.mixers, args.d_models, args.settings, args.lrs, args.seeds, lr_first,
+                       lambda c: accuracies.get(c.key()))
+    total = len(args.settings) * len(args.d_models) * len(args.mixers) * (len(args.lrs) + len(args.seeds) - 1)
+    try:
+        from tqdm import tqdm
+        bar = tqdm(total=total, unit="cell", disable=args.no_progress, dynamic_ncols=True, file=sys.stderr)
+    except ImportError:
+        bar = None
+    estimate, run, skipped = Estimator(), 0, 0
+    for cell in cells:
+        if bar is not None:
+            bar.update(1)
+        if cell.key() in accuracies:
+            continue
+        elapsed, guess = time.perf_counter() - start, estimate(cell, args.steps)
+        if elapsed + guess >= args.budget_seconds:
+            skipped += 1
+            print(f"skip {cell.mixer} d={cell.d_model} T={cell.seq_len} P={cell.num_kv_pairs} lr={cell.lr:g} "
+                  f"seed={cell.seed}: elapsed {elapsed:.0f}s + estimate {guess:.0f}s would exceed the budget of "
+                  f"{args.budget_seconds:g}s", flush=True)
+            continue
+        preset, neg = split_mixer(cell.mixer)
+        config = mqar_config(preset, vocab_size=args.vocab_size, hidden_size=cell.d_model,
+                             num_layers=args.num_layers, num_heads=args.num_heads,
+                             **({"negative_eigen": True} if neg else {}))
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
+        with autocast, prefetch(pool, cell, args.steps, args.batch_size, args.vocab_size, 2 * workers):
+            result = train_mqar(config, cell.seq_len, cell.num_kv_pairs, args.steps, cell.lr, cell.seed,
+                                batch_size=args.batch_size, num_test=args.num_test, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        size, kind = state_size(config, cell.seq_len)
+        losses = result.losses
+        curve = [round(sum(chunk) / len(chunk), 4) for i in range(10)
+                 if (chunk := losses[i * len(losses) // 10:(i + 1) * len(losses) // 10])]
+        record = dict(task="mqar", **asdict(cell), **protocol, head_dim=cell.d_model // args.num_heads,
+                      accuracy=result.accuracy, final_loss=result.final_loss, loss_curve=curve,
+                      seconds=result.seconds, state_size=size, state_kind=kind,
+                      num_parameters=result.num_parameters, amp=amp, num_test=args.num_test, **env,
+                      date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        with path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        accuracies[cell.key()] = result.accuracy
+        estimate.add(cell, args.steps, result.seconds)
+        run += 1
+        message = (f"{cell.mixer:>12} d={cell.d_model:<4} T={cell.seq_len:<4} P={cell.num_kv_pairs:<4} "
+                   f"lr={cell.lr:<7g} seed={cell.seed} acc={result.accuracy:.3f} loss={result.final_loss:.3f} "
+                   f"state={size} {result.seconds:.1f}s")
+        (bar.write(message) if bar is not None and not args.no_progress else print(message, flush=True))
+    if bar is not None:
+        bar.close()
+    if pool is not None:
+        pool.shutdown(cancel_futures=True)
+    print(f"done: {run} cell(s) run, {skipped} skipped for the budget, {time.perf_counter() - start:.0f}s; "
+          f"appended to {path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(start=_T0))

@@ -1,0 +1,137 @@
+"""Summaries of the experiment results in ``experiments/results/*.jsonl``.
+
+    python experiments/report.py [--results experiments/results]
+
+MQAR (records with ``"task": "mqar"``) -> ``<results>/mqar_summary.md`` and
+``<results>/mqar_accuracy.png`` (the plot needs matplotlib; without it the summary says so).
+Per (mixer, d_model, setting, protocol): the best learning rate by mean accuracy over seeds, and
+the mean +- sample std over the seeds at that learning rate (n shown). A cell recorded twice (same
+mixer, d_model, setting, protocol, lr, seed) counts once, the latest record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOL = ("steps", "batch_size", "vocab_size", "num_layers", "num_heads")
+
+
+def load(results: Path) -> List[dict]:
+    records = []
+    for path in sorted(results.glob("*.jsonl")):
+        with path.open(encoding="utf-8") as f:
+            records += [json.loads(line) for line in f if line.strip()]
+    return records
+
+
+def mqar_rows(records: Sequence[dict]) -> List[dict]:
+    """One row per (mixer, d_model, seq_len, pairs, protocol): best LR, mean, std, n, LRs tried."""
+    latest: Dict[tuple, dict] = {}
+    for r in records:
+        if r.get("task") == "mqar":
+            latest[(r["mixer"], r["d_model"], r["seq_len"], r["num_kv_pairs"],
+                    *(r.get(k) for k in PROTOCOL), float(r["lr"]), r["seed"])] = r
+    groups: Dict[tuple, Dict[float, List[dict]]] = defaultdict(lambda: defaultdict(list))
+    for key, r in latest.items():
+        groups[key[:-2]][key[-2]].append(r)
+    rows = []
+    for key, by_lr in groups.items():
+        mean = {lr: statistics.fmean(r["accuracy"] for r in rs) for lr, rs in by_lr.items()}
+        lr = max(sorted(by_lr), key=lambda x: (mean[x], len(by_lr[x])))
+        accs = [r["accuracy"] for r in sorted(by_lr[lr], key=lambda r: r["seed"])]
+        first = by_lr[lr][0]
+        rows.append(dict(mixer=key[0], d_model=key[1], seq_len=key[2], num_kv_pairs=key[3],
+                         **dict(zip(PROTOCOL, key[4:])), best_lr=lr, mean=mean[lr],
+                         std=statistics.stdev(accs) if len(accs) > 1 else 0.0, n=len(accs),
+                         state_size=first.get("state_size"), state_kind=first.get("state_kind"),
+                         lrs={x: (mean[x], len(by_lr[x])) for x in sorted(by_lr)}))
+    order = {m: i for i, m in enumerate(dict.fromkeys(r["mixer"] for r in records if r.get("task") == "mqar"))}
+    rows.sort(key=lambda r: (r["seq_len"], r["num_kv_pairs"], r["steps"] or 0, r["d_model"], order[r["mixer"]]))
+    return rows
+
+
+def mqar_markdown(rows: Sequence[dict], plot_note: str = "") -> str:
+    lines = ["# MQAR results", "",
+             "Accuracy (%) at the best learning rate (by mean over seeds), mean ± sample std over the n seeds "
+             "at that LR. State: floats of one layer's recurrent state (heads x K x V); for attention, its KV "
+             "cache at seq_len. The other LRs are shown as lr: mean (n).", ""]
+    if not rows:
+        return "\n".join(lines + ["No MQAR records found.", ""])
+    header = None
+    for r in rows:
+        setting = (r["seq_len"], r["num_kv_pairs"], *(r[k] for k in PROTOCOL))
+        if setting != header:
+            header = setting
+            lines += ["", f"## T={r['seq_len']}, P={r['num_kv_pairs']} "
+                          f"({', '.join(f'{k}={r[k]}' for k in PROTOCOL)})", "",
+                      "| Mixer | d_model | State | Best LR | Accuracy (%) | n | All LRs |",
+                      "|---|---:|---:|---:|---:|---:|---|"]
+        others = ", ".join(f"{lr:g}: {100 * m:.1f} ({n})" for lr, (m, n) in r["lrs"].items())
+        state = f"{r['state_size']}" + (" (KV)" if r["state_kind"] == "kv_cache" else "")
+        lines.append(f"| {r['mixer']} | {r['d_model']} | {state} | {r['best_lr']:g} | "
+                     f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {r['n']} | {others} |")
+    if plot_note:
+        lines += ["", plot_note]
+    return "\n".join(lines) + "\n"
+
+
+def mqar_plot(rows: Sequence[dict], path: Path) -> Optional[str]:
+    """Accuracy against state size, one line per mixer, one subplot per setting; None if no matplotlib.
+    Where one setting was run with several protocols, the one with the most steps is plotted."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    keep: Dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["seq_len"], r["num_kv_pairs"], r["mixer"], r["d_model"])
+        if key not in keep or (r["steps"] or 0) > (keep[key]["steps"] or 0):
+            keep[key] = r
+    settings = sorted({k[:2] for k in keep})
+    fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 4), squeeze=False)
+    for ax, (t, p) in zip(axes[0], settings):
+        mixers = list(dict.fromkeys(k[2] for k in keep if k[:2] == (t, p)))
+        for m in mixers:
+            pts = sorted((r["state_size"], r["mean"], r["std"]) for k, r in keep.items() if k[:3] == (t, p, m))
+            kv = any(r["state_kind"] == "kv_cache" for k, r in keep.items() if k[:3] == (t, p, m))
+            ax.errorbar([x for x, _, _ in pts], [100 * y for _, y, _ in pts], yerr=[100 * s for _, _, s in pts],
+                        marker="o", capsize=3, linestyle="--" if kv else "-", label=m + (" (KV cache)" if kv else ""))
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"MQAR T={t}, P={p}")
+        ax.set_xlabel("state size per layer (floats)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
+    args = p.parse_args(argv)
+    rows = mqar_rows(load(args.results))
+    png = args.results / "mqar_accuracy.png"
+    note = ""
+    if rows:
+        note = ("![accuracy against state size](mqar_accuracy.png)" if mqar_plot(rows, png)
+                else "(matplotlib is not installed: no plot)")
+    md = args.results / "mqar_summary.md"
+    md.write_text(mqar_markdown(rows, note), encoding="utf-8")
+    print(f"wrote {md}" + (f" and {png}" if note.startswith("!") else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

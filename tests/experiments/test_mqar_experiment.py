@@ -1,0 +1,148 @@
+"""CPU smoke tests of experiments/mqar.py (the MQAR sweep) and experiments/report.py."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"experiments_{name}", ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+mqar = _load("mqar")
+report = _load("report")
+
+TINY = ["--mixers", "gdn2,attention", "--d-models", "32", "--settings", "32:4", "--steps", "3", "--lrs", "3e-3",
+        "--seeds", "0", "--batch-size", "4", "--num-test", "8", "--vocab-size", "64", "--device", "cpu",
+        "--no-progress"]
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_cells_are_appended_not_overwritten(tmp_path):
+    assert mqar.main(TINY + ["--out", str(tmp_path)]) == 0
+    first = _lines(tmp_path / "mqar.jsonl")
+    assert [r["mixer"] for r in first] == ["gdn2", "attention"]
+    r = first[0]
+    assert (r["task"], r["d_model"], r["seq_len"], r["num_kv_pairs"], r["lr"], r["seed"], r["steps"]) == \
+        ("mqar", 32, 32, 4, 3e-3, 0, 3)
+    assert 0.0 <= r["accuracy"] <= 1.0 and r["seconds"] > 0 and r["device_name"] == "cpu"
+    assert r["state_size"] == 2 * 16 * 16 and r["state_kind"] == "recurrent"  # 2 heads x K=16 x V=16
+    assert first[1]["state_size"] == 2 * 32 * 32 and first[1]["state_kind"] == "kv_cache"  # 2 x T x d_model
+    for key in ("final_loss", "torch", "triton", "date", "git_commit"):
+        assert key in r
+
+    assert mqar.main(TINY + ["--out", str(tmp_path)]) == 0
+    second = _lines(tmp_path / "mqar.jsonl")
+    assert len(second) == 4 and second[:2] == first
+
+
+def test_resume_skips_recorded_cells(tmp_path, capsys):
+    assert mqar.main(TINY + ["--mixers", "attention", "--out", str(tmp_path)]) == 0
+    assert mqar.main(TINY + ["--mixers", "attention", "--out", str(tmp_path), "--resume"]) == 0
+    assert len(_lines(tmp_path / "mqar.jsonl")) == 1
+    assert "0 cell(s) run" in capsys.readouterr().out
+
+
+def test_zero_budget_skips_every_cell(tmp_path, capsys):
+    assert mqar.main(TINY + ["--out", str(tmp_path), "--budget-seconds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("would exceed the budget") == 2
+    assert "0 cell(s) run, 2 skipped" in out
+    assert not (tmp_path / "mqar.jsonl").exists() or not _lines(tmp_path / "mqar.jsonl")
+
+
+def test_unknown_mixer_is_rejected():
+    with pytest.raises(ValueError, match="unknown mixer"):
+        mqar.split_mixer("mamba")
+    assert mqar.split_mixer("gdn2+neg") == ("gdn2", True)
+    assert mqar.split_mixer("gdn2_b_only") == ("gdn2_b_only", False)
+
+
+def test_prefetch_gives_the_same_batches():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import gdn2.eval.mqar_train as mqar_train
+
+    config = mqar_train.mqar_config("attention", vocab_size=64, hidden_size=32)
+    cell = mqar.Cell("attention", 32, 32, 4, 3e-3, 0)
+    run = lambda: mqar_train.train_mqar(config, 32, 4, 4, 3e-3, 0, batch_size=4, num_test=8)  # noqa: E731
+    plain = run()
+    original, threads = mqar_train.mqar_batch, set()
+
+    def spy(*a, **kw):
+        threads.add(threading.current_thread() is threading.main_thread())
+        return original(*a, **kw)
+
+    mqar_train.mqar_batch = spy
+    try:
+        with ThreadPoolExecutor(2) as pool, mqar.prefetch(pool, cell, 4, 4, 64, lookahead=2):
+            fetched = run()
+    finally:
+        mqar_train.mqar_batch = original
+    assert fetched.losses == plain.losses and fetched.accuracy == plain.accuracy
+    assert threads == {True, False}  # validation / test on the main thread, training batches in the pool
+
+
+def test_cell_order():
+    lrs, seeds, mixers = [1e-3, 3e-3, 1e-2, 3e-2], [0, 1, 2], ["a", "b"]
+    fake = {("a", 1e-3): 0.1, ("a", 3e-3): 0.5, ("a", 1e-2): 0.9, ("a", 3e-2): 0.2,
+            ("b", 1e-3): 0.7, ("b", 3e-3): 0.3, ("b", 1e-2): 0.1}  # b at 3e-2 never ran (budget)
+    asked = []
+
+    def accuracy(cell):
+        assert cell.seed == 0
+        asked.append(cell)
+        return fake.get((cell.mixer, cell.lr))
+
+    order = [(c.mixer, c.d_model, c.seq_len, c.lr, c.seed)
+             for c in mqar.cell_order(mixers, [64, 128], [(256, 64)], lrs, seeds, 3e-3, accuracy)]
+    block = lambda d: [  # noqa: E731
+        ("a", d, 256, 3e-3, 0), ("b", d, 256, 3e-3, 0),       # the first LR for every mixer
+        ("a", d, 256, 1e-3, 0), ("b", d, 256, 1e-3, 0),       # then the others, nearest first
+        ("a", d, 256, 1e-2, 0), ("b", d, 256, 1e-2, 0),
+        ("a", d, 256, 3e-2, 0), ("b", d, 256, 3e-2, 0),
+        ("a", d, 256, 1e-2, 1), ("a", d, 256, 1e-2, 2),       # other seeds at each mixer's best LR
+        ("b", d, 256, 1e-3, 1), ("b", d, 256, 1e-3, 2)]
+    assert order == block(64) + block(128)
+    assert asked  # the best LR came from the accuracy callback
+
+
+def test_cell_order_without_seed0_results_skips_other_seeds():
+    order = list(mqar.cell_order(["a"], [64], [(64, 8)], [1e-3, 1e-2], [0, 1], 1e-3, lambda c: None))
+    assert [(c.lr, c.seed) for c in order] == [(1e-3, 0), (1e-2, 0)]
+
+
+def test_best_lr_ties_go_to_the_first():
+    assert mqar.best_lr([3e-3, 1e-3], {3e-3: 0.5, 1e-3: 0.5}.get) == 3e-3
+    assert mqar.best_lr([3e-3, 1e-3], {}.get) is None
+
+
+def test_report_mean_and_std(tmp_path):
+    def rec(mixer, lr, seed, acc, d=64, kind="recurrent"):
+        return dict(task="mqar", mixer=mixer, d_model=d, seq_len=256, num_kv_pairs=64, lr=lr, seed=seed,
+                    accuracy=acc, steps=100, batch_size=64, vocab_size=8192, num_layers=2, num_heads=2,
+                    state_size=2048 if kind == "recurrent" else 32768, state_kind=kind)
+    records = [rec("gdn2", 3e-3, 0, 0.5), rec("gdn2", 1e-2, 0, 0.8), rec("gdn2", 1e-2, 1, 0.6),
+               rec("gdn2", 1e-2, 2, 0.7), rec("attention", 3e-3, 0, 1.0, kind="kv_cache"),
+               rec("gdn2", 3e-3, 0, 0.55)]  # a rerun of a cell: the latest counts
+    (tmp_path / "mqar.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "other.jsonl").write_text(json.dumps({"task": "other"}) + "\n")
+    assert report.main(["--results", str(tmp_path)]) == 0
+    md = (tmp_path / "mqar_summary.md").read_text()
+    assert "## T=256, P=64" in md
+    assert "| gdn2 | 64 | 2048 | 0.01 | 70.0 ± 10.0 | 3 | 0.003: 55.0 (1), 0.01: 70.0 (3) |" in md
+    assert "| attention | 64 | 32768 (KV) | 0.003 | 100.0 ± 0.0 | 1 |" in md
+    assert (tmp_path / "mqar_accuracy.png").exists() or "matplotlib is not installed" in md
