@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
@@ -286,10 +286,9 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         config = mqar_config(preset, vocab_size=args.vocab_size, hidden_size=cell.d_model,
                              num_layers=args.num_layers, num_heads=args.num_heads,
                              **({"negative_eigen": True} if neg else {}))
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
-        with autocast, prefetch(pool, cell, args.steps, args.batch_size, args.vocab_size, 2 * workers):
+        with prefetch(pool, cell, args.steps, args.batch_size, args.vocab_size, 2 * workers):
             result = train_mqar(config, cell.seq_len, cell.num_kv_pairs, args.steps, cell.lr, cell.seed,
-                                batch_size=args.batch_size, num_test=args.num_test, device=device)
+                                batch_size=args.batch_size, num_test=args.num_test, device=device, amp=amp)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         size, kind = state_size(config, cell.seq_len)

@@ -142,7 +142,7 @@ def evaluate_mqar(model, seq_len: int, num_kv_pairs: int, num_examples: int = 25
 def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 300, lr: float = 3e-3, seed: int = 0,
                *, batch_size: int = 32, num_test: int = 256, warmup_steps: Optional[int] = None,
                weight_decay: float = 0.1, power_a: float = 0.01, device: Union[str, torch.device] = "cpu",
-               progress: bool = False) -> MQARResult:
+               amp: bool = False, progress: bool = False) -> MQARResult:
     """Train a fresh model of ``config`` on MQAR at (``seq_len``, ``num_kv_pairs``) and test it.
 
     Args:
@@ -155,6 +155,7 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
         warmup_steps: default 10% of ``steps``.
         weight_decay: AdamW's, except on biases, norms and the gates' ``A_log`` / ``dt_bias``.
         device: where to train.
+        amp: bfloat16 autocast of each training forward (float32 weights; the test runs in float32).
         progress: show a progress bar with the loss.
 
     Returns:
@@ -184,7 +185,10 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
     for step in bar:
         data = mqar_batch(batch_size, seq_len, num_kv_pairs, config.vocab_size, power_a,
                           seed=_seed(seed, "train", step))
-        logits, targets = _answer_logits(model, data.inputs.to(device), data.labels.to(device))
+        # autocast is entered per step: its cache of low-precision weight copies lives as long as
+        # the context, so one context around the whole loop would train on the initial weights
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
+            logits, targets = _answer_logits(model, data.inputs.to(device), data.labels.to(device))
         loss = F.cross_entropy(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -62,3 +62,13 @@ def test_table_and_files(tmp_path):
     write_mqar(tmp_path, rows, {"steps": 10})
     saved = json.loads((tmp_path / "mqar.json").read_text())
     assert saved["results"][0]["accuracy"] == 0.5 and saved["losses"][0]["losses"] == [2.0, 1.0]
+
+
+def test_mixed_precision_training_learns():
+    """bfloat16 autocast is entered per step: one context around the loop would keep reusing
+    its cached casts of the initial weights, and the loss would not move."""
+    from gdn2.eval.mqar_train import mqar_config, train_mqar
+    config = mqar_config("attention", vocab_size=256, hidden_size=64)
+    result = train_mqar(config, seq_len=64, num_kv_pairs=8, steps=40, lr=3e-3, batch_size=32, num_test=16, amp=True)
+    first, last = sum(result.losses[:8]) / 8, sum(result.losses[-8:]) / 8
+    assert last < first - 0.1, (first, last)
