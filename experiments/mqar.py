@@ -36,7 +36,6 @@ import argparse
 import datetime
 import json
 import math
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +53,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 import gdn2.eval.mqar_train as mqar_train  # noqa: E402
+from experiments.common import environment, parse_list, read_records  # noqa: E402
 from gdn2.eval.mqar_train import ATTENTION, mqar_config, mqar_mixers, train_mqar  # noqa: E402
 
 DEFAULT_MIXERS = "gdn2,kda,gdn,deltanet,gla,attention,gdn2_b_only,gdn2_w_only,gdn2+neg"
@@ -82,10 +82,6 @@ def parse_settings(text: str) -> List[Tuple[int, int]]:
             raise argparse.ArgumentTypeError(f"setting {item!r} is not SEQ_LEN:PAIRS")
         out.append((int(seq_len), int(pairs)))
     return out
-
-
-def parse_list(kind: Callable):
-    return lambda text: [kind(s) for s in text.split(",") if s.strip()]
 
 
 def split_mixer(name: str) -> Tuple[str, bool]:
@@ -176,32 +172,6 @@ def prefetch(pool: Optional[ThreadPoolExecutor], cell: Cell, steps: int, batch_s
         mqar_train.mqar_batch = original
         for future in futures.values():
             future.cancel()
-
-
-def environment(device: torch.device) -> dict:
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10,
-                                  check=True).stdout.strip()
-        except Exception:
-            return None
-    try:
-        import triton
-        triton_version = triton.__version__
-    except Exception:
-        triton_version = None
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return dict(device=str(device), device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
-                                                 else "cpu"),
-                torch=torch.__version__, triton=triton_version, git_commit=git("rev-parse", "--short", "HEAD"),
-                git_dirty=None if status is None else bool(status))
-
-
-def read_records(path: Path) -> List[dict]:
-    if not path.exists():
-        return []
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) -> int:

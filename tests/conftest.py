@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,3 +21,19 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# Tiny models gain nothing from intra-op threads, and OpenMP's spinning threads run many times
+# slower when another process holds a core (the distributed tests run two processes on two).
+ONE_THREAD_DIRS = {"bench", "eval", "experiments", "train"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(request):
+    if Path(str(request.node.fspath)).parent.name not in ONE_THREAD_DIRS:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -16,15 +16,6 @@ SHAPES = [(2, 32), (1, 64)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, which spin slowly when the other core is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _run(**kwargs) -> tp.Report:
     options = dict(size="tiny", shapes=SHAPES, device="cpu", steps=1, warmup=1, backend="chunk", progress=False,
                    log=lambda line: None)

@@ -1,8 +1,6 @@
 """CPU smoke tests of experiments/mqar.py (the MQAR sweep) and experiments/report.py."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,16 +8,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"experiments_{name}", ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
-mqar = _load("mqar")
-report = _load("report")
+from experiments import mqar  # noqa: E402
+from experiments import report  # noqa: E402
 
 TINY = ["--mixers", "gdn2,attention", "--d-models", "32", "--settings", "32:4", "--steps", "3", "--lrs", "3e-3",
         "--seeds", "0", "--batch-size", "4", "--num-test", "8", "--vocab-size", "64", "--device", "cpu",

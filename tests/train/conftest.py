@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
@@ -12,16 +11,6 @@ from gdn2.data import Tokenizer, kjv_documents
 from gdn2.train import TrainConfig
 
 N_CHAPTERS = 80   # the first 80 chapters of Genesis and Exodus: 76 to train on, 4 held out
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and the distributed tests run two processes on
-    two cores: one thread each avoids oversubscription (which on a busy machine costs ~50x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

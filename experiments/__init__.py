@@ -1,0 +1,1 @@
+"""Experiment scripts of the small-scale reproduction (see docs/results.md)."""

@@ -1,0 +1,47 @@
+"""Helpers shared by the experiment scripts: list flags, the run environment of a record, and
+reading appended JSON-lines results."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Callable, List
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_list(kind: Callable):
+    return lambda text: [kind(s.strip()) for s in text.split(",") if s.strip()]
+
+
+def environment(device: torch.device) -> dict:
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+        except Exception:
+            return None
+
+    def version(name):
+        try:
+            return __import__(name).__version__
+        except Exception:
+            return None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return dict(device=str(device),
+                device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                torch=torch.__version__, triton=version("triton"), transformers=version("transformers"),
+                tokenizers=version("tokenizers"), python=platform.python_version(),
+                git_commit=git("rev-parse", "--short", "HEAD"), git_dirty=None if status is None else bool(status))
+
+
+def read_records(path: Path) -> List[dict]:
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,473 @@
+"""Needle retrieval under interference (experiment 2 of the GDN-2 reproduction, small scale).
+
+    python experiments/needle.py --help
+    python experiments/needle.py --budget-seconds 540 --resume          # one 10-minute GPU call; repeat to continue
+    python experiments/needle.py --summary-only                         # rewrite results/needle_summary.md only
+
+Tiny causal LMs (default 4 layers, d_model 256) are trained from scratch on a mixture of the default
+corpus (the King James Bible, ``gdn2.data``; or ``--corpus``) and synthetic RULER needle examples
+(``gdn2.eval.ruler``: S-NIAH-1/2/3 and MK-NIAH-1, i.e. single needles and several needles of which
+one is asked), all at ``--seq-len`` (1K) tokens; then tested on held-out S-NIAH-1/2/3 and MK-NIAH-1
+at 1K, 2K and 4K tokens (length generalisation).
+
+Cells: kind x mixer x seed. Kinds ``recurrent`` (pattern ``L``) and ``hybrid`` (``LS``: GDN-2-style
+layers alternating with sliding-window attention of ``--sliding-window`` tokens). Mixers are
+``gdn2.layers.MIXER_PRESETS`` names (gdn2, kda, gdn, and the ablations gdn2_b_only, gdn2_w_only);
+``NAME+neg`` is the preset with the erase gate in [0, 2] (``negative_eigen=True``). Every
+recurrent mixer has the same ``--num-heads`` heads of width d_model / heads for keys and values, so
+the recurrent state per layer (heads x K x V floats) is the same for all of them.
+
+Data (built once per run, shared by every cell, so all cells see the same examples):
+
+- A byte-level BPE (``gdn2.data.Tokenizer``, ``--vocab-size``) trained on the training split.
+- Corpus rows: random windows of ``--seq-len`` tokens of the tokenized training split, each
+  document wrapped in end-of-text tokens as ``PackedDataset`` does; ``cu_seqlens`` restarts the
+  state at every document start and no token predicts across a document boundary.
+- Needle rows: a pool of ``--train-pool`` RULER prompts (tasks ``--train-tasks``, cycled in chunks
+  of 50 whose needle depths are spread evenly) at ``--seq-len`` tokens, the haystack drawn from the
+  *training* split, followed by the answer and end-of-text. The prompt starts with end-of-text,
+  as in ``gdn2.eval.harness``. Loss (``--needle-loss``): ``answer`` (default) on the answer tokens
+  and the final end-of-text only, so needle rows teach retrieval and corpus rows teach language;
+  ``all`` on every token of the row.
+- Each step takes ``round(batch_size * needle_fraction)`` needle rows (drawn without replacement
+  from the pool, reshuffled when used up) and corpus rows for the rest; the cell's seed sets the
+  initial weights and the draws, so every mixer of one seed sees the same data.
+- Loss: the mean over rows of each row's mean token cross-entropy (so ``--needle-fraction`` is
+  also the needle share of the loss, however few answer tokens a needle row has).
+
+Optimisation: AdamW (``gdn2.train.optim``: no decay on A_log, dt_bias, norms, biases, embeddings),
+linear warm-up then cosine to 10% of ``--lr``, gradient clipping 1.0, bfloat16 autocast entered
+per step around the forward on CUDA only (float32 weights).
+
+Evaluation: ``--eval-examples`` samples per (task, length), the haystack from the *held-out* split
+and keys / values from ``--eval-seed`` (the same samples for every cell of a run). Greedy decoding
+with the model's cache (``gdn2.models.decode``: prefill, then one token per step; constant-size
+state for the recurrent layers), at most the sample's ``max_new_tokens`` (answer tokens + 1), cut
+at end-of-text; scored with RULER's string match (``gdn2.eval.scoring``), in percent. Samples of
+equal prompt length are decoded together as one batch, which gives each the same tokens as
+decoding it alone. A (task, length) whose prompt cannot fit is left out with a warning.
+
+Order and budget: for every (kind, mixer) first seed 0, then seed 1 for all, then seed 2. Before a
+cell starts it is skipped (with a message) when elapsed time plus an estimate of its duration (the
+last cell of the same kind and mixer, else of the same kind, else the slowest so far) would exceed
+``--budget-seconds``; the budget counts the data set-up too. Every finished cell is appended at
+once as one JSON line to ``<out>/needle.jsonl`` (never overwritten); ``--resume`` skips cells
+already recorded there with the same protocol. At the end ``<out>/needle_summary.md`` is rewritten
+from all records (``summarize``): mean +- sample std over seeds per (kind, mixer) x (task, length).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+_T0 = time.perf_counter()  # when run as a script, the budget counts torch's import too
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from experiments.common import environment, parse_list, read_records  # noqa: E402
+from experiments.needle_data import IGNORE_INDEX, DataSpec, NeedleData, _seed, get_data  # noqa: E402
+
+KINDS = {"recurrent": "L", "hybrid": "LS"}
+DEFAULT_MIXERS = "gdn2,kda,gdn,gdn2_b_only,gdn2_w_only,gdn2+neg"
+ALL_TASKS = "S-NIAH-1,S-NIAH-2,S-NIAH-3,MK-NIAH-1"
+RESULTS = "needle.jsonl"
+SUMMARY = "needle_summary.md"
+# fields of a record that must agree for --resume to count it, and that separate summary sections
+PROTOCOL = ("d_model", "num_layers", "num_heads", "intermediate_size", "sliding_window", "seq_len", "steps",
+            "batch_size", "lr", "warmup_steps", "weight_decay", "needle_fraction", "needle_loss", "train_tasks",
+            "train_pool", "vocab_size", "corpus", "eval_tasks", "eval_lengths", "eval_examples", "eval_seed")
+
+
+@dataclass(frozen=True)
+class Cell:
+    kind: str
+    mixer: str
+    seed: int
+
+    def key(self) -> Tuple:
+        return (self.kind, self.mixer, self.seed)
+
+
+def split_mixer(name: str) -> Tuple[str, bool]:
+    """``"gdn2+neg"`` -> ``("gdn2", True)``; validates the preset name."""
+    from gdn2.layers import MIXER_PRESETS
+
+    preset, neg = (name[:-4], True) if name.endswith("+neg") else (name, False)
+    if preset not in MIXER_PRESETS:
+        raise ValueError(f"unknown mixer {name!r}; choose from {', '.join(MIXER_PRESETS)} (each also as NAME+neg)")
+    return preset, neg
+
+
+def cell_order(kinds: Sequence[str], mixers: Sequence[str], seeds: Sequence[int]) -> Iterator[Cell]:
+    """Seed-major: every (kind, mixer) at the first seed, then at the second, ..."""
+    for seed in seeds:
+        for kind in kinds:
+            for mixer in mixers:
+                yield Cell(kind, mixer, seed)
+
+
+def model_config(args, cell: Cell, vocab_size: int, eos_id: int, pad_id: int):
+    from gdn2.models import GDN2Config
+
+    preset, neg = split_mixer(cell.mixer)
+    head = args.d_model // args.num_heads
+    return GDN2Config.from_preset(
+        "tiny", vocab_size=vocab_size, hidden_size=args.d_model, num_hidden_layers=args.num_layers,
+        pattern=KINDS[cell.kind], mixer=preset, negative_eigen=neg, num_heads=args.num_heads, head_k_dim=head,
+        head_v_dim=head, num_attention_heads=args.num_heads, head_dim=head,
+        intermediate_size=args.intermediate_size, sliding_window=args.sliding_window, backend=args.backend,
+        eos_token_id=eos_id, bos_token_id=eos_id, pad_token_id=pad_id)
+
+
+
+# Training and evaluation
+
+def _curve(values: Sequence[float], points: int = 10) -> List[float]:
+    values = [v for v in values if not math.isnan(v)]
+    return [round(statistics.fmean(chunk), 4) for i in range(points)
+            if (chunk := values[i * len(values) // points:(i + 1) * len(values) // points])]
+
+
+def train_cell(model, data: NeedleData, args, cell: Cell, device: torch.device, amp: bool) -> Dict[str, List[float]]:
+    """Train ``model`` in place; returns the per-step total, corpus-row and needle-row losses."""
+    from gdn2.train.optim import build_optimizer, build_scheduler
+
+    optimizer = build_optimizer(model, args.lr, args.weight_decay, (0.9, 0.95))
+    warmup = args.warmup_steps if args.warmup_steps is not None else max(1, args.steps // 10)
+    scheduler = build_scheduler(optimizer, warmup, args.steps, 0.1)
+    generator = torch.Generator().manual_seed(_seed(cell.seed, "corpus"))
+    order = data.needle_order(cell.seed)
+    needles = round(args.batch_size * args.needle_fraction)
+    B, T = args.batch_size, args.seq_len
+    logged = []
+    model.train()
+    for _ in range(args.steps):
+        batch = data.batch(B, needles, order, generator, args.needle_loss)
+        ids = batch["input_ids"].to(device, non_blocking=True)
+        labels = batch["labels"].to(device, non_blocking=True)
+        is_needle = batch["is_needle"].to(device)
+        # autocast entered per step: its cache of bf16 weight copies lives as long as the context
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(input_ids=ids.view(1, -1), cu_seqlens=batch["cu_seqlens"].to(device)).logits
+        ce = F.cross_entropy(logits.view(B * T, -1).float(), labels.view(-1), ignore_index=IGNORE_INDEX,
+                             reduction="none").view(B, T)
+        count = (labels != IGNORE_INDEX).sum(1)
+        valid = count > 0
+        row = ce.sum(1) / count.clamp_min(1)
+        loss = (row * valid).sum() / valid.sum().clamp_min(1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():   # no host sync: a part without rows gives 0 / 0 = nan, dropped from the curves
+            corpus, needle = valid & ~is_needle, valid & is_needle
+            logged.append(torch.stack([loss.detach(), (row * corpus).sum() / corpus.sum(),
+                                       (row * needle).sum() / needle.sum()]))
+    losses = torch.stack(logged).float().cpu().tolist() if logged else []
+    return {name: [step[i] for step in losses] for i, name in enumerate(("total", "corpus", "needle"))}
+
+
+@torch.no_grad()
+def predict(model, data: NeedleData, samples: Sequence[dict], device: torch.device, batch_size: int) -> List[str]:
+    """Greedy answers of ``samples``; samples of equal prompt length are decoded as one batch."""
+    from gdn2.models import decode
+
+    model.eval()
+    eos = data.eos_id
+    prompts = [s["prompt_ids"] if "prompt_ids" in s else data.encoder.encode(s["input"]) for s in samples]
+    groups: Dict[int, List[int]] = defaultdict(list)
+    for i, p in enumerate(prompts):
+        groups[len(p)].append(i)
+    predictions: List[Optional[str]] = [None] * len(samples)
+    for members in groups.values():
+        for k in range(0, len(members), batch_size):
+            chunk = members[k:k + batch_size]
+            ids = torch.tensor([prompts[i] for i in chunk], dtype=torch.long, device=device)
+            steps = max(samples[i]["max_new_tokens"] for i in chunk)
+            out = decode(model, ids, steps, eos_token_id=eos)[:, ids.shape[1]:].tolist()
+            for i, new in zip(chunk, out):
+                new = new[:samples[i]["max_new_tokens"]]
+                predictions[i] = data.tokenizer.decode(new[:new.index(eos)] if eos in new else new)
+    return predictions
+
+
+def run_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool) -> dict:
+    from gdn2.eval.scoring import score_ruler
+    from gdn2.models import GDN2ForCausalLM
+
+    start = time.perf_counter()
+    config = model_config(args, cell, data.tokenizer.vocab_size, data.eos_id, data.pad_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seed(cell.seed, "init"))
+        model = GDN2ForCausalLM(config).to(device)
+    losses = train_cell(model, data, args, cell, device, amp)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    trained = time.perf_counter()
+    predictions = predict(model, data, data.eval_samples, device, args.eval_batch)
+    scores = score_ruler(predictions, data.eval_samples)
+    done = time.perf_counter()
+    accuracy: Dict[str, Dict[str, float]] = defaultdict(dict)
+    for r in scores:
+        accuracy[r["task"]][str(r["context_length"])] = round(r["accuracy"], 2)
+    head = args.d_model // args.num_heads
+    first = {}   # one answer per (task, length), for a look at what the model says
+    for s, pred in zip(data.eval_samples, predictions):
+        first.setdefault((s["task"], s["context_length"]), dict(
+            task=s["task"], context_length=s["context_length"], depth=s["depth"], answer=s["answers"][0],
+            prediction=pred))
+    mean = round(statistics.fmean(r["accuracy"] for r in scores), 2) if scores else None
+    return dict(
+        accuracy=dict(accuracy), mean_accuracy=mean, num_eval=len(predictions), examples=list(first.values()),
+        final_loss=round(statistics.fmean(losses["total"][-10:]), 4) if losses["total"] else None,
+        loss_curve=_curve(losses["total"]), corpus_loss_curve=_curve(losses["corpus"]),
+        needle_loss_curve=_curve(losses["needle"]), pattern=config.pattern, layers="".join(config.layer_kinds),
+        head_dim=head,
+        state_size=config.num_v_heads * head * head,
+        kv_window_size=(2 * args.sliding_window * config.num_key_value_heads * config.head_dim
+                        if "S" in config.pattern else 0),
+        num_parameters=sum(p.numel() for p in model.parameters()), amp=amp,
+        train_seconds=round(trained - start, 3), eval_seconds=round(done - trained, 3),
+        seconds=round(done - start, 3))
+
+
+class Estimator:
+    """Seconds a cell will take: the last of the same (kind, mixer), else of the same kind, else the slowest."""
+
+    def __init__(self):
+        self.last: Dict[Tuple[str, str], float] = {}
+        self.kind: Dict[str, float] = {}
+        self.slowest = 0.0
+
+    def add(self, cell: Cell, seconds: float) -> None:
+        self.last[(cell.kind, cell.mixer)] = self.kind[cell.kind] = seconds
+        self.slowest = max(self.slowest, seconds)
+
+    def __call__(self, cell: Cell) -> float:
+        return self.last.get((cell.kind, cell.mixer), self.kind.get(cell.kind, self.slowest))
+
+
+# The summary
+
+def _fmt_length(n: int) -> str:
+    return f"{n // 1024}K" if n % 1024 == 0 else str(n)
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.1f}"
+
+
+def summarize(results: Path = ROOT / "experiments" / "results", out: Optional[Path] = None) -> str:
+    """``<results>/needle_summary.md`` from ``<results>/needle.jsonl`` (or ``results`` itself if it is a
+    file): per protocol and kind, one row per mixer, accuracy (%) mean ± sample std over seeds for
+    every (task, length) and their average; n = seeds. A cell recorded twice counts once (the latest)."""
+    results = Path(results)
+    path = results if results.is_file() else results / RESULTS
+    out = Path(out) if out is not None else path.parent / SUMMARY
+    latest: Dict[tuple, dict] = {}
+    for r in read_records(path):
+        if r.get("task") == "needle":
+            protocol = tuple((k, json.dumps(r.get(k))) for k in PROTOCOL if k in r)
+            latest[(protocol, r["kind"], r["mixer"], r["seed"])] = r
+    sections: Dict[tuple, Dict[str, Dict[str, List[dict]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
+    for (protocol, kind, mixer, _), r in latest.items():
+        sections[protocol][kind][mixer].append(r)
+    lines = ["# Needle retrieval under interference (experiment 2)", "",
+             "Accuracy (%) of greedy answers (RULER string match) on held-out samples, mean ± sample std over "
+             "seeds (n seeds; ± 0.0 when n = 1). Trained at seq_len tokens on corpus + needle rows; longer "
+             "lengths test length generalisation. State: floats of one recurrent layer's state (heads x K x V).",
+             ""]
+    if not latest:
+        lines.append("No records yet.")
+    kind_order, task_order = list(KINDS), ALL_TASKS.split(",")
+    for protocol, kinds in sections.items():
+        values = {k: json.loads(v) for k, v in protocol}
+        about = ", ".join(f"{k}={v if not isinstance(v, list) else ','.join(map(str, v))}"
+                          for k, v in values.items() if k not in ("eval_tasks", "eval_lengths"))
+        lines += [f"## {about}", ""]
+        for kind in sorted(kinds, key=lambda k: (kind_order.index(k) if k in kind_order else len(kind_order), k)):
+            mixers = kinds[kind]
+            columns = []
+            for rs in mixers.values():
+                for r in rs:
+                    for task, by_length in r["accuracy"].items():
+                        for length in by_length:
+                            columns.append((task, int(length)))
+            columns = sorted(set(columns), key=lambda c: (task_order.index(c[0]) if c[0] in task_order
+                                                          else len(task_order), c[0], c[1]))
+            pattern = next(iter(mixers.values()))[0].get("pattern", KINDS.get(kind, "?"))
+            lines += [f"### {kind} (pattern {pattern})", "",
+                      "| Mixer | State | n | " + " | ".join(f"{t} {_fmt_length(n)}" for t, n in columns)
+                      + " | Average |", "|---|---:|---:|" + "---:|" * (len(columns) + 1)]
+            for mixer, rs in mixers.items():
+                rs = sorted(rs, key=lambda r: r["seed"])
+                cells = []
+                for task, length in columns:
+                    vals = [r["accuracy"][task][str(length)] for r in rs if str(length) in r["accuracy"].get(task, {})]
+                    cells.append(_mean_std(vals) + (f" ({len(vals)})" if len(vals) != len(rs) else "") if vals else "")
+                averages = [statistics.fmean(v for by in r["accuracy"].values() for v in by.values())
+                            for r in rs if r["accuracy"]]
+                lines.append(f"| {mixer} | {rs[0].get('state_size', '')} | {len(rs)} | " + " | ".join(cells)
+                             + f" | {_mean_std(averages) if averages else ''} |")
+            lines.append("")
+    text = "\n".join(lines).rstrip() + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return text
+
+
+# The command line
+
+def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 1)[1])
+    p.add_argument("--kinds", type=parse_list(str), default="recurrent,hybrid",
+                   help="recurrent (pattern L), hybrid (pattern LS) (default %(default)s)")
+    p.add_argument("--mixers", type=parse_list(str), default=DEFAULT_MIXERS, help="presets or PRESET+neg "
+                   "(default %(default)s)")
+    p.add_argument("--seeds", type=parse_list(int), default="0,1,2", help="(default %(default)s)")
+    g = p.add_argument_group("model")
+    g.add_argument("--d-model", type=int, default=256, help="(default %(default)s)")
+    g.add_argument("--num-layers", type=int, default=4, help="(default %(default)s)")
+    g.add_argument("--num-heads", type=int, default=2, help="of every mixer and of attention; head width "
+                   "d_model / heads (default %(default)s)")
+    g.add_argument("--intermediate-size", type=int, default=None, help="MLP width (default 3 x d_model)")
+    g.add_argument("--sliding-window", type=int, default=512, help="of the hybrid's attention (default %(default)s)")
+    g.add_argument("--backend", default="auto", help="operator backend: auto, chunk, triton, recurrent "
+                   "(default %(default)s)")
+    g = p.add_argument_group("training")
+    g.add_argument("--seq-len", type=int, default=1024, help="tokens per training row (default %(default)s)")
+    g.add_argument("--steps", type=int, default=500, help="per cell (default %(default)s)")
+    g.add_argument("--batch-size", type=int, default=32, help="rows per step (default %(default)s)")
+    g.add_argument("--lr", type=float, default=2e-3, help="peak (default %(default)s)")
+    g.add_argument("--warmup-steps", type=int, default=None, help="(default 10%% of --steps)")
+    g.add_argument("--weight-decay", type=float, default=0.1, help="(default %(default)s)")
+    g.add_argument("--needle-fraction", type=float, default=0.5, help="share of needle rows (default %(default)s)")
+    g.add_argument("--needle-loss", choices=("answer", "all"), default="answer",
+                   help="needle rows' loss on the answer only or on all tokens (default %(default)s)")
+    g.add_argument("--train-tasks", type=parse_list(str), default=ALL_TASKS, help="(default %(default)s)")
+    g.add_argument("--train-pool", type=int, default=None,
+                   help="needle training examples (default: as many as one cell uses)")
+    g.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary (default %(default)s)")
+    g.add_argument("--corpus", default="kjv", help="'kjv' or a local .txt/.jsonl/.parquet file or directory "
+                   "(default %(default)s)")
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--eval-tasks", type=parse_list(str), default=ALL_TASKS, help="(default %(default)s)")
+    g.add_argument("--eval-lengths", type=parse_list(int), default="1024,2048,4096", help="(default %(default)s)")
+    g.add_argument("--eval-examples", type=int, default=50, help="per (task, length) (default %(default)s)")
+    g.add_argument("--eval-seed", type=int, default=42, help="(default %(default)s)")
+    g.add_argument("--eval-batch", type=int, default=64, help="prompts decoded together (default %(default)s)")
+    g = p.add_argument_group("run")
+    g.add_argument("--budget-seconds", type=float, default=540.0, help="(default %(default)s)")
+    g.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    g.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA (float32)")
+    g.add_argument("--workers", type=int, default=None, help="processes generating the needle data "
+                   "(default min(16, CPUs) on CUDA, 1 on CPU)")
+    g.add_argument("--out", type=Path, default=ROOT / "experiments" / "results", help="(default %(default)s)")
+    g.add_argument("--resume", action="store_true", help=f"skip cells already in <out>/{RESULTS}")
+    g.add_argument("--summary-only", action="store_true", help=f"only rewrite <out>/{SUMMARY}")
+    args = p.parse_args(argv)
+
+    start = time.perf_counter() if start is None else start
+    path = args.out / RESULTS
+    if args.summary_only:
+        summarize(args.out)
+        print(f"wrote {args.out / SUMMARY}", flush=True)
+        return 0
+    for kind in args.kinds:
+        if kind not in KINDS:
+            p.error(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
+    for m in args.mixers:
+        split_mixer(m)
+    if not 0 <= args.needle_fraction <= 1:
+        p.error("--needle-fraction must be in [0, 1]")
+    if args.intermediate_size is None:
+        args.intermediate_size = 3 * args.d_model
+    if args.d_model % args.num_heads:
+        p.error("--num-heads must divide --d-model")
+    if "hybrid" in args.kinds and args.num_layers < 2:
+        print("WARNING: with one layer the hybrid (pattern LS) has no attention layer: it is the recurrent model",
+              file=sys.stderr, flush=True)
+    needles = round(args.batch_size * args.needle_fraction)
+    if args.train_pool is None:
+        args.train_pool = max(1, args.steps * needles)
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    if device.type != "cuda":
+        print(f"WARNING: running the needle experiment on {device} (no GPU): only tiny settings finish in "
+              "reasonable time", file=sys.stderr, flush=True)
+    amp = device.type == "cuda" and not args.no_amp
+    workers = args.workers if args.workers is not None else (min(16, os.cpu_count() or 1) if device.type == "cuda"
+                                                             else 1)
+    from gdn2.eval.ruler import get_task
+    args.train_tasks = [get_task(t).name for t in args.train_tasks]
+    args.eval_tasks = [get_task(t).name for t in args.eval_tasks]
+    protocol = {k: getattr(args, k) for k in PROTOCOL}
+    spec = DataSpec(args.corpus, args.vocab_size, args.seq_len, tuple(args.train_tasks), args.train_pool,
+                    tuple(args.eval_tasks), tuple(args.eval_lengths), args.eval_examples, args.eval_seed, workers)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if args.resume:
+        for r in read_records(path):
+            if r.get("task") == "needle" and all(r.get(k) == json.loads(json.dumps(v)) for k, v in protocol.items()):
+                done.add(Cell(r["kind"], r["mixer"], r["seed"]).key())
+        print(f"resume: {len(done)} cell(s) of this protocol already in {path}", flush=True)
+
+    data, env, estimate, run, skipped = None, None, Estimator(), 0, 0
+    for cell in cell_order(args.kinds, args.mixers, args.seeds):
+        if cell.key() in done:
+            continue
+        elapsed, guess = time.perf_counter() - start, estimate(cell)
+        if elapsed + guess >= args.budget_seconds:
+            skipped += 1
+            print(f"skip {cell.kind} {cell.mixer} seed={cell.seed}: elapsed {elapsed:.0f}s + estimate {guess:.0f}s "
+                  f"would exceed the budget of {args.budget_seconds:g}s", flush=True)
+            continue
+        if data is None:
+            data = get_data(spec)
+            if data.tokenizer.vocab_size != args.vocab_size:
+                print(f"note: the BPE has {data.tokenizer.vocab_size} ids, not {args.vocab_size}", flush=True)
+            env = environment(device)
+        result = run_cell(args, cell, data, device, amp)
+        record = dict(task="needle", **asdict(cell), **protocol, **result, tokenizer_sha=data.tokenizer_sha,
+                      eval_left_out=data.left_out, data_seconds=round(data.seconds, 3), **env,
+                      date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        with path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        estimate.add(cell, result["seconds"])
+        run += 1
+        by_length = defaultdict(list)
+        for by in result["accuracy"].values():
+            for n, v in by.items():
+                by_length[int(n)].append(v)
+        accs = " ".join(f"{_fmt_length(n)}={statistics.fmean(v):.1f}" for n, v in sorted(by_length.items()))
+        print(f"{cell.kind:>9} {cell.mixer:>12} seed={cell.seed} acc% {accs} loss={result['final_loss']} "
+              f"train {result['train_seconds']:.1f}s eval {result['eval_seconds']:.1f}s", flush=True)
+    summarize(args.out)
+    print(f"done: {run} cell(s) run, {skipped} skipped for the budget, {time.perf_counter() - start:.0f}s; "
+          f"appended to {path}; summary in {args.out / SUMMARY}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(start=_T0))

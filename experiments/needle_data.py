@@ -1,0 +1,181 @@
+"""Data of the needle experiment (``experiments/needle.py``): the tokenizer, the corpus stream, the
+pool of training needles and the held-out evaluation samples, built once per run."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Tuple
+
+import torch
+
+IGNORE_INDEX = -100
+CHUNK = 50            # needle training samples per generator call (depths spread evenly within it)
+TRAIN_SEED = 1234     # keys / values / haystack starts of the training needles (the eval has --eval-seed)
+
+
+def _seed(*parts) -> int:
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    corpus: str
+    vocab_size: int
+    seq_len: int
+    train_tasks: Tuple[str, ...]
+    train_pool: int
+    eval_tasks: Tuple[str, ...]
+    eval_lengths: Tuple[int, ...]
+    eval_examples: int
+    eval_seed: int
+    workers: int
+
+
+class NeedleData:
+    """Tokenizer, corpus stream, needle pool and evaluation samples of one run (see the docstring)."""
+
+    def __init__(self, spec: DataSpec, say: Callable[[str], None] = print):
+        from gdn2.data import Tokenizer, open_corpus
+        from gdn2.eval.harness import WithBos
+        from gdn2.eval.ruler import ProseCorpus, get_task
+
+        start = time.perf_counter()
+        self.spec = spec
+        train_docs = list(open_corpus(spec.corpus, "train"))
+        heldout_docs = list(open_corpus(spec.corpus, "heldout"))
+        self.tokenizer = tok = Tokenizer.train(train_docs, spec.vocab_size)
+        self.tokenizer_sha = hashlib.sha256(tok.backend.to_str().encode()).hexdigest()[:12]
+        self.eos_id, self.pad_id = tok.eos_id, tok.pad_id
+        self.encoder = WithBos(tok, tok.eos_id)
+
+        # the corpus as one stream of <eos> doc <eos> segments; starts[i]: a segment begins at i
+        pieces = [torch.tensor([tok.eos_id] + ids + [tok.eos_id], dtype=torch.long)
+                  for ids in tok.encode_batch(train_docs)]
+        self.stream = torch.cat(pieces)
+        self.starts = torch.zeros(self.stream.numel() + 1, dtype=torch.bool)
+        self.starts[torch.tensor([0] + [p.numel() for p in pieces]).cumsum(0)[:-1]] = True
+        self.starts[-1] = True
+        if self.stream.numel() <= spec.seq_len + 1:
+            raise ValueError(f"the corpus has {self.stream.numel()} tokens, too few for rows of {spec.seq_len}")
+
+        train_prose, heldout_prose = ProseCorpus.from_documents(train_docs), ProseCorpus.from_documents(heldout_docs)
+        train_tasks = [get_task(t).name for t in spec.train_tasks]
+        jobs = [("train", train_tasks[c % len(train_tasks)], spec.seq_len, min(CHUNK, spec.train_pool - c * CHUNK),
+                 _seed(TRAIN_SEED, c)) for c in range(math.ceil(spec.train_pool / CHUNK))]
+        jobs += [("eval", get_task(t).name, n, spec.eval_examples, spec.eval_seed)
+                 for t in spec.eval_tasks for n in spec.eval_lengths]
+        results = _run_jobs(jobs, self.encoder, {"train": train_prose, "eval": heldout_prose}, spec.workers)
+        train, self.eval_samples, self.left_out = [], [], []
+        for job, samples in zip(jobs, results):
+            if isinstance(samples, Exception):
+                if job[0] == "train":
+                    raise ValueError(f"training needles of {job[1]} at {job[2]} tokens: {samples}")
+                self.left_out.append(f"{job[1]}@{job[2]}")
+                say(f"WARNING: {job[1]} at {job[2]} tokens left out of the evaluation: {samples}")
+                continue
+            (train if job[0] == "train" else self.eval_samples).extend(samples)
+        self._build_pool(train)
+        self.seconds = time.perf_counter() - start
+        say(f"data: {len(train_docs)} training documents, {self.stream.numel():,} tokens (vocabulary "
+            f"{tok.vocab_size}); {len(train)} needle rows; {len(self.eval_samples)} evaluation samples; "
+            f"{self.seconds:.1f}s")
+
+    def _build_pool(self, samples: List[dict]) -> None:
+        T, n = self.spec.seq_len, len(samples)
+        self.pool_ids = torch.full((n, T), self.pad_id, dtype=torch.long)
+        self.pool_answer = torch.full((n, T), IGNORE_INDEX, dtype=torch.long)   # labels on the answer only
+        self.pool_all = torch.full((n, T), IGNORE_INDEX, dtype=torch.long)      # labels on every token
+        self.pool_len = torch.zeros(n, dtype=torch.long)
+        for i, s in enumerate(samples):
+            prompt = s["prompt_ids"]
+            row = (prompt + self.tokenizer.encode(" " + s["answers"][0]) + [self.eos_id])[:T]
+            L = len(row)
+            ids = torch.tensor(row)
+            self.pool_ids[i, :L] = ids
+            self.pool_all[i, :L - 1] = ids[1:]
+            self.pool_answer[i, len(prompt) - 1:L - 1] = ids[len(prompt):]
+            self.pool_len[i] = L
+
+    def corpus_rows(self, n: int, generator: torch.Generator):
+        """``n`` random windows: input ids, labels and the segment starts inside each row ``[n, T]``."""
+        T = self.spec.seq_len
+        first = torch.randint(0, self.stream.numel() - T, (n,), generator=generator)
+        index = first[:, None] + torch.arange(T + 1)
+        tokens, starts = self.stream[index], self.starts[index]
+        labels = tokens[:, 1:].masked_fill(starts[:, 1:], IGNORE_INDEX)   # no prediction across a boundary
+        return tokens[:, :-1], labels, starts[:, :-1]
+
+    def batch(self, rows: int, needles: int, order: Iterator[int], generator: torch.Generator,
+              needle_loss: str) -> Dict[str, torch.Tensor]:
+        """One training batch: ``needles`` pool rows (the next of ``order``), the rest corpus rows."""
+        T = self.spec.seq_len
+        pick = torch.tensor([next(order) for _ in range(needles)], dtype=torch.long)
+        ids_c, labels_c, starts_c = self.corpus_rows(rows - needles, generator)
+        starts_n = torch.zeros(needles, T, dtype=torch.bool)
+        ends = self.pool_len[pick]
+        starts_n[ends < T, ends[ends < T]] = True       # padding after the example is its own segment
+        labels_n = (self.pool_answer if needle_loss == "answer" else self.pool_all)[pick]
+        ids = torch.cat([self.pool_ids[pick], ids_c])
+        starts = torch.cat([starts_n, starts_c])
+        starts[:, 0] = True
+        flat = torch.nonzero(starts.flatten()).flatten()
+        cu_seqlens = torch.cat([flat, torch.tensor([rows * T])]).to(torch.int32)
+        return {"input_ids": ids, "labels": torch.cat([labels_n, labels_c]), "cu_seqlens": cu_seqlens,
+                "is_needle": torch.arange(rows) < needles}
+
+    def needle_order(self, seed: int) -> Iterator[int]:
+        """Pool indices without replacement, reshuffled (by ``seed``) whenever the pool is used up."""
+        g = torch.Generator().manual_seed(_seed(seed, "needles"))
+        while True:
+            yield from torch.randperm(self.pool_ids.shape[0], generator=g).tolist()
+
+
+_JOB_CONTEXT: dict = {}
+
+
+def _job(job):
+    part, task, length, num, seed = job
+    from gdn2.eval.ruler import generate_niah
+
+    encoder = _JOB_CONTEXT["encoder"]
+    try:
+        samples = generate_niah(task, length, num, encoder, seed=seed, haystack=_JOB_CONTEXT["prose"][part])
+    except ValueError as e:   # the prompt does not fit the length
+        return e
+    for s in samples:   # the model's input: end-of-text, then the prompt (as gdn2.eval.harness feeds it)
+        s["prompt_ids"] = encoder.encode(s["input"])
+    return samples
+
+
+def _run_jobs(jobs, encoder, prose, workers: int):
+    _JOB_CONTEXT.update(encoder=encoder, prose=prose)
+    if workers <= 1 or len(jobs) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_job(j) for j in jobs]
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"   # forked workers: no Rust thread pool, no warning
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_job, jobs))
+    finally:
+        if previous is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
+
+
+_DATA_CACHE: Dict[DataSpec, NeedleData] = {}
+
+
+def get_data(spec: DataSpec, say: Callable[[str], None] = print) -> NeedleData:
+    """The run's data, built once per process and spec."""
+    if spec not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[spec] = NeedleData(spec, say)
+    return _DATA_CACHE[spec]

