@@ -270,7 +270,9 @@ def _fmt_length(n: int) -> str:
 
 
 def _mean_std(values: Sequence[float]) -> str:
-    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.1f}"
+    if len(values) < 2:  # a sample std needs two seeds
+        return f"{statistics.fmean(values):.1f}"
+    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
 def summarize(results: Path = ROOT / "experiments" / "results", out: Optional[Path] = None) -> str:
@@ -291,7 +293,7 @@ def summarize(results: Path = ROOT / "experiments" / "results", out: Optional[Pa
         sections[protocol][kind][mixer].append(r)
     lines = ["# Needle retrieval under interference (experiment 2)", "",
              "Accuracy (%) of greedy answers (RULER string match) on held-out samples, mean ± sample std over "
-             "seeds (n seeds; ± 0.0 when n = 1). Trained at seq_len tokens on corpus + needle rows; longer "
+             "seeds (n seeds; the mean alone when n = 1). Trained at seq_len tokens on corpus + needle rows; longer "
              "lengths test length generalisation. State: floats of one recurrent layer's state (heads x K x V).",
              ""]
     if not latest:

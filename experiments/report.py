@@ -58,7 +58,7 @@ def mqar_rows(records: Sequence[dict]) -> List[dict]:
 
 def mqar_markdown(rows: Sequence[dict], plot_note: str = "") -> str:
     lines = ["# MQAR results", "",
-             "Accuracy (%) at the best learning rate (by mean over seeds), mean ± sample std over the n seeds "
+             "Accuracy (%) at the best learning rate (by mean over seeds), mean ± sample std over the n seeds (the mean alone when n = 1) "
              "at that LR. State: floats of one layer's recurrent state (heads x K x V); for attention, its KV "
              "cache at seq_len. The other LRs are shown as lr: mean (n).", ""]
     if not rows:
@@ -75,7 +75,8 @@ def mqar_markdown(rows: Sequence[dict], plot_note: str = "") -> str:
         others = ", ".join(f"{lr:g}: {100 * m:.1f} ({n})" for lr, (m, n) in r["lrs"].items())
         state = f"{r['state_size']}" + (" (KV)" if r["state_kind"] == "kv_cache" else "")
         lines.append(f"| {r['mixer']} | {r['d_model']} | {state} | {r['best_lr']:g} | "
-                     f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {r['n']} | {others} |")
+                     + (f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}" if r['n'] > 1 else f"{100 * r['mean']:.1f}")
+                     + f" | {r['n']} | {others} |")
     if plot_note:
         lines += ["", plot_note]
     return "\n".join(lines) + "\n"

@@ -136,5 +136,5 @@ def test_report_mean_and_std(tmp_path):
     md = (tmp_path / "mqar_summary.md").read_text()
     assert "## T=256, P=64" in md
     assert "| gdn2 | 64 | 2048 | 0.01 | 70.0 ± 10.0 | 3 | 0.003: 55.0 (1), 0.01: 70.0 (3) |" in md
-    assert "| attention | 64 | 32768 (KV) | 0.003 | 100.0 ± 0.0 | 1 |" in md
+    assert "| attention | 64 | 32768 (KV) | 0.003 | 100.0 | 1 |" in md  # no std from one seed
     assert (tmp_path / "mqar_accuracy.png").exists() or "matplotlib is not installed" in md
