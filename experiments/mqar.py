@@ -22,8 +22,8 @@ Budget: before a cell starts it is skipped (with a message) when elapsed time pl
 its duration (the last cell of the same mixer and d_model, scaled by seq_len and steps; else the
 slowest cell so far, scaled) would exceed ``--budget-seconds``. Skipped cells are not written.
 
-On CUDA, ``--prefetch-workers`` threads make ``train_mqar``'s batch-generation calls ahead of time
-(the same calls and seeds, so the same data) to overlap CPU data generation with GPU steps.
+On CUDA, ``--prefetch-workers`` threads generate ``train_mqar``'s training batches ahead of time
+(its ``prefetch``: the same batches) to overlap CPU data generation with GPU steps.
 
 Every finished cell is appended at once as one JSON line to ``<out>/mqar.jsonl`` (never
 overwritten). ``--resume`` skips cells already recorded there with the same protocol (steps, batch,
@@ -38,10 +38,7 @@ import json
 import math
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -52,7 +49,6 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-import gdn2.eval.mqar_train as mqar_train  # noqa: E402
 from experiments.common import environment, parse_list, read_records  # noqa: E402
 from gdn2.eval.mqar_train import ATTENTION, mqar_config, mqar_mixers, train_mqar  # noqa: E402
 
@@ -139,41 +135,6 @@ class Estimator:
         return self.last.get((cell.mixer, cell.d_model), self.slowest) * steps * cell.seq_len
 
 
-@contextmanager
-def prefetch(pool: Optional[ThreadPoolExecutor], cell: Cell, steps: int, batch_size: int, vocab_size: int,
-             lookahead: int = 8, power_a: float = 0.01):
-    """Makes ``train_mqar``'s own training-batch calls (``mqar_batch`` with the same arguments and
-    seeds) ahead of time in ``pool``, so CPU data generation overlaps GPU steps; identical data.
-    Any call it did not foresee goes straight to ``mqar_batch``."""
-    original = mqar_train.mqar_batch
-    if pool is None:
-        yield
-        return
-    args = (batch_size, cell.seq_len, cell.num_kv_pairs, vocab_size, power_a)
-    seeds = iter([mqar_train._seed(cell.seed, "train", i) for i in range(steps)])
-    futures = {}
-
-    def submit(n):
-        for s in islice(seeds, n):
-            futures[s] = pool.submit(original, *args, seed=s)
-
-    def batch(*a, seed=0, **kw):
-        future = futures.pop(seed, None) if a == args and not kw else None
-        if future is None:
-            return original(*a, seed=seed, **kw)
-        submit(1)
-        return future.result()
-
-    submit(lookahead)
-    mqar_train.mqar_batch = batch
-    try:
-        yield
-    finally:
-        mqar_train.mqar_batch = original
-        for future in futures.values():
-            future.cancel()
-
-
 def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -216,7 +177,6 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
               file=sys.stderr, flush=True)
     amp = device.type == "cuda" and not args.no_amp
     workers = args.prefetch_workers if args.prefetch_workers is not None else 4 * (device.type == "cuda")
-    pool = ThreadPoolExecutor(workers) if workers > 0 else None
     env = environment(device)
     protocol = dict(steps=args.steps, batch_size=args.batch_size, vocab_size=args.vocab_size,
                     num_layers=args.num_layers, num_heads=args.num_heads)
@@ -256,9 +216,9 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         config = mqar_config(preset, vocab_size=args.vocab_size, hidden_size=cell.d_model,
                              num_layers=args.num_layers, num_heads=args.num_heads,
                              **({"negative_eigen": True} if neg else {}))
-        with prefetch(pool, cell, args.steps, args.batch_size, args.vocab_size, 2 * workers):
-            result = train_mqar(config, cell.seq_len, cell.num_kv_pairs, args.steps, cell.lr, cell.seed,
-                                batch_size=args.batch_size, num_test=args.num_test, device=device, amp=amp)
+        result = train_mqar(config, cell.seq_len, cell.num_kv_pairs, args.steps, cell.lr, cell.seed,
+                            batch_size=args.batch_size, num_test=args.num_test, device=device, amp=amp,
+                            prefetch=workers)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         size, kind = state_size(config, cell.seq_len)
@@ -281,8 +241,6 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         (bar.write(message) if bar is not None and not args.no_progress else print(message, flush=True))
     if bar is not None:
         bar.close()
-    if pool is not None:
-        pool.shutdown(cancel_futures=True)
     print(f"done: {run} cell(s) run, {skipped} skipped for the budget, {time.perf_counter() - start:.0f}s; "
           f"appended to {path}", flush=True)
     return 0

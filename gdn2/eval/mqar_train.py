@@ -25,15 +25,17 @@ import hashlib
 import json
 import math
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Callable, Iterator, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
 from .likelihood import progress_bar
-from .mqar import IGNORE_INDEX, mqar_batch
+from .mqar import IGNORE_INDEX, MQARData, mqar_batch
 
 ATTENTION = "attention"
 ZOOLOGY_VOCAB = 8192
@@ -139,10 +141,24 @@ def evaluate_mqar(model, seq_len: int, num_kv_pairs: int, num_examples: int = 25
     return correct / total
 
 
+def _training_batches(steps: int, workers: int, make: Callable[[int], MQARData]) -> Iterator[MQARData]:
+    """``make(step)`` for every step in order, computed up to ``2 * workers`` steps ahead."""
+    if workers <= 0:
+        yield from map(make, range(steps))
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        ahead = deque(pool.submit(make, step) for step in range(min(2 * workers, steps)))
+        for step in range(len(ahead), steps + len(ahead)):
+            data = ahead.popleft().result()
+            if step < steps:
+                ahead.append(pool.submit(make, step))
+            yield data
+
+
 def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 300, lr: float = 3e-3, seed: int = 0,
                *, batch_size: int = 32, num_test: int = 256, warmup_steps: Optional[int] = None,
                weight_decay: float = 0.1, power_a: float = 0.01, device: Union[str, torch.device] = "cpu",
-               amp: bool = False, progress: bool = False) -> MQARResult:
+               amp: bool = False, prefetch: int = 0, progress: bool = False) -> MQARResult:
     """Train a fresh model of ``config`` on MQAR at (``seq_len``, ``num_kv_pairs``) and test it.
 
     Args:
@@ -156,6 +172,8 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
         weight_decay: AdamW's, except on biases, norms and the gates' ``A_log`` / ``dt_bias``.
         device: where to train.
         amp: bfloat16 autocast of each training forward (float32 weights; the test runs in float32).
+        prefetch: threads generating the next training batches while the device trains (the same
+            batches; pays when a GPU step is shorter than generating a batch on the CPU).
         progress: show a progress bar with the loss.
 
     Returns:
@@ -182,9 +200,9 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
     losses: List[float] = []
     bar = progress_bar(range(steps), desc=f"MQAR {describe(config)} T={seq_len} P={num_kv_pairs}",
                        enabled=progress, unit="step")
-    for step in bar:
-        data = mqar_batch(batch_size, seq_len, num_kv_pairs, config.vocab_size, power_a,
-                          seed=_seed(seed, "train", step))
+    batches = _training_batches(steps, prefetch, lambda step: mqar_batch(
+        batch_size, seq_len, num_kv_pairs, config.vocab_size, power_a, seed=_seed(seed, "train", step)))
+    for step, data in zip(bar, batches):
         # autocast is entered per step: its cache of low-precision weight copies lives as long as
         # the context, so one context around the whole loop would train on the initial weights
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp):

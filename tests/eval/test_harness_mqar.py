@@ -72,3 +72,26 @@ def test_mixed_precision_training_learns():
     result = train_mqar(config, seq_len=64, num_kv_pairs=8, steps=40, lr=3e-3, batch_size=32, num_test=16, amp=True)
     first, last = sum(result.losses[:8]) / 8, sum(result.losses[-8:]) / 8
     assert last < first - 0.1, (first, last)
+
+
+def test_prefetch_gives_the_same_batches():
+    import threading
+
+    import gdn2.eval.mqar_train as mqar_train
+
+    config = mqar_train.mqar_config("attention", vocab_size=64, hidden_size=32)
+    run = lambda **kw: mqar_train.train_mqar(config, 32, 4, 4, 3e-3, 0, batch_size=4, num_test=8, **kw)  # noqa: E731
+    plain = run()
+    original, threads = mqar_train.mqar_batch, set()
+
+    def spy(*a, **kw):
+        threads.add(threading.current_thread() is threading.main_thread())
+        return original(*a, **kw)
+
+    mqar_train.mqar_batch = spy
+    try:
+        fetched = run(prefetch=2)
+    finally:
+        mqar_train.mqar_batch = original
+    assert fetched.losses == plain.losses and fetched.accuracy == plain.accuracy
+    assert threads == {True, False}  # validation / test on the main thread, training batches in the pool

@@ -62,32 +62,6 @@ def test_unknown_mixer_is_rejected():
     assert mqar.split_mixer("gdn2_b_only") == ("gdn2_b_only", False)
 
 
-def test_prefetch_gives_the_same_batches():
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    import gdn2.eval.mqar_train as mqar_train
-
-    config = mqar_train.mqar_config("attention", vocab_size=64, hidden_size=32)
-    cell = mqar.Cell("attention", 32, 32, 4, 3e-3, 0)
-    run = lambda: mqar_train.train_mqar(config, 32, 4, 4, 3e-3, 0, batch_size=4, num_test=8)  # noqa: E731
-    plain = run()
-    original, threads = mqar_train.mqar_batch, set()
-
-    def spy(*a, **kw):
-        threads.add(threading.current_thread() is threading.main_thread())
-        return original(*a, **kw)
-
-    mqar_train.mqar_batch = spy
-    try:
-        with ThreadPoolExecutor(2) as pool, mqar.prefetch(pool, cell, 4, 4, 64, lookahead=2):
-            fetched = run()
-    finally:
-        mqar_train.mqar_batch = original
-    assert fetched.losses == plain.losses and fetched.accuracy == plain.accuracy
-    assert threads == {True, False}  # validation / test on the main thread, training batches in the pool
-
-
 def test_cell_order():
     lrs, seeds, mixers = [1e-3, 3e-3, 1e-2, 3e-2], [0, 1, 2], ["a", "b"]
     fake = {("a", 1e-3): 0.1, ("a", 3e-3): 0.5, ("a", 1e-2): 0.9, ("a", 3e-2): 0.2,
