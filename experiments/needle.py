@@ -80,7 +80,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from experiments.common import environment, parse_list, read_records  # noqa: E402
-from experiments.needle_data import IGNORE_INDEX, DataSpec, NeedleData, _seed, get_data  # noqa: E402
+from experiments.needle_data import IGNORE_INDEX, DataSpec, NeedleData, get_data  # noqa: E402
+from gdn2.eval.mqar_train import derive_seed  # noqa: E402
 
 KINDS = {"recurrent": "L", "hybrid": "LS"}
 DEFAULT_MIXERS = "gdn2,kda,gdn,gdn2_b_only,gdn2_w_only,gdn2+neg"
@@ -150,7 +151,7 @@ def train_cell(model, data: NeedleData, args, cell: Cell, device: torch.device, 
     optimizer = build_optimizer(model, args.lr, args.weight_decay, (0.9, 0.95))
     warmup = args.warmup_steps if args.warmup_steps is not None else max(1, args.steps // 10)
     scheduler = build_scheduler(optimizer, warmup, args.steps, 0.1)
-    generator = torch.Generator().manual_seed(_seed(cell.seed, "corpus"))
+    generator = torch.Generator().manual_seed(derive_seed(cell.seed, "corpus"))
     order = data.needle_order(cell.seed)
     needles = round(args.batch_size * args.needle_fraction)
     B, T = args.batch_size, args.seq_len
@@ -214,7 +215,7 @@ def run_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool
     start = time.perf_counter()
     config = model_config(args, cell, data.tokenizer.vocab_size, data.eos_id, data.pad_id)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_seed(cell.seed, "init"))
+        torch.manual_seed(derive_seed(cell.seed, "init"))
         model = GDN2ForCausalLM(config).to(device)
     losses = train_cell(model, data, args, cell, device, amp)
     if device.type == "cuda":

@@ -14,14 +14,11 @@ from typing import Callable, Dict, Iterator, List, Tuple
 
 import torch
 
+from gdn2.eval.mqar_train import derive_seed
+
 IGNORE_INDEX = -100
 CHUNK = 50            # needle training samples per generator call (depths spread evenly within it)
 TRAIN_SEED = 1234     # keys / values / haystack starts of the training needles (the eval has --eval-seed)
-
-
-def _seed(*parts) -> int:
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 @dataclass(frozen=True)
@@ -68,7 +65,7 @@ class NeedleData:
         train_prose, heldout_prose = ProseCorpus.from_documents(train_docs), ProseCorpus.from_documents(heldout_docs)
         train_tasks = [get_task(t).name for t in spec.train_tasks]
         jobs = [("train", train_tasks[c % len(train_tasks)], spec.seq_len, min(CHUNK, spec.train_pool - c * CHUNK),
-                 _seed(TRAIN_SEED, c)) for c in range(math.ceil(spec.train_pool / CHUNK))]
+                 derive_seed(TRAIN_SEED, c)) for c in range(math.ceil(spec.train_pool / CHUNK))]
         jobs += [("eval", get_task(t).name, n, spec.eval_examples, spec.eval_seed)
                  for t in spec.eval_tasks for n in spec.eval_lengths]
         results = _run_jobs(jobs, self.encoder, {"train": train_prose, "eval": heldout_prose}, spec.workers)
@@ -132,7 +129,7 @@ class NeedleData:
 
     def needle_order(self, seed: int) -> Iterator[int]:
         """Pool indices without replacement, reshuffled (by ``seed``) whenever the pool is used up."""
-        g = torch.Generator().manual_seed(_seed(seed, "needles"))
+        g = torch.Generator().manual_seed(derive_seed(seed, "needles"))
         while True:
             yield from torch.randperm(self.pool_ids.shape[0], generator=g).tolist()
 

@@ -102,7 +102,7 @@ class MQARResult:
         return {k: v for k, v in asdict(self).items() if k != "losses"}
 
 
-def _seed(*parts) -> int:
+def derive_seed(*parts) -> int:
     """A 63-bit seed from the parts (train and test streams never share a seed)."""
     digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
@@ -129,7 +129,7 @@ def evaluate_mqar(model, seq_len: int, num_kv_pairs: int, num_examples: int = 25
     """Accuracy at the answer positions on ``num_examples`` held-out sequences."""
     was_training = model.training
     model.eval()
-    data = mqar_batch(num_examples, seq_len, num_kv_pairs, model.config.vocab_size, power_a, seed=_seed(seed, "test"))
+    data = mqar_batch(num_examples, seq_len, num_kv_pairs, model.config.vocab_size, power_a, seed=derive_seed(seed, "test"))
     device = model.lm_head.weight.device
     correct = total = 0
     for i in range(0, num_examples, batch_size):
@@ -186,7 +186,7 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
     mqar_batch(1, seq_len, num_kv_pairs, config.vocab_size, power_a)  # validates the setting before training
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_seed(seed, "init"))
+        torch.manual_seed(derive_seed(seed, "init"))
         model = GDN2ForCausalLM(config).to(device).train()
     no_decay = model.no_weight_decay()
     groups = [
@@ -201,7 +201,7 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
     bar = progress_bar(range(steps), desc=f"MQAR {describe(config)} T={seq_len} P={num_kv_pairs}",
                        enabled=progress, unit="step")
     batches = _training_batches(steps, prefetch, lambda step: mqar_batch(
-        batch_size, seq_len, num_kv_pairs, config.vocab_size, power_a, seed=_seed(seed, "train", step)))
+        batch_size, seq_len, num_kv_pairs, config.vocab_size, power_a, seed=derive_seed(seed, "train", step)))
     for step, data in zip(bar, batches):
         # autocast is entered per step: its cache of low-precision weight copies lives as long as
         # the context, so one context around the whole loop would train on the initial weights

@@ -127,7 +127,7 @@ def _prepare(q, k, v, g, b, w, initial_state, cu_seqlens):
         w = torch.full((B, T, HV), w, device=q.device, dtype=torch.float32)
     if cu_seqlens is None:
         # one launch (decoding is host-bound: every small kernel counts)
-        cu = torch.arange(0, (B + 1) * T, max(T, 1), device=q.device, dtype=torch.int32) if T > 0 else \
+        cu = torch.arange(0, (B + 1) * T, T, device=q.device, dtype=torch.int32) if T > 0 else \
             torch.zeros(B + 1, device=q.device, dtype=torch.int32)
         uniform_T = T
     else:
