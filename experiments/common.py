@@ -4,12 +4,13 @@ reading appended JSON-lines results."""
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 from pathlib import Path
 from typing import Callable, List
 
 import torch
+
+from gdn2.bench.env import software_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,18 +27,11 @@ def environment(device: torch.device) -> dict:
         except Exception:
             return None
 
-    def version(name):
-        try:
-            return __import__(name).__version__
-        except Exception:
-            return None
-
     status = git("status", "--porcelain", "--untracked-files=no")
     return dict(device=str(device),
                 device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                torch=torch.__version__, triton=version("triton"), transformers=version("transformers"),
-                tokenizers=version("tokenizers"), python=platform.python_version(),
-                git_commit=git("rev-parse", "--short", "HEAD"), git_dirty=None if status is None else bool(status))
+                **software_versions(), git_commit=git("rev-parse", "--short", "HEAD"),
+                git_dirty=None if status is None else bool(status))
 
 
 def read_records(path: Path) -> List[dict]:

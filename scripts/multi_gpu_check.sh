@@ -133,14 +133,10 @@ if [ "$GIT_COMMIT" != unknown ] && [ -n "$(git status --porcelain --untracked-fi
   GIT_COMMIT="$GIT_COMMIT (+ uncommitted changes)"
 fi
 python3 - "$OUT/env.json" "$DEVICE" "$GIT_COMMIT" <<'EOF' | tee "$OUT/versions.txt"
-import datetime, json, os, platform, sys
+import datetime, json, os, sys
 import torch
+from gdn2.bench.env import software_versions
 path, device, commit = sys.argv[1:4]
-def version(module):
-    try:
-        return __import__(module).__version__
-    except Exception:
-        return None
 nccl = None
 try:
     nccl = ".".join(map(str, torch.cuda.nccl.version())) if torch.cuda.is_available() else None
@@ -148,9 +144,7 @@ except Exception:
     pass
 gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if device != "cpu" else []
 info = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "device": device, "gpus": gpus, "gpu_count": len(gpus), "torch": torch.__version__,
-        "cuda": torch.version.cuda, "nccl": nccl, "triton": version("triton"),
-        "transformers": version("transformers"), "gdn2": version("gdn2"), "python": platform.python_version(),
+        "device": device, "gpus": gpus, "gpu_count": len(gpus), **software_versions(), "nccl": nccl,
         "git_commit": commit, "NCCL_NVLS_ENABLE": os.environ.get("NCCL_NVLS_ENABLE")}
 json.dump(info, open(path, "w"), indent=1)
 print(" ".join(f"{k}={v}" for k, v in info.items()))

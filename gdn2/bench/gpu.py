@@ -9,7 +9,6 @@ then forward and forward+backward are timed as the median of ``triton.testing.do
 from __future__ import annotations
 
 import datetime
-import platform
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
@@ -17,6 +16,7 @@ import torch
 
 from ..ops import gated_delta_rule2
 from ..testing import error
+from .env import software_versions
 
 SHAPES = [(8, 2048), (4, 4096), (2, 8192), (1, 16384)]
 H, K, V = 16, 128, 128
@@ -110,10 +110,7 @@ def machine_ceilings() -> Dict[str, float]:
 
 
 def versions() -> Dict[str, str]:
-    import triton
-    out = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-           "cuda": str(torch.version.cuda), "python": platform.python_version(),
-           "date": datetime.date.today().isoformat()}
+    out = {"gpu": torch.cuda.get_device_name(), **software_versions(), "date": datetime.date.today().isoformat()}
     try:
         import fla
         out["fla"] = getattr(fla, "__version__", "?")

@@ -25,10 +25,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-import gdn2
-
 from ..models import GDN2Config, GDN2ForCausalLM
 from ..train.optim import build_optimizer
+from .env import software_versions
 
 SHAPES: List[Tuple[int, int]] = [(8, 2048), (4, 4096), (2, 8192), (1, 16384)]
 KINDS: Dict[str, str] = {"hybrid": "LS", "recurrent": "L", "transformer": "A"}
@@ -183,16 +182,10 @@ def time_training(config: GDN2Config, batch: int, seq_len: int, device="cuda", s
 
 
 def versions(device: torch.device, size: str) -> Dict:
-    try:
-        import triton
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = "not installed"
     now = datetime.datetime.now()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()})"
-    return {"gpu": gpu, "torch": torch.__version__, "triton": triton_version, "gdn2": gdn2.__version__,
-            "cuda": str(torch.version.cuda), "python": platform.python_version(),
-            "date": now.strftime("%Y-%m-%d"), "time": now.strftime("%H%M"), "size": size}
+    return {"gpu": gpu, **software_versions(), "date": now.strftime("%Y-%m-%d"), "time": now.strftime("%H%M"),
+            "size": size}
 
 
 def run(size: str = "340m", kinds: Sequence[str] = tuple(KINDS), mixers: Sequence[str] = MIXERS,
