@@ -9,7 +9,7 @@
 # Phases, each under `timeout`, its output tee'd into OUT/NAME.log; a failed phase does not stop
 # the later ones (set -uo pipefail, no -e):
 #   single       1 GPU: the ~340M hybrid (hidden 1024, 24 layers LS, 8 heads of 128, MLP 2816 =
-#                gdn2.bench.throughput SIZES["340m"]; the vocabulary comes from the BPE trained on the
+#                the GDN2Config preset hybrid_340m; the vocabulary comes from the BPE trained on the
 #                corpus, <= VOCAB), seq_len 2048, global batch 16 rows (32K tokens), micro-batches of
 #                8 rows (grad_accum 2), bf16 autocast, STEPS steps; eval only at the start and end;
 #                one checkpoint at the end; trains the tokenizer the later runs reuse.
@@ -66,9 +66,7 @@ if [ "$MODEL" = tiny ]; then
   VOCAB=${VOCAB:-384}; SEQ_LEN=${SEQ_LEN:-64}; GLOBAL_BATCH=${GLOBAL_BATCH:-4}; MICRO=${MICRO:-2}
   EVAL_TOKENS=${EVAL_TOKENS:-256}
 else
-  MODEL_ARGS=(--model hybrid --model-overrides pattern=LS mixer=gdn2 hidden_size=1024 num_hidden_layers=24
-              num_heads=8 head_k_dim=128 head_v_dim=128 num_attention_heads=8 head_dim=128
-              intermediate_size=2816 sliding_window=2048)
+  MODEL_ARGS=(--model hybrid_340m)
   VOCAB=${VOCAB:-32000}; SEQ_LEN=${SEQ_LEN:-2048}; GLOBAL_BATCH=${GLOBAL_BATCH:-16}; MICRO=${MICRO:-8}
   EVAL_TOKENS=${EVAL_TOKENS:-16384}
 fi

@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..models import GDN2Config, GDN2ForCausalLM
+from ..models import PRESETS, GDN2Config, GDN2ForCausalLM
 from ..train.optim import build_optimizer
 from .env import software_versions
 
@@ -33,10 +33,8 @@ SHAPES: List[Tuple[int, int]] = [(8, 2048), (4, 4096), (2, 8192), (1, 16384)]
 KINDS: Dict[str, str] = {"hybrid": "LS", "recurrent": "L", "transformer": "A"}
 MIXERS: Tuple[str, ...] = ("gdn2", "kda", "gdn")
 SIZES: Dict[str, Dict] = {
-    # the paper's 340M shapes (FLA's 340M recipe)
-    "340m": dict(hidden_size=1024, num_hidden_layers=24, num_heads=8, head_k_dim=128, head_v_dim=128,
-                 num_attention_heads=8, head_dim=128, intermediate_size=2816, vocab_size=32000,
-                 sliding_window=2048),
+    # the paper's 340M shapes (FLA's 340M recipe); each cell set's kind gives the pattern
+    "340m": {k: v for k, v in PRESETS["hybrid_340m"].items() if k != "pattern"},
     # CPU smoke tests only: every code path, none of the cost
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_heads=2, head_k_dim=32, head_v_dim=32,
                  num_attention_heads=2, head_dim=32, intermediate_size=128, vocab_size=256, sliding_window=16),

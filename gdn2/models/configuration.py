@@ -15,6 +15,8 @@ LAYER_KINDS = {"L": "linear-recurrent mixer + MLP", "A": "full attention + MLP",
 _SMALL = dict(vocab_size=32000, hidden_size=768, num_hidden_layers=12, num_heads=6, head_k_dim=128,
               head_v_dim=128, num_attention_heads=6, head_dim=128, intermediate_size=2048,
               sliding_window=2048)
+_M340 = dict(vocab_size=32000, hidden_size=1024, num_hidden_layers=24, num_heads=8, head_k_dim=128,
+             head_v_dim=128, num_attention_heads=8, head_dim=128, intermediate_size=2816, sliding_window=2048)
 _PAPER = dict(vocab_size=32000, hidden_size=2048, num_heads=16, head_k_dim=128,
               head_v_dim=128, num_attention_heads=16, head_dim=128, intermediate_size=5632,
               sliding_window=2048)
@@ -28,6 +30,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "recurrent": dict(_SMALL, pattern="L"),
     "hybrid": dict(_SMALL, pattern="LS"),
     "hybrid_3to1": dict(_SMALL, pattern="LLLA"),
+    # FLA's 340M recipe as the paper's hybrid: the throughput benchmark and the multi-GPU run
+    "hybrid_340m": dict(_M340, pattern="LS"),
     # the paper's 1.3B shapes (d_model 2048, 16 heads, d_k = d_v = 128), for throughput and memory work
     "paper_1.3b": dict(_PAPER, pattern="L", num_hidden_layers=18),           # 1.29B parameters
     "paper_1.3b_hybrid": dict(_PAPER, pattern="LS", num_hidden_layers=20),   # 1.26B parameters
@@ -101,8 +105,8 @@ class GDN2Config(PretrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "GDN2Config":
-        """A named configuration (``PRESETS``: tiny, recurrent, hybrid, hybrid_3to1, paper_1.3b,
-        paper_1.3b_hybrid) with any field overridden."""
+        """A named configuration (``PRESETS``: tiny, recurrent, hybrid, hybrid_3to1, hybrid_340m,
+        paper_1.3b, paper_1.3b_hybrid) with any field overridden."""
         if name not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
         return cls(**{**PRESETS[name], **overrides})
