@@ -82,7 +82,7 @@ def main(Ks=(128, 256), only=None):
                                                  USE_DHT=True, STORE_DH0=True, PREC=PREC), num_warps=8)
         ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=32, BV=32, SCRATCH=1, B_MODE=2, W_MODE=2,
                                                  PREC=PREC), num_warps=8)
-        ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=16, SUB=16, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC),
+        ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=32, SUB=16, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC),
                     num_warps=8)
         ok &= check(fused_recurrent_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BK=BK, BV=32, **gates, USE_H0=True,
                                                      STORE_HT=True))

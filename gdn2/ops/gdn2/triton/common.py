@@ -77,12 +77,18 @@ def chunk_gates(g, b, k, t0, o_t, L, i_h, H: tl.constexpr, o_k, K: tl.constexpr,
         b_gam = tl.full([BT, 1], 1.0, tl.float32)
         b_tail = tl.full([BT, 1], 1.0, tl.float32)
         b_dec = tl.full([BK], 1.0, tl.float32)
+    return b_k, apply_erase(b_k, b, t0, o_t, L, i_h, H, o_k, K, B_MODE), b_gam, b_tail, b_dec
+
+
+@triton.jit
+def apply_erase(b_k, b, t0, rows, L, i_h, H: tl.constexpr, o_k, K: tl.constexpr, B_MODE: tl.constexpr):
+    """e = b * k for rows ``t0 + rows`` of key head ``i_h`` (``b_k`` already loaded); k without b."""
     b_e = b_k
     if B_MODE == GATE_CHANNEL:
-        b_e = b_k * load_rows(b, t0, o_t, L, i_h, H, o_k, K)
+        b_e = b_k * load_rows(b, t0, rows, L, i_h, H, o_k, K)
     elif B_MODE == GATE_SCALAR:
-        b_e = b_k * load_scalar_rows(b, t0, o_t, L, i_h, H)[:, None]
-    return b_k, b_e, b_gam, b_tail, b_dec
+        b_e = b_k * load_scalar_rows(b, t0, rows, L, i_h, H)[:, None]
+    return b_e
 
 
 @triton.jit

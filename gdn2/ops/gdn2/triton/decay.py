@@ -13,33 +13,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import GATE_CHANNEL, GATE_SCALAR, load_rows, load_scalar_rows
-
-OPERAND_Q: tl.constexpr = tl.constexpr(0)   # scale * q
-OPERAND_K: tl.constexpr = tl.constexpr(1)   # k
-OPERAND_E: tl.constexpr = tl.constexpr(2)   # b * k
-
+from .common import apply_erase, load_rows
 
 @triton.jit
 def block_cumsum(x, BT: tl.constexpr, SUB: tl.constexpr, BK: tl.constexpr, REVERSE: tl.constexpr):
     """Cumulative sum down the rows of each SUB-row block of a [BT, BK] tile."""
     return tl.reshape(tl.cumsum(tl.reshape(x, (BT // SUB, SUB, BK)), axis=1, reverse=REVERSE), (BT, BK))
-
-
-@triton.jit
-def load_operand(q, k, b, t0, rows, L, i_h, H: tl.constexpr, o_k, K: tl.constexpr, scale,
-                 WHICH: tl.constexpr, B_MODE: tl.constexpr):
-    """Rows of scale * q, k or e = b * k (float32, zeros outside the chunk)."""
-    if WHICH == OPERAND_Q:
-        x = load_rows(q, t0, rows, L, i_h, H, o_k, K) * scale
-    else:
-        x = load_rows(k, t0, rows, L, i_h, H, o_k, K)
-        if WHICH == OPERAND_E:
-            if B_MODE == GATE_CHANNEL:
-                x = x * load_rows(b, t0, rows, L, i_h, H, o_k, K)
-            elif B_MODE == GATE_SCALAR:
-                x = x * load_scalar_rows(b, t0, rows, L, i_h, H)[:, None]
-    return x
 
 
 @triton.jit
@@ -108,7 +87,7 @@ def decay_diag_blocks(p_M1, p_M2, p_out, q, k, g, b, t0, L, i_h, scale, o_k,
         tl.store(p_o, tl.sum(b_M * b_k[None, :, :], axis=1))
         tl.store(p_o + BT * BK, tl.sum(b_M * b_q[:, None, :], axis=0))
         if ERASE:
-            b_e = load_operand(q, k, b, t0, rows, L, i_h, H, o_k, K, scale, OPERAND_E, B_MODE)
+            b_e = apply_erase(b_k, b, t0, rows, L, i_h, H, o_k, K, B_MODE)
             b_M = tl.load(p_M2 + p_blk)[:, :, None] * b_D
             tl.store(p_o + 2 * BT * BK, tl.sum(b_M * b_k[None, :, :], axis=1))
             tl.store(p_o + 3 * BT * BK, tl.sum(b_M * b_e[:, None, :], axis=0))

@@ -14,7 +14,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, chunk_gates, load_rows, load_scalar_rows
+from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, apply_erase, chunk_gates, load_rows,
+                     load_scalar_rows)
 from .decay import anchor_factor, block_cumsum
 
 
@@ -42,11 +43,7 @@ def chunk_intra_fwd_kernel(
             b_k = load_rows(k, t0, o_t, L, i_h, H, o_k, K)
             b_g = load_rows(g, t0, o_t, L, i_h, H, o_k, K)
             b_gn = load_rows(g, t0, o_t + 1, L, i_h, H, o_k, K)     # g of the next row
-            b_e = b_k
-            if B_MODE == GATE_CHANNEL:
-                b_e = b_k * load_rows(b, t0, o_t, L, i_h, H, o_k, K)
-            if B_MODE == GATE_SCALAR:
-                b_e = b_k * load_scalar_rows(b, t0, o_t, L, i_h, H)[:, None]
+            b_e = apply_erase(b_k, b, t0, o_t, L, i_h, H, o_k, K, B_MODE)
             # rows: exp of sum over (a(r), r]
             b_gloc = block_cumsum(tl.where((off == 0)[:, None], 0.0, b_g), BT, SUB, BK, False)
             b_lq = b_q * tl.exp(b_gloc)
@@ -65,11 +62,7 @@ def chunk_intra_fwd_kernel(
             b_k = load_rows(k, t0, o_t, L, i_h, H, o_k, K)
             b_Aqk += tl.dot(b_q, tl.trans(b_k), input_precision=PREC)
             if ERASE:
-                b_e = b_k
-                if B_MODE == GATE_CHANNEL:
-                    b_e = b_k * load_rows(b, t0, o_t, L, i_h, H, o_k, K)
-                if B_MODE == GATE_SCALAR:
-                    b_e = b_k * load_scalar_rows(b, t0, o_t, L, i_h, H)[:, None]
+                b_e = apply_erase(b_k, b, t0, o_t, L, i_h, H, o_k, K, B_MODE)
                 b_T += tl.dot(b_e, tl.trans(b_k), input_precision=PREC)
         if G_MODE == GATE_SCALAR:
             # exp of sum over (s, r]: cumulative sum down the rows of g_r masked to r > s
@@ -101,14 +94,11 @@ def chunk_intra_fwd_kernel(
                 o_k = i_k * BK + tl.arange(0, BK)
                 b_g = load_rows(g, t0, rows, L, i_h, H, o_k, K)
                 b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
-                b_kD = load_rows(k, t0, rows, L, i_h, H, o_k, K)[None, :, :] * b_D
+                b_kr = load_rows(k, t0, rows, L, i_h, H, o_k, K)
+                b_kD = b_kr[None, :, :] * b_D
                 b_dqk += tl.sum(load_rows(q, t0, rows, L, i_h, H, o_k, K)[:, None, :] * b_kD, axis=2) * scale
                 if ERASE:
-                    b_e = load_rows(k, t0, rows, L, i_h, H, o_k, K)
-                    if B_MODE == GATE_CHANNEL:
-                        b_e = b_e * load_rows(b, t0, rows, L, i_h, H, o_k, K)
-                    if B_MODE == GATE_SCALAR:
-                        b_e = b_e * load_scalar_rows(b, t0, rows, L, i_h, H)[:, None]
+                    b_e = apply_erase(b_kr, b, t0, rows, L, i_h, H, o_k, K, B_MODE)
                     b_dt += tl.sum(b_e[:, None, :] * b_kD, axis=2)
             p_blk = (t0 + rows[:, None]) * H * BT + i_h * BT + rows[None, :]
             m_blk = (rows < L)[:, None]
