@@ -45,8 +45,9 @@ def main():
                                                                      False, store_o=False, store_h=True,
                                                                      store_r=True))),
         ("backward, all stages", bench(lambda: chunk_bwd(qf, kf, vf, gf, bf, wf, None, scale, cu, chunks, do, None))),
-        ("backward, key kernel on 16 columns", bench(lambda: chunk_bwd(qf, kf, vf, gf, bf, wf, None, scale, cu, chunks,
-                                                                      do, None, key_block=16))),
+        *[(f"backward, key kernel on {n} columns", bench(lambda n=n: chunk_bwd(qf, kf, vf, gf, bf, wf, None, scale, cu,
+                                                                             chunks, do, None, key_block=n)))
+          for n in (16, 64)],
     ]
     print(f"| stage ({a.B}x{a.T}, {torch.cuda.get_device_name()}) | ms |")
     print("|---|---|")

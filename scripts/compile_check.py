@@ -14,7 +14,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from gdn2.ops.gdn2.triton.backward import chunk_bwd_key_kernel, chunk_bwd_value_kernel, chunk_state_bwd_kernel
+from gdn2.ops.gdn2.triton.backward import KEY_BLOCK, chunk_bwd_value_kernel, chunk_state_bwd_kernel
+from gdn2.ops.gdn2.triton.key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
 from gdn2.ops.gdn2.triton.decode import fused_recurrent_fwd_kernel
 from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd_kernel
 from gdn2.ops.gdn2.triton.state import chunk_state_fwd_kernel
@@ -82,8 +83,9 @@ def main(Ks=(128, 256), only=None):
                                                  USE_DHT=True, STORE_DH0=True, PREC=PREC), num_warps=8)
         ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=32, BV=32, SCRATCH=1, B_MODE=2, W_MODE=2,
                                                  PREC=PREC), num_warps=8)
-        ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=32, SUB=16, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC),
-                    num_warps=8)
+        ok &= check(chunk_bwd_dt_kernel, dict(H=16, K=K, BT=64, BK=32, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC))
+        ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=KEY_BLOCK, SUB=16, SCRATCH=1, G_MODE=2, B_MODE=2,
+                                               PREC=PREC))
         ok &= check(fused_recurrent_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BK=BK, BV=32, **gates, USE_H0=True,
                                                      STORE_HT=True))
     return ok

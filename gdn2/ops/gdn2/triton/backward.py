@@ -3,7 +3,7 @@
 Stages: recompute ``A, Aqk`` (intra) and the chunk-start states ``h`` and residuals ``R``
 (state, forward mode) -> ``state_bwd``: the reverse state recurrence, giving the state
 gradient at every chunk end ``dh`` and ``dR`` -> ``chunk_bwd_value`` then ``chunk_bwd_key``: everything else, per
-chunk and key head, in parallel over chunks.
+chunk and key head, in parallel over chunks (key side: ``key.py``).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, MIN_TILE, chunk_gates, dot_precision, gate_mode,
+from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, dot_precision, gate_mode,
                      load_rows, load_scalar_rows, load_write)
-from .decay import decay_diag_blocks, decay_offdiag
 from .intra import chunk_intra_fwd
+from .key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
 from .state import chunk_state_fwd
 
 
@@ -70,10 +70,13 @@ def chunk_bwd_value_kernel(
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, SCRATCH: tl.constexpr,
     B_MODE: tl.constexpr, W_MODE: tl.constexpr, PREC: tl.constexpr,
 ):
-    """Value side of one chunk and key head (its HV // H value heads): dv, dw, and into the
-    scratch dQ_γ = dO S_0^T, dY = -dR S_0^T, dK_tail = R dS_C^T, sum_V S_0 ⊙ dS_C,
-    dAqk = dO R^T and dA = dR Z^T."""
-    i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    """Products with the value side of one chunk and key head (its HV // H value heads).
+
+    Programs 0 .. NK-1 of the third grid axis each take one block of key rows and write to the
+    scratch dQ_γ = dO S_0^T, dY = -dR S_0^T, dK_tail = R dS_C^T and sum_V S_0 ⊙ dS_C; program NK
+    writes dv, dw, and dAqk = dO R^T, dA = dR Z^T to the scratch. Split this way no program
+    holds both the [BT, BT] and the [BT, BK] accumulators (they spilled together)."""
+    i_c, i_h, i_k = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     t0 = tl.load(chunk_start + i_c).to(tl.int64)
     L = (tl.load(chunk_end + i_c) - t0).to(tl.int32)
     GQ: tl.constexpr = HV // H
@@ -84,11 +87,7 @@ def chunk_bwd_value_kernel(
     o_c = tl.arange(0, BT)
     m_t = o_t < L
     p_scr = scratch + (i_c * H + i_h) * SCRATCH
-    if ERASE:
-        b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
-    b_dAqk = tl.zeros([BT, BT], dtype=tl.float32)
-    b_dA = tl.zeros([BT, BT], dtype=tl.float32)
-    for i_k in range(0, NK):
+    if i_k < NK:
         o_k = i_k * BK + tl.arange(0, BK)
         m_k = o_k < K
         b_dQg = tl.zeros([BT, BK], dtype=tl.float32)
@@ -105,176 +104,61 @@ def chunk_bwd_value_kernel(
                 p_kv = (i_c * HV + i_hv) * K * V + o_k[:, None] * V + o_v[None, :]
                 b_S0 = tl.load(h + p_kv, mask=m_kv, other=0.0)
                 b_dSC = tl.load(dh + p_kv, mask=m_kv, other=0.0)
-                b_do = tl.load(do + p_tv, mask=m_tv, other=0.0).to(tl.float32)
-                b_R = tl.load(r + p_tv, mask=m_tv, other=0.0)
-                b_dR = tl.load(dr + p_tv, mask=m_tv, other=0.0)
-                b_dQg += tl.dot(b_do, tl.trans(b_S0), input_precision=PREC)
-                b_dY -= tl.dot(b_dR, tl.trans(b_S0), input_precision=PREC)
-                b_dKt += tl.dot(b_R, tl.trans(b_dSC), input_precision=PREC)
+                b_dQg += tl.dot(tl.load(do + p_tv, mask=m_tv, other=0.0).to(tl.float32), tl.trans(b_S0),
+                                input_precision=PREC)
+                b_dY -= tl.dot(tl.load(dr + p_tv, mask=m_tv, other=0.0), tl.trans(b_S0), input_precision=PREC)
+                b_dKt += tl.dot(tl.load(r + p_tv, mask=m_tv, other=0.0), tl.trans(b_dSC), input_precision=PREC)
                 b_dGC += tl.sum(b_S0 * b_dSC, axis=1)
-                if i_k == 0:
-                    b_dAqk += tl.dot(b_do, tl.trans(b_R), input_precision=PREC)
-                    b_z = load_write(v, w, t0, o_t, L, i_hv, HV, o_v, V, W_MODE)
-                    if ERASE:
-                        b_dA += tl.dot(b_dR, tl.trans(b_z), input_precision=PREC)
-                        b_dZ = tl.dot(tl.trans(b_A), b_dR, input_precision=PREC)
-                    else:
-                        b_dZ = b_dR
-                    b_v = load_rows(v, t0, o_t, L, i_hv, HV, o_v, V)
-                    if W_MODE == GATE_CHANNEL:
-                        b_w = load_rows(w, t0, o_t, L, i_hv, HV, o_v, V)
-                        tl.store(dv + p_tv, (b_dZ * b_w).to(dv.dtype.element_ty), mask=m_tv)
-                        tl.store(dw + p_tv, (b_dZ * b_v).to(dw.dtype.element_ty), mask=m_tv)
-                    elif W_MODE == GATE_SCALAR:
-                        b_w = load_scalar_rows(w, t0, o_t, L, i_hv, HV)
-                        tl.store(dv + p_tv, (b_dZ * b_w[:, None]).to(dv.dtype.element_ty), mask=m_tv)
-                        # per-head write gate: partial sums per V block, reduced by the launcher
-                        tl.store(dw + ((t0 + o_t) * HV + i_hv) * NV + i_v,
-                                 tl.sum(b_dZ * b_v, axis=1), mask=m_t)
-                    else:
-                        tl.store(dv + p_tv, b_dZ.to(dv.dtype.element_ty), mask=m_tv)
         p_blk = p_scr + o_t[:, None] * K + o_k[None, :]
         m_blk = (o_t < BT)[:, None] & m_k[None, :]
         tl.store(p_blk, b_dQg, mask=m_blk)
         tl.store(p_blk + BT * K, b_dY, mask=m_blk)
         tl.store(p_blk + 2 * BT * K, b_dKt, mask=m_blk)
         tl.store(p_scr + 3 * BT * K + o_k, b_dGC, mask=m_k)
-    p_sq = p_scr + (3 * BT + 1) * K + o_t[:, None] * BT + o_c[None, :]
-    tl.store(p_sq, b_dAqk)
-    tl.store(p_sq + BT * BT, b_dA)
-
-
-@triton.jit
-def chunk_bwd_key_kernel(
-    q, k, g, b, A, scratch, dq, dk, dg, db, chunk_start, chunk_end, scale,
-    H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
-    SCRATCH: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
-):
-    """Key side of one chunk and key head: dT, the decayed products' gradients and the gate
-    factors, giving dq, dk, db and dg (reverse cumulative sum of dG inside the chunk)."""
-    i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1)
-    t0 = tl.load(chunk_start + i_c).to(tl.int64)
-    L = (tl.load(chunk_end + i_c) - t0).to(tl.int32)
-    NK: tl.constexpr = (K + BK - 1) // BK
-    ERASE: tl.constexpr = B_MODE != GATE_ZERO
-    o_t = tl.arange(0, BT)
-    o_c = tl.arange(0, BT)
-    m_t = o_t < L
-    p_scr = scratch + (i_c * H + i_h) * SCRATCH
-    p_sq = p_scr + (3 * BT + 1) * K + o_t[:, None] * BT + o_c[None, :]
-    b_dAqk = tl.load(p_sq)
-    b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
-
-    # dA += dY Ē^T;  dT = -(A^T dA A^T) strictly below the diagonal
-    if ERASE:
-        b_dA = tl.load(p_sq + BT * BT)
-        for i_k in range(0, NK):
-            o_k = i_k * BK + tl.arange(0, BK)
-            b_k, b_e, b_gam, b_tail, b_dec = chunk_gates(g, b, k, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE, B_MODE)
-            b_dY = tl.load(p_scr + BT * K + o_t[:, None] * K + o_k[None, :], mask=(o_k < K)[None, :], other=0.0)
-            b_dA += tl.dot(b_dY, tl.trans(b_e * b_gam), input_precision=PREC)
-        b_dT = tl.dot(tl.dot(tl.trans(b_A), b_dA, input_precision=PREC), tl.trans(b_A), input_precision=PREC)
-        b_dT = tl.where(o_t[:, None] > o_c[None, :], -b_dT, 0.0)
     else:
-        b_dT = tl.zeros([BT, BT], dtype=tl.float32)
-    b_dAqk = tl.where(o_t[:, None] >= o_c[None, :], b_dAqk, 0.0)
-    # the decayed products gather single elements of dAqk and dT: keep masked copies in scratch
-    p_sq0 = p_scr + (3 * BT + 1) * K
-    p_dd = p_sq0 + 2 * BT * BT          # four [BT, BK] tiles of diagonal-block products
-    tl.debug_barrier()
-    tl.store(p_sq, b_dAqk)
-    tl.store(p_sq + BT * BT, b_dT)
-    tl.debug_barrier()
-    if G_MODE == GATE_SCALAR:
-        b_gs = load_scalar_rows(g, t0, o_t, L, i_h, H)
-        b_D = tl.exp(tl.cumsum(tl.where(o_t[:, None] > o_c[None, :], b_gs[:, None], 0.0), axis=0))
-        b_dAqk_D = b_dAqk * b_D
-        b_dT_D = b_dT * b_D
-    b_dg_s = tl.zeros([BT], dtype=tl.float32)
-    b_db_s = tl.zeros([BT], dtype=tl.float32)
-
-    # key side, per K block: the decayed products, the gate factors, then dq, dk, db, dg
-    for i_k in range(0, NK):
-        o_k = i_k * BK + tl.arange(0, BK)
-        m_k = o_k < K
-        p_blk = p_scr + o_t[:, None] * K + o_k[None, :]
-        m_blk = (o_t < BT)[:, None] & m_k[None, :]
-        b_dQg = tl.load(p_blk, mask=m_blk, other=0.0)
-        b_dY = tl.load(p_blk + BT * K, mask=m_blk, other=0.0)
-        b_dKt = tl.load(p_blk + 2 * BT * K, mask=m_blk, other=0.0)
-        b_dGC = tl.load(p_scr + 3 * BT * K + o_k, mask=m_k, other=0.0)
-        b_k, b_e, b_gam, b_tail, b_dec = chunk_gates(g, b, k, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE, B_MODE)
-        b_qs = load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale
-        if G_MODE == GATE_CHANNEL:
-            b_g = load_rows(g, t0, o_t, L, i_h, H, o_k, K)
-            b_gn = load_rows(g, t0, o_t + 1, L, i_h, H, o_k, K)
-            b_pq, b_pk, b_pe, b_pke = decay_offdiag(b_dAqk, b_dT, b_k, b_qs, b_e, b_g, b_gn,
-                                                    BT, BK, SUB, PREC, ERASE)
-            tl.debug_barrier()
-            decay_diag_blocks(p_sq0, p_sq0 + BT * BT, p_dd, q, k, g, b, t0, L, i_h, scale, o_k,
-                              H, K, BT, BK, SUB, B_MODE, ERASE)
-            tl.debug_barrier()
-            p_d = p_dd + o_t[:, None] * BK + tl.arange(0, BK)[None, :]
-            b_pq += tl.load(p_d)
-            b_pk += tl.load(p_d + BT * BK)
-            if ERASE:
-                b_pe += tl.load(p_d + 2 * BT * BK)
-                b_pke += tl.load(p_d + 3 * BT * BK)
-        elif G_MODE == GATE_SCALAR:
-            b_pq = tl.dot(b_dAqk_D, b_k, input_precision=PREC)
-            b_pk = tl.dot(tl.trans(b_dAqk_D), b_qs, input_precision=PREC)
-            b_pe = tl.dot(b_dT_D, b_k, input_precision=PREC)
-            b_pke = tl.dot(tl.trans(b_dT_D), b_e, input_precision=PREC)
-        else:
-            b_pq = tl.dot(b_dAqk, b_k, input_precision=PREC)
-            b_pk = tl.dot(tl.trans(b_dAqk), b_qs, input_precision=PREC)
-            b_pe = tl.dot(b_dT, b_k, input_precision=PREC)
-            b_pke = tl.dot(tl.trans(b_dT), b_e, input_precision=PREC)
-        if not ERASE:
-            b_pe = tl.zeros([BT, BK], dtype=tl.float32)
-            b_pke = tl.zeros([BT, BK], dtype=tl.float32)
-        b_dE = b_pe
         if ERASE:
-            b_dE += tl.dot(tl.trans(b_A), b_dY, input_precision=PREC) * b_gam   # dĒ ⊙ γ
-        b_dqs = b_pq + b_dQg * b_gam
-        b_dk = b_pk + b_pke + b_dKt * b_tail
-        if G_MODE != GATE_NONE:
-            b_dG = b_qs * b_pq - b_k * b_pk + b_e * b_pe - b_k * b_pke + b_dQg * b_qs * b_gam \
-                - b_dKt * b_k * b_tail
-            if ERASE:
-                b_dG += (b_dE - b_pe) * b_e
-            # the chunk's last row carries the state-side terms of G_C
-            b_dGC = b_dGC * b_dec + tl.sum(b_dKt * b_k * b_tail, axis=0)
-            b_dG += tl.where((o_t == L - 1)[:, None], b_dGC[None, :], 0.0)
-            if G_MODE == GATE_CHANNEL:
-                b_dg = tl.cumsum(b_dG, axis=0, reverse=True)
-                tl.store(dg + (t0 + o_t[:, None]) * H * K + i_h * K + o_k[None, :], b_dg,
-                         mask=m_t[:, None] & m_k[None, :])
-            else:
-                b_dg_s += tl.sum(b_dG, axis=1)
-        tl.store(dq + (t0 + o_t[:, None]) * H * K + i_h * K + o_k[None, :],
-                 (b_dqs * scale).to(dq.dtype.element_ty), mask=m_t[:, None] & m_k[None, :])
-        if B_MODE == GATE_CHANNEL:
-            b_b = load_rows(b, t0, o_t, L, i_h, H, o_k, K)
-            b_dk += b_dE * b_b
-            tl.store(db + (t0 + o_t[:, None]) * H * K + i_h * K + o_k[None, :], b_dE * b_k,
-                     mask=m_t[:, None] & m_k[None, :])
-        elif B_MODE == GATE_SCALAR:
-            b_dk += b_dE * load_scalar_rows(b, t0, o_t, L, i_h, H)[:, None]
-            b_db_s += tl.sum(b_dE * b_k, axis=1)
-        elif B_MODE == GATE_NONE:
-            b_dk += b_dE
-        tl.store(dk + (t0 + o_t[:, None]) * H * K + i_h * K + o_k[None, :], b_dk.to(dk.dtype.element_ty),
-                 mask=m_t[:, None] & m_k[None, :])
-    if G_MODE == GATE_SCALAR:
-        tl.store(dg + (t0 + o_t) * H + i_h, tl.cumsum(b_dg_s, axis=0, reverse=True), mask=m_t)
-    if B_MODE == GATE_SCALAR:
-        tl.store(db + (t0 + o_t) * H + i_h, b_db_s, mask=m_t)
+            b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
+        b_dAqk = tl.zeros([BT, BT], dtype=tl.float32)
+        b_dA = tl.zeros([BT, BT], dtype=tl.float32)
+        for i_g in range(0, GQ):
+            i_hv = i_h * GQ + i_g
+            for i_v in range(0, NV):
+                o_v = i_v * BV + tl.arange(0, BV)
+                m_tv = m_t[:, None] & (o_v < V)[None, :]
+                p_tv = (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :]
+                b_dR = tl.load(dr + p_tv, mask=m_tv, other=0.0)
+                b_dAqk += tl.dot(tl.load(do + p_tv, mask=m_tv, other=0.0).to(tl.float32),
+                                 tl.trans(tl.load(r + p_tv, mask=m_tv, other=0.0)), input_precision=PREC)
+                if ERASE:
+                    b_z = load_write(v, w, t0, o_t, L, i_hv, HV, o_v, V, W_MODE)
+                    b_dA += tl.dot(b_dR, tl.trans(b_z), input_precision=PREC)
+                    b_dZ = tl.dot(tl.trans(b_A), b_dR, input_precision=PREC)
+                else:
+                    b_dZ = b_dR
+                if W_MODE == GATE_CHANNEL:
+                    b_w = load_rows(w, t0, o_t, L, i_hv, HV, o_v, V)
+                    tl.store(dv + p_tv, (b_dZ * b_w).to(dv.dtype.element_ty), mask=m_tv)
+                    tl.store(dw + p_tv, (b_dZ * load_rows(v, t0, o_t, L, i_hv, HV, o_v, V)).to(dw.dtype.element_ty),
+                             mask=m_tv)
+                elif W_MODE == GATE_SCALAR:
+                    b_w = load_scalar_rows(w, t0, o_t, L, i_hv, HV)
+                    tl.store(dv + p_tv, (b_dZ * b_w[:, None]).to(dv.dtype.element_ty), mask=m_tv)
+                    # per-head write gate: partial sums per V block, reduced by the launcher
+                    tl.store(dw + ((t0 + o_t) * HV + i_hv) * NV + i_v,
+                             tl.sum(b_dZ * load_rows(v, t0, o_t, L, i_hv, HV, o_v, V), axis=1), mask=m_t)
+                else:
+                    tl.store(dv + p_tv, b_dZ.to(dv.dtype.element_ty), mask=m_tv)
+        p_sq = p_scr + (3 * BT + 1) * K + o_t[:, None] * BT + o_c[None, :]
+        tl.store(p_sq, b_dAqk)
+        tl.store(p_sq + BT * BT, b_dA)
 
 
+KEY_BLOCK = 32  # key columns per program of the key kernel
+# warps per key-kernel width: the fewest with no register spills (ptxas, sm_90, three-pass TF32)
+KEY_WARPS = {16: 4, 32: 8, 64: 8}
 
 
-def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block=32):
+def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block=KEY_BLOCK):
     """Gradients (dq, dk, dv, dg, db, dw, dh0) over the flattened layout ``[T_total, H, K]``."""
     T, H, K = k.shape
     HV, V = v.shape[1], v.shape[2]
@@ -303,31 +187,40 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
         USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=prec, num_warps=8, num_stages=1)
 
     BKc = MIN_TILE
-    BKk = key_block  # measured on an H100 (three-pass TF32): 32 columns beat 16 (28.1 vs 32.7 ms at 2x8K)
     BVc = MIN_TILE
     NV = triton.cdiv(V, BVc)
+    NKk = triton.cdiv(K, key_block)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dv = torch.empty_like(v)
-    dg = torch.empty_like(g) if g is not None else None
-    db = torch.empty(b.shape, dtype=torch.float32, device=dev) if isinstance(b, torch.Tensor) else None
+    # per-head gates: one partial sum per key column block, added below
+    partial = lambda x: torch.empty(*x.shape, NKk, dtype=torch.float32, device=dev) if x.ndim == 2 else \
+        torch.empty(x.shape, dtype=torch.float32, device=dev)  # noqa: E731
+    dg = partial(g) if g is not None else None
+    db = partial(b) if isinstance(b, torch.Tensor) else None
     if isinstance(w, torch.Tensor):
         dw = torch.empty(w.shape, dtype=torch.float32, device=dev) if w.ndim == 3 else \
             torch.empty(T, HV, NV, dtype=torch.float32, device=dev)
     else:
         dw = None
-    # per chunk and key head: dQ_γ, dY, dK_tail [BT, K] each, dG_C [K], dAqk and dA [BT, BT],
-    # and four [BT, BKk] diagonal-block products of the key kernel
-    stride = (3 * BT + 1) * K + 2 * BT * BT + 4 * BT * BKk
+    # per chunk and key head: dQ_γ, dY, dK_tail [BT, K] each, dG_C [K], dAqk and dA (then dT) [BT, BT]
+    stride = (3 * BT + 1) * K + 2 * BT * BT
     scratch = torch.empty(max(chunks.count, 1), H, stride, dtype=torch.float32, device=dev)
     At = A if A is not None else dummy
-    chunk_bwd_value_kernel[(chunks.count, H)](
+    chunk_bwd_value_kernel[(chunks.count, H, triton.cdiv(K, BKc) + 1)](
         v, wt, At, h, dh, r, dr, do, dv, dw if dw is not None else dummy, scratch, chunks.start, chunks.end,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BKc, BV=BVc, SCRATCH=stride, B_MODE=modes[1], W_MODE=modes[2],
         PREC=prec, num_warps=8, num_stages=1)
-    chunk_bwd_key_kernel[(chunks.count, H)](
+    chunk_bwd_dt_kernel[(chunks.count, H)](
+        k, gt, bt, At, scratch, chunks.start, chunks.end, H=H, K=K, BT=BT, BK=MIN_TILE, SCRATCH=stride,
+        G_MODE=modes[0], B_MODE=modes[1], PREC=prec, num_warps=4, num_stages=1)
+    chunk_bwd_key_kernel[(chunks.count, H, NKk)](
         q, k, gt, bt, At, scratch, dq, dk, dg if dg is not None else dummy, db if db is not None else dummy,
-        chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BKk, SUB=16, SCRATCH=stride, G_MODE=modes[0],
-        B_MODE=modes[1], PREC=prec, num_warps=8, num_stages=1)
+        chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=key_block, SUB=16, SCRATCH=stride, G_MODE=modes[0],
+        B_MODE=modes[1], PREC=prec, num_warps=KEY_WARPS[key_block], num_stages=1)
+    if dg is not None and g.ndim == 2:
+        dg = dg.sum(-1)
+    if db is not None and b.ndim == 2:
+        db = db.sum(-1)
     if dw is not None and w.ndim == 2:
         dw = dw.sum(-1)
     return dq, dk, dv, dg, db, dw, dh0
