@@ -91,5 +91,5 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
         cu_seqlens, chunks.first,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=b_mode, W_MODE=w_mode,
         USE_H0=h0 is not None, STORE_HT=output_final_state, STORE_O=store_o, STORE_H=store_h,
-        STORE_R=store_r, PREC=prec, num_warps=8, num_stages=1)
+        STORE_R=store_r, PREC=prec, num_warps=4, num_stages=1)
     return o, ht, h, r
