@@ -1,0 +1,151 @@
+"""Where the time goes inside the key kernel and the intra stage: times variants of each with
+one part switched off, and the warp counts of the sequential state kernels (2x8K, bf16,
+H = 16, K = V = 128). The variants are built from the kernels' current source by inserting
+compile-time switches into a temporary copy, so the library's kernels carry no profiling flags;
+a change to a marked line makes this script fail rather than time something else.
+
+    python benchmarks/stage_variants.py
+"""
+
+import importlib.util
+import inspect
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import torch
+import triton
+
+from gdn2.bench.gpu import make_inputs
+from gdn2.ops.gdn2.triton import intra, key
+from gdn2.ops.gdn2.triton.backward import chunk_state_bwd_kernel
+from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
+from gdn2.ops.gdn2.triton.common import gate_mode
+from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
+from gdn2.ops.gdn2.triton.l2norm import l2norm
+from gdn2.ops.gdn2.triton.state import chunk_state_fwd_kernel
+
+
+def replace(src: str, old: str, new: str) -> str:
+    if old not in src:
+        raise SystemExit(f"stage_variants: kernel source changed, marker not found: {old.strip()[:70]!r}")
+    return src.replace(old, new, 1)
+
+
+def key_source() -> str:
+    """The key kernel with DIAG (diagonal blocks), EARLY and LATE (the two block loops) switches."""
+    s = inspect.getsource(key).replace("from .", "from gdn2.ops.gdn2.triton.")
+    s = replace(s, "PREC: tl.constexpr,\n):\n    \"\"\"One chunk",
+                "PREC: tl.constexpr,\n    DIAG: tl.constexpr = True, EARLY: tl.constexpr = True, LATE: tl.constexpr = True,\n"
+                "):\n    \"\"\"One chunk")
+    start = s.index("        b_D = tl.where(lower")
+    end = s.index("        # earlier blocks", start)
+    zeros = "".join(f"        {n} = tl.zeros([SUB, BK], dtype=tl.float32)\n" for n in ("b_pq", "b_pk", "b_pe", "b_pke", "b_ady"))
+    s = s[:start] + zeros + "        if DIAG:\n" + textwrap.indent(s[start:end], "    ") + s[end:]
+    s = replace(s, "for i_j in range(0, i):", "for i_j in range(0, i * EARLY):")
+    return replace(s, "for j in range(i + 1, NB):", "for j in range(i + 1, NB * LATE):")
+
+
+def intra_source() -> str:
+    """The intra kernel with OFF, DIAG, SOLVE and GATED switches."""
+    s = inspect.getsource(intra).replace("from .", "from gdn2.ops.gdn2.triton.")
+    s = replace(s, "PREC: tl.constexpr,\n):", "PREC: tl.constexpr,\n    OFF: tl.constexpr = True, DIAG: tl.constexpr = True, "
+                "SOLVE: tl.constexpr = True, GATED: tl.constexpr = True,\n):")
+    s = replace(s, "    if G_MODE == GATE_CHANNEL:\n        for i_k in range(0, tl.cdiv(K, BK)):",
+                "    if G_MODE == GATE_CHANNEL:\n        for i_k in range(0, tl.cdiv(K, BK) * OFF):")
+    s = replace(s, "    if G_MODE == GATE_CHANNEL:\n        # diagonal sub-blocks", "    if G_MODE == GATE_CHANNEL and DIAG:\n        #")
+    s = replace(s, "    if ERASE:\n        # A = (I + T)^-1", "    if ERASE and SOLVE:\n        #")
+    return replace(s, "    for i_k in range(0, tl.cdiv(K, BK)):\n        o_k = i_k * BK + tl.arange(0, BK)\n        b_k, b_e, b_gam",
+                   "    if not SOLVE:\n        b_A = tl.zeros([BT, BT], dtype=tl.float32)\n"
+                   "    for i_k in range(0, tl.cdiv(K, BK) * GATED):\n        o_k = i_k * BK + tl.arange(0, BK)\n        b_k, b_e, b_gam")
+
+
+def load(name: str, source: str, folder: Path):
+    path = folder / f"{name}.py"
+    path.write_text(source)  # Triton's JIT reads kernel source from a real file
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main():
+    folder = Path(tempfile.mkdtemp())
+    kv, iv = load("key_variants", key_source(), folder), load("intra_variants", intra_source(), folder)
+    if not torch.cuda.is_available():
+        print("variants built; timing needs a CUDA device")
+        return 0
+    bench = lambda fn: triton.testing.do_bench(fn, warmup=5, rep=30, return_mode="median")  # noqa: E731
+    x = make_inputs(2, 8192)
+    q, k = l2norm(x["q"]), l2norm(x["k"])
+    qf, kf, vf, gf, bf, wf, _, cu, uT, _ = _prepare(q, k, x["v"], x["g"], x["b"], x["w"], None, None)
+    chunks, scale, BT = _chunks(cu, uT), 128 ** -0.5, 64
+    modes = (gate_mode(gf, 3), gate_mode(bf, 3), gate_mode(wf, 3))
+    T, H, K = kf.shape
+    A, Aqk, gated = chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1], prec="tf32x3")
+    stride = (3 * BT + 1) * K + 2 * BT * BT
+    scratch = torch.randn(chunks.count, H, stride, device="cuda") * 0.01
+    dq, dk, dg, db = torch.empty_like(qf), torch.empty_like(kf), torch.empty_like(gf), torch.empty(bf.shape, device="cuda")
+    f32 = dict(dtype=torch.float32, device="cuda")
+
+    def key_run(BK, nw, **flags):
+        return lambda: kv.chunk_bwd_key_kernel[(chunks.count, H, triton.cdiv(K, BK))](
+            qf, kf, gf, bf, A, scratch, dq, dk, dg, db, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK, SUB=16,
+            SCRATCH=stride, G_MODE=modes[0], B_MODE=modes[1], PREC="tf32x3", num_warps=nw, num_stages=1, **flags)
+
+    outs = [torch.empty(T, H, BT, **f32) for _ in range(2)] + [torch.empty(T, H, K, **f32) for _ in range(3)]
+    dec = torch.empty(chunks.count, H, K, **f32)
+
+    def intra_run(**flags):
+        return lambda: iv.chunk_intra_fwd_kernel[(chunks.count, H)](
+            qf, kf, gf, bf, *outs, dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=32, SUB=16,
+            G_MODE=modes[0], B_MODE=modes[1], PREC="tf32", num_warps=4, num_stages=1, **flags)
+
+    o = torch.empty_like(vf)
+
+    def state_run(nw, prec, recompute):
+        h = torch.empty(chunks.count, H, K, K, **f32) if recompute else o
+        r = torch.empty(T, H, K, **f32) if recompute else o
+        return lambda: chunk_state_fwd_kernel[(cu.numel() - 1, H, triton.cdiv(K, 32))](
+            *gated, vf, wf, A, Aqk, o, o, o, h, r, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K, BV=32,
+            B_MODE=modes[1], W_MODE=modes[2], USE_H0=False, STORE_HT=False, STORE_O=not recompute, STORE_H=recompute,
+            STORE_R=recompute, PREC=prec, num_warps=nw, num_stages=1)
+
+    dh, dr, do = torch.empty(chunks.count, H, K, K, **f32), torch.empty(T, H, K, **f32), torch.randn_like(vf)
+
+    def state_bwd_run(nw):
+        return lambda: chunk_state_bwd_kernel[(cu.numel() - 1, H, triton.cdiv(K, 32))](
+            *gated, Aqk, do, o, dh, o, dr, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K, BV=32,
+            B_MODE=modes[1], USE_DHT=False, STORE_DH0=False, PREC="tf32x3", num_warps=nw, num_stages=1)
+
+    rows = [
+        ("key, 64 columns, 8 warps: all", key_run(64, 8)),
+        ("key, 64 columns, 8 warps: without the diagonal blocks", key_run(64, 8, DIAG=False)),
+        ("key, 64 columns, 8 warps: without the earlier-block loop", key_run(64, 8, EARLY=False)),
+        ("key, 64 columns, 8 warps: without the later-block loop", key_run(64, 8, LATE=False)),
+        ("key, 64 columns, 8 warps: without products", key_run(64, 8, DIAG=False, EARLY=False, LATE=False)),
+        ("key, 64 columns, 4 warps: all", key_run(64, 4)),
+        ("key, 128 columns, 8 warps: all", key_run(128, 8)),
+        ("key, 32 columns, 4 warps: all", key_run(32, 4)),
+        ("intra (one-pass): all", intra_run()),
+        ("intra: without off-diagonal products", intra_run(OFF=False)),
+        ("intra: without diagonal blocks", intra_run(DIAG=False)),
+        ("intra: without the solve", intra_run(SOLVE=False)),
+        ("intra: without the gated operands", intra_run(GATED=False)),
+        ("intra: nothing but loads and stores", intra_run(OFF=False, DIAG=False, SOLVE=False, GATED=False)),
+        ("state fwd (o, one-pass): 4 warps", state_run(4, "tf32", False)),
+        ("state fwd (o, one-pass): 8 warps", state_run(8, "tf32", False)),
+        ("state fwd recompute (h, R, three-pass): 4 warps", state_run(4, "tf32x3", True)),
+        ("state fwd recompute (h, R, three-pass): 8 warps", state_run(8, "tf32x3", True)),
+        ("state bwd (three-pass): 4 warps", state_bwd_run(4)),
+        ("state bwd (three-pass): 8 warps", state_bwd_run(8)),
+    ]
+    print(f"| variant (2x8K, {torch.cuda.get_device_name()}) | ms |\n|---|---|")
+    for name, fn in rows:
+        print(f"| {name} | {bench(fn):.3f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
