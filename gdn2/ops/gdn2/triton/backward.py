@@ -12,8 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, dot_precision, gate_mode,
-                     load_rows, load_scalar_rows, load_write)
+from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, chunk_rows, dot_precision, gate_mode, load_rows,
+                     load_scalar_rows, load_write, value_tile)
 from .intra import chunk_intra_fwd
 from .key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
 from .state import chunk_state_fwd
@@ -77,8 +77,7 @@ def chunk_bwd_value_kernel(
     writes dv, dw, and dAqk = dO R^T, dA = dR Z^T to the scratch. Split this way no program
     holds both the [BT, BT] and the [BT, BK] accumulators (they spilled together)."""
     i_c, i_h, i_k = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
-    t0 = tl.load(chunk_start + i_c).to(tl.int64)
-    L = (tl.load(chunk_end + i_c) - t0).to(tl.int32)
+    t0, L = chunk_rows(chunk_start, chunk_end, i_c)
     GQ: tl.constexpr = HV // H
     NK: tl.constexpr = (K + BK - 1) // BK
     NV: tl.constexpr = (V + BV - 1) // BV
@@ -97,9 +96,7 @@ def chunk_bwd_value_kernel(
         for i_g in range(0, GQ):
             i_hv = i_h * GQ + i_g
             for i_v in range(0, NV):
-                o_v = i_v * BV + tl.arange(0, BV)
-                m_tv = m_t[:, None] & (o_v < V)[None, :]
-                p_tv = (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :]
+                o_v, m_tv, p_tv = value_tile(t0, o_t, m_t, i_hv, HV, V, i_v, BV)
                 m_kv = m_k[:, None] & (o_v < V)[None, :]
                 p_kv = (i_c * HV + i_hv) * K * V + o_k[:, None] * V + o_v[None, :]
                 b_S0 = tl.load(h + p_kv, mask=m_kv, other=0.0)
@@ -123,9 +120,7 @@ def chunk_bwd_value_kernel(
         for i_g in range(0, GQ):
             i_hv = i_h * GQ + i_g
             for i_v in range(0, NV):
-                o_v = i_v * BV + tl.arange(0, BV)
-                m_tv = m_t[:, None] & (o_v < V)[None, :]
-                p_tv = (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :]
+                o_v, m_tv, p_tv = value_tile(t0, o_t, m_t, i_hv, HV, V, i_v, BV)
                 b_dR = tl.load(dr + p_tv, mask=m_tv, other=0.0)
                 b_dAqk += tl.dot(tl.load(do + p_tv, mask=m_tv, other=0.0).to(tl.float32),
                                  tl.trans(tl.load(r + p_tv, mask=m_tv, other=0.0)), input_precision=PREC)

@@ -40,6 +40,20 @@ def gate_mode(x, full_ndim: int = 4) -> int:
 
 
 @triton.jit
+def chunk_rows(chunk_start, chunk_end, i_c):
+    """First row (int64, so offsets past 2^31 elements stay exact) and length of chunk ``i_c``."""
+    t0 = tl.load(chunk_start + i_c).to(tl.int64)
+    return t0, (tl.load(chunk_end + i_c) - t0).to(tl.int32)
+
+
+@triton.jit
+def value_tile(t0, o_t, m_t, i_hv, HV: tl.constexpr, V: tl.constexpr, i_v, BV: tl.constexpr):
+    """Columns, mask and offsets of one [BT, BV] tile of value head ``i_hv`` of a [T, HV, V] tensor."""
+    o_v = i_v * BV + tl.arange(0, BV)
+    return o_v, m_t[:, None] & (o_v < V)[None, :], (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :]
+
+
+@triton.jit
 def load_rows(ptr, t0, rows, L, i_h, H: tl.constexpr, o_k, K: tl.constexpr):
     """Rows ``t0 + rows`` (only ``0 <= rows < L``) of head ``i_h`` of a ``[T, H, K]`` tensor,
     columns ``o_k``, as float32 (zeros outside)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, apply_erase, chunk_gates, load_rows,
+from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, apply_erase, chunk_gates, chunk_rows, load_rows,
                      load_scalar_rows)
 from .decay import anchor_factor, block_cumsum
 
@@ -26,8 +26,7 @@ def chunk_intra_fwd_kernel(
     G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
 ):
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1)
-    t0 = tl.load(chunk_start + i_c).to(tl.int64)
-    L = (tl.load(chunk_end + i_c) - t0).to(tl.int32)
+    t0, L = chunk_rows(chunk_start, chunk_end, i_c)
     o_t = tl.arange(0, BT)
     o_c = tl.arange(0, BT)
     off = o_t % SUB                      # row offset inside its sub-block

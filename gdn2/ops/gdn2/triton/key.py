@@ -23,7 +23,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, apply_erase, chunk_gates, load_rows, load_scalar_rows
+from .common import (GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, apply_erase, chunk_gates, chunk_rows, load_rows,
+                     load_scalar_rows)
 
 
 @triton.jit
@@ -63,8 +64,7 @@ def chunk_bwd_dt_kernel(
 ):
     """dT = -(A^T dA A^T) below the diagonal, with dA = dR Z^T (from the value kernel) + dY Ē^T."""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1)
-    t0 = tl.load(chunk_start + i_c).to(tl.int64)
-    L = (tl.load(chunk_end + i_c) - t0).to(tl.int32)
+    t0, L = chunk_rows(chunk_start, chunk_end, i_c)
     o_t = tl.arange(0, BT)
     o_c = tl.arange(0, BT)
     p_scr = scratch + (i_c * H + i_h) * SCRATCH
@@ -92,8 +92,7 @@ def chunk_bwd_key_kernel(
     first so that dg (a reverse cumulative sum over the chunk) is carried, not stored twice.
     Per-head gates write one partial sum per column block ([T, H, NK]; the launcher adds them)."""
     i_c, i_h, i_k = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
-    t0 = tl.load(chunk_start + i_c).to(tl.int64)
-    L = (tl.load(chunk_end + i_c) - t0).to(tl.int32)
+    t0, L = chunk_rows(chunk_start, chunk_end, i_c)
     NB: tl.constexpr = BT // SUB
     NK: tl.constexpr = (K + BK - 1) // BK
     ERASE: tl.constexpr = B_MODE != GATE_ZERO
