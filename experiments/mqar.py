@@ -50,10 +50,10 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from experiments.common import environment, parse_list, read_records  # noqa: E402
-from gdn2.eval.mqar_train import ATTENTION, mqar_config, mqar_mixers, train_mqar  # noqa: E402
+from experiments.report import PROTOCOL, protocol_of  # noqa: E402
+from gdn2.eval.mqar_train import ATTENTION, SCHEDULES, mqar_config, mqar_mixers, train_mqar  # noqa: E402
 
 DEFAULT_MIXERS = "gdn2,kda,gdn,deltanet,gla,attention,gdn2_b_only,gdn2_w_only,gdn2+neg"
-PROTOCOL = ("steps", "batch_size", "vocab_size", "num_layers", "num_heads")
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,8 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     p.add_argument("--num-heads", type=int, default=2, help="of every mixer and attention (default %(default)s)")
     p.add_argument("--num-layers", type=int, default=2, help="(default %(default)s)")
     p.add_argument("--vocab-size", type=int, default=8192, help="(default %(default)s)")
+    p.add_argument("--lr-schedule", choices=SCHEDULES, default="cosine",
+                   help="after the warm-up: cosine to 0, or constant (default %(default)s)")
     p.add_argument("--num-test", type=int, default=256, help="held-out sequences per cell (default %(default)s)")
     p.add_argument("--budget-seconds", type=float, default=540.0, help="(default %(default)s)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
@@ -178,15 +180,14 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     amp = device.type == "cuda" and not args.no_amp
     workers = args.prefetch_workers if args.prefetch_workers is not None else 4 * (device.type == "cuda")
     env = environment(device)
-    protocol = dict(steps=args.steps, batch_size=args.batch_size, vocab_size=args.vocab_size,
-                    num_layers=args.num_layers, num_heads=args.num_heads)
+    protocol = {k: getattr(args, k) for k in PROTOCOL}
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "mqar.jsonl"
     accuracies: Dict[Tuple, float] = {}
     if args.resume:
         for r in read_records(path):
-            if r.get("task") == "mqar" and all(r.get(k) == v for k, v in protocol.items()):
+            if r.get("task") == "mqar" and protocol_of(r) == tuple(protocol.values()):
                 accuracies[Cell(r["mixer"], r["d_model"], r["seq_len"], r["num_kv_pairs"], r["lr"],
                                 r["seed"]).key()] = r["accuracy"]
         print(f"resume: {len(accuracies)} cell(s) of this protocol already in {path}", flush=True)
@@ -218,7 +219,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
                              **({"negative_eigen": True} if neg else {}))
         result = train_mqar(config, cell.seq_len, cell.num_kv_pairs, args.steps, cell.lr, cell.seed,
                             batch_size=args.batch_size, num_test=args.num_test, device=device, amp=amp,
-                            prefetch=workers)
+                            prefetch=workers, schedule=args.lr_schedule)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         size, kind = state_size(config, cell.seq_len)

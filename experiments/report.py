@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-PROTOCOL = ("steps", "batch_size", "vocab_size", "num_layers", "num_heads")
+# The fields of an MQAR record that define its training protocol, each with the value that
+# records written before the field existed were trained with.
+PROTOCOL = {"steps": None, "batch_size": None, "vocab_size": None, "num_layers": None, "num_heads": None,
+            "lr_schedule": "cosine"}
+
+
+def protocol_of(record: dict) -> tuple:
+    return tuple(record.get(k, default) for k, default in PROTOCOL.items())
 
 
 def load(results: Path) -> List[dict]:
@@ -36,7 +43,7 @@ def mqar_rows(records: Sequence[dict]) -> List[dict]:
     for r in records:
         if r.get("task") == "mqar":
             latest[(r["mixer"], r["d_model"], r["seq_len"], r["num_kv_pairs"],
-                    *(r.get(k) for k in PROTOCOL), float(r["lr"]), r["seed"])] = r
+                    *protocol_of(r), float(r["lr"]), r["seed"])] = r
     groups: Dict[tuple, Dict[float, List[dict]]] = defaultdict(lambda: defaultdict(list))
     for key, r in latest.items():
         groups[key[:-2]][key[-2]].append(r)

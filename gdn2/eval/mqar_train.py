@@ -2,7 +2,7 @@
 
 Zoology's protocol at one setting: a 2-layer model is trained on batches of ``mqar_batch`` drawn
 fresh at every step (never the same sequence twice), with the loss only at the answer positions,
-AdamW and a cosine schedule after a linear warm-up; the accuracy is measured on a held-out set
+AdamW and a cosine schedule (or a constant one) after a linear warm-up; the accuracy is measured on a held-out set
 generated from a different seed, at the same (sequence length, number of pairs).
 
     config = mqar_config("gdn2")                        # or "kda", "gdn", "deltanet", "gla", "attention"
@@ -108,10 +108,15 @@ def derive_seed(*parts) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def _lr_factor(step: int, steps: int, warmup: int) -> float:
-    """Linear warm-up to 1 over ``warmup`` steps, then a cosine to 0 at ``steps``."""
+SCHEDULES = ("cosine", "constant")
+
+
+def _lr_factor(step: int, steps: int, warmup: int, schedule: str = "cosine") -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then a cosine to 0 at ``steps`` or constant."""
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
     progress = (step - warmup) / max(steps - warmup, 1)
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
@@ -158,7 +163,7 @@ def _training_batches(steps: int, workers: int, make: Callable[[int], MQARData])
 def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 300, lr: float = 3e-3, seed: int = 0,
                *, batch_size: int = 32, num_test: int = 256, warmup_steps: Optional[int] = None,
                weight_decay: float = 0.1, power_a: float = 0.01, device: Union[str, torch.device] = "cpu",
-               amp: bool = False, prefetch: int = 0, progress: bool = False) -> MQARResult:
+               amp: bool = False, prefetch: int = 0, progress: bool = False, schedule: str = "cosine") -> MQARResult:
     """Train a fresh model of ``config`` on MQAR at (``seq_len``, ``num_kv_pairs``) and test it.
 
     Args:
@@ -175,12 +180,16 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
         prefetch: threads generating the next training batches while the device trains (the same
             batches; pays when a GPU step is shorter than generating a batch on the CPU).
         progress: show a progress bar with the loss.
+        schedule: the learning rate after the warm-up: ``"cosine"`` to 0 at ``steps`` (Zoology's)
+            or ``"constant"`` (so a mixer that leaves MQAR's plateau late still trains at the peak).
 
     Returns:
         An ``MQARResult`` with the test ``accuracy`` and every step's training ``losses``.
     """
     from ..models import GDN2ForCausalLM
 
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if config.vocab_size <= seq_len:
         raise ValueError(f"vocab_size {config.vocab_size} must exceed seq_len {seq_len} (Zoology's rule)")
     mqar_batch(1, seq_len, num_kv_pairs, config.vocab_size, power_a)  # validates the setting before training
@@ -196,7 +205,7 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
     ]
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
     warmup = max(1, steps // 10 if warmup_steps is None else warmup_steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, steps, warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, steps, warmup, schedule))
     losses: List[float] = []
     bar = progress_bar(range(steps), desc=f"MQAR {describe(config)} T={seq_len} P={num_kv_pairs}",
                        enabled=progress, unit="step")
@@ -212,7 +221,7 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        schedule.step()
+        scheduler.step()
         losses.append(loss.item())
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)

@@ -95,3 +95,10 @@ def test_prefetch_gives_the_same_batches():
         mqar_train.mqar_batch = original
     assert fetched.losses == plain.losses and fetched.accuracy == plain.accuracy
     assert threads == {True, False}  # validation / test on the main thread, training batches in the pool
+
+
+def test_constant_schedule_holds_the_peak_and_unknown_names_fail():
+    factors = [_lr_factor(s, 100, 10, "constant") for s in range(101)]
+    assert factors[0] == pytest.approx(0.1) and all(f == 1.0 for f in factors[9:])
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        train_mqar(mqar_config("gdn", vocab_size=128), seq_len=16, num_kv_pairs=2, steps=1, schedule="linear")
