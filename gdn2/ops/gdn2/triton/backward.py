@@ -1,9 +1,10 @@
 """Gate-aware backward of the Triton backend (spec section 5).
 
 Stages: recompute ``A, Aqk`` (intra) and the chunk-start states ``h`` and residuals ``R``
-(state, forward mode) -> ``state_bwd``: the reverse state recurrence, giving the state
-gradient at every chunk end ``dh`` and ``dR`` -> ``chunk_bwd_value`` then ``chunk_bwd_key``: everything else, per
-chunk and key head, in parallel over chunks (key side: ``key.py``).
+(state, forward mode) -> ``chunk_state_bwd``: the reverse state recurrence, giving the state
+gradient at every chunk end ``dh`` and ``dR`` -> ``chunk_bwd_value``: dv, dw and the products
+with the value side -> ``chunk_bwd_dt`` and ``chunk_bwd_key`` (``key.py``): dq, dk, db, dg.
+Everything after the state recurrence runs in parallel over chunks.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ dAqk and the value part of dA [BT, BT] in the scratch buffer. Then:
                             A^T dY, then dq, dk, db and dg.
 with ``apply(M, y)_r = sum_s M_rs y_s exp(G_r - G_s)`` and ``apply_t(M, x)_s = sum_r M_rs x_r
 exp(G_r - G_s)``. Every product between two sub-blocks is a [16, 16] x [16, BK] matrix product
-of tiles loaded from the scratch buffer: no tensor-core work on masked rows, and a program holds
-[16, BK] tiles only (the earlier design's [64, 64] and [64, BK] tiles spilled).
+of tiles loaded from the scratch buffer: no tensor-core work on masked rows (the earlier design
+multiplied masked [64, BK] tiles, four times the work), and a program holds [16, BK] tiles.
 
 Numerics as in ``intra.py``: every exponent is a sum of log-decays formed by additions. For r in
 sub-block i and s in an earlier sub-block j the exponent sum over (s, r] splits at the end of
