@@ -1,0 +1,26 @@
+"""The kernel benchmark's report, from a made-up result (the timings themselves need a GPU)."""
+
+from gdn2.bench.gpu import Row, format_results
+
+
+def result(decode):
+    row = Row(shape="2x8K")
+    row.times.update(gdn2_fwd=4.0, gdn2_fwdbwd=18.0, fla_fwd=1.0, fla_fwdbwd=6.0, sdpa_fwd=0.9, sdpa_fwdbwd=3.8)
+    return {"rows": [row], "decode": decode, "gates": {"2x8K": ["o: fine"]}}
+
+
+META = {"date": "2026-11-25", "gpu": "a card", "torch": "2"}
+CEILINGS = {"copy_GBps": 3000.0, "bf16_TFLOPs": 790.0}
+
+
+def test_report_ratios_and_decode_floor():
+    text = format_results(result({"gdn2": 0.18, "fla": 0.15, "gdn2_graph": 0.0895, "fla_graph": 0.06}), META, CEILINGS)
+    assert "| 2x8K | 4.000 | 1.000 | 4.00 | 18.000 | 6.000 | 3.00 | 0.900 | 3.800 |" in text
+    assert "ratio 1.20" in text
+    # 2 x 64 x 16 x 128 x 128 x 4 B = 134 MB at 3000 GB/s: 0.0447 ms
+    assert "floor 0.0447 ms" in text and "gdn2 0.0895 ms (2.00x the floor)" in text
+
+
+def test_report_says_when_a_path_was_not_capturable():
+    text = format_results(result({"gdn2": 0.18, "gdn2_graph": None}), META, CEILINGS)
+    assert "gdn2 n/a (not capturable)" in text and "FLA" not in text.split("Replayed")[1].split(";")[0]
