@@ -1,5 +1,6 @@
 """Where the time goes inside the key kernel and the intra stage: times variants of each with
-one part switched off, and the warp counts of the sequential state kernels (2x8K, bf16,
+one part switched off or replaced (the pairwise-decay tile as a cumulative product), and the
+warp counts of the sequential state kernels (2x8K, bf16,
 H = 16, K = V = 128). The variants are built from the kernels' current source by inserting
 compile-time switches into a temporary copy, so the library's kernels carry no profiling flags;
 a change to a marked line makes this script fail rather than time something else.
@@ -33,17 +34,31 @@ def replace(src: str, old: str, new: str) -> str:
     return src.replace(old, new, 1)
 
 
+PAIRWISE = "b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)"
+# the same tile as a running product of per-row decays: one exponential per row instead of one
+# per pair (no cancellation either: a product of factors <= 1)
+CUMPROD = "b_D = tl.where(lower, tl.cumprod(tl.where(below, tl.exp(b_g)[:, None, :], 1.0), axis=0), 0.0)"
+
+
+def with_cumprod(src: str) -> str:
+    """Put the pairwise-decay tile under a CUMPROD switch (the kernel's line, or the product)."""
+    at = src.index(PAIRWISE)
+    indent = src[src.rindex("\n", 0, at) + 1:at]
+    return replace(src, PAIRWISE, f"if CUMPROD:\n{indent}    {CUMPROD}\n{indent}else:\n{indent}    {PAIRWISE}")
+
+
 def key_source() -> str:
     """The key kernel with DIAG (diagonal blocks), EARLY and LATE (the two block loops) switches."""
     s = inspect.getsource(key).replace("from .", "from gdn2.ops.gdn2.triton.")
     s = replace(s, "PREC: tl.constexpr,\n):\n    \"\"\"One chunk",
                 "PREC: tl.constexpr,\n    DIAG: tl.constexpr = True, EARLY: tl.constexpr = True, LATE: tl.constexpr = True,\n"
+                "    CUMPROD: tl.constexpr = False,\n"
                 "):\n    \"\"\"One chunk")
     start = s.index("        b_D = tl.where(lower")
     end = s.index("        # earlier blocks", start)
     zeros = "".join(f"        {n} = tl.zeros([SUB, BK], dtype=tl.float32)\n" for n in ("b_pq", "b_pk", "b_pe", "b_pke", "b_ady"))
     s = s[:start] + zeros + "        if DIAG:\n" + textwrap.indent(s[start:end], "    ") + s[end:]
-    s = replace(s, "for i_j in range(0, i):", "for i_j in range(0, i * EARLY):")
+    s = with_cumprod(replace(s, "for i_j in range(0, i):", "for i_j in range(0, i * EARLY):"))
     return replace(s, "for j in range(i + 1, NB):", "for j in range(i + 1, NB * LATE):")
 
 
@@ -51,7 +66,8 @@ def intra_source() -> str:
     """The intra kernel with OFF, DIAG, SOLVE and GATED switches."""
     s = inspect.getsource(intra).replace("from .", "from gdn2.ops.gdn2.triton.")
     s = replace(s, "PREC: tl.constexpr,\n):", "PREC: tl.constexpr,\n    OFF: tl.constexpr = True, DIAG: tl.constexpr = True, "
-                "SOLVE: tl.constexpr = True, GATED: tl.constexpr = True,\n):")
+                "SOLVE: tl.constexpr = True, GATED: tl.constexpr = True, CUMPROD: tl.constexpr = False,\n):")
+    s = with_cumprod(s)
     s = replace(s, "    if G_MODE == GATE_CHANNEL:\n        for i_k in range(0, tl.cdiv(K, BK)):",
                 "    if G_MODE == GATE_CHANNEL:\n        for i_k in range(0, tl.cdiv(K, BK) * OFF):")
     s = replace(s, "    if G_MODE == GATE_CHANNEL:\n        # diagonal sub-blocks", "    if G_MODE == GATE_CHANNEL and DIAG:\n        #")
@@ -128,12 +144,14 @@ def main():
         ("key, 64 columns, 4 warps: all", key_run(64, 4)),
         ("key, 128 columns, 8 warps: all", key_run(128, 8)),
         ("key, 32 columns, 4 warps: all", key_run(32, 4)),
+        ("key, 64 columns, 4 warps: diagonal tile by cumulative product", key_run(64, 4, CUMPROD=True)),
         ("intra (one-pass): all", intra_run()),
         ("intra: without off-diagonal products", intra_run(OFF=False)),
         ("intra: without diagonal blocks", intra_run(DIAG=False)),
         ("intra: without the solve", intra_run(SOLVE=False)),
         ("intra: without the gated operands", intra_run(GATED=False)),
         ("intra: nothing but loads and stores", intra_run(OFF=False, DIAG=False, SOLVE=False, GATED=False)),
+        ("intra: diagonal tile by cumulative product", intra_run(CUMPROD=True)),
         ("state fwd (o, one-pass): 4 warps", state_run(4, "tf32", False)),
         ("state fwd (o, one-pass): 8 warps", state_run(8, "tf32", False)),
         ("state fwd recompute (h, R, three-pass): 4 warps", state_run(4, "tf32x3", True)),
