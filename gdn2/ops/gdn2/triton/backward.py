@@ -13,8 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, chunk_rows, dot_precision, gate_mode, load_rows,
-                     load_scalar_rows, load_write, value_tile)
+from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, cdiv, chunk_rows, dot_precision, gate_mode,
+                     load_rows, load_scalar_rows, load_write, next_pow2, value_tile)
 from .intra import chunk_intra_fwd
 from .key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
 from .state import chunk_state_fwd
@@ -167,7 +167,7 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     _, _, h, r = chunk_state_fwd(gated, v, w, A, Aqk, h0, cu, chunks, modes, output_final_state=False,
                                  store_o=False, store_h=True, store_r=True, BT=BT, prec=prec)
     qg, kt, y, dec = gated
-    BK = max(MIN_TILE, triton.next_power_of_2(K))
+    BK = max(MIN_TILE, next_pow2(K))
     BV = MIN_TILE
     dh = torch.empty_like(h)
     dr = torch.empty(T, HV, V, dtype=torch.float32, device=dev)
@@ -177,7 +177,7 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     gt = g if g is not None else dummy
     bt = b if isinstance(b, torch.Tensor) else dummy
     wt = w if isinstance(w, torch.Tensor) else dummy
-    chunk_state_bwd_kernel[(N, HV, triton.cdiv(V, BV))](
+    chunk_state_bwd_kernel[(N, HV, cdiv(V, BV))](
         qg, kt, y if y is not None else qg, dec, Aqk, do, dht if dht is not None else dummy, dh,
         dh0 if dh0 is not None else dummy, dr, cu, chunks.first,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=modes[1],
@@ -185,8 +185,8 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
 
     BKc = MIN_TILE
     BVc = MIN_TILE
-    NV = triton.cdiv(V, BVc)
-    NKk = triton.cdiv(K, key_block)
+    NV = cdiv(V, BVc)
+    NKk = cdiv(K, key_block)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dv = torch.empty_like(v)
     # per-head gates: one partial sum per key column block, added below
@@ -203,7 +203,7 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     stride = (3 * BT + 1) * K + 2 * BT * BT
     scratch = torch.empty(max(chunks.count, 1), H, stride, dtype=torch.float32, device=dev)
     At = A if A is not None else dummy
-    chunk_bwd_value_kernel[(chunks.count, H, triton.cdiv(K, BKc) + 1)](
+    chunk_bwd_value_kernel[(chunks.count, H, cdiv(K, BKc) + 1)](
         v, wt, At, h, dh, r, dr, do, dv, dw if dw is not None else dummy, scratch, chunks.start, chunks.end,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BKc, BV=BVc, SCRATCH=stride, B_MODE=modes[1], W_MODE=modes[2],
         PREC=prec, num_warps=8, num_stages=1)

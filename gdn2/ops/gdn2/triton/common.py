@@ -28,6 +28,17 @@ def dot_precision(dtype, float32_outputs: bool) -> str:
     return "tf32" if dtype == torch.bfloat16 and not float32_outputs else "tf32x3"
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) in plain Python: triton.cdiv is a JIT function, and calling one from the host
+    costs microseconds, a visible share of a one-token decode step."""
+    return -(-a // b)
+
+
+def next_pow2(n: int) -> int:
+    """Smallest power of two >= n (plain Python, like ``cdiv``)."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
 MIN_TILE = 32  # 16-wide tiles in the state kernels fault on an H100 with Triton 3.6 (illegal address)
 
 

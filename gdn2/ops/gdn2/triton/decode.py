@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, gate_mode
+from .common import GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, cdiv, gate_mode, next_pow2
 
 
 @triton.jit
@@ -64,12 +64,12 @@ def fused_recurrent_fwd(q, k, v, g, b, w, scale, h0, cu, output_final_state, use
     T, H, K = k.shape
     HV, V = v.shape[1], v.shape[2]
     N = cu.numel() - 1
-    BK = max(16, triton.next_power_of_2(K))
-    BV = min(32, max(16, triton.next_power_of_2(V)))
+    BK = max(16, next_pow2(K))
+    BV = min(32, max(16, next_pow2(V)))
     o = torch.empty(T, HV, V, dtype=q.dtype, device=q.device)
     ht = torch.empty(N, HV, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
     dummy = k
-    fused_recurrent_fwd_kernel[(N, HV, triton.cdiv(V, BV))](
+    fused_recurrent_fwd_kernel[(N, HV, cdiv(V, BV))](
         q, k, v, g if g is not None else dummy, b if isinstance(b, torch.Tensor) else dummy,
         w if isinstance(w, torch.Tensor) else dummy, o, h0 if h0 is not None else dummy,
         ht if ht is not None else dummy, cu, scale,

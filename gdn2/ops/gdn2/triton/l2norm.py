@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .common import cdiv, next_pow2
+
 
 @triton.jit
 def l2norm_fwd_kernel(x, y, rstd, n_rows, eps, D: tl.constexpr, BD: tl.constexpr, BR: tl.constexpr):
@@ -39,10 +41,10 @@ def l2norm_bwd_kernel(x, rstd, dy, dx, n_rows, D: tl.constexpr, BD: tl.constexpr
 
 def _grid(x: torch.Tensor):
     D = x.shape[-1]
-    BD = triton.next_power_of_2(D)
+    BD = next_pow2(D)
     BR = max(1, 4096 // BD)
     n = x.numel() // D
-    return n, D, BD, BR, (triton.cdiv(n, BR),)
+    return n, D, BD, BR, (cdiv(n, BR),)
 
 
 @torch.library.custom_op("gdn2::l2norm_fwd", mutates_args=())

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import GATE_ZERO, MIN_TILE, load_rows, load_write
+from .common import GATE_ZERO, MIN_TILE, cdiv, load_rows, load_write, next_pow2
 
 
 @triton.jit
@@ -76,7 +76,7 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
     HV, V = v.shape[1], v.shape[2]
     N = cu_seqlens.numel() - 1
     dev = v.device
-    BK = max(MIN_TILE, triton.next_power_of_2(K))
+    BK = max(MIN_TILE, next_pow2(K))
     BV = MIN_TILE
     o = torch.empty(T, HV, V, dtype=v.dtype, device=dev) if store_o else None
     ht = torch.empty(N, HV, K, V, dtype=torch.float32, device=dev) if output_final_state else None
@@ -84,7 +84,7 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
     r = torch.empty(T, HV, V, dtype=torch.float32, device=dev) if store_r else None
     dummy = kt
     _, b_mode, w_mode = modes
-    chunk_state_fwd_kernel[(N, HV, triton.cdiv(V, BV))](
+    chunk_state_fwd_kernel[(N, HV, cdiv(V, BV))](
         qg, kt, y if y is not None else dummy, dec, v, w if isinstance(w, torch.Tensor) else dummy,
         A if A is not None else dummy, Aqk, o if o is not None else dummy, h0 if h0 is not None else dummy,
         ht if ht is not None else dummy, h if h is not None else dummy, r if r is not None else dummy,
