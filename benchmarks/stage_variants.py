@@ -20,7 +20,7 @@ import triton
 
 from gdn2.bench.gpu import make_inputs
 from gdn2.ops.gdn2.triton import intra, key
-from gdn2.ops.gdn2.triton.backward import chunk_state_bwd_kernel
+from gdn2.ops.gdn2.triton.backward import chunk_bwd_value_kernel, chunk_state_bwd_kernel
 from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
 from gdn2.ops.gdn2.triton.common import gate_mode
 from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
@@ -113,10 +113,10 @@ def main():
     outs = [torch.empty(T, H, BT, **f32) for _ in range(2)] + [torch.empty(T, H, K, **f32) for _ in range(3)]
     dec = torch.empty(chunks.count, H, K, **f32)
 
-    def intra_run(**flags):
+    def intra_run(BK=32, nw=4, **flags):
         return lambda: iv.chunk_intra_fwd_kernel[(chunks.count, H)](
-            qf, kf, gf, bf, *outs, dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=32, SUB=16,
-            G_MODE=modes[0], B_MODE=modes[1], PREC="tf32", num_warps=4, num_stages=1, **flags)
+            qf, kf, gf, bf, *outs, dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK, SUB=16,
+            G_MODE=modes[0], B_MODE=modes[1], PREC="tf32", num_warps=nw, num_stages=1, **flags)
 
     o = torch.empty_like(vf)
 
@@ -135,6 +135,14 @@ def main():
             *gated, Aqk, do, o, dh, o, dr, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K, BV=32,
             B_MODE=modes[1], USE_DHT=False, STORE_DH0=False, PREC="tf32x3", num_warps=nw, num_stages=1)
 
+    h = torch.randn(chunks.count, H, K, K, **f32)
+    dv, dw = torch.empty_like(vf), torch.empty(wf.shape, **f32)
+
+    def value_run(BK, BV, nw):
+        return lambda: chunk_bwd_value_kernel[(chunks.count, H, triton.cdiv(K, BK) + 1)](
+            vf, wf, A, h, dh, dr, dr, do, dv, dw, scratch, chunks.start, chunks.end, H=H, HV=H, K=K, V=K, BT=BT,
+            BK=BK, BV=BV, SCRATCH=stride, B_MODE=modes[1], W_MODE=modes[2], PREC="tf32x3", num_warps=nw, num_stages=1)
+
     rows = [
         ("key, 64 columns, 8 warps: all", key_run(64, 8)),
         ("key, 64 columns, 8 warps: without the diagonal blocks", key_run(64, 8, DIAG=False)),
@@ -152,12 +160,18 @@ def main():
         ("intra: without the gated operands", intra_run(GATED=False)),
         ("intra: nothing but loads and stores", intra_run(OFF=False, DIAG=False, SOLVE=False, GATED=False)),
         ("intra: diagonal tile by cumulative product", intra_run(CUMPROD=True)),
+        ("intra: 16 columns, 4 warps", intra_run(BK=16)),
+        ("intra: 32 columns, 8 warps", intra_run(nw=8)),
         ("state fwd (o, one-pass): 4 warps", state_run(4, "tf32", False)),
         ("state fwd (o, one-pass): 8 warps", state_run(8, "tf32", False)),
         ("state fwd recompute (h, R, three-pass): 4 warps", state_run(4, "tf32x3", True)),
         ("state fwd recompute (h, R, three-pass): 8 warps", state_run(8, "tf32x3", True)),
         ("state bwd (three-pass): 4 warps", state_bwd_run(4)),
         ("state bwd (three-pass): 8 warps", state_bwd_run(8)),
+        ("value (three-pass): 32 key rows, 32 value columns, 8 warps (used)", value_run(32, 32, 8)),
+        ("value: 32 key rows, 32 value columns, 4 warps", value_run(32, 32, 4)),
+        ("value: 64 key rows, 32 value columns, 8 warps", value_run(64, 32, 8)),
+        ("value: 32 key rows, 64 value columns, 8 warps", value_run(32, 64, 8)),
     ]
     print(f"| variant (2x8K, {torch.cuda.get_device_name()}) | ms |\n|---|---|")
     for name, fn in rows:
