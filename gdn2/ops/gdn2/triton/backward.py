@@ -14,10 +14,10 @@ import triton
 import triton.language as tl
 
 from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, cdiv, chunk_rows, dot_precision, gate_mode,
-                     load_rows, load_scalar_rows, load_write, next_pow2, value_tile)
+                     load_rows, load_scalar_rows, load_write, value_tile)
 from .intra import chunk_intra_fwd
 from .key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
-from .state import chunk_state_fwd
+from .state import chunk_state_fwd, state_tiles
 
 
 @triton.jit
@@ -167,8 +167,7 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     _, _, h, r = chunk_state_fwd(gated, v, w, A, Aqk, h0, cu, chunks, modes, output_final_state=False,
                                  store_o=False, store_h=True, store_r=True, BT=BT, prec=prec)
     qg, kt, y, dec = gated
-    BK = max(MIN_TILE, next_pow2(K))
-    BV = MIN_TILE
+    BK, BV = state_tiles(K)
     dh = torch.empty_like(h)
     dr = torch.empty(T, HV, V, dtype=torch.float32, device=dev)
     dh0 = torch.empty(N, HV, K, V, dtype=torch.float32, device=dev) if h0 is not None else None
@@ -189,16 +188,11 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     NKk = cdiv(K, key_block)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dv = torch.empty_like(v)
-    # per-head gates: one partial sum per key column block, added below
-    partial = lambda x: torch.empty(*x.shape, NKk, dtype=torch.float32, device=dev) if x.ndim == 2 else \
-        torch.empty(x.shape, dtype=torch.float32, device=dev)  # noqa: E731
-    dg = partial(g) if g is not None else None
-    db = partial(b) if isinstance(b, torch.Tensor) else None
-    if isinstance(w, torch.Tensor):
-        dw = torch.empty(w.shape, dtype=torch.float32, device=dev) if w.ndim == 3 else \
-            torch.empty(T, HV, NV, dtype=torch.float32, device=dev)
-    else:
-        dw = None
+    # per-head gates ([T, H]): one partial sum per column block of the kernel that forms them
+    # (key blocks for g and b, value blocks for w), added below
+    grad = lambda x, blocks: None if not isinstance(x, torch.Tensor) else torch.empty(  # noqa: E731
+        *x.shape, *((blocks,) if x.ndim == 2 else ()), dtype=torch.float32, device=dev)
+    dg, db, dw = grad(g, NKk), grad(b, NKk), grad(w, NV)
     # per chunk and key head: dQ_γ, dY, dK_tail [BT, K] each, dG_C [K], dAqk and dA (then dT) [BT, BT]
     stride = (3 * BT + 1) * K + 2 * BT * BT
     scratch = torch.empty(max(chunks.count, 1), H, stride, dtype=torch.float32, device=dev)
@@ -214,10 +208,5 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
         q, k, gt, bt, At, scratch, dq, dk, dg if dg is not None else dummy, db if db is not None else dummy,
         chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=key_block, SUB=16, SCRATCH=stride, G_MODE=modes[0],
         B_MODE=modes[1], PREC=prec, num_warps=KEY_WARPS[key_block], num_stages=1)
-    if dg is not None and g.ndim == 2:
-        dg = dg.sum(-1)
-    if db is not None and b.ndim == 2:
-        db = db.sum(-1)
-    if dw is not None and w.ndim == 2:
-        dw = dw.sum(-1)
+    dg, db, dw = (d.sum(-1) if d is not None and x.ndim == 2 else d for d, x in ((dg, g), (db, b), (dw, w)))
     return dq, dk, dv, dg, db, dw, dh0

@@ -67,6 +67,12 @@ def chunk_state_fwd_kernel(
         tl.store(ht + (i_n * HV + i_hv) * K * V + p_kv, b_S, mask=m_kv)
 
 
+def state_tiles(K: int):
+    """Tile of the sequential (state) kernels, forward and backward: all key rows (the state is
+    carried across chunks in registers), ``MIN_TILE`` value columns per program."""
+    return max(MIN_TILE, next_pow2(K)), MIN_TILE
+
+
 def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_final_state,
                     store_o=True, store_h=False, store_r=False, BT=64, prec="tf32x3"):
     """Launch the inter-chunk stage over the flattened layout; ``gated`` = (Q_γ, K_tail, Y,
@@ -76,8 +82,7 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
     HV, V = v.shape[1], v.shape[2]
     N = cu_seqlens.numel() - 1
     dev = v.device
-    BK = max(MIN_TILE, next_pow2(K))
-    BV = MIN_TILE
+    BK, BV = state_tiles(K)
     o = torch.empty(T, HV, V, dtype=v.dtype, device=dev) if store_o else None
     ht = torch.empty(N, HV, K, V, dtype=torch.float32, device=dev) if output_final_state else None
     h = torch.empty(max(chunks.count, 1), HV, K, V, dtype=torch.float32, device=dev) if store_h else None
