@@ -250,17 +250,18 @@ def _sliding_window_blocks(q, k, v, W: int) -> torch.Tensor:
     nb = -(-T // W)
     pad = nb * W - T
 
-    def blocks(x, rows, front):  # [B, H, T, D] -> [B * nb, H, rows, D]
+    def blocks(x, rows, front):  # [B, H, T, D] -> [B * (nb - 1), H, rows, D], blocks 1 .. nb - 1
         x = F.pad(x, (0, 0, front, pad))
-        x = x.unfold(2, rows, W)[:, :, :nb]                                     # [B, H, nb, D, rows]
-        return x.permute(0, 2, 1, 4, 3).reshape(B * nb, H, rows, D)
+        x = x.unfold(2, rows, W)[:, :, 1:nb]                                    # [B, H, nb - 1, D, rows]
+        return x.permute(0, 2, 1, 4, 3).reshape(B * (nb - 1), H, rows, D)
 
+    # block 0 has no previous block: plain causal attention over its own W keys (T > W here)
+    first = F.scaled_dot_product_attention(q[:, :, :W], k[:, :, :W], v[:, :, :W], is_causal=True)
     i = torch.arange(W, device=q.device)[:, None]
     j = torch.arange(2 * W, device=q.device)[None, :]
-    # key j of block n sits at position (n - 1) W + j, query i at n W + i
-    mask = (j > i) & (j <= i + W)
-    first = mask & (j >= W)                                                     # block 0 has no previous block
-    mask = torch.stack([first] + [mask] * (nb - 1))[None, :, None].expand(B, nb, 1, W, 2 * W)
-    o = F.scaled_dot_product_attention(blocks(q, W, 0), blocks(k, 2 * W, W), blocks(v, 2 * W, W),
-                                       attn_mask=mask.reshape(B * nb, 1, W, 2 * W))
-    return o.view(B, nb, H, W, D).permute(0, 2, 1, 3, 4).reshape(B, H, nb * W, D)[:, :, :T]
+    # key j of block n sits at position (n - 1) W + j, query i at n W + i; one [W, 2W] mask
+    # broadcasts over every block, batch row and head
+    rest = F.scaled_dot_product_attention(blocks(q, W, 0), blocks(k, 2 * W, W), blocks(v, 2 * W, W),
+                                          attn_mask=(j > i) & (j <= i + W))
+    rest = rest.view(B, nb - 1, H, W, D).permute(0, 2, 1, 3, 4).reshape(B, H, (nb - 1) * W, D)
+    return torch.cat([first, rest], dim=2)[:, :, :T]
