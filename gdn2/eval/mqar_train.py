@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -108,17 +107,10 @@ def derive_seed(*parts) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-SCHEDULES = ("cosine", "constant")
-
-
-def _lr_factor(step: int, steps: int, warmup: int, schedule: str = "cosine") -> float:
-    """Linear warm-up to 1 over ``warmup`` steps, then a cosine to 0 at ``steps`` or constant."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup) / max(steps - warmup, 1)
-    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+# the learning rate after the warm-up, as the floor of the project's warm-up + cosine schedule
+# (gdn2.train.optim): cosine to 0 (Zoology's) or held at the peak
+SCHEDULE_FLOOR = {"cosine": 0.0, "constant": 1.0}
+SCHEDULES = tuple(SCHEDULE_FLOOR)
 
 
 def _answer_logits(model, inputs: torch.Tensor, labels: torch.Tensor):
@@ -187,6 +179,7 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
         An ``MQARResult`` with the test ``accuracy`` and every step's training ``losses``.
     """
     from ..models import GDN2ForCausalLM
+    from ..train.optim import build_scheduler
 
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
@@ -205,16 +198,18 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
     ]
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
     warmup = max(1, steps // 10 if warmup_steps is None else warmup_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, steps, warmup, schedule))
-    losses: List[float] = []
+    scheduler = build_scheduler(optimizer, warmup, steps, SCHEDULE_FLOOR[schedule])
+    step_losses: List[torch.Tensor] = []
     bar = progress_bar(range(steps), desc=f"MQAR {describe(config)} T={seq_len} P={num_kv_pairs}",
                        enabled=progress, unit="step")
     batches = _training_batches(steps, prefetch, lambda step: mqar_batch(
         batch_size, seq_len, num_kv_pairs, config.vocab_size, power_a, seed=derive_seed(seed, "train", step)))
+    device_type = torch.device(device).type
+    shown = hasattr(bar, "set_postfix")
     for step, data in zip(bar, batches):
         # autocast is entered per step: its cache of low-precision weight copies lives as long as
         # the context, so one context around the whole loop would train on the initial weights
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
             logits, targets = _answer_logits(model, data.inputs.to(device), data.labels.to(device))
         loss = F.cross_entropy(logits, targets)
         optimizer.zero_grad(set_to_none=True)
@@ -222,9 +217,10 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
-        losses.append(loss.item())
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        step_losses.append(loss.detach())  # read back once after the loop: no host wait per step
+        if shown:
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    losses = torch.stack(step_losses).tolist() if step_losses else []
     accuracy = evaluate_mqar(model, seq_len, num_kv_pairs, num_test, seed, power_a=power_a)
     return MQARResult(model=describe(config), seq_len=seq_len, num_kv_pairs=num_kv_pairs, accuracy=accuracy,
                       steps=steps, lr=lr, final_loss=losses[-1] if losses else float("nan"),

@@ -7,7 +7,8 @@ import pytest
 pytest.importorskip("transformers")
 
 from gdn2.eval import MQARResult, mqar_config, mqar_table, train_mqar, write_mqar  # noqa: E402
-from gdn2.eval.mqar_train import _lr_factor, mqar_mixers  # noqa: E402
+from gdn2.eval.mqar_train import SCHEDULE_FLOOR, mqar_mixers  # noqa: E402
+from gdn2.train.optim import lr_factor  # noqa: E402
 
 TINY = dict(vocab_size=64, hidden_size=32)
 
@@ -47,7 +48,7 @@ def test_invalid_settings_fail_before_training():
 
 
 def test_schedule_warms_up_then_decays_to_zero():
-    factors = [_lr_factor(s, 100, 10) for s in range(101)]
+    factors = [lr_factor(s, 10, 100, SCHEDULE_FLOOR["cosine"]) for s in range(101)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == 1.0 and factors[10] == 1.0
     assert all(a >= b for a, b in zip(factors[10:], factors[11:])) and factors[100] == pytest.approx(0.0)
 
@@ -98,7 +99,7 @@ def test_prefetch_gives_the_same_batches():
 
 
 def test_constant_schedule_holds_the_peak_and_unknown_names_fail():
-    factors = [_lr_factor(s, 100, 10, "constant") for s in range(101)]
+    factors = [lr_factor(s, 10, 100, SCHEDULE_FLOOR["constant"]) for s in range(101)]
     assert factors[0] == pytest.approx(0.1) and all(f == 1.0 for f in factors[9:])
     with pytest.raises(ValueError, match="schedule must be one of"):
         train_mqar(mqar_config("gdn", vocab_size=128), seq_len=16, num_kv_pairs=2, steps=1, schedule="linear")
