@@ -3,10 +3,9 @@ reading appended JSON-lines results."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable
 
 import torch
 
@@ -32,10 +31,3 @@ def environment(device: torch.device) -> dict:
                 device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 **software_versions(), git_commit=git("rev-parse", "--short", "HEAD"),
                 git_dirty=None if status is None else bool(status))
-
-
-def read_records(path: Path) -> List[dict]:
-    if not path.exists():
-        return []
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

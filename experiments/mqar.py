@@ -49,9 +49,10 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from experiments.common import environment, parse_list, read_records  # noqa: E402
+from experiments.common import environment, parse_list  # noqa: E402
 from experiments.report import PROTOCOL, protocol_of  # noqa: E402
 from gdn2.eval.mqar_train import ATTENTION, SCHEDULES, mqar_config, mqar_mixers, train_mqar  # noqa: E402
+from gdn2.train.metrics import read_log  # noqa: E402
 
 DEFAULT_MIXERS = "gdn2,kda,gdn,deltanet,gla,attention,gdn2_b_only,gdn2_w_only,gdn2+neg"
 
@@ -186,7 +187,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     path = args.out / "mqar.jsonl"
     accuracies: Dict[Tuple, float] = {}
     if args.resume:
-        for r in read_records(path):
+        for r in read_log(path):
             if r.get("task") == "mqar" and protocol_of(r) == tuple(protocol.values()):
                 accuracies[Cell(r["mixer"], r["d_model"], r["seq_len"], r["num_kv_pairs"], r["lr"],
                                 r["seed"]).key()] = r["accuracy"]

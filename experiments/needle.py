@@ -79,9 +79,10 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from experiments.common import environment, parse_list, read_records  # noqa: E402
+from experiments.common import environment, parse_list  # noqa: E402
 from experiments.needle_data import IGNORE_INDEX, DataSpec, NeedleData, get_data  # noqa: E402
 from gdn2.eval.mqar_train import derive_seed  # noqa: E402
+from gdn2.train.metrics import read_log  # noqa: E402
 
 KINDS = {"recurrent": "L", "hybrid": "LS"}
 DEFAULT_MIXERS = "gdn2,kda,gdn,gdn2_b_only,gdn2_w_only,gdn2+neg"
@@ -284,7 +285,7 @@ def summarize(results: Path = ROOT / "experiments" / "results", out: Optional[Pa
     path = results if results.is_file() else results / RESULTS
     out = Path(out) if out is not None else path.parent / SUMMARY
     latest: Dict[tuple, dict] = {}
-    for r in read_records(path):
+    for r in read_log(path):
         if r.get("task") == "needle":
             protocol = tuple((k, json.dumps(r.get(k))) for k in PROTOCOL if k in r)
             latest[(protocol, r["kind"], r["mixer"], r["seed"])] = r
@@ -431,7 +432,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     args.out.mkdir(parents=True, exist_ok=True)
     done = set()
     if args.resume:
-        for r in read_records(path):
+        for r in read_log(path):
             if r.get("task") == "needle" and all(r.get(k) == json.loads(json.dumps(v)) for k, v in protocol.items()):
                 done.add(Cell(r["kind"], r["mixer"], r["seed"]).key())
         print(f"resume: {len(done)} cell(s) of this protocol already in {path}", flush=True)

@@ -53,10 +53,18 @@ class RunLog:
 
 
 def read_log(path: Union[str, os.PathLike]) -> List[Dict]:
+    """The records of a JSON-lines file ([] when it does not exist). A last line cut short by a
+    killed run is dropped, so the run can resume; a bad line anywhere else is an error."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines[:-1]]
+    try:
+        records += [json.loads(line) for line in lines[-1:]]
+    except json.JSONDecodeError:
+        pass
+    return records
 
 
 def plot_losses(log_path: Union[str, os.PathLike], png_path: Union[str, os.PathLike], title: str = "") -> bool:
