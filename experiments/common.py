@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Callable
+import math
+import statistics
+from typing import Callable, List, Sequence, Tuple
 
 import torch
 
@@ -31,3 +33,22 @@ def environment(device: torch.device) -> dict:
                 device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 **software_versions(), git_commit=git("rev-parse", "--short", "HEAD"),
                 git_dirty=None if status is None else bool(status))
+
+
+def split_mixer(name: str, allow_attention: bool = False) -> Tuple[str, bool]:
+    """``"gdn2+neg"`` -> ``("gdn2", True)`` (the erase gate in [0, 2]); validates the name: a
+    linear mixer preset, or ``attention`` where the experiment allows it (never with ``+neg``)."""
+    from gdn2.eval.mqar_train import ATTENTION, mqar_mixers
+
+    names = [m for m in mqar_mixers() if allow_attention or m != ATTENTION]
+    preset, neg = (name[:-4], True) if name.endswith("+neg") else (name, False)
+    if preset not in names or (neg and preset == ATTENTION):
+        raise ValueError(f"unknown mixer {name!r}; choose from {', '.join(names)} (presets also as NAME+neg)")
+    return preset, neg
+
+
+def loss_curve(values: Sequence[float], points: int = 10) -> List[float]:
+    """A training loss as ``points`` means of consecutive stretches (NaN steps left out)."""
+    values = [v for v in values if not math.isnan(v)]
+    return [round(statistics.fmean(chunk), 4) for i in range(points)
+            if (chunk := values[i * len(values) // points:(i + 1) * len(values) // points])]

@@ -49,9 +49,9 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from experiments.common import environment, parse_list  # noqa: E402
+from experiments.common import environment, loss_curve, parse_list, split_mixer  # noqa: E402
 from experiments.report import PROTOCOL, protocol_of  # noqa: E402
-from gdn2.eval.mqar_train import ATTENTION, SCHEDULES, mqar_config, mqar_mixers, train_mqar  # noqa: E402
+from gdn2.eval.mqar_train import SCHEDULES, mqar_config, train_mqar  # noqa: E402
 from gdn2.train.metrics import read_log  # noqa: E402
 
 DEFAULT_MIXERS = "gdn2,kda,gdn,deltanet,gla,attention,gdn2_b_only,gdn2_w_only,gdn2+neg"
@@ -79,14 +79,6 @@ def parse_settings(text: str) -> List[Tuple[int, int]]:
             raise argparse.ArgumentTypeError(f"setting {item!r} is not SEQ_LEN:PAIRS")
         out.append((int(seq_len), int(pairs)))
     return out
-
-
-def split_mixer(name: str) -> Tuple[str, bool]:
-    """``"gdn2+neg"`` -> ``("gdn2", True)``; validates the preset name."""
-    preset, neg = (name[:-4], True) if name.endswith("+neg") else (name, False)
-    if preset not in mqar_mixers() or (neg and preset == ATTENTION):
-        raise ValueError(f"unknown mixer {name!r}; choose from {', '.join(mqar_mixers())} (presets also as NAME+neg)")
-    return preset, neg
 
 
 def best_lr(lrs: Sequence[float], accuracy: Callable[[float], Optional[float]]) -> Optional[float]:
@@ -168,7 +160,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
 
     start = time.perf_counter() if start is None else start
     for m in args.mixers:
-        split_mixer(m)
+        split_mixer(m, allow_attention=True)
     lr_first = args.lr_first if args.lr_first is not None else args.lrs[(len(args.lrs) - 1) // 2]
     if lr_first not in args.lrs:
         args.lrs = [lr_first] + args.lrs
@@ -214,7 +206,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
                   f"seed={cell.seed}: elapsed {elapsed:.0f}s + estimate {guess:.0f}s would exceed the budget of "
                   f"{args.budget_seconds:g}s", flush=True)
             continue
-        preset, neg = split_mixer(cell.mixer)
+        preset, neg = split_mixer(cell.mixer, allow_attention=True)
         config = mqar_config(preset, vocab_size=args.vocab_size, hidden_size=cell.d_model,
                              num_layers=args.num_layers, num_heads=args.num_heads,
                              **({"negative_eigen": True} if neg else {}))
@@ -225,10 +217,8 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
             torch.cuda.synchronize(device)
         size, kind = state_size(config, cell.seq_len)
         losses = result.losses
-        curve = [round(sum(chunk) / len(chunk), 4) for i in range(10)
-                 if (chunk := losses[i * len(losses) // 10:(i + 1) * len(losses) // 10])]
         record = dict(task="mqar", **asdict(cell), **protocol, head_dim=cell.d_model // args.num_heads,
-                      accuracy=result.accuracy, final_loss=result.final_loss, loss_curve=curve,
+                      accuracy=result.accuracy, final_loss=result.final_loss, loss_curve=loss_curve(losses),
                       seconds=result.seconds, state_size=size, state_kind=kind,
                       num_parameters=result.num_parameters, amp=amp, num_test=args.num_test, **env,
                       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))

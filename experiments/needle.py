@@ -61,7 +61,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import statistics
 import sys
@@ -79,9 +78,9 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from experiments.common import environment, parse_list  # noqa: E402
+from experiments.common import environment, loss_curve, parse_list, split_mixer  # noqa: E402
 from experiments.needle_data import IGNORE_INDEX, DataSpec, NeedleData, get_data  # noqa: E402
-from gdn2.eval.mqar_train import derive_seed  # noqa: E402
+from gdn2.eval.mqar_train import derive_seed, mqar_config  # noqa: E402
 from gdn2.train.metrics import read_log  # noqa: E402
 
 KINDS = {"recurrent": "L", "hybrid": "LS"}
@@ -105,16 +104,6 @@ class Cell:
         return (self.kind, self.mixer, self.seed)
 
 
-def split_mixer(name: str) -> Tuple[str, bool]:
-    """``"gdn2+neg"`` -> ``("gdn2", True)``; validates the preset name."""
-    from gdn2.layers import MIXER_PRESETS
-
-    preset, neg = (name[:-4], True) if name.endswith("+neg") else (name, False)
-    if preset not in MIXER_PRESETS:
-        raise ValueError(f"unknown mixer {name!r}; choose from {', '.join(MIXER_PRESETS)} (each also as NAME+neg)")
-    return preset, neg
-
-
 def cell_order(kinds: Sequence[str], mixers: Sequence[str], seeds: Sequence[int]) -> Iterator[Cell]:
     """Seed-major: every (kind, mixer) at the first seed, then at the second, ..."""
     for seed in seeds:
@@ -124,26 +113,15 @@ def cell_order(kinds: Sequence[str], mixers: Sequence[str], seeds: Sequence[int]
 
 
 def model_config(args, cell: Cell, vocab_size: int, eos_id: int, pad_id: int):
-    from gdn2.models import GDN2Config
-
     preset, neg = split_mixer(cell.mixer)
-    head = args.d_model // args.num_heads
-    return GDN2Config.from_preset(
-        "tiny", vocab_size=vocab_size, hidden_size=args.d_model, num_hidden_layers=args.num_layers,
-        pattern=KINDS[cell.kind], mixer=preset, negative_eigen=neg, num_heads=args.num_heads, head_k_dim=head,
-        head_v_dim=head, num_attention_heads=args.num_heads, head_dim=head,
-        intermediate_size=args.intermediate_size, sliding_window=args.sliding_window, backend=args.backend,
-        eos_token_id=eos_id, bos_token_id=eos_id, pad_token_id=pad_id)
+    return mqar_config(preset, KINDS[cell.kind], vocab_size=vocab_size, hidden_size=args.d_model,
+                       num_layers=args.num_layers, num_heads=args.num_heads, negative_eigen=neg,
+                       intermediate_size=args.intermediate_size, sliding_window=args.sliding_window,
+                       backend=args.backend, eos_token_id=eos_id, bos_token_id=eos_id, pad_token_id=pad_id)
 
 
 
 # Training and evaluation
-
-def _curve(values: Sequence[float], points: int = 10) -> List[float]:
-    values = [v for v in values if not math.isnan(v)]
-    return [round(statistics.fmean(chunk), 4) for i in range(points)
-            if (chunk := values[i * len(values) // points:(i + 1) * len(values) // points])]
-
 
 def train_cell(model, data: NeedleData, args, cell: Cell, device: torch.device, amp: bool) -> Dict[str, List[float]]:
     """Train ``model`` in place; returns the per-step total, corpus-row and needle-row losses."""
@@ -228,7 +206,6 @@ def run_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool
     accuracy: Dict[str, Dict[str, float]] = defaultdict(dict)
     for r in scores:
         accuracy[r["task"]][str(r["context_length"])] = round(r["accuracy"], 2)
-    head = args.d_model // args.num_heads
     first = {}   # one answer per (task, length), for a look at what the model says
     for s, pred in zip(data.eval_samples, predictions):
         first.setdefault((s["task"], s["context_length"]), dict(
@@ -238,10 +215,10 @@ def run_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool
     return dict(
         accuracy=dict(accuracy), mean_accuracy=mean, num_eval=len(predictions), examples=list(first.values()),
         final_loss=round(statistics.fmean(losses["total"][-10:]), 4) if losses["total"] else None,
-        loss_curve=_curve(losses["total"]), corpus_loss_curve=_curve(losses["corpus"]),
-        needle_loss_curve=_curve(losses["needle"]), pattern=config.pattern, layers="".join(config.layer_kinds),
-        head_dim=head,
-        state_size=config.num_v_heads * head * head,
+        loss_curve=loss_curve(losses["total"]), corpus_loss_curve=loss_curve(losses["corpus"]),
+        needle_loss_curve=loss_curve(losses["needle"]), pattern=config.pattern, layers="".join(config.layer_kinds),
+        head_dim=config.head_v_dim,
+        state_size=config.num_v_heads * config.head_k_dim * config.head_v_dim,
         kv_window_size=(2 * args.sliding_window * config.num_key_value_heads * config.head_dim
                         if "S" in config.pattern else 0),
         num_parameters=sum(p.numel() for p in model.parameters()), amp=amp,

@@ -1,13 +1,8 @@
 """CPU smoke tests of experiments/mqar.py (the MQAR sweep) and experiments/report.py."""
 
 import json
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
 
 
 from experiments import mqar  # noqa: E402

