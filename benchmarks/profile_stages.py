@@ -9,10 +9,8 @@ import argparse
 import torch
 import triton
 
-from gdn2.bench.gpu import make_inputs
+from gdn2.bench.gpu import make_inputs, stage_inputs
 from gdn2.ops.gdn2.triton.backward import chunk_bwd
-from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
-from gdn2.ops.gdn2.triton.common import gate_mode
 from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
 from gdn2.ops.gdn2.triton.state import chunk_state_fwd
 from gdn2.ops.gdn2.triton.l2norm import l2norm as l2norm_triton
@@ -29,11 +27,8 @@ def main():
     p.add_argument("--T", type=int, default=8192)
     a = p.parse_args()
     x = make_inputs(a.B, a.T)
-    q, k = l2norm(x["q"]), l2norm(x["k"])
-    qf, kf, vf, gf, bf, wf, h0, cu, uT, b_zero = _prepare(q, k, x["v"], x["g"], x["b"], x["w"], None, None)
-    chunks = _chunks(cu, uT)
-    modes = (gate_mode(gf, 3), gate_mode(bf, 3), gate_mode(wf, 3))
-    scale = 128 ** -0.5
+    s = stage_inputs(x, l2norm(x["q"]), l2norm(x["k"]))
+    qf, kf, vf, gf, bf, wf, cu, chunks, modes, scale = s.q, s.k, s.v, s.g, s.b, s.w, s.cu, s.chunks, s.modes, s.scale
     A, Aqk, gated = chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1])
     do = torch.randn_like(vf)
     rows = [

@@ -18,19 +18,23 @@ from pathlib import Path
 import torch
 import triton
 
-from gdn2.bench.gpu import make_inputs
+from gdn2.bench.gpu import make_inputs, stage_inputs
 from gdn2.ops.gdn2.triton import intra, key
 from gdn2.ops.gdn2.triton.backward import chunk_bwd_value_kernel, chunk_state_bwd_kernel
-from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
-from gdn2.ops.gdn2.triton.common import gate_mode
+from gdn2.ops.gdn2.triton.chunk import BT
 from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
 from gdn2.ops.gdn2.triton.l2norm import l2norm
 from gdn2.ops.gdn2.triton.state import chunk_state_fwd_kernel
 
 
+def find(src: str, marker: str, start: int = 0) -> int:
+    if marker not in src[start:]:
+        raise SystemExit(f"stage_variants: kernel source changed, marker not found: {marker.strip()[:70]!r}")
+    return src.index(marker, start)
+
+
 def replace(src: str, old: str, new: str) -> str:
-    if old not in src:
-        raise SystemExit(f"stage_variants: kernel source changed, marker not found: {old.strip()[:70]!r}")
+    find(src, old)
     return src.replace(old, new, 1)
 
 
@@ -42,7 +46,7 @@ CUMPROD = "b_D = tl.where(lower, tl.cumprod(tl.where(below, tl.exp(b_g)[:, None,
 
 def with_cumprod(src: str) -> str:
     """Put the pairwise-decay tile under a CUMPROD switch (the kernel's line, or the product)."""
-    at = src.index(PAIRWISE)
+    at = find(src, PAIRWISE)
     indent = src[src.rindex("\n", 0, at) + 1:at]
     return replace(src, PAIRWISE, f"if CUMPROD:\n{indent}    {CUMPROD}\n{indent}else:\n{indent}    {PAIRWISE}")
 
@@ -54,8 +58,8 @@ def key_source() -> str:
                 "PREC: tl.constexpr,\n    DIAG: tl.constexpr = True, EARLY: tl.constexpr = True, LATE: tl.constexpr = True,\n"
                 "    CUMPROD: tl.constexpr = False,\n"
                 "):\n    \"\"\"One chunk")
-    start = s.index("        b_D = tl.where(lower")
-    end = s.index("        # earlier blocks", start)
+    start = find(s, "        b_D = tl.where(lower")
+    end = find(s, "        # earlier blocks", start)
     zeros = "".join(f"        {n} = tl.zeros([SUB, BK], dtype=tl.float32)\n" for n in ("b_pq", "b_pk", "b_pe", "b_pke", "b_ady"))
     s = s[:start] + zeros + "        if DIAG:\n" + textwrap.indent(s[start:end], "    ") + s[end:]
     s = with_cumprod(replace(s, "for i_j in range(0, i):", "for i_j in range(0, i * EARLY):"))
@@ -94,10 +98,8 @@ def main():
         return 0
     bench = lambda fn: triton.testing.do_bench(fn, warmup=5, rep=30, return_mode="median")  # noqa: E731
     x = make_inputs(2, 8192)
-    q, k = l2norm(x["q"]), l2norm(x["k"])
-    qf, kf, vf, gf, bf, wf, _, cu, uT, _ = _prepare(q, k, x["v"], x["g"], x["b"], x["w"], None, None)
-    chunks, scale, BT = _chunks(cu, uT), 128 ** -0.5, 64
-    modes = (gate_mode(gf, 3), gate_mode(bf, 3), gate_mode(wf, 3))
+    s = stage_inputs(x, l2norm(x["q"]), l2norm(x["k"]))
+    qf, kf, vf, gf, bf, wf, cu, chunks, modes, scale = s.q, s.k, s.v, s.g, s.b, s.w, s.cu, s.chunks, s.modes, s.scale
     T, H, K = kf.shape
     A, Aqk, gated = chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1], prec="tf32x3")
     stride = (3 * BT + 1) * K + 2 * BT * BT

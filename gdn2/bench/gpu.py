@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -37,6 +38,17 @@ def make_inputs(B, T, device="cuda", dtype=torch.bfloat16, seed=0):
     b = torch.sigmoid(r(B, T, H, K)).to(dtype)
     w = torch.sigmoid(r(B, T, H, V)).to(dtype)
     return dict(q=q, k=k, v=v, g=g, b=b, w=w)
+
+
+def stage_inputs(x: Dict[str, torch.Tensor], q: torch.Tensor, k: torch.Tensor) -> SimpleNamespace:
+    """What the Triton pipeline's stages take, for the profilers and the smoke run: ``make_inputs``
+    with q, k L2-normalised, flattened to ``[T, H, D]``, with the chunk table, gate modes and scale."""
+    from ..ops.gdn2.triton.chunk import _chunks, _prepare
+    from ..ops.gdn2.triton.common import gate_mode
+
+    q, k, v, g, b, w, _, cu, uniform_T, _ = _prepare(q, k, x["v"], x["g"], x["b"], x["w"], None, None)
+    return SimpleNamespace(q=q, k=k, v=v, g=g, b=b, w=w, cu=cu, chunks=_chunks(cu, uniform_T),
+                           modes=(gate_mode(g, 3), gate_mode(b, 3), gate_mode(w, 3)), scale=q.shape[-1] ** -0.5)
 
 
 def ours(x, **kw):
