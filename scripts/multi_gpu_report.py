@@ -227,15 +227,15 @@ def report(out: Path, warmup: int, loss_rtol: float, efficiency_target: float) -
               "max rel diff over resumed steps | vs 1-GPU run, max rel | last step |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     resumed = {}
+    expected = resume_step + 1 if isinstance(resume_step, int) else None
     for name, label in RESUMES:
         records, phase = logs[name], phases.get(name, {})
         gpus = 1 if name == "resume-1gpu" else n
-        expected = resume_step + 1 if isinstance(resume_step, int) else None
-        if not records or not train_losses(records):
+        losses = train_losses(records or [])
+        if not losses:
             lines.append(f"| {label} | {gpus} | {phase.get('rc', '-')} | missing ({expected}) | | | | | | |")
             resumed[name] = None
             continue
-        losses = train_losses(records)
         first = min(losses)
         ref = reference.get(first)
         diff = compare(losses, reference)
