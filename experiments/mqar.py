@@ -51,6 +51,7 @@ import torch  # noqa: E402
 
 from experiments.common import environment, loss_curve, parse_list, split_mixer  # noqa: E402
 from experiments.report import PROTOCOL, protocol_of  # noqa: E402
+from gdn2.eval.likelihood import progress_bar  # noqa: E402
 from gdn2.eval.mqar_train import SCHEDULES, mqar_config, train_mqar  # noqa: E402
 from gdn2.train.metrics import read_log  # noqa: E402
 
@@ -188,11 +189,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     cells = cell_order(args.mixers, args.d_models, args.settings, args.lrs, args.seeds, lr_first,
                        lambda c: accuracies.get(c.key()))
     total = len(args.settings) * len(args.d_models) * len(args.mixers) * (len(args.lrs) + len(args.seeds) - 1)
-    try:
-        from tqdm import tqdm
-        bar = tqdm(total=total, unit="cell", disable=args.no_progress, dynamic_ncols=True, file=sys.stderr)
-    except ImportError:
-        bar = None
+    bar = progress_bar(None, total=total, unit="cell", enabled=not args.no_progress)
     estimate, run, skipped = Estimator(), 0, 0
     for cell in cells:
         if bar is not None:
@@ -230,7 +227,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         message = (f"{cell.mixer:>12} d={cell.d_model:<4} T={cell.seq_len:<4} P={cell.num_kv_pairs:<4} "
                    f"lr={cell.lr:<7g} seed={cell.seed} acc={result.accuracy:.3f} loss={result.final_loss:.3f} "
                    f"state={size} {result.seconds:.1f}s")
-        (bar.write(message) if bar is not None and not args.no_progress else print(message, flush=True))
+        (bar.write(message) if bar is not None else print(message, flush=True))
     if bar is not None:
         bar.close()
     print(f"done: {run} cell(s) run, {skipped} skipped for the budget, {time.perf_counter() - start:.0f}s; "
