@@ -170,7 +170,7 @@ def predict(model, data: NeedleData, samples: Sequence[dict], device: torch.devi
 
     model.eval()
     eos = data.eos_id
-    prompts = [s["prompt_ids"] if "prompt_ids" in s else data.encoder.encode(s["input"]) for s in samples]
+    prompts = [s["input_ids"] for s in samples]
     groups: Dict[int, List[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
         groups[len(p)].append(i)

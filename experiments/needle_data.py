@@ -91,7 +91,7 @@ class NeedleData:
         self.pool_all = torch.full((n, T), IGNORE_INDEX, dtype=torch.long)      # labels on every token
         self.pool_len = torch.zeros(n, dtype=torch.long)
         for i, s in enumerate(samples):
-            prompt = s["prompt_ids"]
+            prompt = s["input_ids"]
             row = (prompt + self.tokenizer.encode(" " + s["answers"][0]) + [self.eos_id])[:T]
             L = len(row)
             ids = torch.tensor(row)
@@ -146,9 +146,7 @@ def _job(job):
         samples = generate_niah(task, length, num, encoder, seed=seed, haystack=_JOB_CONTEXT["prose"][part])
     except ValueError as e:   # the prompt does not fit the length
         return e
-    for s in samples:   # the model's input: end-of-text, then the prompt (as gdn2.eval.harness feeds it)
-        s["prompt_ids"] = encoder.encode(s["input"])
-    return samples
+    return samples   # input_ids: end-of-text, then the prompt (the encoder adds it, as in gdn2.eval.harness)
 
 
 def _run_jobs(jobs, encoder, prose, workers: int):

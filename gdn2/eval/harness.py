@@ -103,7 +103,7 @@ def run_ruler(model, tokenizer, tasks: Iterable[Union[str, NiahTask]] = tuple(TA
     generated = time.perf_counter()
     predictions = []
     for sample in progress_bar(samples, desc="RULER", enabled=progress, unit="sample"):
-        new = greedy_continue(model, encoder.encode(sample["input"]), sample["max_new_tokens"], tokenizer.eos_id)
+        new = greedy_continue(model, sample["input_ids"], sample["max_new_tokens"], tokenizer.eos_id)
         predictions.append(tokenizer.decode(new))
     done = time.perf_counter()
     info = {"tasks": list(dict.fromkeys(s["task"] for s in samples)), "lengths": lengths,

@@ -279,6 +279,7 @@ def _make_sample(task: NiahTask, context_length: int, index: int, num_samples: i
         n = _largest_fitting(lambda m: len(tokenizer.encode(prompt(m))), context_length - reserve, guess)
         text, haystack = prompt(n), context(n)
         if all(text.count(v) == 1 for v in values) and all(haystack.count(k) == 1 for k in keys):
+            ids = tokenizer.encode(text)
             sample = {
                 "task": task.name,
                 "context_length": context_length,
@@ -289,7 +290,8 @@ def _make_sample(task: NiahTask, context_length: int, index: int, num_samples: i
                 "query": keys[0],
                 "keys": keys,
                 "values": values,
-                "input_tokens": len(tokenizer.encode(text)),
+                "input_ids": ids,
+                "input_tokens": len(ids),
                 "max_new_tokens": reserve,
             }
             return sample, n
@@ -320,8 +322,9 @@ def generate_niah(task: Union[str, NiahTask], context_length: int, num_samples: 
         One dict per sample: ``task``, ``context_length``, ``index``, ``depth`` (fraction of the
         haystack before the asked needle, in [0, 1]), ``input`` (the prompt, ending with the
         answer prefix), ``answers`` (the asked value, in a list), ``query`` (the asked key),
-        ``keys`` and ``values`` (of every needle, the asked one first), ``input_tokens`` and
-        ``max_new_tokens`` (the tokens reserved for the answer).
+        ``keys`` and ``values`` (of every needle, the asked one first), ``input_ids`` (the prompt as
+        ``tokenizer`` encodes it), ``input_tokens`` and ``max_new_tokens`` (the tokens reserved for
+        the answer).
     """
     task = get_task(task)
     if num_samples < 1:

@@ -77,12 +77,13 @@ def write_ruler_json(path: Union[str, os.PathLike], scores: Sequence[Mapping],
                      samples: Optional[Sequence[Mapping]] = None, predictions: Optional[Sequence[str]] = None,
                      meta: Optional[Mapping] = None) -> None:
     """Write ``{"meta", "scores", "samples"}`` to ``path``. Each sample entry keeps everything
-    but the (long) ``input`` and, given ``predictions``, adds ``prediction`` and ``score``."""
+    but the (long) ``input`` and ``input_ids`` and, given ``predictions``, adds ``prediction`` and
+    ``score``."""
     if predictions is not None and (samples is None or len(predictions) != len(samples)):
         raise ValueError("predictions need the samples they answer, one each")
     entries = []
     for i, sample in enumerate(samples or ()):
-        entry = {k: v for k, v in sample.items() if k != "input"}
+        entry = {k: v for k, v in sample.items() if k not in ("input", "input_ids")}
         if predictions is not None:
             entry["prediction"] = predictions[i]
             entry["score"] = string_match_all(predictions[i], sample["answers"])
