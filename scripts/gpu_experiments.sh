@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The reproduction experiments (issue 8) in one GPU call: several MQAR and needle processes at
+# once, because these tiny models leave the GPU idle most of the time (launch- and host-bound)
+# and the machine has 16 cores. Each process takes disjoint cells and appends whole JSON lines
+# to the shared results files; `--resume` makes a second call continue the first.
+# Usage (on a CUDA machine, repo root):
+#   bash scripts/gpu_experiments.sh OUT_DIR [BUDGET_SECONDS] [MQAR_GROUPS] [NEEDLE_GROUPS]
+# MQAR_GROUPS: space-separated mixer lists, one process each ("-" for none); NEEDLE_GROUPS:
+# space-separated KIND:MIXERS, one process each. Extra flags: MQAR_ARGS, NEEDLE_ARGS; RESULTS: the results folder.
+# Wheels in .whl_needle/ (the needle data's packages) are installed first when present.
+set -uo pipefail
+OUT=${1:?usage: gpu_experiments.sh OUT_DIR [BUDGET] [MQAR_GROUPS] [NEEDLE_GROUPS]}
+BUDGET=${2:-500}
+MQAR_GROUPS=${3:-"gdn2,gdn2+neg gdn2_b_only,gdn2_w_only kda,gdn deltanet,gla attention"}
+NEEDLE_GROUPS=${4:-"recurrent:gdn2,kda,gdn hybrid:gdn2,kda,gdn"}
+MQAR_ARGS=${MQAR_ARGS:-"--d-models 64 --settings 64:8 --lrs 3e-3 --seeds 0,1,2 --steps 2000 --batch-size 256 --vocab-size 256"}
+NEEDLE_ARGS=${NEEDLE_ARGS:-"--seeds 0,1,2 --workers 2"}
+RESULTS=${RESULTS:-experiments/results}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache}
+if ls .whl_needle/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site-needle \
+    .whl_needle/*.whl && export PYTHONPATH=/tmp/site-needle${PYTHONPATH:+:$PYTHONPATH}
+fi
+python3 -c "import gdn2" 2>/dev/null || python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
+LOGS=$(mktemp -d)
+n=0
+for group in $MQAR_GROUPS; do
+  [ "$group" = "-" ] && continue
+  n=$((n + 1))
+  timeout $((BUDGET + 90)) python3 experiments/mqar.py --mixers "$group" $MQAR_ARGS --prefetch-workers 2 \
+    --budget-seconds "$BUDGET" --out "$RESULTS" --resume >"$LOGS/mqar-$n.log" 2>&1 &
+done
+for group in $NEEDLE_GROUPS; do
+  [ "$group" = "-" ] && continue
+  n=$((n + 1))
+  timeout $((BUDGET + 90)) python3 experiments/needle.py --kinds "${group%%:*}" --mixers "${group#*:}" $NEEDLE_ARGS \
+    --budget-seconds "$BUDGET" --out "$RESULTS" --resume >"$LOGS/needle-$n.log" 2>&1 &
+done
+wait
+# the summaries from every record (each process rewrote them from its own view at its end)
+python3 experiments/report.py --results "$RESULTS" >"$LOGS/report.log" 2>&1
+python3 experiments/needle.py --summary-only --out "$RESULTS" >>"$LOGS/report.log" 2>&1
+for f in "$LOGS"/*.log; do echo "=== $(basename "$f")"; tail -c 6000 "$f"; done >"$OUT/experiments.log"
+cp "$RESULTS"/mqar.jsonl "$RESULTS"/mqar_summary.md "$RESULTS"/mqar_accuracy.png "$OUT"/ 2>/dev/null
+cp "$RESULTS"/needle.jsonl "$RESULTS"/needle_summary.md "$OUT"/ 2>/dev/null
+grep -h "accuracy\|skipp\|Error\|error" "$LOGS"/*.log | tail -40
+ls -la "$OUT"
