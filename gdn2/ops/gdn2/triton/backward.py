@@ -200,7 +200,7 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     chunk_bwd_value_kernel[(chunks.count, H, cdiv(K, BKc) + 1)](
         v, wt, At, h, dh, r, dr, do, dv, dw if dw is not None else dummy, scratch, chunks.start, chunks.end,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BKc, BV=BVc, SCRATCH=stride, B_MODE=modes[1], W_MODE=modes[2],
-        PREC=prec, num_warps=8, num_stages=1)
+        PREC=prec, num_warps=4, num_stages=1)
     chunk_bwd_dt_kernel[(chunks.count, H)](
         k, gt, bt, At, scratch, chunks.start, chunks.end, H=H, K=K, BT=BT, BK=MIN_TILE, SCRATCH=stride,
         G_MODE=modes[0], B_MODE=modes[1], PREC=prec, num_warps=4, num_stages=1)
