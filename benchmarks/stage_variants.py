@@ -22,6 +22,7 @@ from gdn2.bench.gpu import make_inputs, stage_inputs
 from gdn2.ops.gdn2.triton import intra, key
 from gdn2.ops.gdn2.triton.backward import chunk_bwd_value_kernel, chunk_state_bwd_kernel
 from gdn2.ops.gdn2.triton.chunk import BT
+from gdn2.ops.gdn2.triton.common import diag_span
 from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
 from gdn2.ops.gdn2.triton.l2norm import l2norm
 from gdn2.ops.gdn2.triton.state import chunk_state_fwd_kernel
@@ -54,11 +55,11 @@ def with_cumprod(src: str) -> str:
 def key_source() -> str:
     """The key kernel with DIAG (diagonal blocks), EARLY and LATE (the two block loops) switches."""
     s = inspect.getsource(key).replace("from .", "from gdn2.ops.gdn2.triton.")
-    s = replace(s, "PREC: tl.constexpr,\n):\n    \"\"\"One chunk",
-                "PREC: tl.constexpr,\n    DIAG: tl.constexpr = True, EARLY: tl.constexpr = True, LATE: tl.constexpr = True,\n"
+    s = replace(s, "DIAG_SPAN: tl.constexpr,\n):\n    \"\"\"One chunk",
+                "DIAG_SPAN: tl.constexpr,\n    DIAG: tl.constexpr = True, EARLY: tl.constexpr = True, LATE: tl.constexpr = True,\n"
                 "    CUMPROD: tl.constexpr = False,\n"
                 "):\n    \"\"\"One chunk")
-    start = find(s, "        b_D = tl.where(lower")
+    start = find(s, "        # pairs inside block i")
     end = find(s, "        # earlier blocks", start)
     zeros = "".join(f"        {n} = tl.zeros([SUB, BK], dtype=tl.float32)\n" for n in ("b_pq", "b_pk", "b_pe", "b_pke", "b_ady"))
     s = s[:start] + zeros + "        if DIAG:\n" + textwrap.indent(s[start:end], "    ") + s[end:]
@@ -69,7 +70,7 @@ def key_source() -> str:
 def intra_source() -> str:
     """The intra kernel with OFF, DIAG, SOLVE and GATED switches."""
     s = inspect.getsource(intra).replace("from .", "from gdn2.ops.gdn2.triton.")
-    s = replace(s, "PREC: tl.constexpr,\n):", "PREC: tl.constexpr,\n    OFF: tl.constexpr = True, DIAG: tl.constexpr = True, "
+    s = replace(s, "DIAG_SPAN: tl.constexpr,\n):", "DIAG_SPAN: tl.constexpr,\n    OFF: tl.constexpr = True, DIAG: tl.constexpr = True, "
                 "SOLVE: tl.constexpr = True, GATED: tl.constexpr = True, CUMPROD: tl.constexpr = False,\n):")
     s = with_cumprod(s)
     s = replace(s, "    if G_MODE == GATE_CHANNEL:\n        for i_k in range(0, tl.cdiv(K, BK)):",
@@ -107,18 +108,20 @@ def main():
     dq, dk, dg, db = torch.empty_like(qf), torch.empty_like(kf), torch.empty_like(gf), torch.empty(bf.shape, device="cuda")
     f32 = dict(dtype=torch.float32, device="cuda")
 
-    def key_run(BK, nw, **flags):
+    def key_run(BK, nw, DIAG_SPAN=diag_span("tf32x3"), **flags):
         return lambda: kv.chunk_bwd_key_kernel[(chunks.count, H, triton.cdiv(K, BK))](
             qf, kf, gf, bf, A, scratch, dq, dk, dg, db, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK, SUB=16,
-            SCRATCH=stride, G_MODE=modes[0], B_MODE=modes[1], PREC="tf32x3", num_warps=nw, num_stages=1, **flags)
+            SCRATCH=stride, G_MODE=modes[0], B_MODE=modes[1], PREC="tf32x3", DIAG_SPAN=DIAG_SPAN, num_warps=nw,
+            num_stages=1, **flags)
 
     outs = [torch.empty(T, H, BT, **f32) for _ in range(2)] + [torch.empty(T, H, K, **f32) for _ in range(3)]
     dec = torch.empty(chunks.count, H, K, **f32)
 
-    def intra_run(BK=32, nw=4, **flags):
+    def intra_run(BK=32, nw=4, DIAG_SPAN=diag_span("tf32"), **flags):
         return lambda: iv.chunk_intra_fwd_kernel[(chunks.count, H)](
             qf, kf, gf, bf, *outs, dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK, SUB=16,
-            G_MODE=modes[0], B_MODE=modes[1], PREC="tf32", num_warps=nw, num_stages=1, **flags)
+            G_MODE=modes[0], B_MODE=modes[1], PREC="tf32", DIAG_SPAN=DIAG_SPAN, num_warps=nw, num_stages=1,
+            **flags)
 
     o = torch.empty_like(vf)
 
@@ -154,14 +157,16 @@ def main():
         ("key, 64 columns, 4 warps: all", key_run(64, 4)),
         ("key, 128 columns, 8 warps: all", key_run(128, 8)),
         ("key, 32 columns, 4 warps: all", key_run(32, 4)),
-        ("key, 64 columns, 4 warps: diagonal tile by cumulative product", key_run(64, 4, CUMPROD=True)),
+        ("key, 64 columns, 4 warps: every diagonal block as a pairwise tile", key_run(64, 4, DIAG_SPAN=-1.0)),
+        ("key, 64 columns, 4 warps: pairwise tiles by cumulative product", key_run(64, 4, DIAG_SPAN=-1.0, CUMPROD=True)),
         ("intra (one-pass): all", intra_run()),
         ("intra: without off-diagonal products", intra_run(OFF=False)),
         ("intra: without diagonal blocks", intra_run(DIAG=False)),
         ("intra: without the solve", intra_run(SOLVE=False)),
         ("intra: without the gated operands", intra_run(GATED=False)),
         ("intra: nothing but loads and stores", intra_run(OFF=False, DIAG=False, SOLVE=False, GATED=False)),
-        ("intra: diagonal tile by cumulative product", intra_run(CUMPROD=True)),
+        ("intra: every diagonal block as a pairwise tile", intra_run(DIAG_SPAN=-1.0)),
+        ("intra: pairwise tiles by cumulative product", intra_run(DIAG_SPAN=-1.0, CUMPROD=True)),
         ("intra: 16 columns, 4 warps", intra_run(BK=16)),
         ("intra: 32 columns, 8 warps", intra_run(nw=8)),
         ("state fwd (o, one-pass): 4 warps", state_run(4, "tf32", False)),

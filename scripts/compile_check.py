@@ -15,6 +15,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from gdn2.ops.gdn2.triton.backward import KEY_BLOCK, KEY_WARPS, chunk_bwd_value_kernel, chunk_state_bwd_kernel
+from gdn2.ops.gdn2.triton.common import diag_span
 from gdn2.ops.gdn2.triton.key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
 from gdn2.ops.gdn2.triton.decode import fused_recurrent_fwd_kernel
 from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd_kernel
@@ -74,7 +75,7 @@ def main(Ks=(128, 256), only=None):
         BK = max(16, triton.next_power_of_2(K))
         gates = dict(G_MODE=2, B_MODE=2, W_MODE=2)
         ok &= check(chunk_intra_fwd_kernel, dict(H=16, K=K, BT=64, BK=min(32, BK), SUB=16, G_MODE=2, B_MODE=2,
-                                                 PREC=PREC))
+                                                 PREC=PREC, DIAG_SPAN=diag_span(PREC)))
         ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
                                                  USE_H0=True,
                                                  STORE_HT=True, STORE_O=True, STORE_H=True, STORE_R=True,
@@ -82,10 +83,10 @@ def main(Ks=(128, 256), only=None):
         ok &= check(chunk_state_bwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2,
                                                  USE_DHT=True, STORE_DH0=True, PREC=PREC))
         ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=32, BV=32, SCRATCH=1, B_MODE=2, W_MODE=2,
-                                                 PREC=PREC), num_warps=8)
+                                                 PREC=PREC), num_warps=4)
         ok &= check(chunk_bwd_dt_kernel, dict(H=16, K=K, BT=64, BK=32, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC))
         ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=KEY_BLOCK, SUB=16, SCRATCH=1, G_MODE=2, B_MODE=2,
-                                               PREC=PREC), num_warps=KEY_WARPS[KEY_BLOCK])
+                                               PREC=PREC, DIAG_SPAN=diag_span(PREC)), num_warps=KEY_WARPS[KEY_BLOCK])
         ok &= check(fused_recurrent_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BK=BK, BV=32, **gates, USE_H0=True,
                                                      STORE_HT=True))
     return ok

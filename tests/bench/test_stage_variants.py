@@ -23,7 +23,7 @@ def test_variant_kernels_build():
 
 
 def test_cumulative_product_tile_matches_the_kernels():
-    """The replacement the profiler times must compute the same products (interpreter, tiny shape)."""
+    """The replacement the profiler times must compute the same pairwise tiles (interpreter, tiny shape)."""
     import torch
     from gdn2.ops.gdn2.triton.common import make_chunks
     from gdn2.testing import assert_close, random_inputs
@@ -40,7 +40,8 @@ def test_cumulative_product_tile_matches_the_kernels():
         bufs = [torch.zeros(64, 1, 64), torch.zeros(64, 1, 64)] + [torch.zeros(64, 1, 32) for _ in range(3)]
         dec = torch.zeros(1, 1, 32)
         intra.chunk_intra_fwd_kernel[(1, 1)](q, k, g, b, *bufs, dec, chunks.start, chunks.end, 32 ** -0.5, H=1, K=32,
-                                             BT=64, BK=32, SUB=16, G_MODE=2, B_MODE=2, PREC="ieee", CUMPROD=cumprod)
+                                             BT=64, BK=32, SUB=16, G_MODE=2, B_MODE=2, PREC="ieee", DIAG_SPAN=-1.0,
+                                             CUMPROD=cumprod)
         outs[cumprod] = bufs
     for name, a, b_ in zip(("A", "Aqk", "qg", "kt", "y"), outs[True], outs[False]):
         assert_close(name, a, b_, rtol=1e-5)

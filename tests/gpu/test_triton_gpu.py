@@ -77,6 +77,15 @@ def test_triton_extreme_gates(dtype):
     check(x)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_triton_moderate_gates(dtype):
+    # sub-block decay spans ~45: the one-pass forward forms the diagonal blocks from centred
+    # operands (diag_span 80), the three-pass stages take the pairwise tiles (16)
+    x = random_inputs(B=1, T=300, H=4, K=128, V=128, dtype=dtype, device="cuda", b_max=2.0, g_min=-6.0,
+                      initial_state=True, seed=9)
+    check(x, use_qk_l2norm=True)
+
+
 def test_decode_batch():
     x = random_inputs(B=64, T=1, H=16, K=128, V=128, dtype=torch.bfloat16, device="cuda", initial_state=True, seed=7)
     with torch.no_grad():

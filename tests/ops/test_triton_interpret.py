@@ -52,6 +52,45 @@ def test_triton_extreme_gates():
     check(x)
 
 
+def test_triton_mixed_decay_spans():
+    """Diagonal sub-blocks on both sides of ``diag_span`` in one launch: products of centred
+    operands where the decay's span is small, pairwise-decay tiles where it is not."""
+    from gdn2.ops.gdn2.triton.common import diag_span
+    x = random_inputs(B=1, T=128, H=2, K=32, V=16, b_max=2.0, initial_state=True, seed=6, device=DEVICE)
+    g = x["g"].clone()
+    g[:, 16:32] *= 0.2                      # mild blocks take the product ...
+    g[:, 48:64] *= 0.2
+    g[:, 48:64, 0, 5] = -3.0                # ... unless one channel forgets fast
+    g[:, 80:96] *= 4.0                      # moderate: span ~ 30
+    x["g"] = g
+    spans = g.view(1, 8, 16, 2, 32)[:, :, 1:].sum(2).neg().amax(-1)  # per (sub-block, head, tile)
+    bound = diag_span("tf32x3")
+    assert (spans <= bound).any() and (spans > bound).any()
+    check(x, use_qk_l2norm=True)
+
+
+def test_diagonal_block_paths_agree():
+    """The intra stage's two forms of a diagonal sub-block (centred product, pairwise tile) give
+    the same A and Aqk; the extreme block falls back to the tile in both runs."""
+    from gdn2.ops.gdn2.triton.common import make_chunks
+    from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd_kernel
+    from gdn2.testing import assert_close
+    x = random_inputs(B=1, T=64, H=1, K=32, V=16, b_max=2.0, g_min=-3.0, seed=7, device=DEVICE)
+    x["g"][0, 20:24] = -1e4
+    q, k, g, b = (x[n][0].float().contiguous() for n in ("q", "k", "g", "b"))
+    chunks = make_chunks([0, 64], 64, DEVICE)
+    outs = []
+    for span in (-1.0, 80.0):
+        bufs = [torch.zeros(64, 1, 64, device=DEVICE) for _ in range(2)] + [torch.zeros(64, 1, 32, device=DEVICE)
+                                                                          for _ in range(3)]
+        chunk_intra_fwd_kernel[(1, 1)](q, k, g, b, *bufs, torch.zeros(1, 1, 32, device=DEVICE), chunks.start,
+                                       chunks.end, 32 ** -0.5, H=1, K=32, BT=64, BK=32, SUB=16, G_MODE=2, B_MODE=2,
+                                       PREC="ieee", DIAG_SPAN=span)
+        outs.append(bufs)
+    for name, tile, centred in zip(("A", "Aqk", "qg", "kt", "y"), *outs):
+        assert_close(name, centred, tile, rtol=1e-5)
+
+
 def test_decode_kernel_matches_and_refuses_gradients():
     from gdn2.ops.gdn2.triton import fused_recurrent_gdn2
     x = random_inputs(B=3, T=2, H=2, HV=4, K=32, V=16, b_max=2.0, initial_state=True, seed=5, device=DEVICE)

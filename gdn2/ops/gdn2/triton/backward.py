@@ -13,8 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, cdiv, chunk_rows, dot_precision, gate_mode,
-                     load_rows, load_scalar_rows, load_write, value_tile)
+from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, cdiv, chunk_rows, diag_span, dot_precision,
+                     gate_mode, load_rows, load_scalar_rows, load_write, value_tile)
 from .intra import chunk_intra_fwd
 from .key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
 from .state import chunk_state_fwd, state_tiles
@@ -207,6 +207,6 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     chunk_bwd_key_kernel[(chunks.count, H, NKk)](
         q, k, gt, bt, At, scratch, dq, dk, dg if dg is not None else dummy, db if db is not None else dummy,
         chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=key_block, SUB=16, SCRATCH=stride, G_MODE=modes[0],
-        B_MODE=modes[1], PREC=prec, num_warps=KEY_WARPS[key_block], num_stages=1)
+        B_MODE=modes[1], PREC=prec, DIAG_SPAN=diag_span(prec), num_warps=KEY_WARPS[key_block], num_stages=1)
     dg, db, dw = (d.sum(-1) if d is not None and x.ndim == 2 else d for d, x in ((dg, g), (db, b), (dw, w)))
     return dq, dk, dv, dg, db, dw, dh0

@@ -28,6 +28,20 @@ def dot_precision(dtype, float32_outputs: bool) -> str:
     return "tf32" if dtype == torch.bfloat16 and not float32_outputs else "tf32x3"
 
 
+def diag_span(prec: str) -> float:
+    """Largest per-channel span of the log-decay over one 16-row sub-block (the sum of its g) for
+    which the kernels form the block's own pairs as one matrix product of centred operands,
+    ``exp(G_r - c)`` and ``exp(c - G_s)`` with c the middle of the span, instead of a pairwise-decay
+    tile (a [16, 16, BK] tensor of exponentials, half of the intra and key kernels' time).
+
+    The centred exponents are differences of in-block sums, so their rounding grows with the span
+    where the tile's interval sums do not: 16 keeps it at float32's own level (three-pass
+    products); one-pass TF32 products carry 2^-11 errors anyway, and 80 keeps ``exp(span)`` of the
+    masked upper pairs finite. Wider spans (fast-forgetting channels) take the tile.
+    """
+    return 80.0 if prec == "tf32" else 16.0
+
+
 def cdiv(a: int, b: int) -> int:
     """ceil(a / b) in plain Python: triton.cdiv is a JIT function, and calling one from the host
     costs microseconds, a visible share of a one-token decode step."""

@@ -21,3 +21,15 @@ def anchor_factor(b_gn, a_i, BT: tl.constexpr):
     o_t = tl.arange(0, BT)
     b_sum = tl.cumsum(tl.where((o_t + 1 <= a_i)[:, None], b_gn, 0.0), axis=0, reverse=True)
     return tl.where((o_t < a_i)[:, None], tl.exp(b_sum), 0.0)
+
+
+@triton.jit
+def centred_factors(b_lc):
+    """``exp(b_lc - c)``, ``exp(c - b_lc)`` and the largest column span of a [SUB, BK] tile of
+    in-block cumulative log-decays, c the middle of each column's range: the product of the first
+    at row r and the second at row s is the pair's decay exp(G_r - G_s), each factor within
+    exp(span / 2) of 1 (``diag_span`` in ``common.py`` bounds the span)."""
+    b_hi = tl.max(b_lc, axis=0)
+    b_lo = tl.min(b_lc, axis=0)
+    b_c = (b_hi + b_lo) * 0.5
+    return tl.exp(b_lc - b_c[None, :]), tl.exp(b_c[None, :] - b_lc), tl.max(b_hi - b_lo, axis=0)

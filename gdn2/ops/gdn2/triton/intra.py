@@ -6,7 +6,10 @@ Numerics: every exponent is an interval sum of log-decays formed by additions on
 difference of two cumulative sums), so per-token log-decays of -1e4 cost no precision:
   rows:     sum over (a(r), r]   with a(r) the first row of r's 16-row sub-block,
   columns:  sum over (s, a_i]    for s in sub-blocks before block i,
-  diagonal: sum over (s, r]      inside one sub-block.
+  diagonal: sum over (s, r]      inside one sub-block,
+except the diagonal sub-blocks whose decay spans at most ``diag_span``: there the pair's decay is
+exp(G_r - c) exp(c - G_s) with in-block sums centred on c, a difference whose rounding the bound
+keeps at the products' own level.
 """
 
 from __future__ import annotations
@@ -14,16 +17,16 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, apply_erase, chunk_gates, chunk_rows, load_rows,
-                     load_scalar_rows)
-from .decay import anchor_factor, block_cumsum
+from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, apply_erase, chunk_gates, chunk_rows, diag_span,
+                     load_rows, load_scalar_rows)
+from .decay import anchor_factor, block_cumsum, centred_factors
 
 
 @triton.jit
 def chunk_intra_fwd_kernel(
     q, k, g, b, A, Aqk, qg, kt, y, dec, chunk_start, chunk_end, scale,
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
-    G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
+    G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr, DIAG_SPAN: tl.constexpr,
 ):
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1)
     t0, L = chunk_rows(chunk_start, chunk_end, i_c)
@@ -79,8 +82,9 @@ def chunk_intra_fwd_kernel(
     if ERASE:
         tl.store(A + p_row, b_T, mask=m_row)
     if G_MODE == GATE_CHANNEL:
-        # diagonal sub-blocks, one pairwise-decay tile each; the exponent of (r, s) is the sum
-        # over (s, r], a cumulative sum down r of g_r masked to r > s (additions only)
+        # diagonal sub-blocks: where the decay's span allows (``diag_span``), one product of
+        # centred operands; else a pairwise-decay tile whose exponent for (r, s) is the sum over
+        # (s, r], a cumulative sum down r of g_r masked to r > s (additions only)
         tl.debug_barrier()
         o_s = tl.arange(0, SUB)
         lower = (o_s[:, None] >= o_s[None, :])[:, :, None]
@@ -92,16 +96,25 @@ def chunk_intra_fwd_kernel(
             for i_k in range(0, tl.cdiv(K, BK)):
                 o_k = i_k * BK + tl.arange(0, BK)
                 b_g = load_rows(g, t0, rows, L, i_h, H, o_k, K)
-                b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
                 b_kr = load_rows(k, t0, rows, L, i_h, H, o_k, K)
-                b_kD = b_kr[None, :, :] * b_D
-                b_dqk += tl.sum(load_rows(q, t0, rows, L, i_h, H, o_k, K)[:, None, :] * b_kD, axis=2) * scale
-                if ERASE:
-                    b_e = apply_erase(b_kr, b, t0, rows, L, i_h, H, o_k, K, B_MODE)
-                    b_dt += tl.sum(b_e[:, None, :] * b_kD, axis=2)
+                b_qr = load_rows(q, t0, rows, L, i_h, H, o_k, K) * scale
+                b_e = apply_erase(b_kr, b, t0, rows, L, i_h, H, o_k, K, B_MODE)
+                b_lft, b_rgt, b_span = centred_factors(tl.cumsum(b_g, axis=0))
+                if b_span <= DIAG_SPAN:
+                    # one product of centred operands (masked to the lower triangle when stored)
+                    b_kc = tl.trans(b_kr * b_rgt)
+                    b_dqk += tl.dot(b_qr * b_lft, b_kc, input_precision=PREC)
+                    if ERASE:
+                        b_dt += tl.dot(b_e * b_lft, b_kc, input_precision=PREC)
+                else:
+                    b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
+                    b_kD = b_kr[None, :, :] * b_D
+                    b_dqk += tl.sum(b_qr[:, None, :] * b_kD, axis=2)
+                    if ERASE:
+                        b_dt += tl.sum(b_e[:, None, :] * b_kD, axis=2)
             p_blk = (t0 + rows[:, None]) * H * BT + i_h * BT + rows[None, :]
             m_blk = (rows < L)[:, None]
-            tl.store(Aqk + p_blk, b_dqk, mask=m_blk)
+            tl.store(Aqk + p_blk, tl.where(o_s[:, None] >= o_s[None, :], b_dqk, 0.0), mask=m_blk)
             if ERASE:
                 tl.store(A + p_blk, tl.where(o_s[:, None] > o_s[None, :], b_dt, 0.0), mask=m_blk)
     if ERASE:
@@ -167,6 +180,6 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32
     chunk_intra_fwd_kernel[(chunks.count, H)](
         q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A if erase else Aqk, Aqk,
         qg, kt, y if erase else qg, dec, chunks.start, chunks.end, scale,
-        H=H, K=K, BT=BT, BK=BK, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=prec,
+        H=H, K=K, BT=BT, BK=BK, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=prec, DIAG_SPAN=diag_span(prec),
         num_warps=4, num_stages=1)
     return A, Aqk, (qg, kt, y, dec)

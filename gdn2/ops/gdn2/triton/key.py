@@ -15,7 +15,8 @@ multiplied masked [64, BK] tiles, four times the work), and a program holds [16,
 Numerics as in ``intra.py``: every exponent is a sum of log-decays formed by additions. For r in
 sub-block i and s in an earlier sub-block j the exponent sum over (s, r] splits at the end of
 block j and the start of block i into three non-positive sums: inside j, the blocks between,
-inside i. Each sub-block's own pairs use one pairwise-decay tile.
+inside i. Each sub-block's own pairs are products of centred operands where the decay's span
+allows (``diag_span``, as in ``intra.py``), else one pairwise-decay tile.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import triton.language as tl
 
 from .common import (GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, apply_erase, chunk_gates, chunk_rows, load_rows,
                      load_scalar_rows)
+from .decay import centred_factors
 
 
 @triton.jit
@@ -87,6 +89,7 @@ def chunk_bwd_key_kernel(
     q, k, g, b, A, scratch, dq, dk, dg, db, chunk_start, chunk_end, scale,
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
     SCRATCH: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
+    DIAG_SPAN: tl.constexpr,
 ):
     """One chunk, key head and block of key columns. Sub-blocks are walked from the last to the
     first so that dg (a reverse cumulative sum over the chunk) is carried, not stored twice.
@@ -133,19 +136,32 @@ def chunk_bwd_key_kernel(
         b_qs = load_rows(q, t0, rows, L, i_h, H, o_k, K) * scale
         b_e = apply_erase(b_k, b, t0, rows, L, i_h, H, o_k, K, B_MODE)
 
-        # pairs inside block i: one pairwise-decay tile, exponent a cumulative sum down r of g_r (r > s)
-        b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
+        # pairs inside block i: where the decay's span allows (``diag_span``), products of centred
+        # operands; else one pairwise-decay tile, exponent a cumulative sum down r of g_r (r > s)
         p_ii = rows[:, None] * BT + rows[None, :]
-        b_M = tl.load(p_dqk + p_ii)[:, :, None] * b_D
-        b_pq = tl.sum(b_M * b_k[None, :, :], axis=1)
-        b_pk = tl.sum(b_M * b_qs[:, None, :], axis=0)
+        b_dqk = tl.load(p_dqk + p_ii)
+        b_dt = tl.load(p_dt + p_ii) if ERASE else b_dqk
         b_pe = tl.zeros([SUB, BK], dtype=tl.float32)
         b_pke = tl.zeros([SUB, BK], dtype=tl.float32)
+        b_lft, b_rgt, b_span = centred_factors(b_lc)
+        if b_span <= DIAG_SPAN:
+            b_kc = b_k * b_rgt
+            b_pq = b_lft * tl.dot(b_dqk, b_kc, input_precision=PREC)
+            b_pk = b_rgt * tl.dot(tl.trans(b_dqk), b_qs * b_lft, input_precision=PREC)
+            if ERASE:
+                b_pe = b_lft * tl.dot(b_dt, b_kc, input_precision=PREC)
+                b_pke = b_rgt * tl.dot(tl.trans(b_dt), b_e * b_lft, input_precision=PREC)
+        else:
+            b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
+            b_M = b_dqk[:, :, None] * b_D
+            b_pq = tl.sum(b_M * b_k[None, :, :], axis=1)
+            b_pk = tl.sum(b_M * b_qs[:, None, :], axis=0)
+            if ERASE:
+                b_M = b_dt[:, :, None] * b_D
+                b_pe = tl.sum(b_M * b_k[None, :, :], axis=1)
+                b_pke = tl.sum(b_M * b_e[:, None, :], axis=0)
         b_ady = tl.zeros([SUB, BK], dtype=tl.float32)
         if ERASE:
-            b_M = tl.load(p_dt + p_ii)[:, :, None] * b_D
-            b_pe = tl.sum(b_M * b_k[None, :, :], axis=1)
-            b_pke = tl.sum(b_M * b_e[:, None, :], axis=0)
             b_ady = tl.dot(tl.trans(load_rows(A, t0, rows, L, i_h, H, rows, BT)),
                            tl.load(p_dy + rows[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0),
                            input_precision=PREC)
