@@ -29,12 +29,14 @@ class Row:
     times: Dict[str, float] = field(default_factory=dict)   # name -> ms
 
 
-def make_inputs(B, T, device="cuda", dtype=torch.bfloat16, seed=0):
+def make_inputs(B, T, device="cuda", dtype=torch.bfloat16, seed=0, g_shift=0.0):
+    """Benchmark inputs; ``g_shift`` lowers every log-decay (wider sub-block spans, see
+    ``diag_span``: the kernels' speed depends on them, FLA's does not)."""
     gen = torch.Generator(device=device).manual_seed(seed)
     r = lambda *s: torch.randn(*s, device=device, generator=gen)  # noqa: E731
     q, k = r(B, T, H, K).to(dtype), r(B, T, H, K).to(dtype)
     v = r(B, T, H, V).to(dtype)
-    g = -torch.nn.functional.softplus(r(B, T, H, K)) * 0.1            # log-decay, float32
+    g = -torch.nn.functional.softplus(r(B, T, H, K)) * 0.1 - g_shift  # log-decay, float32
     b = torch.sigmoid(r(B, T, H, K)).to(dtype)
     w = torch.sigmoid(r(B, T, H, V)).to(dtype)
     return dict(q=q, k=k, v=v, g=g, b=b, w=w)
@@ -151,6 +153,14 @@ def run(log=print, shapes=SHAPES, with_fla=True) -> Dict[str, object]:
         rows.append(row)
         del x
         torch.cuda.empty_cache()
+    # the same shape with faster-forgetting channels: sub-block spans ~31 (the three-pass stages
+    # take pairwise tiles, the one-pass forward does not) and ~90 (tiles everywhere)
+    spans: Dict[str, Dict[str, float]] = {}
+    for shift, label in ((2.0, "g - 2 (span ~31)"), (6.0, "g - 6 (span ~90)")):
+        x = make_inputs(2, 8192, g_shift=shift)
+        spans[label] = {"fwd": time_fwd(ours, x), "fwdbwd": time_fwd_bwd(ours, x)}
+        log(f"2x8K, {label}: " + ", ".join(f"{k} {v:.3f}" for k, v in spans[label].items()))
+        del x
     import triton
     decode: Dict[str, Optional[float]] = {}
     x = make_inputs(64, 1)
@@ -175,7 +185,7 @@ def run(log=print, shapes=SHAPES, with_fla=True) -> Dict[str, object]:
                 decode[f"{name}_graph"] = None
                 log(f"decode: {name} not capturable in a CUDA graph ({type(exc).__name__}: {exc})")
     log("decode: " + ", ".join(f"{k} {v:.4f}" for k, v in decode.items() if v is not None))
-    return {"rows": rows, "decode": decode, "gates": gates}
+    return {"rows": rows, "decode": decode, "gates": gates, "spans": spans}
 
 
 def format_results(res, meta, ceilings) -> str:
@@ -194,6 +204,13 @@ def format_results(res, meta, ceilings) -> str:
         lines.append(f"| {r.shape} | {t['gdn2_fwd']:.3f} | {fla_f or float('nan'):.3f} | {ratio(t['gdn2_fwd'], fla_f)} | "
                      f"{t['gdn2_fwdbwd']:.3f} | {fla_fb or float('nan'):.3f} | {ratio(t['gdn2_fwdbwd'], fla_fb)} | "
                      f"{t['sdpa_fwd']:.3f} | {t['sdpa_fwdbwd']:.3f} |")
+    if res.get("spans"):
+        base = next((r.times for r in res["rows"] if r.shape == "2x8K"), None)
+        lines += ["", "Decay-span sensitivity, 2x8K (gdn2 only; FLA's kernels do not depend on the values): "
+                  "the rows above use g = -0.1 softplus(N(0, 1)), sub-block spans ~1.2"
+                  + (f" (fwd {base['gdn2_fwd']:.3f}, fwd+bwd {base['gdn2_fwdbwd']:.3f})" if base else "") + "; "
+                  + "; ".join(f"{label}: fwd {t['fwd']:.3f}, fwd+bwd {t['fwdbwd']:.3f}" for label, t in res["spans"].items())
+                  + "."]
     d = res["decode"]
     lines += ["", f"Decode, one token, batch 64, H = 16, float32 state: gdn2 {d['gdn2']:.4f} ms"
               + (f", FLA `fused_recurrent_gdn2` {d['fla']:.4f} ms, ratio {d['gdn2'] / d['fla']:.2f}" if "fla" in d else "")

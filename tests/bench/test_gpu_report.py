@@ -24,3 +24,10 @@ def test_report_ratios_and_decode_floor():
 def test_report_says_when_a_path_was_not_capturable():
     text = format_results(result({"gdn2": 0.18, "gdn2_graph": None}), META, CEILINGS)
     assert "gdn2 n/a (not capturable)" in text and "FLA" not in text.split("Replayed")[1].split(";")[0]
+
+
+def test_report_gives_the_decay_span_sensitivity():
+    res = result({"gdn2": 0.18})
+    res["spans"] = {"g - 2 (span ~31)": {"fwd": 4.5, "fwdbwd": 20.0}}
+    text = format_results(res, META, CEILINGS)
+    assert "(fwd 4.000, fwd+bwd 18.000); g - 2 (span ~31): fwd 4.500, fwd+bwd 20.000." in text
