@@ -44,7 +44,8 @@ def main() -> int:
                 continue
             step, o, ht = launch(BV, nw)
             step()
-            assert_close(f"o (BV={BV}, {nw} warps)", o.float(), o_ref.float(), rtol=1e-5)
+            # o is bfloat16: another summation order flips a few roundings (2^-9 each)
+            assert_close(f"o (BV={BV}, {nw} warps)", o.float(), o_ref.float(), rtol=1e-3)
             assert_close(f"ht (BV={BV}, {nw} warps)", ht, ht_ref, rtol=1e-6)
             ms = triton.testing.do_bench_cudagraph(step, return_mode="median")
             print(f"| BV={BV}, {nw} warps | {ms:.4f} | {ms / floor_ms:.2f} |", flush=True)
