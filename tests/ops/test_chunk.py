@@ -49,3 +49,38 @@ def test_long_decays_stay_exact():
     inputs = random_inputs(B=1, T=130, H=1, K=16, V=16, dtype=F64, g_min=-30.0, b_max=2.0,
                            initial_state=True, seed=3)
     compare(inputs)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(F64, 1e-12), (torch.float32, 2e-5)], ids=str)
+def test_mixed_decay_spans(dtype, rtol):
+    """Sub-blocks on both sides of ``DIAG_SPAN`` in one call: centred products where the decay's
+    span is small, the pairwise tile where it is not, gradients through both."""
+    from gdn2.ops.gdn2.chunk import DIAG_SPAN
+    inputs = random_inputs(B=2, T=128, H=2, HV=2, K=16, V=8, dtype=dtype, b_max=2.0, initial_state=True, seed=5)
+    g = inputs["g"].clone()
+    g[0, 16:32] *= 8.0                       # span ~60: the tile
+    g[1, 64:80, 1, 3] = -5.0                 # one fast channel: the tile
+    inputs["g"] = g
+    spans = -g.view(2, 8, 16, 2, 16)[:, :, 1:].sum(2).amin(-1)
+    assert (spans <= DIAG_SPAN).any() and (spans > DIAG_SPAN).any()
+    if dtype == F64:
+        compare(inputs, rtol)
+    else:
+        ref = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+        o_ref, S_ref, g_ref = run_with_grads(gated_delta_rule2, ref, backend="recurrent")
+        o, S, grads = run_with_grads(gated_delta_rule2, inputs, backend="chunk")
+        for name, a, b in [("o", o, o_ref), ("final_state", S, S_ref)] + [(f"d{n}", grads[n], g_ref[n]) for n in g_ref]:
+            assert_close(name, a.double(), b, rtol)
+
+
+def test_diagonal_block_forms_agree(monkeypatch):
+    """The centred product and the pairwise tile give the same diagonal blocks."""
+    from gdn2.ops.gdn2 import chunk
+    x = random_inputs(B=1, T=64, H=1, K=16, V=8, dtype=F64, g_min=-1.0, seed=6)
+    G = x["g"].transpose(1, 2).cumsum(-2)
+    assert (G[..., 15::16, :] - G[..., ::16, :]).neg().amax() <= chunk.DIAG_SPAN   # every block narrow
+    q, k = x["q"].transpose(1, 2), x["k"].transpose(1, 2)
+    centred = chunk.decayed_products(q, k, G, strict=False)
+    monkeypatch.setattr(chunk, "DIAG_SPAN", -1.0)
+    tile = chunk.decayed_products(q, k, G, strict=False)
+    assert_close("decayed products", centred, tile, 1e-13)

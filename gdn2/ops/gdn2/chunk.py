@@ -19,6 +19,7 @@ from ..utils import l2norm
 from .checks import Gate
 
 SUB = 16  # rows of a sub-block; off-diagonal sub-blocks use an anchored factorisation
+DIAG_SPAN = 16.0  # widest in-block log-decay span whose pairs are one centred product (``_diagonal_blocks``)
 
 
 def _tril(n: int, strict: bool, device) -> torch.Tensor:
@@ -32,8 +33,8 @@ def decayed_products(x: torch.Tensor, y: torch.Tensor, G: Optional[torch.Tensor]
     exponents are formed in G's dtype and only then cast to x's.
     Every exponential has a non-positive argument, so any ``g <= 0`` stays finite: for
     channel decays, rows of sub-block i and columns of an earlier sub-block factor through the
-    anchor ``a`` = first row of block i as ``exp(G_r - G_a) * exp(G_a - G_s)``; only the
-    diagonal sub-blocks use the pairwise form.
+    anchor ``a`` = first row of block i as ``exp(G_r - G_a) * exp(G_a - G_s)``; the diagonal
+    sub-blocks are ``_diagonal_blocks``.
     """
     L = x.shape[-2]
     mask = _tril(L, strict, x.device)
@@ -59,12 +60,42 @@ def decayed_products(x: torch.Tensor, y: torch.Tensor, G: Optional[torch.Tensor]
     off = off.reshape(*lead, Lp, Lp) * (block[None, :] < block[:, None])     # strictly earlier blocks only
 
     xb, yb, Gb = (t.reshape(*lead, nb, SUB, K) for t in (x, y, G))
-    sub_mask = _tril(SUB, strict, x.device).unsqueeze(-1)
-    decay = exp((Gb.unsqueeze(-2) - Gb.unsqueeze(-3)).masked_fill(~sub_mask, float("-inf")))
-    diag = (xb.unsqueeze(-2) * yb.unsqueeze(-3) * decay).sum(-1)             # [..., nb, SUB, SUB]
+    diag = _diagonal_blocks(xb, yb, Gb, strict, exp)                         # [..., nb, SUB, SUB]
     diag = torch.diag_embed(diag.movedim(-3, -1))                            # [..., SUB, SUB, nb, nb]
     diag = diag.permute(*range(len(lead)), -2, -4, -1, -3).reshape(*lead, Lp, Lp)
     return (off + diag)[..., :L, :L]
+
+
+def _diagonal_blocks(xb, yb, Gb, strict, exp):
+    """The pairs inside each sub-block, ``[..., nb, SUB, SUB]`` from ``[..., nb, SUB, K]`` tiles.
+
+    Where a block's log-decay spans at most ``DIAG_SPAN`` in every channel, one matrix product of
+    centred operands ``x exp(G_r - c)`` and ``y exp(c - G_s)`` (c the middle of the channel's
+    range, the exponents formed in G's float64, so nothing cancels); wider blocks (fast-forgetting
+    channels) take the pairwise ``[SUB, SUB, K]`` decay tensor. The Triton kernels make the same
+    choice (``triton.common.diag_span``). Whether any block is wide is read on the host: one
+    synchronisation per call on a GPU, where this backend is the fallback.
+    """
+    sub_mask = _tril(SUB, strict, xb.device)
+    hi, lo = Gb.amax(-2, keepdim=True), Gb.amin(-2, keepdim=True)
+    c = (hi + lo) / 2
+    # clamped so that the product stays finite (and its gradient zero) in blocks the tile replaces
+    left = xb * exp((Gb - c).clamp(-DIAG_SPAN, DIAG_SPAN))
+    right = yb * exp((c - Gb).clamp(-DIAG_SPAN, DIAG_SPAN))
+    diag = (left @ right.transpose(-1, -2)).masked_fill(~sub_mask, 0)
+    wide = ((hi - lo).amax(-1) > DIAG_SPAN).squeeze(-1)                      # [..., nb]
+    if bool(wide.any()):
+        decay = exp((Gb[wide].unsqueeze(-2) - Gb[wide].unsqueeze(-3)).masked_fill(~sub_mask[..., None], float("-inf")))
+        tile = (xb[wide].unsqueeze(-2) * yb[wide].unsqueeze(-3) * decay).sum(-1)
+        diag = _put(diag, wide, tile)
+    return diag
+
+
+def _put(x, where, values):
+    """``x`` with ``x[where] = values``, out of place (autograd-safe)."""
+    out = x.clone()
+    out[where] = values
+    return out
 
 
 def chunk_step(q, k, v, g, b, w, S):
