@@ -31,7 +31,7 @@ def main() -> int:
         o, ht = torch.empty_like(o_ref), torch.empty_like(ht_ref)
 
         def step():
-            fused_recurrent_fwd_kernel[(B, H, triton.cdiv(V, BV))](
+            fused_recurrent_fwd_kernel[(triton.cdiv(V, BV) * H * B,)](
                 s.q, s.k, s.v, s.g, s.b, s.w, o, h0, ht, s.cu, s.scale, H=H, HV=H, K=K, V=V, BK=K, BV=BV,
                 G_MODE=s.modes[0], B_MODE=s.modes[1], W_MODE=s.modes[2], USE_H0=True,
                 STORE_HT=True, L2NORM=True, num_warps=nw, num_stages=1)

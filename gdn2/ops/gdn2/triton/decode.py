@@ -17,7 +17,13 @@ def fused_recurrent_fwd_kernel(
     BK: tl.constexpr, BV: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr,
     W_MODE: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr, L2NORM: tl.constexpr,
 ):
-    i_n, i_hv, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    # one flat grid, value tiles fastest: neighbouring programs read the neighbouring columns of
+    # one state's rows (and the same q, k rows) together, not one tile of each sequence's state;
+    # flat, so the number of sequences is not bound by a grid axis's 65535
+    NV: tl.constexpr = (V + BV - 1) // BV
+    pid = tl.program_id(0)
+    i_v, i_nh = pid % NV, pid // NV
+    i_n, i_hv = i_nh // HV, i_nh % HV
     i_h = i_hv // (HV // H)
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
@@ -25,7 +31,7 @@ def fused_recurrent_fwd_kernel(
     o_v = i_v * BV + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
     m_kv = m_k[:, None] & m_v[None, :]
-    p_kv = (i_n * HV + i_hv) * K * V + o_k[:, None] * V + o_v[None, :]
+    p_kv = i_nh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :]   # int64: states past 2^31 floats
     b_S = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_H0:
         b_S = tl.load(h0 + p_kv, mask=m_kv, other=0.0)
@@ -69,7 +75,7 @@ def fused_recurrent_fwd(q, k, v, g, b, w, scale, h0, cu, output_final_state, use
     o = torch.empty(T, HV, V, dtype=q.dtype, device=q.device)
     ht = torch.empty(N, HV, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
     dummy = k
-    fused_recurrent_fwd_kernel[(N, HV, cdiv(V, BV))](
+    fused_recurrent_fwd_kernel[(cdiv(V, BV) * HV * N,)](
         q, k, v, g if g is not None else dummy, b if isinstance(b, torch.Tensor) else dummy,
         w if isinstance(w, torch.Tensor) else dummy, o, h0 if h0 is not None else dummy,
         ht if ht is not None else dummy, cu, scale,
