@@ -23,7 +23,8 @@ def chunk_state_fwd_kernel(
     USE_H0: tl.constexpr, STORE_HT: tl.constexpr, STORE_O: tl.constexpr, STORE_H: tl.constexpr,
     STORE_R: tl.constexpr, PREC: tl.constexpr,
 ):
-    i_n, i_hv, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    # int64: offsets of N x HV x K x V states may pass 2^31
+    i_n, i_hv, i_v = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     i_h = i_hv // (HV // H)
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
