@@ -83,7 +83,7 @@ def _diagonal_blocks(xb, yb, Gb, strict, exp):
     left = xb * exp((Gb - c).clamp(-DIAG_SPAN, DIAG_SPAN))
     right = yb * exp((c - Gb).clamp(-DIAG_SPAN, DIAG_SPAN))
     diag = (left @ right.transpose(-1, -2)).masked_fill(~sub_mask, 0)
-    wide = ((hi - lo).amax(-1) > DIAG_SPAN).squeeze(-1)                      # [..., nb]
+    wide = ~((hi - lo).amax(-1) <= DIAG_SPAN).squeeze(-1)     # [..., nb]; a NaN span takes the tile, as before
     if bool(wide.any()):
         decay = exp((Gb[wide].unsqueeze(-2) - Gb[wide].unsqueeze(-3)).masked_fill(~sub_mask[..., None], float("-inf")))
         tile = (xb[wide].unsqueeze(-2) * yb[wide].unsqueeze(-3) * decay).sum(-1)
