@@ -55,6 +55,8 @@ def assert_no_worse(name: str, fast: torch.Tensor, baseline: torch.Tensor, refer
     times ``baseline``'s (a plain implementation in the same dtype) plus ``floor`` (relative RMS),
     and never non-finite. Returns the fast version's error."""
     err, base = error(fast, reference), error(baseline, reference)
+    if not base.finite:  # the bound would be NaN, and every comparison with it false
+        raise AssertionError(f"{name}: the baseline is not finite ({base}): no bound to hold {err} to")
     if not err.finite or err.rel_rms > factor * base.rel_rms + floor:
         raise AssertionError(f"{name}: {err}; baseline {base}; allowed rel RMS <= {factor:g} x baseline + {floor:.0e}")
     return err

@@ -86,6 +86,16 @@ def test_triton_moderate_gates(dtype):
     check(x, use_qk_l2norm=True)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_triton_closed_gates_on_sub_block_first_rows(dtype):
+    # a -1e4 / -inf gate on the first row of a sub-block decays none of the block's own pairs
+    x = random_inputs(B=1, T=200, H=4, K=128, V=128, dtype=dtype, device="cuda", b_max=2.0, g_min=-0.5,
+                      initial_state=True, seed=10)
+    x["g"][0, 16::48, :, 7] = -1e4
+    x["g"][0, 64::64, :, 30] = float("-inf")
+    check(x, use_qk_l2norm=True)
+
+
 def test_decode_batch():
     x = random_inputs(B=64, T=1, H=16, K=128, V=128, dtype=torch.bfloat16, device="cuda", initial_state=True, seed=7)
     with torch.no_grad():

@@ -84,3 +84,12 @@ def test_diagonal_block_forms_agree(monkeypatch):
     monkeypatch.setattr(chunk, "DIAG_SPAN", -1.0)
     tile = chunk.decayed_products(q, k, G, strict=False)
     assert_close("decayed products", centred, tile, 1e-13)
+
+
+def test_closed_gates_match_the_recurrence():
+    """-inf log-decays (closed gates) anywhere, first rows of sub-blocks included: finite, exact."""
+    inputs = random_inputs(B=1, T=100, H=2, K=8, V=8, dtype=F64, b_max=2.0, initial_state=True, seed=8)
+    inputs["g"][0, 16, 0, 2] = float("-inf")
+    inputs["g"][0, 37, 1, 5] = float("-inf")
+    inputs["g"][0, 64, :, :] = float("-inf")
+    compare(inputs)

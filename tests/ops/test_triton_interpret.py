@@ -91,9 +91,28 @@ def test_diagonal_block_paths_agree():
         assert_close(name, centred, tile, rtol=1e-5)
 
 
+@pytest.mark.parametrize("value", [-1e4, float("-inf")], ids=str)
+@pytest.mark.parametrize("gate", ["channel", "scalar"])
+def test_hard_gate_on_a_sub_block_first_row(value, gate):
+    """A closed gate on the first row of a sub-block (and of a partial last one) decays none of
+    the block's own pairs: the centred diagonal products must not see it."""
+    x = random_inputs(B=1, T=40, H=1, K=16, V=16, b_max=2.0, g_min=-0.5, initial_state=True, seed=11, gate=gate,
+                      device=DEVICE)
+    g = x["g"].clone()
+    if gate == "channel":
+        g[0, 16, 0, 3] = value
+        g[0, 32, 0, 5] = value
+    else:
+        g[0, 16, 0] = value
+        g[0, 32, 0] = value
+    x["g"] = g
+    check(x)
+
+
 def test_decode_kernel_matches_and_refuses_gradients():
     from gdn2.ops.gdn2.triton import fused_recurrent_gdn2
-    x = random_inputs(B=3, T=2, H=2, HV=4, K=32, V=16, b_max=2.0, initial_state=True, seed=5, device=DEVICE)
+    # V = 64: two value tiles per state, so the flat grid's tile index is exercised
+    x = random_inputs(B=3, T=2, H=2, HV=4, K=32, V=64, b_max=2.0, initial_state=True, seed=5, device=DEVICE)
     from gdn2.testing import assert_close
     for l2 in (False, True):
         with torch.no_grad():

@@ -19,6 +19,7 @@ from ..utils import l2norm
 from .checks import Gate
 
 SUB = 16  # rows of a sub-block; off-diagonal sub-blocks use an anchored factorisation
+G_FLOOR = -1000.0  # exp(-1000) is 0 in float64: any log-decay below acts as this one
 DIAG_SPAN = 16.0  # widest in-block log-decay span whose pairs are one centred product (``_diagonal_blocks``)
 
 
@@ -104,7 +105,10 @@ def chunk_step(q, k, v, g, b, w, S):
     Returns o [B, H, G, L, V] and the state after the chunk."""
     # The cumulative log-decay is kept in float64: a float32 cumsum that has passed a strongly
     # forgetting token (g ~ -1e4) loses the small differences that later decays depend on.
-    Gc = None if g is None else g.to(torch.float64).cumsum(-2)
+    # A log-decay at or below G_FLOOR zeroes every product it enters (exp underflows in float64
+    # too), so clamping there changes nothing but keeps -inf (a closed gate) from making the
+    # differences of G NaN.
+    Gc = None if g is None else g.to(torch.float64).clamp(min=G_FLOOR).cumsum(-2)
     dt = q.dtype
     erase = not (isinstance(b, float) and b == 0.0)
     e = k if b is None or not erase else k * b

@@ -99,7 +99,7 @@ def chunk_intra_fwd_kernel(
                 b_kr = load_rows(k, t0, rows, L, i_h, H, o_k, K)
                 b_qr = load_rows(q, t0, rows, L, i_h, H, o_k, K) * scale
                 b_e = apply_erase(b_kr, b, t0, rows, L, i_h, H, o_k, K, B_MODE)
-                b_lft, b_rgt, b_span = centred_factors(tl.cumsum(b_g, axis=0))
+                b_lft, b_rgt, b_span = centred_factors(b_g)
                 if b_span <= DIAG_SPAN:
                     # one product of centred operands (masked to the lower triangle when stored)
                     b_kc = tl.trans(b_kr * b_rgt)

@@ -143,7 +143,7 @@ def chunk_bwd_key_kernel(
         b_dt = tl.load(p_dt + p_ii) if ERASE else b_dqk
         b_pe = tl.zeros([SUB, BK], dtype=tl.float32)
         b_pke = tl.zeros([SUB, BK], dtype=tl.float32)
-        b_lft, b_rgt, b_span = centred_factors(b_lc)
+        b_lft, b_rgt, b_span = centred_factors(b_g)
         if b_span <= DIAG_SPAN:
             b_kc = b_k * b_rgt
             b_pq = b_lft * tl.dot(b_dqk, b_kc, input_precision=PREC)
