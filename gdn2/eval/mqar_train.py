@@ -202,16 +202,26 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
     step_losses: List[torch.Tensor] = []
     bar = progress_bar(range(steps), desc=f"MQAR {describe(config)} T={seq_len} P={num_kv_pairs}",
                        enabled=progress, unit="step")
-    batches = _training_batches(steps, prefetch, lambda step: mqar_batch(
-        batch_size, seq_len, num_kv_pairs, config.vocab_size, power_a, seed=derive_seed(seed, "train", step)))
     device_type = torch.device(device).type
+    pin = device_type == "cuda"
+
+    def make(step: int) -> MQARData:
+        data = mqar_batch(batch_size, seq_len, num_kv_pairs, config.vocab_size, power_a,
+                          seed=derive_seed(seed, "train", step))
+        # page-locked, so the copy to the GPU does not wait for the stream (a pageable one does)
+        return MQARData(data.inputs.pin_memory(), data.labels.pin_memory()) if pin else data
+
+    batches = _training_batches(steps, prefetch, make)
     shown = hasattr(bar, "set_postfix")
     for step, data in zip(bar, batches):
         # autocast is entered per step: its cache of low-precision weight copies lives as long as
         # the context, so one context around the whole loop would train on the initial weights
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
-            logits, targets = _answer_logits(model, data.inputs.to(device), data.labels.to(device))
-        loss = F.cross_entropy(logits, targets)
+            logits = model.lm_head(model.model(data.inputs.to(device, non_blocking=True)))
+        # the mean over answer positions, as ``_answer_logits`` selects them, without a boolean
+        # index (its output size is read on the host: a wait for the GPU at every step)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), data.labels.to(device, non_blocking=True).flatten(),
+                               ignore_index=IGNORE_INDEX)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -103,3 +103,21 @@ def test_constant_schedule_holds_the_peak_and_unknown_names_fail():
     assert factors[0] == pytest.approx(0.1) and all(f == 1.0 for f in factors[9:])
     with pytest.raises(ValueError, match="schedule must be one of"):
         train_mqar(mqar_config("gdn", vocab_size=128), seq_len=16, num_kv_pairs=2, steps=1, schedule="linear")
+
+
+def test_training_loss_is_the_mean_over_answer_positions():
+    """The training step's loss (every position, IGNORE_INDEX ignored; no boolean index, so no
+    host wait on a GPU) is the mean cross-entropy over the answer positions the test scores."""
+    import torch
+    import torch.nn.functional as F
+    from gdn2.eval.mqar import IGNORE_INDEX, mqar_batch
+    from gdn2.eval.mqar_train import _answer_logits, mqar_config
+    from gdn2.models import GDN2ForCausalLM
+    torch.manual_seed(0)
+    model = GDN2ForCausalLM(mqar_config("gdn2", vocab_size=128, hidden_size=32, num_layers=1, num_heads=2,
+                                        backend="chunk"))
+    data = mqar_batch(4, 32, 4, 128, seed=1)
+    logits, targets = _answer_logits(model, data.inputs, data.labels)
+    every = model.lm_head(model.model(data.inputs)).flatten(0, 1)
+    torch.testing.assert_close(F.cross_entropy(every, data.labels.flatten(), ignore_index=IGNORE_INDEX),
+                               F.cross_entropy(logits, targets))

@@ -8,6 +8,8 @@ recurrence with the output fused in). Backward: see ``backward.py``. Decoding: `
 
 from __future__ import annotations
 
+import functools
+
 from typing import List, Optional
 
 import torch
@@ -28,10 +30,18 @@ DECODE_MAX_T = 16  # up to this many tokens per sequence without gradients, the 
 
 
 def _chunks(cu: torch.Tensor, uniform_T: int) -> Chunks:
-    """The chunk table; equal-length batches need no device-to-host copy of the offsets."""
-    N = cu.numel() - 1
-    offsets = [i * uniform_T for i in range(N + 1)] if uniform_T > 0 else cu.tolist()
-    return make_chunks(offsets, BT, cu.device)
+    """The chunk table. Equal-length batches need no device-to-host copy of the offsets and reuse
+    a cached table: building one copies three host lists to the device, and such a copy waits for
+    the stream, which in every layer's forward and backward would make the host wait for the GPU
+    (small models then run at the sum of host and device time instead of the larger)."""
+    if uniform_T > 0:
+        return _uniform_chunks(cu.numel() - 1, uniform_T, cu.device)
+    return make_chunks(cu.tolist(), BT, cu.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _uniform_chunks(N: int, T: int, device: torch.device) -> Chunks:
+    return make_chunks([i * T for i in range(N + 1)], BT, device)
 
 
 def _opt(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
