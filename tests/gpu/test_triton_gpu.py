@@ -96,8 +96,10 @@ def test_triton_closed_gates_on_sub_block_first_rows(dtype):
     check(x, use_qk_l2norm=True)
 
 
-def test_decode_batch():
-    x = random_inputs(B=64, T=1, H=16, K=128, V=128, dtype=torch.bfloat16, device="cuda", initial_state=True, seed=7)
+@pytest.mark.parametrize("HV", [16, 32], ids=lambda n: f"HV{n}")
+def test_decode_batch(HV):
+    x = random_inputs(B=64, T=1, H=16, HV=HV, K=128, V=128, dtype=torch.bfloat16, device="cuda", initial_state=True,
+                      seed=7)
     with torch.no_grad():
         o_ref, S_ref = gated_delta_rule2(**{k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in x.items()},
                                          output_final_state=True, backend="recurrent")
