@@ -158,6 +158,12 @@ def make_chunks(offsets: list, BT: int, device) -> Chunks:
         for c in range(s, e, BT):
             starts.append(c)
             ends.append(min(c + BT, e))
-    as_tensor = lambda x: torch.tensor(x, dtype=torch.int32, device=device)  # noqa: E731
-    return Chunks(start=as_tensor(starts or [0]), end=as_tensor(ends or [0]), first=as_tensor(first),
-                  count=len(starts))
+    count = len(starts)
+    starts, ends = starts or [0], ends or [0]   # kernels get a valid pointer even without chunks
+    # one page-locked copy: a pageable host-to-device copy waits for the stream, three of them per
+    # call made every layer's forward and backward wait for the GPU
+    table = torch.tensor(starts + ends + first, dtype=torch.int32)
+    if torch.device(device).type == "cuda":
+        table = table.pin_memory().to(device, non_blocking=True)
+    n = len(starts)
+    return Chunks(start=table[:n], end=table[n:2 * n], first=table[2 * n:], count=count)
