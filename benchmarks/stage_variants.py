@@ -73,8 +73,8 @@ def intra_source() -> str:
     s = replace(s, "DIAG_SPAN: tl.constexpr,\n):", "DIAG_SPAN: tl.constexpr,\n    OFF: tl.constexpr = True, DIAG: tl.constexpr = True, "
                 "SOLVE: tl.constexpr = True, GATED: tl.constexpr = True, CUMPROD: tl.constexpr = False,\n):")
     s = with_cumprod(s)
-    s = replace(s, "    if G_MODE == GATE_CHANNEL:\n        for i_k in range(0, tl.cdiv(K, BK)):",
-                "    if G_MODE == GATE_CHANNEL:\n        for i_k in range(0, tl.cdiv(K, BK) * OFF):")
+    s = replace(s, "        for i_b in range(1, BT // SUB):\n            rows = i_b * SUB + o_s\n            b_aq",
+                "        for i_b in range(1, (BT // SUB) * OFF):\n            rows = i_b * SUB + o_s\n            b_aq")
     s = replace(s, "    if G_MODE == GATE_CHANNEL:\n        # diagonal sub-blocks", "    if G_MODE == GATE_CHANNEL and DIAG:\n        #")
     s = replace(s, "    if ERASE:\n        # A = (I + T)^-1", "    if ERASE and SOLVE:\n        #")
     return replace(s, "    for i_k in range(0, tl.cdiv(K, BK)):\n        o_k = i_k * BK + tl.arange(0, BK)\n        b_k, b_e, b_gam",

@@ -1,17 +1,11 @@
-"""Decay helpers of the intra-chunk stage: per-sub-block cumulative sums and the anchor factors of
-the off-diagonal sub-blocks. Every exponent is a sum of log-decays formed by additions (see
-``intra.py``; the backward's sub-block products are in ``key.py``)."""
+"""Decay helpers of the intra-chunk stage: the anchor factors of the off-diagonal sub-blocks and
+the centred factors of the diagonal ones (numerics in ``intra.py``; the backward's sub-block
+products are in ``key.py``)."""
 
 from __future__ import annotations
 
 import triton
 import triton.language as tl
-
-
-@triton.jit
-def block_cumsum(x, BT: tl.constexpr, SUB: tl.constexpr, BK: tl.constexpr, REVERSE: tl.constexpr):
-    """Cumulative sum down the rows of each SUB-row block of a [BT, BK] tile."""
-    return tl.reshape(tl.cumsum(tl.reshape(x, (BT // SUB, SUB, BK)), axis=1, reverse=REVERSE), (BT, BK))
 
 
 @triton.jit

@@ -19,7 +19,7 @@ import triton.language as tl
 
 from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, apply_erase, chunk_gates, chunk_rows, diag_span,
                      load_rows, load_scalar_rows)
-from .decay import anchor_factor, block_cumsum, centred_factors
+from .decay import anchor_factor, centred_factors
 
 
 @triton.jit
@@ -32,32 +32,45 @@ def chunk_intra_fwd_kernel(
     t0, L = chunk_rows(chunk_start, chunk_end, i_c)
     o_t = tl.arange(0, BT)
     o_c = tl.arange(0, BT)
-    off = o_t % SUB                      # row offset inside its sub-block
     blk = o_t // SUB
     ERASE: tl.constexpr = B_MODE != GATE_ZERO
 
-    b_T = tl.zeros([BT, BT], dtype=tl.float32)
-    b_Aqk = tl.zeros([BT, BT], dtype=tl.float32)
+    p_row = (t0 + o_t[:, None]) * H * BT + i_h * BT + o_c[None, :]
+    m_row = (o_t < L)[:, None]
+    o_s = tl.arange(0, SUB)
     if G_MODE == GATE_CHANNEL:
-        for i_k in range(0, tl.cdiv(K, BK)):
-            o_k = i_k * BK + tl.arange(0, BK)
-            b_q = load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale
-            b_k = load_rows(k, t0, o_t, L, i_h, H, o_k, K)
-            b_g = load_rows(g, t0, o_t, L, i_h, H, o_k, K)
-            b_gn = load_rows(g, t0, o_t + 1, L, i_h, H, o_k, K)     # g of the next row
-            b_e = apply_erase(b_k, b, t0, o_t, L, i_h, H, o_k, K, B_MODE)
-            # rows: exp of sum over (a(r), r]
-            b_gloc = block_cumsum(tl.where((off == 0)[:, None], 0.0, b_g), BT, SUB, BK, False)
-            b_lq = b_q * tl.exp(b_gloc)
-            b_le = b_e * tl.exp(b_gloc)
-            # off-diagonal sub-blocks, through the anchor a_i = first row of block i
-            for i_b in range(1, BT // SUB):
-                b_right = b_k * anchor_factor(b_gn, i_b * SUB, BT)
-                in_blk = (blk == i_b)[:, None]
-                b_Aqk += tl.where(in_blk, tl.dot(b_lq, tl.trans(b_right), input_precision=PREC), 0.0)
+        # off-diagonal sub-blocks, one block of rows i at a time as [SUB, BK] x [BK, BT] products
+        # through the anchor a_i = first row of block i (rows: exp of the sum over (a_i, r];
+        # columns s < a_i: exp of the sum over (s, a_i]); a [BT, BK] left operand masked to one
+        # block's rows would spend four times the tensor-core work
+        zero = tl.zeros([SUB, BT], dtype=tl.float32)
+        p_blk0 = (t0 + o_s[:, None]) * H * BT + i_h * BT + o_c[None, :]
+        tl.store(Aqk + p_blk0, zero, mask=(o_s < L)[:, None])        # block 0 has no earlier block
+        if ERASE:
+            tl.store(A + p_blk0, zero, mask=(o_s < L)[:, None])
+        for i_b in range(1, BT // SUB):
+            rows = i_b * SUB + o_s
+            b_aq = tl.zeros([SUB, BT], dtype=tl.float32)
+            b_at = tl.zeros([SUB, BT], dtype=tl.float32)
+            for i_k in range(0, tl.cdiv(K, BK)):
+                o_k = i_k * BK + tl.arange(0, BK)
+                b_right = load_rows(k, t0, o_t, L, i_h, H, o_k, K) \
+                    * anchor_factor(load_rows(g, t0, o_t + 1, L, i_h, H, o_k, K), i_b * SUB, BT)
+                b_g = load_rows(g, t0, rows, L, i_h, H, o_k, K)
+                b_fac = tl.exp(tl.cumsum(tl.where((o_s > 0)[:, None], b_g, 0.0), axis=0))
+                b_aq += tl.dot(load_rows(q, t0, rows, L, i_h, H, o_k, K) * scale * b_fac, tl.trans(b_right),
+                               input_precision=PREC)
                 if ERASE:
-                    b_T += tl.where(in_blk, tl.dot(b_le, tl.trans(b_right), input_precision=PREC), 0.0)
+                    b_er = apply_erase(load_rows(k, t0, rows, L, i_h, H, o_k, K), b, t0, rows, L, i_h, H, o_k, K,
+                                       B_MODE)
+                    b_at += tl.dot(b_er * b_fac, tl.trans(b_right), input_precision=PREC)
+            p_blk = (t0 + rows[:, None]) * H * BT + i_h * BT + o_c[None, :]
+            tl.store(Aqk + p_blk, b_aq, mask=(rows < L)[:, None])
+            if ERASE:
+                tl.store(A + p_blk, b_at, mask=(rows < L)[:, None])
     else:
+        b_T = tl.zeros([BT, BT], dtype=tl.float32)
+        b_Aqk = tl.zeros([BT, BT], dtype=tl.float32)
         for i_k in range(0, tl.cdiv(K, BK)):
             o_k = i_k * BK + tl.arange(0, BK)
             b_q = load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale
@@ -73,20 +86,14 @@ def chunk_intra_fwd_kernel(
             b_decay = tl.exp(b_seg)
             b_Aqk *= b_decay
             b_T *= b_decay
-        b_Aqk = tl.where(o_t[:, None] >= o_c[None, :], b_Aqk, 0.0)
-        b_T = tl.where(o_t[:, None] > o_c[None, :], b_T, 0.0)
-
-    p_row = (t0 + o_t[:, None]) * H * BT + i_h * BT + o_c[None, :]
-    m_row = (o_t < L)[:, None]
-    tl.store(Aqk + p_row, b_Aqk, mask=m_row)
-    if ERASE:
-        tl.store(A + p_row, b_T, mask=m_row)
+        tl.store(Aqk + p_row, tl.where(o_t[:, None] >= o_c[None, :], b_Aqk, 0.0), mask=m_row)
+        if ERASE:
+            tl.store(A + p_row, tl.where(o_t[:, None] > o_c[None, :], b_T, 0.0), mask=m_row)
     if G_MODE == GATE_CHANNEL:
         # diagonal sub-blocks: where the decay's span allows (``diag_span``), one product of
         # centred operands; else a pairwise-decay tile whose exponent for (r, s) is the sum over
         # (s, r], a cumulative sum down r of g_r masked to r > s (additions only)
         tl.debug_barrier()
-        o_s = tl.arange(0, SUB)
         lower = (o_s[:, None] >= o_s[None, :])[:, :, None]
         below = (o_s[:, None] > o_s[None, :])[:, :, None]
         for i_b in range(0, BT // SUB):
