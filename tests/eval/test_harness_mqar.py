@@ -106,18 +106,18 @@ def test_constant_schedule_holds_the_peak_and_unknown_names_fail():
 
 
 def test_training_loss_is_the_mean_over_answer_positions():
-    """The training step's loss (every position, IGNORE_INDEX ignored; no boolean index, so no
-    host wait on a GPU) is the mean cross-entropy over the answer positions the test scores."""
+    """The training step's loss (answer positions found on the host, so a GPU step reads nothing
+    back) is the mean cross-entropy at the positions the test scores."""
     import torch
     import torch.nn.functional as F
-    from gdn2.eval.mqar import IGNORE_INDEX, mqar_batch
-    from gdn2.eval.mqar_train import _answer_logits, mqar_config
+    from gdn2.eval.mqar import mqar_batch
+    from gdn2.eval.mqar_train import _answer_batch, _answer_logits, _answer_loss, mqar_config
     from gdn2.models import GDN2ForCausalLM
     torch.manual_seed(0)
     model = GDN2ForCausalLM(mqar_config("gdn2", vocab_size=128, hidden_size=32, num_layers=1, num_heads=2,
                                         backend="chunk"))
     data = mqar_batch(4, 32, 4, 128, seed=1)
-    logits, targets = _answer_logits(model, data.inputs, data.labels)
-    every = model.lm_head(model.model(data.inputs)).flatten(0, 1)
-    torch.testing.assert_close(F.cross_entropy(every, data.labels.flatten(), ignore_index=IGNORE_INDEX),
-                               F.cross_entropy(logits, targets))
+    inputs, where, targets = _answer_batch(data, pin=False)
+    assert where.numel() == 4 * 4
+    torch.testing.assert_close(_answer_loss(model, inputs, where, targets),
+                               F.cross_entropy(*_answer_logits(model, data.inputs, data.labels)))

@@ -165,5 +165,7 @@ def make_chunks(offsets: list, BT: int, device) -> Chunks:
     table = torch.tensor(starts + ends + first, dtype=torch.int32)
     if torch.device(device).type == "cuda":
         table = table.pin_memory().to(device, non_blocking=True)
+    else:
+        table = table.to(device)
     n = len(starts)
     return Chunks(start=table[:n], end=table[n:2 * n], first=table[2 * n:], count=count)
