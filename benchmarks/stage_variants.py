@@ -73,9 +73,10 @@ def intra_source() -> str:
     s = replace(s, "DIAG_SPAN: tl.constexpr,\n):", "DIAG_SPAN: tl.constexpr,\n    OFF: tl.constexpr = True, DIAG: tl.constexpr = True, "
                 "SOLVE: tl.constexpr = True, GATED: tl.constexpr = True, CUMPROD: tl.constexpr = False,\n):")
     s = with_cumprod(s)
-    s = replace(s, "        for i_b in range(1, BT // SUB):\n            rows = i_b * SUB + o_s\n            b_aq",
-                "        for i_b in range(1, (BT // SUB) * OFF):\n            rows = i_b * SUB + o_s\n            b_aq")
-    s = replace(s, "    if G_MODE == GATE_CHANNEL:\n        # diagonal sub-blocks", "    if G_MODE == GATE_CHANNEL and DIAG:\n        #")
+    s = replace(s, "                if i_b > 0:\n", "                if i_b * OFF > 0:\n")
+    start = find(s, "                b_lft, b_rgt, b_span = centred_factors(b_lc)")
+    end = find(s, "            # the rows' columns outside the block", start)
+    s = s[:start] + "                if DIAG:\n" + textwrap.indent(s[start:end], "    ") + s[end:]
     s = replace(s, "    if ERASE:\n        # A = (I + T)^-1", "    if ERASE and SOLVE:\n        #")
     return replace(s, "    for i_k in range(0, tl.cdiv(K, BK)):\n        o_k = i_k * BK + tl.arange(0, BK)\n        b_k, b_e, b_gam",
                    "    if not SOLVE:\n        b_A = tl.zeros([BT, BT], dtype=tl.float32)\n"

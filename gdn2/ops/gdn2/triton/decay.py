@@ -18,15 +18,21 @@ def anchor_factor(b_gn, a_i, BT: tl.constexpr):
 
 
 @triton.jit
-def centred_factors(b_g):
-    """``exp(G - c)``, ``exp(c - G)`` and the largest column span for a [SUB, BK] tile of one
-    sub-block's log-decays ``b_g``, with G the cumulative sum from the block's first row *without*
-    that row's own g (no pair inside the block decays by it; a -1e4 or -inf there would otherwise
-    sit in every G and swamp the differences) and c the middle of each column's range. The first
-    factor at row r times the second at row s is the pair's decay exp(sum of g over (s, r]),
-    each factor within exp(span / 2) of 1 (``diag_span`` in ``common.py`` bounds the span)."""
+def in_block_decay(b_g):
+    """Cumulative log-decay of a [SUB, BK] tile of one sub-block's ``b_g`` from its first row,
+    *without* that row's own g: the exponent of row r against the block's anchor, sum over (a, r].
+    No pair inside the block decays by the first row's g; left in, a -1e4 or -inf there would sit
+    in every entry and swamp the differences the centred factors take."""
     o_s = tl.arange(0, b_g.shape[0])
-    b_lc = tl.cumsum(tl.where((o_s > 0)[:, None], b_g, 0.0), axis=0)
+    return tl.cumsum(tl.where((o_s > 0)[:, None], b_g, 0.0), axis=0)
+
+
+@triton.jit
+def centred_factors(b_lc):
+    """``exp(b_lc - c)``, ``exp(c - b_lc)`` and the largest column span for a tile of
+    ``in_block_decay``, c the middle of each column's range: the first factor at row r times the
+    second at row s is the pair's decay exp(sum of g over (s, r]), each factor within
+    exp(span / 2) of 1 (``diag_span`` in ``common.py`` bounds the span)."""
     b_hi = tl.max(b_lc, axis=0)
     b_lo = tl.min(b_lc, axis=0)
     b_c = (b_hi + b_lo) * 0.5

@@ -19,7 +19,7 @@ import triton.language as tl
 
 from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, apply_erase, chunk_gates, chunk_rows, diag_span,
                      load_rows, load_scalar_rows)
-from .decay import anchor_factor, centred_factors
+from .decay import anchor_factor, centred_factors, in_block_decay
 
 
 @triton.jit
@@ -39,35 +39,59 @@ def chunk_intra_fwd_kernel(
     m_row = (o_t < L)[:, None]
     o_s = tl.arange(0, SUB)
     if G_MODE == GATE_CHANNEL:
-        # off-diagonal sub-blocks, one block of rows i at a time as [SUB, BK] x [BK, BT] products
-        # through the anchor a_i = first row of block i (rows: exp of the sum over (a_i, r];
-        # columns s < a_i: exp of the sum over (s, a_i]); a [BT, BK] left operand masked to one
-        # block's rows would spend four times the tensor-core work
-        zero = tl.zeros([SUB, BT], dtype=tl.float32)
-        p_blk0 = (t0 + o_s[:, None]) * H * BT + i_h * BT + o_c[None, :]
-        tl.store(Aqk + p_blk0, zero, mask=(o_s < L)[:, None])        # block 0 has no earlier block
-        if ERASE:
-            tl.store(A + p_blk0, zero, mask=(o_s < L)[:, None])
-        for i_b in range(1, BT // SUB):
+        # one block of rows i at a time, every K tile loaded once for both parts:
+        # - pairs with earlier blocks as [SUB, BK] x [BK, BT] products through the anchor a_i = first
+        #   row of block i (rows: exp of the sum over (a_i, r]; columns s < a_i: exp of the sum over
+        #   (s, a_i]); a [BT, BK] left operand masked to one block's rows would spend four times
+        #   the tensor-core work;
+        # - pairs inside the block: where the decay's span allows (``diag_span``), one product of
+        #   centred operands; else a pairwise-decay tile whose exponent for (r, s) is the sum over
+        #   (s, r], a cumulative sum down r of g_r masked to r > s (additions only)
+        lower = (o_s[:, None] >= o_s[None, :])[:, :, None]
+        below = (o_s[:, None] > o_s[None, :])[:, :, None]
+        for i_b in range(0, BT // SUB):
             rows = i_b * SUB + o_s
             b_aq = tl.zeros([SUB, BT], dtype=tl.float32)
             b_at = tl.zeros([SUB, BT], dtype=tl.float32)
+            b_dqk = tl.zeros([SUB, SUB], dtype=tl.float32)
+            b_dt = tl.zeros([SUB, SUB], dtype=tl.float32)
             for i_k in range(0, tl.cdiv(K, BK)):
                 o_k = i_k * BK + tl.arange(0, BK)
-                b_right = load_rows(k, t0, o_t, L, i_h, H, o_k, K) \
-                    * anchor_factor(load_rows(g, t0, o_t + 1, L, i_h, H, o_k, K), i_b * SUB, BT)
                 b_g = load_rows(g, t0, rows, L, i_h, H, o_k, K)
-                b_fac = tl.exp(tl.cumsum(tl.where((o_s > 0)[:, None], b_g, 0.0), axis=0))
-                b_aq += tl.dot(load_rows(q, t0, rows, L, i_h, H, o_k, K) * scale * b_fac, tl.trans(b_right),
-                               input_precision=PREC)
-                if ERASE:
-                    b_er = apply_erase(load_rows(k, t0, rows, L, i_h, H, o_k, K), b, t0, rows, L, i_h, H, o_k, K,
-                                       B_MODE)
-                    b_at += tl.dot(b_er * b_fac, tl.trans(b_right), input_precision=PREC)
+                b_kr = load_rows(k, t0, rows, L, i_h, H, o_k, K)
+                b_qr = load_rows(q, t0, rows, L, i_h, H, o_k, K) * scale
+                b_e = apply_erase(b_kr, b, t0, rows, L, i_h, H, o_k, K, B_MODE)
+                b_lc = in_block_decay(b_g)
+                if i_b > 0:
+                    b_right = load_rows(k, t0, o_t, L, i_h, H, o_k, K) \
+                        * anchor_factor(load_rows(g, t0, o_t + 1, L, i_h, H, o_k, K), i_b * SUB, BT)
+                    b_fac = tl.exp(b_lc)
+                    b_aq += tl.dot(b_qr * b_fac, tl.trans(b_right), input_precision=PREC)
+                    if ERASE:
+                        b_at += tl.dot(b_e * b_fac, tl.trans(b_right), input_precision=PREC)
+                b_lft, b_rgt, b_span = centred_factors(b_lc)
+                if b_span <= DIAG_SPAN:
+                    # one product of centred operands (masked to the lower triangle when stored)
+                    b_kc = tl.trans(b_kr * b_rgt)
+                    b_dqk += tl.dot(b_qr * b_lft, b_kc, input_precision=PREC)
+                    if ERASE:
+                        b_dt += tl.dot(b_e * b_lft, b_kc, input_precision=PREC)
+                else:
+                    b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
+                    b_kD = b_kr[None, :, :] * b_D
+                    b_dqk += tl.sum(b_qr[:, None, :] * b_kD, axis=2)
+                    if ERASE:
+                        b_dt += tl.sum(b_e[:, None, :] * b_kD, axis=2)
+            # the rows' columns outside the block (zero right of it), then the block itself
             p_blk = (t0 + rows[:, None]) * H * BT + i_h * BT + o_c[None, :]
-            tl.store(Aqk + p_blk, b_aq, mask=(rows < L)[:, None])
+            m_out = (rows < L)[:, None] & (o_c // SUB != i_b)[None, :]
+            p_dia = (t0 + rows[:, None]) * H * BT + i_h * BT + rows[None, :]
+            m_dia = (rows < L)[:, None]
+            tl.store(Aqk + p_blk, b_aq, mask=m_out)
+            tl.store(Aqk + p_dia, tl.where(o_s[:, None] >= o_s[None, :], b_dqk, 0.0), mask=m_dia)
             if ERASE:
-                tl.store(A + p_blk, b_at, mask=(rows < L)[:, None])
+                tl.store(A + p_blk, b_at, mask=m_out)
+                tl.store(A + p_dia, tl.where(o_s[:, None] > o_s[None, :], b_dt, 0.0), mask=m_dia)
     else:
         b_T = tl.zeros([BT, BT], dtype=tl.float32)
         b_Aqk = tl.zeros([BT, BT], dtype=tl.float32)
@@ -89,41 +113,6 @@ def chunk_intra_fwd_kernel(
         tl.store(Aqk + p_row, tl.where(o_t[:, None] >= o_c[None, :], b_Aqk, 0.0), mask=m_row)
         if ERASE:
             tl.store(A + p_row, tl.where(o_t[:, None] > o_c[None, :], b_T, 0.0), mask=m_row)
-    if G_MODE == GATE_CHANNEL:
-        # diagonal sub-blocks: where the decay's span allows (``diag_span``), one product of
-        # centred operands; else a pairwise-decay tile whose exponent for (r, s) is the sum over
-        # (s, r], a cumulative sum down r of g_r masked to r > s (additions only)
-        tl.debug_barrier()
-        lower = (o_s[:, None] >= o_s[None, :])[:, :, None]
-        below = (o_s[:, None] > o_s[None, :])[:, :, None]
-        for i_b in range(0, BT // SUB):
-            rows = i_b * SUB + o_s
-            b_dqk = tl.zeros([SUB, SUB], dtype=tl.float32)
-            b_dt = tl.zeros([SUB, SUB], dtype=tl.float32)
-            for i_k in range(0, tl.cdiv(K, BK)):
-                o_k = i_k * BK + tl.arange(0, BK)
-                b_g = load_rows(g, t0, rows, L, i_h, H, o_k, K)
-                b_kr = load_rows(k, t0, rows, L, i_h, H, o_k, K)
-                b_qr = load_rows(q, t0, rows, L, i_h, H, o_k, K) * scale
-                b_e = apply_erase(b_kr, b, t0, rows, L, i_h, H, o_k, K, B_MODE)
-                b_lft, b_rgt, b_span = centred_factors(b_g)
-                if b_span <= DIAG_SPAN:
-                    # one product of centred operands (masked to the lower triangle when stored)
-                    b_kc = tl.trans(b_kr * b_rgt)
-                    b_dqk += tl.dot(b_qr * b_lft, b_kc, input_precision=PREC)
-                    if ERASE:
-                        b_dt += tl.dot(b_e * b_lft, b_kc, input_precision=PREC)
-                else:
-                    b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
-                    b_kD = b_kr[None, :, :] * b_D
-                    b_dqk += tl.sum(b_qr[:, None, :] * b_kD, axis=2)
-                    if ERASE:
-                        b_dt += tl.sum(b_e[:, None, :] * b_kD, axis=2)
-            p_blk = (t0 + rows[:, None]) * H * BT + i_h * BT + rows[None, :]
-            m_blk = (rows < L)[:, None]
-            tl.store(Aqk + p_blk, tl.where(o_s[:, None] >= o_s[None, :], b_dqk, 0.0), mask=m_blk)
-            if ERASE:
-                tl.store(A + p_blk, tl.where(o_s[:, None] > o_s[None, :], b_dt, 0.0), mask=m_blk)
     if ERASE:
         # A = (I + T)^-1 in two steps; T is read back from memory, where it was just written
         tl.debug_barrier()

@@ -26,7 +26,7 @@ import triton.language as tl
 
 from .common import (GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, apply_erase, chunk_gates, chunk_rows, load_rows,
                      load_scalar_rows)
-from .decay import centred_factors
+from .decay import centred_factors, in_block_decay
 
 
 @triton.jit
@@ -143,7 +143,7 @@ def chunk_bwd_key_kernel(
         b_dt = tl.load(p_dt + p_ii) if ERASE else b_dqk
         b_pe = tl.zeros([SUB, BK], dtype=tl.float32)
         b_pke = tl.zeros([SUB, BK], dtype=tl.float32)
-        b_lft, b_rgt, b_span = centred_factors(b_g)
+        b_lft, b_rgt, b_span = centred_factors(in_block_decay(b_g))
         if b_span <= DIAG_SPAN:
             b_kc = b_k * b_rgt
             b_pq = b_lft * tl.dot(b_dqk, b_kc, input_precision=PREC)
