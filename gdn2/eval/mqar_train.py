@@ -113,27 +113,19 @@ SCHEDULE_FLOOR = {"cosine": 0.0, "constant": 1.0}
 SCHEDULES = tuple(SCHEDULE_FLOOR)
 
 
-def _answer_batch(data: MQARData, pin: bool):
+def _answer_batch(data: MQARData, pin: bool = False):
     """``(inputs [N, T], answer positions [P] into the flattened [N * T], their targets [P])``,
     found on the host where the batch is made (page-locked for a non-blocking copy when ``pin``),
-    so the training step selects the answer logits without reading a size back from the GPU."""
+    so a step selects the answer logits without reading a size back from the GPU."""
     labels = data.labels.flatten()
     where = (labels != IGNORE_INDEX).nonzero().squeeze(1)
     out = (data.inputs, where, labels[where])
     return tuple(x.pin_memory() for x in out) if pin else out
 
 
-def _answer_loss(model, inputs: torch.Tensor, where: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The mean cross-entropy at the answer positions (as ``_answer_logits`` selects them)."""
-    hidden = model.model(inputs).flatten(0, 1).index_select(0, where)
-    return F.cross_entropy(model.lm_head(hidden).float(), targets)
-
-
-def _answer_logits(model, inputs: torch.Tensor, labels: torch.Tensor):
-    """Logits ``[P, V]`` at the answer positions and their targets ``[P]``."""
-    mask = labels != IGNORE_INDEX
-    hidden = model.model(inputs)
-    return model.lm_head(hidden[mask]).float(), labels[mask]
+def _answer_logits(model, inputs: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """Logits ``[P, V]`` (float32) at the flattened answer positions ``where``."""
+    return model.lm_head(model.model(inputs).flatten(0, 1).index_select(0, where)).float()
 
 
 @torch.no_grad()
@@ -146,9 +138,9 @@ def evaluate_mqar(model, seq_len: int, num_kv_pairs: int, num_examples: int = 25
     device = model.lm_head.weight.device
     correct = total = 0
     for i in range(0, num_examples, batch_size):
-        logits, targets = _answer_logits(model, data.inputs[i:i + batch_size].to(device),
-                                         data.labels[i:i + batch_size].to(device))
-        correct += int((logits.argmax(-1) == targets).sum())
+        inputs, where, targets = (x.to(device) for x in _answer_batch(
+            MQARData(data.inputs[i:i + batch_size], data.labels[i:i + batch_size])))
+        correct += int((_answer_logits(model, inputs, where).argmax(-1) == targets).sum())
         total += targets.numel()
     model.train(was_training)
     return correct / total
@@ -228,7 +220,7 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
         # autocast is entered per step: its cache of low-precision weight copies lives as long as
         # the context, so one context around the whole loop would train on the initial weights
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
-            loss = _answer_loss(model, inputs, where, targets)
+            loss = F.cross_entropy(_answer_logits(model, inputs, where), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -31,9 +31,8 @@ DECODE_MAX_T = 16  # up to this many tokens per sequence without gradients, the 
 
 def _chunks(cu: torch.Tensor, uniform_T: int) -> Chunks:
     """The chunk table. Equal-length batches need no device-to-host copy of the offsets and reuse
-    a cached table: building one copies three host lists to the device, and such a copy waits for
-    the stream, which in every layer's forward and backward would make the host wait for the GPU
-    (small models then run at the sum of host and device time instead of the larger)."""
+    one cached table per shape instead of copying a new one to the device in every layer's
+    forward and backward."""
     if uniform_T > 0:
         return _uniform_chunks(cu.numel() - 1, uniform_T, cu.device)
     return make_chunks(cu.tolist(), BT, cu.device)
