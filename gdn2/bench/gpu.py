@@ -42,6 +42,11 @@ def make_inputs(B, T, device="cuda", dtype=torch.bfloat16, seed=0, g_shift=0.0):
     return dict(q=q, k=k, v=v, g=g, b=b, w=w)
 
 
+def decode_floor_ms(batch: int, copy_GBps: float) -> float:
+    """A one-token decode step's floor: the float32 state read and written once at ``copy_GBps``."""
+    return 2 * batch * H * K * V * 4 / (copy_GBps * 1e6)
+
+
 def stage_inputs(x: Dict[str, torch.Tensor], q: torch.Tensor, k: torch.Tensor) -> SimpleNamespace:
     """What the Triton pipeline's stages take, for the profilers and the smoke run: ``make_inputs``
     with q, k L2-normalised, flattened to ``[T, H, D]``, with the chunk table, gate modes and scale."""
@@ -217,7 +222,7 @@ def format_results(res, meta, ceilings) -> str:
               + "."]
     if "gdn2_graph" in d:
         # the state read and written once, at the copy bandwidth measured in this run
-        floor = 2 * 64 * H * K * V * 4 / (ceilings["copy_GBps"] * 1e6)
+        floor = decode_floor_ms(64, ceilings["copy_GBps"])
         fmt = lambda v: f"{v:.4f} ms ({v / floor:.2f}x the floor)" if v else "n/a (not capturable)"  # noqa: E731
         lines.append(f"Replayed from a CUDA graph (device time, no host launch path): gdn2 {fmt(d['gdn2_graph'])}"
                      + (f", FLA {fmt(d.get('fla_graph'))}" if "fla_graph" in d else "")

@@ -65,13 +65,15 @@ def fused_recurrent_fwd_kernel(
         tl.store(ht + p_kv, b_S, mask=m_kv)
 
 
-def fused_recurrent_fwd(q, k, v, g, b, w, scale, h0, cu, output_final_state, use_qk_l2norm=False):
-    """Token-by-token forward over the flattened layout ``[T_total, H, K]``; no autograd."""
+def fused_recurrent_fwd(q, k, v, g, b, w, scale, h0, cu, output_final_state, use_qk_l2norm=False,
+                        BV=None, num_warps=4):
+    """Token-by-token forward over the flattened layout ``[T_total, H, K]``; no autograd. ``BV``
+    (value columns per program) and ``num_warps`` exist for ``benchmarks/decode_variants.py``."""
     T, H, K = k.shape
     HV, V = v.shape[1], v.shape[2]
     N = cu.numel() - 1
     BK = max(16, next_pow2(K))
-    BV = min(32, max(16, next_pow2(V)))
+    BV = BV or min(32, max(16, next_pow2(V)))
     o = torch.empty(T, HV, V, dtype=q.dtype, device=q.device)
     ht = torch.empty(N, HV, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
     dummy = k
@@ -81,5 +83,5 @@ def fused_recurrent_fwd(q, k, v, g, b, w, scale, h0, cu, output_final_state, use
         ht if ht is not None else dummy, cu, scale,
         H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, G_MODE=gate_mode(g, 3), B_MODE=gate_mode(b, 3),
         W_MODE=gate_mode(w, 3), USE_H0=h0 is not None, STORE_HT=output_final_state, L2NORM=use_qk_l2norm,
-        num_warps=4, num_stages=1)
+        num_warps=num_warps, num_stages=1)
     return o, ht
