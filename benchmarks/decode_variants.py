@@ -32,8 +32,9 @@ def main() -> int:
         for nw in (1, 2, 4, 8):
             if BV * K // (32 * nw) < 4:  # fewer than 4 state elements per thread: not worth a launch
                 continue
-            step = lambda BV=BV, nw=nw: fused_recurrent_fwd(s.q, s.k, s.v, s.g, s.b, s.w, s.scale, h0, s.cu,  # noqa: E731
-                                                            True, use_qk_l2norm=True, BV=BV, num_warps=nw)
+            def step(BV=BV, nw=nw):
+                return fused_recurrent_fwd(s.q, s.k, s.v, s.g, s.b, s.w, s.scale, h0, s.cu, True,
+                                           use_qk_l2norm=True, BV=BV, num_warps=nw)
             o, ht = step()
             # o is bfloat16: another summation order flips a few roundings (2^-9 each)
             assert_close(f"o (BV={BV}, {nw} warps)", o.float(), o_ref.float(), rtol=1e-3)
