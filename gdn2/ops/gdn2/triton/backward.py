@@ -151,7 +151,8 @@ def chunk_bwd_value_kernel(
 
 
 # Key columns per program of the key kernel and warps per width, measured on an H100 at 2x8K
-# (three-pass TF32): 64 columns on 4 warps 4.6 ms; on 8 warps 6.9; 32 on 8 warps 11.6.
+# (three-pass TF32, benchmarks/stage_variants.py): 64 columns on 4 warps 3.8 ms; on 8 warps 4.7;
+# 32 on 4 warps 4.2; 128 on 8 warps 4.2.
 KEY_BLOCK = 64
 KEY_WARPS = {16: 4, 32: 8, 64: 4}
 
