@@ -7,7 +7,7 @@ comparison reports the same two numbers: relative RMS error and max absolute err
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -49,6 +49,11 @@ def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, rtol: 
     return err
 
 
+def no_worse_bound(baseline: Error, factor: float = 2.0, floor: float = 1e-5) -> float:
+    """The largest relative RMS error :func:`assert_no_worse` allows beside ``baseline``'s."""
+    return factor * baseline.rel_rms + floor
+
+
 def assert_no_worse(name: str, fast: torch.Tensor, baseline: torch.Tensor, reference: torch.Tensor,
                     factor: float = 2.0, floor: float = 1e-5) -> Error:
     """The flash-attention criterion: ``fast``'s error against ``reference`` is at most ``factor``
@@ -57,7 +62,7 @@ def assert_no_worse(name: str, fast: torch.Tensor, baseline: torch.Tensor, refer
     err, base = error(fast, reference), error(baseline, reference)
     if not base.finite:  # the bound would be NaN, and every comparison with it false
         raise AssertionError(f"{name}: the baseline is not finite ({base}): no bound to hold {err} to")
-    if not err.finite or err.rel_rms > factor * base.rel_rms + floor:
+    if not err.finite or err.rel_rms > no_worse_bound(base, factor, floor):
         raise AssertionError(f"{name}: {err}; baseline {base}; allowed rel RMS <= {factor:g} x baseline + {floor:.0e}")
     return err
 
@@ -127,20 +132,26 @@ def run_with_grads(fn, inputs, seed=0, **kwargs):
     return o.detach(), S.detach(), {n: gr for n, gr in zip(leaves, grads)}
 
 
-def check_backend(inputs: Dict[str, object], backend: str, baseline: str = "chunk", **kwargs) -> None:
-    """``backend`` against the float64 recurrence with the flash-attention criterion (see
-    :func:`assert_no_worse`), for the output, the final state and every input gradient."""
+def backend_outputs(inputs: Dict[str, object], backend: str, baseline: str = "chunk",
+                    **kwargs) -> Dict[str, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``{name: (backend's, baseline's, float64 recurrence's)}`` for the output, the final state,
+    the forward alone (no final state, no gradients: a backend may take cheaper products there, as
+    the Triton one-pass forward of bfloat16 inputs does) and every input gradient."""
     from .ops import gated_delta_rule2
     ref = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
     o_ref, S_ref, g_ref = run_with_grads(gated_delta_rule2, ref, backend="recurrent", **kwargs)
     o_pt, S_pt, g_pt = run_with_grads(gated_delta_rule2, inputs, backend=baseline, **kwargs)
     o, S, grads = run_with_grads(gated_delta_rule2, inputs, backend=backend, **kwargs)
-    assert_no_worse("o", o, o_pt, o_ref)
-    assert_no_worse("final_state", S, S_pt, S_ref)
-    # the forward alone, without a final state and gradients: a backend may take cheaper
-    # products there (the Triton one-pass forward of bfloat16 inputs)
     with torch.no_grad():
         o_fwd = gated_delta_rule2(**inputs, backend=backend, **kwargs)
-    assert_no_worse("o (forward only)", o_fwd[0] if isinstance(o_fwd, tuple) else o_fwd, o_pt, o_ref)
-    for name in g_ref:
-        assert_no_worse(f"d{name}", grads[name], g_pt[name], g_ref[name])
+    out = {"o": (o, o_pt, o_ref), "final_state": (S, S_pt, S_ref),
+           "o (forward only)": (o_fwd[0] if isinstance(o_fwd, tuple) else o_fwd, o_pt, o_ref)}
+    out.update({f"d{name}": (grads[name], g_pt[name], g_ref[name]) for name in g_ref})
+    return out
+
+
+def check_backend(inputs: Dict[str, object], backend: str, baseline: str = "chunk", **kwargs) -> None:
+    """``backend`` against the float64 recurrence with the flash-attention criterion (see
+    :func:`assert_no_worse`), for the output, the final state and every input gradient."""
+    for name, (fast, base, ref) in backend_outputs(inputs, backend, baseline, **kwargs).items():
+        assert_no_worse(name, fast, base, ref)
