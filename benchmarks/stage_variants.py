@@ -5,7 +5,7 @@ H = 16, K = V = 128). The variants are built from the kernels' current source by
 compile-time switches into a temporary copy, so the library's kernels carry no profiling flags;
 a change to a marked line makes this script fail rather than time something else.
 
-    python benchmarks/stage_variants.py
+    python benchmarks/stage_variants.py ["2 stages" "bf16x3" ...]   # all variants, or those named
 """
 
 import importlib.util
@@ -92,7 +92,8 @@ def load(name: str, source: str, folder: Path):
     return module
 
 
-def main():
+def main(only=()):
+    """``only``: time just the variants whose names contain one of these words."""
     folder = Path(tempfile.mkdtemp())
     kv, iv = load("key_variants", key_source(), folder), load("intra_variants", intra_source(), folder)
     if not torch.cuda.is_available():
@@ -109,45 +110,45 @@ def main():
     dq, dk, dg, db = torch.empty_like(qf), torch.empty_like(kf), torch.empty_like(gf), torch.empty(bf.shape, device="cuda")
     f32 = dict(dtype=torch.float32, device="cuda")
 
-    def key_run(BK, nw, DIAG_SPAN=diag_span("tf32x3"), PREC="tf32x3", **flags):
+    def key_run(BK, nw, DIAG_SPAN=diag_span("tf32x3"), PREC="tf32x3", ns=1, **flags):
         return lambda: kv.chunk_bwd_key_kernel[(chunks.count, H, triton.cdiv(K, BK))](
             qf, kf, gf, bf, A, scratch, dq, dk, dg, db, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK, SUB=16,
             SCRATCH=stride, G_MODE=modes[0], B_MODE=modes[1], PREC=PREC, DIAG_SPAN=DIAG_SPAN, num_warps=nw,
-            num_stages=1, **flags)
+            num_stages=ns, **flags)
 
     outs = [torch.empty(T, H, BT, **f32) for _ in range(2)] + [torch.empty(T, H, K, **f32) for _ in range(3)]
     dec = torch.empty(chunks.count, H, K, **f32)
 
-    def intra_run(BK=32, nw=4, DIAG_SPAN=diag_span("tf32"), **flags):
+    def intra_run(BK=32, nw=4, DIAG_SPAN=diag_span("tf32"), ns=1, **flags):
         return lambda: iv.chunk_intra_fwd_kernel[(chunks.count, H)](
             qf, kf, gf, bf, *outs, dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK, SUB=16,
-            G_MODE=modes[0], B_MODE=modes[1], PREC="tf32", DIAG_SPAN=DIAG_SPAN, num_warps=nw, num_stages=1,
+            G_MODE=modes[0], B_MODE=modes[1], PREC="tf32", DIAG_SPAN=DIAG_SPAN, num_warps=nw, num_stages=ns,
             **flags)
 
     o = torch.empty_like(vf)
 
-    def state_run(nw, prec, recompute):
+    def state_run(nw, prec, recompute, ns=1):
         h = torch.empty(chunks.count, H, K, K, **f32) if recompute else o
         r = torch.empty(T, H, K, **f32) if recompute else o
         return lambda: chunk_state_fwd_kernel[(cu.numel() - 1, H, triton.cdiv(K, 32))](
             *gated, vf, wf, A, Aqk, o, o, o, h, r, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K, BV=32,
             B_MODE=modes[1], W_MODE=modes[2], USE_H0=False, STORE_HT=False, STORE_O=not recompute, STORE_H=recompute,
-            STORE_R=recompute, PREC=prec, num_warps=nw, num_stages=1)
+            STORE_R=recompute, PREC=prec, num_warps=nw, num_stages=ns)
 
     dh, dr, do = torch.empty(chunks.count, H, K, K, **f32), torch.empty(T, H, K, **f32), torch.randn_like(vf)
 
-    def state_bwd_run(nw, prec="tf32x3"):
+    def state_bwd_run(nw, prec="tf32x3", ns=1):
         return lambda: chunk_state_bwd_kernel[(cu.numel() - 1, H, triton.cdiv(K, 32))](
             *gated, Aqk, do, o, dh, o, dr, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K, BV=32,
-            B_MODE=modes[1], USE_DHT=False, STORE_DH0=False, PREC=prec, num_warps=nw, num_stages=1)
+            B_MODE=modes[1], USE_DHT=False, STORE_DH0=False, PREC=prec, num_warps=nw, num_stages=ns)
 
     h = torch.randn(chunks.count, H, K, K, **f32)
     dv, dw = torch.empty_like(vf), torch.empty(wf.shape, **f32)
 
-    def value_run(BK, BV, nw):
+    def value_run(BK, BV, nw, ns=1):
         return lambda: chunk_bwd_value_kernel[(chunks.count, H, triton.cdiv(K, BK) + 1)](
             vf, wf, A, h, dh, dr, dr, do, dv, dw, scratch, chunks.start, chunks.end, H=H, HV=H, K=K, V=K, BT=BT,
-            BK=BK, BV=BV, SCRATCH=stride, B_MODE=modes[1], W_MODE=modes[2], PREC="tf32x3", num_warps=nw, num_stages=1)
+            BK=BK, BV=BV, SCRATCH=stride, B_MODE=modes[1], W_MODE=modes[2], PREC="tf32x3", num_warps=nw, num_stages=ns)
 
     rows = [
         ("key, 64 columns, 8 warps: all", key_run(64, 8)),
@@ -187,7 +188,17 @@ def main():
         ("key, 64 columns, 4 warps: bf16x6 products", key_run(64, 4, PREC="bf16x6")),
         ("state bwd, 4 warps: bf16x3 products", state_bwd_run(4, "bf16x3")),
         ("state bwd, 4 warps: bf16x6 products", state_bwd_run(4, "bf16x6")),
+        # software pipelining: the serial state kernels load ~140 KB of chunk operands per step with
+        # nothing in flight while the products run (num_stages=1 everywhere so far)
+        ("state fwd (o, one-pass): 4 warps, 2 stages", state_run(4, "tf32", False, ns=2)),
+        ("state fwd recompute (h, R, three-pass): 4 warps, 2 stages", state_run(4, "tf32x3", True, ns=2)),
+        ("state bwd (three-pass): 4 warps, 2 stages", state_bwd_run(4, ns=2)),
+        ("value (three-pass): 32 key rows, 32 value columns, 4 warps, 2 stages", value_run(32, 32, 4, ns=2)),
+        ("key, 64 columns, 4 warps: 2 stages", key_run(64, 4, ns=2)),
+        ("intra (one-pass): 2 stages", intra_run(ns=2)),
     ]
+    if only:
+        rows = [(name, fn) for name, fn in rows if any(word in name for word in only)]
     print(f"| variant (2x8K, {torch.cuda.get_device_name()}) | ms |\n|---|---|")
     for name, fn in rows:
         try:
@@ -198,4 +209,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(tuple(sys.argv[1:])))
