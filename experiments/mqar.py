@@ -157,6 +157,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     p.add_argument("--out", type=Path, default=ROOT / "experiments" / "results", help="(default %(default)s)")
     p.add_argument("--resume", action="store_true", help="skip cells already in <out>/mqar.jsonl")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile each step (CUDA graphs on CUDA)")
     args = p.parse_args(argv)
 
     start = time.perf_counter() if start is None else start
@@ -209,7 +210,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
                              **({"negative_eigen": True} if neg else {}))
         result = train_mqar(config, cell.seq_len, cell.num_kv_pairs, args.steps, cell.lr, cell.seed,
                             batch_size=args.batch_size, num_test=args.num_test, device=device, amp=amp,
-                            prefetch=workers, schedule=args.lr_schedule)
+                            prefetch=workers, schedule=args.lr_schedule, compile=args.compile)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         size, kind = state_size(config, cell.seq_len)
@@ -217,7 +218,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         record = dict(task="mqar", **asdict(cell), **protocol, head_dim=cell.d_model // args.num_heads,
                       accuracy=result.accuracy, final_loss=result.final_loss, loss_curve=loss_curve(losses),
                       seconds=result.seconds, state_size=size, state_kind=kind,
-                      num_parameters=result.num_parameters, amp=amp, num_test=args.num_test, **env,
+                      num_parameters=result.num_parameters, amp=amp, compile=args.compile, num_test=args.num_test, **env,
                       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         with path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")

@@ -163,7 +163,8 @@ def _training_batches(steps: int, workers: int, make: Callable[[int], MQARData])
 def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 300, lr: float = 3e-3, seed: int = 0,
                *, batch_size: int = 32, num_test: int = 256, warmup_steps: Optional[int] = None,
                weight_decay: float = 0.1, power_a: float = 0.01, device: Union[str, torch.device] = "cpu",
-               amp: bool = False, prefetch: int = 0, progress: bool = False, schedule: str = "cosine") -> MQARResult:
+               amp: bool = False, prefetch: int = 0, progress: bool = False, schedule: str = "cosine",
+               compile: bool = False) -> MQARResult:
     """Train a fresh model of ``config`` on MQAR at (``seq_len``, ``num_kv_pairs``) and test it.
 
     Args:
@@ -182,6 +183,8 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
         progress: show a progress bar with the loss.
         schedule: the learning rate after the warm-up: ``"cosine"`` to 0 at ``steps`` (Zoology's)
             or ``"constant"`` (so a mixer that leaves MQAR's plateau late still trains at the peak).
+        compile: ``torch.compile`` the forward and its backward (on CUDA replayed from CUDA graphs:
+            these models are so small that a step is otherwise all kernel launches and Python).
 
     Returns:
         An ``MQARResult`` with the test ``accuracy`` and every step's training ``losses``.
@@ -215,18 +218,28 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
     batches = _training_batches(steps, prefetch, lambda step: _answer_batch(mqar_batch(
         batch_size, seq_len, num_kv_pairs, config.vocab_size, power_a, seed=derive_seed(seed, "train", step)), pin))
     shown = hasattr(bar, "set_postfix")
-    for step, batch in zip(bar, batches):
-        inputs, where, targets = (x.to(device, non_blocking=True) for x in batch)
+
+    def answer_loss(inputs, where, targets):
         # autocast is entered per step: its cache of low-precision weight copies lives as long as
         # the context, so one context around the whole loop would train on the initial weights
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
-            loss = F.cross_entropy(_answer_logits(model, inputs, where), targets)
+            return F.cross_entropy(_answer_logits(model, inputs, where), targets)
+
+    graphs = compile and device_type == "cuda"
+    if compile:
+        answer_loss = torch.compile(answer_loss, mode="reduce-overhead" if graphs else None)
+    for step, batch in zip(bar, batches):
+        inputs, where, targets = (x.to(device, non_blocking=True) for x in batch)
+        if graphs:  # the previous replay's outputs (loss, gradients) have been consumed
+            torch.compiler.cudagraph_mark_step_begin()
+        loss = answer_loss(inputs, where, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
-        step_losses.append(loss.detach())  # read back once after the loop: no host wait per step
+        # read back once after the loop: no host wait per step (a copy: a graph replay reuses its output)
+        step_losses.append(loss.detach().clone() if graphs else loss.detach())
         if shown and step % 50 == 0:       # the bar's loss is the one host wait, every 50 steps
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     losses = torch.stack(step_losses).tolist() if step_losses else []

@@ -122,3 +122,12 @@ def test_training_loss_is_the_mean_over_answer_positions():
     mask = data.labels != IGNORE_INDEX                      # the positions the test scores
     masked = F.cross_entropy(model.lm_head(model.model(data.inputs)[mask]).float(), data.labels[mask])
     torch.testing.assert_close(F.cross_entropy(_answer_logits(model, inputs, where), targets), masked)
+
+
+def test_compiled_steps_give_the_eager_losses():
+    # the compiled step (CUDA graphs on a GPU) must train the same model on the same batches
+    run = lambda compile: train_mqar(mqar_config("gdn2", **TINY), 16, 2, steps=3, seed=0, num_test=16,  # noqa: E731
+                                     compile=compile)
+    eager, compiled = run(False), run(True)
+    assert compiled.losses == pytest.approx(eager.losses, rel=1e-4, abs=1e-5)
+    assert compiled.accuracy == pytest.approx(eager.accuracy, abs=1 / 16)
