@@ -227,6 +227,10 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
 
     graphs = compile and device_type == "cuda"
     if compile:
+        if graphs:  # caches the layers fill on first use (chunk tables) must not live in the graphs' pool
+            with torch.no_grad():
+                answer_loss(*(x.to(device) for x in _answer_batch(mqar_batch(
+                    batch_size, seq_len, num_kv_pairs, config.vocab_size, power_a, seed=derive_seed(seed, "warm")))))
         answer_loss = torch.compile(answer_loss, mode="reduce-overhead" if graphs else None)
     for step, batch in zip(bar, batches):
         inputs, where, targets = (x.to(device, non_blocking=True) for x in batch)
