@@ -126,7 +126,7 @@ def test_training_loss_is_the_mean_over_answer_positions():
 
 def test_compiled_steps_give_the_eager_losses():
     # the compiled step (CUDA graphs on a GPU) must train the same model on the same batches
-    run = lambda compile: train_mqar(mqar_config("gdn2", **TINY), 16, 2, steps=3, seed=0, num_test=16,  # noqa: E731
+    run = lambda compile: train_mqar(mqar_config("gdn", **TINY), 16, 2, steps=3, seed=0, num_test=16,  # noqa: E731
                                      compile=compile)
     eager, compiled = run(False), run(True)
     assert compiled.losses == pytest.approx(eager.losses, rel=1e-4, abs=1e-5)
