@@ -92,6 +92,48 @@ def load(name: str, source: str, folder: Path):
     return module
 
 
+def state_runners(s, A, Aqk, gated):
+    """Launchers of the state kernels over stage inputs ``s`` (``stage_inputs``) with the intra
+    stage's outputs: ``state_run(nw, prec, recompute, ns=1, BV=32)``, ``state_bwd_run(nw, prec, ns=1,
+    BV=32)``, and the buffers they write (o, dh, dr) and read (do)."""
+    vf, wf, cu, chunks, modes = s.v, s.w, s.cu, s.chunks, s.modes
+    T, H, K = s.k.shape
+    f32 = dict(dtype=torch.float32, device="cuda")
+    o = torch.empty_like(vf)
+
+    def state_run(nw, prec, recompute, ns=1, BV=32):
+        h = torch.empty(chunks.count, H, K, K, **f32) if recompute else o
+        r = torch.empty(T, H, K, **f32) if recompute else o
+        return lambda: chunk_state_fwd_kernel[(cu.numel() - 1, H, triton.cdiv(K, BV))](
+            *gated, vf, wf, A, Aqk, o, o, o, h, r, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K, BV=BV,
+            B_MODE=modes[1], W_MODE=modes[2], USE_H0=False, STORE_HT=False, STORE_O=not recompute, STORE_H=recompute,
+            STORE_R=recompute, PREC=prec, num_warps=nw, num_stages=ns)
+
+    dh, dr, do = torch.empty(chunks.count, H, K, K, **f32), torch.empty(T, H, K, **f32), torch.randn_like(vf)
+
+    def state_bwd_run(nw, prec="tf32x3", ns=1, BV=32):
+        return lambda: chunk_state_bwd_kernel[(cu.numel() - 1, H, triton.cdiv(K, BV))](
+            *gated, Aqk, do, o, dh, o, dr, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K, BV=BV,
+            B_MODE=modes[1], USE_DHT=False, STORE_DH0=False, PREC=prec, num_warps=nw, num_stages=ns)
+
+    return state_run, state_bwd_run, (o, dh, dr, do)
+
+
+def long_sequence_rows():
+    """The state kernels at 1x16K, where one sequence x 16 heads x 4 value tiles of 32 columns is 64
+    programs for 132 multiprocessors, against 16-column tiles (128 programs). 16-column state tiles
+    raised an illegal address on an H100 under Triton 3.6 once (2026-11-25): these rows run last."""
+    x = make_inputs(1, 16384)
+    s = stage_inputs(x, l2norm(x["q"]), l2norm(x["k"]))
+    A, Aqk, gated = chunk_intra_fwd(s.q, s.k, s.g, s.b, s.scale, s.chunks, s.modes[0], s.modes[1], prec="tf32x3")
+    state_run, state_bwd_run, _ = state_runners(s, A, Aqk, gated)
+    return [(f"1x16K: {name}, {BV} value columns", run)
+            for BV in (32, 16)
+            for name, run in (("state fwd (o, one-pass), 4 warps", state_run(4, "tf32", False, BV=BV)),
+                              ("state fwd recompute (three-pass), 4 warps", state_run(4, "tf32x3", True, BV=BV)),
+                              ("state bwd (three-pass), 4 warps", state_bwd_run(4, BV=BV)))]
+
+
 def main(only=()):
     """``only``: time just the variants whose names contain one of these words."""
     folder = Path(tempfile.mkdtemp())
@@ -102,7 +144,7 @@ def main(only=()):
     bench = lambda fn: triton.testing.do_bench(fn, warmup=5, rep=30, return_mode="median")  # noqa: E731
     x = make_inputs(2, 8192)
     s = stage_inputs(x, l2norm(x["q"]), l2norm(x["k"]))
-    qf, kf, vf, gf, bf, wf, cu, chunks, modes, scale = s.q, s.k, s.v, s.g, s.b, s.w, s.cu, s.chunks, s.modes, s.scale
+    qf, kf, vf, gf, bf, wf, chunks, modes, scale = s.q, s.k, s.v, s.g, s.b, s.w, s.chunks, s.modes, s.scale
     T, H, K = kf.shape
     A, Aqk, gated = chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1], prec="tf32x3")
     stride = (3 * BT + 1) * K + 2 * BT * BT
@@ -125,22 +167,7 @@ def main(only=()):
             G_MODE=modes[0], B_MODE=modes[1], PREC="tf32", DIAG_SPAN=DIAG_SPAN, num_warps=nw, num_stages=ns,
             **flags)
 
-    o = torch.empty_like(vf)
-
-    def state_run(nw, prec, recompute, ns=1):
-        h = torch.empty(chunks.count, H, K, K, **f32) if recompute else o
-        r = torch.empty(T, H, K, **f32) if recompute else o
-        return lambda: chunk_state_fwd_kernel[(cu.numel() - 1, H, triton.cdiv(K, 32))](
-            *gated, vf, wf, A, Aqk, o, o, o, h, r, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K, BV=32,
-            B_MODE=modes[1], W_MODE=modes[2], USE_H0=False, STORE_HT=False, STORE_O=not recompute, STORE_H=recompute,
-            STORE_R=recompute, PREC=prec, num_warps=nw, num_stages=ns)
-
-    dh, dr, do = torch.empty(chunks.count, H, K, K, **f32), torch.empty(T, H, K, **f32), torch.randn_like(vf)
-
-    def state_bwd_run(nw, prec="tf32x3", ns=1):
-        return lambda: chunk_state_bwd_kernel[(cu.numel() - 1, H, triton.cdiv(K, 32))](
-            *gated, Aqk, do, o, dh, o, dr, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K, BV=32,
-            B_MODE=modes[1], USE_DHT=False, STORE_DH0=False, PREC=prec, num_warps=nw, num_stages=ns)
+    state_run, state_bwd_run, (o, dh, dr, do) = state_runners(s, A, Aqk, gated)
 
     h = torch.randn(chunks.count, H, K, K, **f32)
     dv, dw = torch.empty_like(vf), torch.empty(wf.shape, **f32)
@@ -197,6 +224,8 @@ def main(only=()):
         ("key, 64 columns, 4 warps: 2 stages", key_run(64, 4, ns=2)),
         ("intra (one-pass): 2 stages", intra_run(ns=2)),
     ]
+    if not only or any("16K" in word for word in only):
+        rows += long_sequence_rows()
     if only:
         rows = [(name, fn) for name, fn in rows if any(word in name for word in only)]
     print(f"| variant (2x8K, {torch.cuda.get_device_name()}) | ms |\n|---|---|")
