@@ -20,7 +20,7 @@ import triton
 
 from gdn2.bench.gpu import make_inputs, stage_inputs
 from gdn2.ops.gdn2.triton import intra, key
-from gdn2.ops.gdn2.triton.backward import chunk_bwd_value_kernel, chunk_state_bwd_kernel
+from gdn2.ops.gdn2.triton.backward import chunk_bwd_value_kernel, chunk_state_bwd_kernel, chunk_state_pair_kernel
 from gdn2.ops.gdn2.triton.chunk import BT
 from gdn2.ops.gdn2.triton.common import diag_span
 from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
@@ -95,7 +95,8 @@ def load(name: str, source: str, folder: Path):
 def state_runners(s, A, Aqk, gated):
     """Launchers of the state kernels over stage inputs ``s`` (``stage_inputs``) with the intra
     stage's outputs: ``state_run(nw, prec, recompute, ns=1, BV=32)``, ``state_bwd_run(nw, prec, ns=1,
-    BV=32)``, and the buffers they write (o, dh, dr) and read (do)."""
+    BV=32)``, ``state_pair_run(BV=32)`` (the backward's recompute and reverse walk in one launch, as
+    used), and the buffers they write (o, dh, dr) and read (do)."""
     vf, wf, cu, chunks, modes = s.v, s.w, s.cu, s.chunks, s.modes
     T, H, K = s.k.shape
     f32 = dict(dtype=torch.float32, device="cuda")
@@ -116,7 +117,14 @@ def state_runners(s, A, Aqk, gated):
             *gated, Aqk, do, o, dh, o, dr, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K, BV=BV,
             B_MODE=modes[1], USE_DHT=False, STORE_DH0=False, PREC=prec, num_warps=nw, num_stages=ns)
 
-    return state_run, state_bwd_run, (o, dh, dr, do)
+    def state_pair_run(BV=32):
+        h, r = torch.empty(chunks.count, H, K, K, **f32), torch.empty(T, H, K, **f32)
+        return lambda: chunk_state_pair_kernel[(cu.numel() - 1, H, 2 * triton.cdiv(K, BV))](
+            *gated, vf, wf, A, Aqk, o, h, r, do, o, dh, o, dr, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K,
+            BV=BV, B_MODE=modes[1], W_MODE=modes[2], USE_H0=False, USE_DHT=False, STORE_DH0=False, PREC="tf32x3",
+            num_warps=4, num_stages=1)
+
+    return state_run, state_bwd_run, state_pair_run, (o, dh, dr, do)
 
 
 def long_sequence_rows():
@@ -126,12 +134,13 @@ def long_sequence_rows():
     x = make_inputs(1, 16384)
     s = stage_inputs(x, l2norm(x["q"]), l2norm(x["k"]))
     A, Aqk, gated = chunk_intra_fwd(s.q, s.k, s.g, s.b, s.scale, s.chunks, s.modes[0], s.modes[1], prec="tf32x3")
-    state_run, state_bwd_run, _ = state_runners(s, A, Aqk, gated)
+    state_run, state_bwd_run, state_pair_run, _ = state_runners(s, A, Aqk, gated)
     return [(f"1x16K: {name}, {BV} value columns", run)
             for BV in (32, 16)
             for name, run in (("state fwd (o, one-pass), 4 warps", state_run(4, "tf32", False, BV=BV)),
                               ("state fwd recompute (three-pass), 4 warps", state_run(4, "tf32x3", True, BV=BV)),
-                              ("state bwd (three-pass), 4 warps", state_bwd_run(4, BV=BV)))]
+                              ("state bwd (three-pass), 4 warps", state_bwd_run(4, BV=BV)),
+                              ("state pair (recompute + bwd, one launch, used)", state_pair_run(BV=BV)))]
 
 
 def main(only=()):
@@ -167,7 +176,7 @@ def main(only=()):
             G_MODE=modes[0], B_MODE=modes[1], PREC="tf32", DIAG_SPAN=DIAG_SPAN, num_warps=nw, num_stages=ns,
             **flags)
 
-    state_run, state_bwd_run, (o, dh, dr, do) = state_runners(s, A, Aqk, gated)
+    state_run, state_bwd_run, state_pair_run, (o, dh, dr, do) = state_runners(s, A, Aqk, gated)
 
     h = torch.randn(chunks.count, H, K, K, **f32)
     dv, dw = torch.empty_like(vf), torch.empty(wf.shape, **f32)
@@ -203,6 +212,7 @@ def main(only=()):
         ("state fwd recompute (h, R, three-pass): 4 warps", state_run(4, "tf32x3", True)),
         ("state fwd recompute (h, R, three-pass): 8 warps", state_run(8, "tf32x3", True)),
         ("state bwd (three-pass): 4 warps", state_bwd_run(4)),
+        ("state pair (recompute + bwd in one launch, used): 4 warps", state_pair_run()),
         ("state bwd (three-pass): 8 warps", state_bwd_run(8)),
         ("value (three-pass): 32 key rows, 32 value columns, 4 warps (used)", value_run(32, 32, 4)),
         ("value: 32 key rows, 32 value columns, 8 warps", value_run(32, 32, 8)),

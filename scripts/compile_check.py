@@ -14,7 +14,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from gdn2.ops.gdn2.triton.backward import KEY_BLOCK, KEY_WARPS, chunk_bwd_value_kernel, chunk_state_bwd_kernel
+from gdn2.ops.gdn2.triton.backward import (KEY_BLOCK, KEY_WARPS, chunk_bwd_value_kernel, chunk_state_bwd_kernel,
+                                          chunk_state_pair_kernel)
 from gdn2.ops.gdn2.triton.common import diag_span
 from gdn2.ops.gdn2.triton.key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
 from gdn2.ops.gdn2.triton.decode import fused_recurrent_fwd_kernel
@@ -69,7 +70,7 @@ def check(fn, consts, dtype="*bf16", num_warps=4):
 PREC = sys.argv[1] if len(sys.argv) > 1 else "tf32x3"
 
 
-def main(Ks=(128, 256), only=None):
+def main(Ks=(128, 256)):
     ok = True
     for K in Ks:
         BK = max(16, triton.next_power_of_2(K))
@@ -82,6 +83,9 @@ def main(Ks=(128, 256), only=None):
                                                  PREC=PREC))
         ok &= check(chunk_state_bwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2,
                                                  USE_DHT=True, STORE_DH0=True, PREC=PREC))
+        # two programs of it share a multiprocessor only within half its shared memory
+        ok &= check(chunk_state_pair_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
+                                                  USE_H0=True, USE_DHT=True, STORE_DH0=True, PREC=PREC))
         ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=32, BV=32, SCRATCH=1, B_MODE=2, W_MODE=2,
                                                  PREC=PREC), num_warps=4)
         ok &= check(chunk_bwd_dt_kernel, dict(H=16, K=K, BT=64, BK=32, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC))

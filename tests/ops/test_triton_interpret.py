@@ -35,6 +35,13 @@ def test_triton_lengths(T):
     check(x)
 
 
+def test_triton_several_value_tiles():
+    # V = 64 is two value tiles per state: the backward's paired launch puts the reverse walk of
+    # tile i at grid index NV + i
+    x = random_inputs(B=2, T=70, H=1, HV=2, K=32, V=64, b_max=2.0, initial_state=True, seed=11, device=DEVICE)
+    check(x)
+
+
 def test_triton_packed_l2norm():
     lengths = [7, 64, 1, 50]
     cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device=DEVICE)

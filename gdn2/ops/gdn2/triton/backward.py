@@ -1,9 +1,9 @@
 """Gate-aware backward of the Triton backend (spec section 5).
 
-Stages: recompute ``A, Aqk`` (intra) and the chunk-start states ``h`` and residuals ``R``
-(state, forward mode) -> ``chunk_state_bwd``: the reverse state recurrence, giving the state
-gradient at every chunk end ``dh`` and ``dR`` -> ``chunk_bwd_value``: dv, dw and the products
-with the value side -> ``chunk_bwd_dt`` and ``chunk_bwd_key`` (``key.py``): dq, dk, db, dg.
+Stages: recompute ``A, Aqk`` (intra) -> in one launch (``chunk_state_pair_kernel``), the
+chunk-start states ``h`` and residuals ``R`` (state, forward mode) beside the reverse state
+recurrence, giving the state gradient at every chunk end ``dh`` and ``dR`` ->
+``chunk_bwd_value``: dv, dw and the products with the value side -> ``chunk_bwd_dt`` and ``chunk_bwd_key`` (``key.py``): dq, dk, db, dg.
 Everything after the state recurrence runs in parallel over chunks.
 """
 
@@ -17,19 +17,18 @@ from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, cdiv, chunk
                      gate_mode, load_rows, load_scalar_rows, load_write, value_tile)
 from .intra import chunk_intra_fwd
 from .key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
-from .state import chunk_state_fwd, state_tiles
+from .state import state_fwd, state_tiles
 
 
 @triton.jit
-def chunk_state_bwd_kernel(
-    qg, kt, y, dec, Aqk, do, dht, dh, dh0, dr, cu_seqlens, chunk_first,
+def state_bwd(
+    qg, kt, y, dec, Aqk, do, dht, dh, dh0, dr, cu_seqlens, chunk_first, i_n, i_hv, i_v,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, B_MODE: tl.constexpr,
     USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
 ):
-    """dR = Aqk^T dO + K_tail dS_C;  dS_0 = Q_γ^T dO + exp(G_C) dS_C - Y^T dR, chunks in reverse."""
-    # int64: offsets of N x HV x K x V states may pass 2^31
-    i_n, i_hv, i_v = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    """dR = Aqk^T dO + K_tail dS_C;  dS_0 = Q_γ^T dO + exp(G_C) dS_C - Y^T dR, chunks in reverse,
+    for sequence ``i_n`` (int64), value head ``i_hv`` and block ``i_v`` of V columns."""
     i_h = i_hv // (HV // H)
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
@@ -63,6 +62,41 @@ def chunk_state_bwd_kernel(
             b_dS -= tl.dot(tl.trans(load_rows(y, t0, o_t, L, i_h, H, o_k, K)), b_dR, input_precision=PREC)
     if STORE_DH0:
         tl.store(dh0 + (i_n * HV + i_hv) * K * V + p_kv, b_dS, mask=m_kv)
+
+
+@triton.jit
+def chunk_state_bwd_kernel(
+    qg, kt, y, dec, Aqk, do, dht, dh, dh0, dr, cu_seqlens, chunk_first,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, B_MODE: tl.constexpr,
+    USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
+):
+    # int64: offsets of N x HV x K x V states may pass 2^31
+    state_bwd(qg, kt, y, dec, Aqk, do, dht, dh, dh0, dr, cu_seqlens, chunk_first,
+              tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2), H, HV, K, V, BT, BK, BV,
+              B_MODE, USE_DHT, STORE_DH0, PREC)
+
+
+@triton.jit
+def chunk_state_pair_kernel(
+    qg, kt, y, dec, v, w, A, Aqk, h0, h, r, do, dht, dh, dh0, dr, cu_seqlens, chunk_first,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, B_MODE: tl.constexpr, W_MODE: tl.constexpr,
+    USE_H0: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
+):
+    """The backward's two sequential walks in one launch: value blocks ``0 .. NV-1`` of the third grid
+    axis recompute the chunk-start states h and residuals R (forward order), blocks ``NV .. 2NV-1``
+    run the reverse state recurrence. Neither reads what the other writes, and each alone leaves a
+    multiprocessor one 4-warp program (a latency-bound walk), or none at 1x16K; together two
+    programs share it."""
+    i_n, i_hv, i_v = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    NV: tl.constexpr = (V + BV - 1) // BV
+    if i_v < NV:
+        state_fwd(qg, kt, y, dec, v, w, A, Aqk, qg, h0, qg, h, r, cu_seqlens, chunk_first, i_n, i_hv, i_v,
+                  H, HV, K, V, BT, BK, BV, B_MODE, W_MODE, USE_H0, False, False, True, True, PREC)
+    else:
+        state_bwd(qg, kt, y, dec, Aqk, do, dht, dh, dh0, dr, cu_seqlens, chunk_first, i_n, i_hv, i_v - NV,
+                  H, HV, K, V, BT, BK, BV, B_MODE, USE_DHT, STORE_DH0, PREC)
 
 
 @triton.jit
@@ -166,22 +200,22 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     dev = k.device
     prec = dot_precision(q.dtype, float32_outputs=True)  # dg and dh0 are float32
     A, Aqk, gated = chunk_intra_fwd(q, k, g, b, scale, chunks, modes[0], modes[1], BT=BT, prec=prec)
-    _, _, h, r = chunk_state_fwd(gated, v, w, A, Aqk, h0, cu, chunks, modes, output_final_state=False,
-                                 store_o=False, store_h=True, store_r=True, BT=BT, prec=prec)
     qg, kt, y, dec = gated
     BK, BV = state_tiles(K)
-    dh = torch.empty_like(h)
-    dr = torch.empty(T, HV, V, dtype=torch.float32, device=dev)
-    dh0 = torch.empty(N, HV, K, V, dtype=torch.float32, device=dev) if h0 is not None else None
+    f32 = dict(dtype=torch.float32, device=dev)
+    h, dh = (torch.empty(max(chunks.count, 1), HV, K, V, **f32) for _ in range(2))
+    r, dr = (torch.empty(T, HV, V, **f32) for _ in range(2))
+    dh0 = torch.empty(N, HV, K, V, **f32) if h0 is not None else None
     do = do.contiguous()
     dummy = k
     gt = g if g is not None else dummy
     bt = b if isinstance(b, torch.Tensor) else dummy
     wt = w if isinstance(w, torch.Tensor) else dummy
-    chunk_state_bwd_kernel[(N, HV, cdiv(V, BV))](
-        qg, kt, y if y is not None else qg, dec, Aqk, do, dht if dht is not None else dummy, dh,
+    chunk_state_pair_kernel[(N, HV, 2 * cdiv(V, BV))](
+        qg, kt, y if y is not None else qg, dec, v, wt, A if A is not None else dummy, Aqk,
+        h0 if h0 is not None else dummy, h, r, do, dht if dht is not None else dummy, dh,
         dh0 if dh0 is not None else dummy, dr, cu, chunks.first,
-        H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=modes[1],
+        H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=modes[1], W_MODE=modes[2], USE_H0=h0 is not None,
         USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=prec, num_warps=4, num_stages=1)
 
     BKc = MIN_TILE

@@ -16,15 +16,14 @@ from .common import GATE_ZERO, MIN_TILE, cdiv, load_rows, load_write, next_pow2
 
 
 @triton.jit
-def chunk_state_fwd_kernel(
-    qg, kt, y, dec, v, w, A, Aqk, o, h0, ht, h, r, cu_seqlens, chunk_first,
+def state_fwd(
+    qg, kt, y, dec, v, w, A, Aqk, o, h0, ht, h, r, cu_seqlens, chunk_first, i_n, i_hv, i_v,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, B_MODE: tl.constexpr, W_MODE: tl.constexpr,
     USE_H0: tl.constexpr, STORE_HT: tl.constexpr, STORE_O: tl.constexpr, STORE_H: tl.constexpr,
     STORE_R: tl.constexpr, PREC: tl.constexpr,
 ):
-    # int64: offsets of N x HV x K x V states may pass 2^31
-    i_n, i_hv, i_v = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    """One (sequence ``i_n`` (int64), value head, block ``i_v`` of V columns) walk over the chunks."""
     i_h = i_hv // (HV // H)
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
@@ -66,6 +65,20 @@ def chunk_state_fwd_kernel(
                                             input_precision=PREC)
     if STORE_HT:
         tl.store(ht + (i_n * HV + i_hv) * K * V + p_kv, b_S, mask=m_kv)
+
+
+@triton.jit
+def chunk_state_fwd_kernel(
+    qg, kt, y, dec, v, w, A, Aqk, o, h0, ht, h, r, cu_seqlens, chunk_first,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, B_MODE: tl.constexpr, W_MODE: tl.constexpr,
+    USE_H0: tl.constexpr, STORE_HT: tl.constexpr, STORE_O: tl.constexpr, STORE_H: tl.constexpr,
+    STORE_R: tl.constexpr, PREC: tl.constexpr,
+):
+    # int64: offsets of N x HV x K x V states may pass 2^31
+    state_fwd(qg, kt, y, dec, v, w, A, Aqk, o, h0, ht, h, r, cu_seqlens, chunk_first,
+              tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2), H, HV, K, V, BT, BK, BV,
+              B_MODE, W_MODE, USE_H0, STORE_HT, STORE_O, STORE_H, STORE_R, PREC)
 
 
 def state_tiles(K: int):
