@@ -6,7 +6,7 @@
 import argparse
 import pathlib
 
-from gdn2.bench.gpu import format_results, machine_ceilings, run, versions
+from gdn2.bench.gpu import format_results, machine_ceilings, results_path, run, versions
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -18,8 +18,7 @@ if __name__ == "__main__":
     res = run(with_fla=not args.no_fla)
     text = format_results(res, meta, ceilings)
     print(text)
-    gpu = meta["gpu"].replace("NVIDIA ", "").replace(" ", "-")
-    out = pathlib.Path(args.out) / f"{meta['date']}-{gpu}.md"
+    out = results_path(args.out, meta)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(f"wrote {out}")

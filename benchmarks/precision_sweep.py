@@ -12,13 +12,13 @@ as what it would buy.
 """
 
 import argparse
-import datetime
+import contextlib
 import itertools
 import pathlib
 
 import torch
 
-from gdn2.bench.gpu import make_inputs, ours, time_fwd_bwd, versions
+from gdn2.bench.gpu import make_inputs, ours, results_path, time_fwd_bwd, versions
 from gdn2.ops.gdn2.triton import backward, chunk, common
 from gdn2.testing import backend_outputs, error, no_worse_bound, random_inputs
 
@@ -45,14 +45,19 @@ def cases():
             dict(use_qk_l2norm=True)
 
 
-def with_precision(prec):
-    """Make the float32-accurate stages use ``prec`` (the one-pass forward stays as it is)."""
+@contextlib.contextmanager
+def precision(prec):
+    """The float32-accurate stages use ``prec`` inside (the one-pass forward stays as it is)."""
     def choose(dtype, float32_outputs):
-        chosen = original(dtype, float32_outputs)
+        chosen = common.dot_precision(dtype, float32_outputs)
         return prec if chosen == DEFAULT else chosen
-    original = common.dot_precision
     for module in (chunk, backward):
         module.dot_precision = choose
+    try:
+        yield
+    finally:
+        for module in (chunk, backward):
+            module.dot_precision = common.dot_precision
 
 
 def sweep(prec, bench):
@@ -84,21 +89,17 @@ def main():
              "H = 16, K = V = 128, median of do_bench.", "",
              "| precision | cases passed | worst case (ratio, output) | fwd+bwd 2x8K ms |", "|---|---|---|---|"]
     bench = make_inputs(2, 8192)
-    original = common.dot_precision
     for prec in args.precisions.split(","):
-        with_precision(prec)
         try:
-            lines.append(sweep(prec, bench))
+            with precision(prec):
+                lines.append(sweep(prec, bench))
         except Exception as exc:  # a precision this Triton cannot build is a result too
             lines.append(f"| {prec} | failed: {type(exc).__name__}: {str(exc).splitlines()[0][:100]} | | |")
         print(lines[-1], flush=True)
-        for module in (chunk, backward):
-            module.dot_precision = original
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out is not None:
-        gpu = meta["gpu"].replace("NVIDIA ", "").replace(" ", "-")
-        path = args.out / f"{datetime.date.today().isoformat()}-{gpu}-precision.md"
+        path = results_path(args.out, meta, "-precision")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         print(f"wrote {path}")

@@ -9,6 +9,7 @@ then forward and forward+backward are timed as the median of ``triton.testing.do
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Callable, Dict, List, Optional
@@ -191,6 +192,12 @@ def run(log=print, shapes=SHAPES, with_fla=True) -> Dict[str, object]:
                 log(f"decode: {name} not capturable in a CUDA graph ({type(exc).__name__}: {exc})")
     log("decode: " + ", ".join(f"{k} {v:.4f}" for k, v in decode.items() if v is not None))
     return {"rows": rows, "decode": decode, "gates": gates, "spans": spans}
+
+
+def results_path(folder, meta: Dict[str, str], suffix: str = ""):
+    """``<folder>/<date>-<gpu><suffix>.md``, the name every GPU results file of a run takes."""
+    gpu = meta["gpu"].replace("NVIDIA ", "").replace(" ", "-")
+    return Path(folder) / f"{meta['date']}-{gpu}{suffix}.md"
 
 
 def format_results(res, meta, ceilings) -> str:
