@@ -71,7 +71,8 @@ def chunk_state_bwd_kernel(
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, B_MODE: tl.constexpr,
     USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
 ):
-    # int64: offsets of N x HV x K x V states may pass 2^31
+    # the reverse walk alone: the backward runs it paired (below); kept as the pair's baseline in
+    # benchmarks/stage_variants.py. int64: offsets of N x HV x K x V states may pass 2^31
     state_bwd(qg, kt, y, dec, Aqk, do, dht, dh, dh0, dr, cu_seqlens, chunk_first,
               tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2), H, HV, K, V, BT, BK, BV,
               B_MODE, USE_DHT, STORE_DH0, PREC)
