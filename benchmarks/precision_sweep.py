@@ -83,7 +83,7 @@ def main():
     args = p.parse_args()
     meta = versions()
     lines = [f"# Products of the float32-accurate stages, {meta['date']}, {meta['gpu']}", "",
-             "Versions: " + ", ".join(f"{k} {v}" for k, v in meta.items() if k not in ("date", "gpu")) + ".", "",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in meta.items() if k not in ("date", "time", "gpu")) + ".", "",
              "Worst case = the largest error / allowed error (2x the chunk backend's + 1e-5) over o, final state "
              "and every gradient of the GPU tests' cases below; at most 1 passes. Time: fwd+bwd at 2x8K, bf16, "
              "H = 16, K = V = 128, median of do_bench.", "",

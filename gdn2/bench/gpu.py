@@ -130,7 +130,9 @@ def machine_ceilings() -> Dict[str, float]:
 
 
 def versions() -> Dict[str, str]:
-    out = {"gpu": torch.cuda.get_device_name(), **software_versions(), "date": datetime.date.today().isoformat()}
+    now = datetime.datetime.now(datetime.timezone.utc)
+    out = {"gpu": torch.cuda.get_device_name(), **software_versions(), "date": now.date().isoformat(),
+           "time": now.strftime("%H%M")}
     try:
         import fla
         out["fla"] = getattr(fla, "__version__", "?")
@@ -195,14 +197,16 @@ def run(log=print, shapes=SHAPES, with_fla=True) -> Dict[str, object]:
 
 
 def results_path(folder, meta: Dict[str, str], suffix: str = ""):
-    """``<folder>/<date>-<gpu><suffix>.md``, the name every GPU results file of a run takes."""
+    """``<folder>/<date>-<HHMM UTC>-<gpu><suffix>.md``, the name every GPU results file of a run
+    takes (the time, so two runs of one day do not overwrite each other)."""
     gpu = meta["gpu"].replace("NVIDIA ", "").replace(" ", "-")
-    return Path(folder) / f"{meta['date']}-{gpu}{suffix}.md"
+    stamp = f"{meta['date']}-{meta['time']}" if "time" in meta else meta["date"]
+    return Path(folder) / f"{stamp}-{gpu}{suffix}.md"
 
 
 def format_results(res, meta, ceilings) -> str:
     lines = [f"# GPU kernels, {meta['date']}, {meta['gpu']}", "",
-             "Versions: " + ", ".join(f"{k} {v}" for k, v in meta.items() if k not in ("date", "gpu")) + ".",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in meta.items() if k not in ("date", "time", "gpu")) + ".",
              f"Ceilings measured in the same run: device copy {ceilings['copy_GBps']:.0f} GB/s (read + write), "
              f"bf16 8192^3 matmul {ceilings['bf16_TFLOPs']:.0f} TFLOP/s.",
              "H = 16, K = V = 128, bfloat16 q/k/v/b/w, float32 g, q/k L2-normalised; times in ms, medians of "
