@@ -197,11 +197,13 @@ def run(log=print, shapes=SHAPES, with_fla=True) -> Dict[str, object]:
 
 
 def results_path(folder, meta: Dict[str, str], suffix: str = ""):
-    """``<folder>/<date>-<HHMM UTC>-<gpu><suffix>.md``, the name every GPU results file of a run
-    takes (the time, so two runs of one day do not overwrite each other)."""
+    """``<folder>/<date>-<gpu><suffix>.md``, the name every GPU results file of a run takes;
+    ``<date>-<HHMM UTC>-<gpu><suffix>.md`` when a run of the same day already wrote that one."""
     gpu = meta["gpu"].replace("NVIDIA ", "").replace(" ", "-")
-    stamp = f"{meta['date']}-{meta['time']}" if "time" in meta else meta["date"]
-    return Path(folder) / f"{stamp}-{gpu}{suffix}.md"
+    path = Path(folder) / f"{meta['date']}-{gpu}{suffix}.md"
+    if path.exists() and "time" in meta:
+        path = Path(folder) / f"{meta['date']}-{meta['time']}-{gpu}{suffix}.md"
+    return path
 
 
 def format_results(res, meta, ceilings) -> str:

@@ -31,3 +31,13 @@ def test_report_gives_the_decay_span_sensitivity():
     res["spans"] = {"g - 2 (span ~31)": {"fwd": 4.5, "fwdbwd": 20.0}}
     text = format_results(res, META, CEILINGS)
     assert "(fwd 4.000, fwd+bwd 18.000); g - 2 (span ~31): fwd 4.500, fwd+bwd 20.000." in text
+
+
+def test_results_path_never_overwrites_a_run_of_the_same_day(tmp_path):
+    from gdn2.bench.gpu import results_path
+    meta = {"date": "2026-12-06", "time": "0549", "gpu": "NVIDIA H100 80GB HBM3"}
+    first = results_path(tmp_path, meta)
+    assert first.name == "2026-12-06-H100-80GB-HBM3.md"
+    first.write_text("earlier run")
+    assert results_path(tmp_path, meta, "-precision").name == "2026-12-06-H100-80GB-HBM3-precision.md"
+    assert results_path(tmp_path, meta).name == "2026-12-06-0549-H100-80GB-HBM3.md"

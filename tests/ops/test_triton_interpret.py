@@ -132,6 +132,35 @@ def test_decode_kernel_matches_and_refuses_gradients():
         fused_recurrent_gdn2(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], 0.2, x["initial_state"], True, None)
 
 
+@pytest.mark.parametrize("gates", [("scalar", 0.5, 1.0), ("channel", 0.0, "scalar"), ("none", "scalar", 0.25)],
+                         ids=lambda x: "-".join(map(str, x)))
+def test_decode_layouts_and_constant_gates(gates):
+    """The decode path hands [B, T, ...] tensors to the kernel as they are (tokens indexed flat) and
+    caches its offsets per shape: strided views, number gates, no initial state and two batch sizes
+    in a row against the float64 recurrence."""
+    from gdn2.testing import assert_close
+    decay, erase, write = gates
+    for B, T in ((3, 2), (2, 1), (3, 2)):
+        x = random_inputs(B=B, T=T, H=2, HV=4, K=32, V=16, gate=decay,
+                          erase=erase if isinstance(erase, str) else "none",
+                          write=write if isinstance(write, str) else "none", b_max=2.0, seed=B + T, device=DEVICE)
+        if not isinstance(erase, str):
+            x["b"] = erase
+        if not isinstance(write, str):
+            x["w"] = write
+        # q, k as strided views of one fused projection, as a layer's split makes them
+        qk = torch.cat([x["q"], x["k"]], dim=-1)
+        x["q"], x["k"] = qk[..., :32], qk[..., 32:]
+        assert not x["q"].is_contiguous()
+        with torch.no_grad():
+            o, S = gated_delta_rule2(**x, output_final_state=True, backend="triton")
+            o_ref, S_ref = gated_delta_rule2(**{n: (v.double() if isinstance(v, torch.Tensor) else v)
+                                                for n, v in x.items()}, output_final_state=True, backend="recurrent")
+        assert o.shape == o_ref.shape and o.dtype == x["q"].dtype
+        assert_close("o", o, o_ref, 1e-5)
+        assert_close("S", S, S_ref, 1e-5)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_l2norm_kernel(dtype):
     """The chunk path's q/k normalisation: value and gradient against float64 autograd."""

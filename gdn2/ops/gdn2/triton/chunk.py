@@ -63,7 +63,7 @@ def _chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional
 
 
 def _fake_outputs(q, k, v, cu, output_final_state):
-    N, HV, K, V = cu.shape[0] - 1, v.shape[1], k.shape[2], v.shape[2]
+    N, HV, K, V = cu.shape[0] - 1, v.shape[-2], k.shape[-1], v.shape[-1]
     ht = q.new_empty(N, HV, K, V, dtype=torch.float32) if output_final_state else q.new_empty(0, dtype=torch.float32)
     return [v.new_empty(v.shape, dtype=q.dtype), ht]
 
@@ -135,10 +135,7 @@ def _prepare(q, k, v, g, b, w, initial_state, cu_seqlens):
     if isinstance(w, float):
         w = torch.full((B, T, HV), w, device=q.device, dtype=torch.float32)
     if cu_seqlens is None:
-        # one launch (decoding is host-bound: every small kernel counts)
-        cu = torch.arange(0, (B + 1) * T, T, device=q.device, dtype=torch.int32) if T > 0 else \
-            torch.zeros(B + 1, device=q.device, dtype=torch.int32)
-        uniform_T = T
+        cu, uniform_T = _offsets(B, T, q.device), T
     else:
         cu, uniform_T = cu_seqlens.to(torch.int32), 0
     g = g.float() if isinstance(g, torch.Tensor) else g
@@ -196,10 +193,44 @@ def fused_recurrent_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: G
                                        for x in (q, k, v, g, b, w, initial_state)):
         raise RuntimeError("the fused recurrent (decode) kernel has no backward: call it under "
                            "torch.no_grad() / torch.inference_mode(), or use the chunk kernels for training")
-    qf, kf, vf, gf, bf, wf, h0, cu, _, b_zero = _prepare(q, k, v, g, b, w, initial_state, cu_seqlens)
+    # a one-token step is host-bound (one kernel a layer), so this path does no more than it must:
+    # [B, T, ...] tensors go in as they are (the kernel indexes tokens flat), offsets are cached
+    B, T, H, _ = q.shape
+    b_zero = isinstance(b, float) and b == 0.0
+    if isinstance(b, float) and not b_zero:
+        b = torch.full((B, T, H), b, device=q.device, dtype=torch.float32)
+    if isinstance(w, float):
+        w = torch.full((B, T, v.shape[2]), w, device=q.device, dtype=torch.float32)
+    dense = lambda x: x.contiguous() if isinstance(x, torch.Tensor) else x  # noqa: E731
+    g = g.float() if isinstance(g, torch.Tensor) else g
+    h0 = initial_state.float().contiguous() if initial_state is not None else None
     if torch.compiler.is_compiling():
-        o, ht = _fused_recurrent_op(qf, kf, vf, gf, bf, wf, h0, cu, scale, b_zero, output_final_state, use_qk_l2norm)
+        cu = _offsets(B, T, q.device) if cu_seqlens is None else cu_seqlens.to(torch.int32)
+        o, ht = _fused_recurrent_op(dense(q), dense(k), dense(v), dense(g), None if b_zero else dense(b), dense(w),
+                                    h0, cu, scale, b_zero, output_final_state, use_qk_l2norm)
     else:  # eager decoding skips the custom-op dispatch, a large share of a one-token step's host time
-        o, ht = fused_recurrent_fwd(qf, kf, vf, gf, 0.0 if b_zero else bf, wf, scale, h0, cu, output_final_state,
-                                    use_qk_l2norm)
-    return _finish(o, ht, q, v, initial_state, output_final_state)
+        cu = _cached_offsets(B, T, q.device) if cu_seqlens is None else cu_seqlens.to(torch.int32)
+        o, ht = fused_recurrent_fwd(dense(q), dense(k), dense(v), dense(g), 0.0 if b_zero else dense(b), dense(w),
+                                    scale, h0, cu, output_final_state, use_qk_l2norm)
+    if not output_final_state:
+        return o, None
+    return o, (ht.double() if q.dtype == torch.float64 else ht)
+
+
+def _offsets(B: int, T: int, device: torch.device) -> torch.Tensor:
+    """``[0, T, 2T, ..., B T]`` as int32, in one launch."""
+    return torch.arange(0, (B + 1) * T, T, device=device, dtype=torch.int32) if T > 0 else \
+        torch.zeros(B + 1, device=device, dtype=torch.int32)
+
+
+def _cached_offsets(B: int, T: int, device: torch.device) -> torch.Tensor:
+    """``_offsets`` made once per shape, except while a CUDA graph is captured: a tensor made then
+    holds what a kernel that was recorded but never run wrote."""
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return _offsets(B, T, device)
+    return _offsets_cache(B, T, device)
+
+
+@functools.lru_cache(maxsize=64)
+def _offsets_cache(B: int, T: int, device: torch.device) -> torch.Tensor:
+    return _offsets(B, T, device)

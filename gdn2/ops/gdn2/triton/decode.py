@@ -67,24 +67,25 @@ def fused_recurrent_fwd_kernel(
 
 def fused_recurrent_fwd(q, k, v, g, b, w, scale, h0, cu, output_final_state, use_qk_l2norm=False,
                         BV=None, num_warps=None):
-    """Token-by-token forward over the flattened layout ``[T_total, H, K]``; no autograd. ``BV``
+    """Token-by-token forward; no autograd. Inputs contiguous, ``[T_total, H, K]`` or ``[B, T, H, K]``
+    (one memory layout: tokens are indexed flat through ``cu``); ``o`` takes ``v``'s shape. ``BV``
     (value columns per program) and ``num_warps`` exist for ``benchmarks/decode_variants.py``."""
-    T, H, K = k.shape
-    HV, V = v.shape[1], v.shape[2]
+    H, K = k.shape[-2], k.shape[-1]
+    HV, V = v.shape[-2], v.shape[-1]
     N = cu.numel() - 1
     BK = max(16, next_pow2(K))
     BV = BV or min(32, max(16, next_pow2(V)))
     # one warp per 4096 state elements (128 registers a thread): at K = V = 128, batch 64 on an H100,
     # 1 warp ran at 1.13x the state-traffic floor, 2 at 1.22x, 4 at 1.30x (decode_variants, 2026-12-06)
     num_warps = num_warps or max(1, BK * BV // 4096)
-    o = torch.empty(T, HV, V, dtype=q.dtype, device=q.device)
+    o = torch.empty(v.shape, dtype=q.dtype, device=q.device)
     ht = torch.empty(N, HV, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
     dummy = k
     fused_recurrent_fwd_kernel[(cdiv(V, BV) * HV * N,)](
         q, k, v, g if g is not None else dummy, b if isinstance(b, torch.Tensor) else dummy,
         w if isinstance(w, torch.Tensor) else dummy, o, h0 if h0 is not None else dummy,
         ht if ht is not None else dummy, cu, scale,
-        H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, G_MODE=gate_mode(g, 3), B_MODE=gate_mode(b, 3),
-        W_MODE=gate_mode(w, 3), USE_H0=h0 is not None, STORE_HT=output_final_state, L2NORM=use_qk_l2norm,
+        H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, G_MODE=gate_mode(g, k.ndim), B_MODE=gate_mode(b, k.ndim),
+        W_MODE=gate_mode(w, k.ndim), USE_H0=h0 is not None, STORE_HT=output_final_state, L2NORM=use_qk_l2norm,
         num_warps=num_warps, num_stages=1)
     return o, ht
