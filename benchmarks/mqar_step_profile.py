@@ -1,0 +1,137 @@
+"""Where an MQAR training step's time goes: host (launches, Python) or device (kernels).
+
+The MQAR sweeps (experiments/mqar.py) train 2-layer d_model-64 models whose steps are a few
+milliseconds of kernels; a recurrent cell took 4-5x an attention cell's time on the same card. This
+times the step of ``gdn2.eval.mqar_train.train_mqar`` (bf16 autocast forward, backward, gradient
+clipping, AdamW) per mixer, alone on the device, and splits it with ``torch.profiler``:
+
+    python benchmarks/mqar_step_profile.py --mixers gdn2,deltanet,attention --out OUT
+
+Per mixer: the step's wall time (synchronised, median), the summed device time of its kernels,
+the kernel launches a step, and the costliest kernels. Wall time well above the device time means
+the step is host-bound (fewer launches, CUDA graphs help); close to it, the kernels themselves.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gdn2.eval.mqar import mqar_batch
+from gdn2.eval.mqar_train import _answer_batch, _answer_logits, mqar_config, mqar_mixers
+
+
+def build(mixer, d_model, vocab_size, device, fused_adam):
+    from gdn2.models import GDN2ForCausalLM
+    torch.manual_seed(0)
+    model = GDN2ForCausalLM(mqar_config(mixer, vocab_size=vocab_size, hidden_size=d_model)).to(device).train()
+    kwargs = {"fused": True} if fused_adam else {}
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), **kwargs)
+
+
+def make_step(model, optimizer, device_type, amp=True):
+    """One step as ``train_mqar`` takes it (its scheduler aside)."""
+    def step(inputs, where, targets):
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
+            loss = F.cross_entropy(_answer_logits(model, inputs, where), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return loss
+    return step
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def profile_mixer(mixer, args, device):
+    model, optimizer = build(mixer, args.d_model, args.vocab_size, device, args.fused_adam)
+    step = make_step(model, optimizer, device.type, amp=device.type == "cuda")
+    batch = tuple(x.to(device) for x in _answer_batch(
+        mqar_batch(args.batch_size, args.seq_len, args.pairs, args.vocab_size, seed=1)))
+    for _ in range(args.warmup):                     # compiles every kernel the step launches
+        step(*batch)
+    sync(device)
+    walls = []
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        step(*batch)
+        sync(device)
+        walls.append(1e3 * (time.perf_counter() - t))
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(args.profiled_steps):
+            step(*batch)
+        sync(device)
+    kernels = defaultdict(lambda: [0, 0.0])            # name -> [launches, device microseconds]
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            kernels[e.name][0] += 1
+            kernels[e.name][1] += e.time_range.elapsed_us()   # kernels, copies and fills alike
+    n = args.profiled_steps
+    device_ms = sum(v[1] for v in kernels.values()) / 1e3 / n
+    launches = sum(v[0] for v in kernels.values()) / n
+    top = sorted(kernels.items(), key=lambda kv: -kv[1][1])[:args.top]
+    return {"mixer": mixer, "wall_ms": statistics.median(walls), "device_ms": device_ms, "launches": launches,
+            "top": [(name, c / n, us / n / 1e3) for name, (c, us) in top]}
+
+
+def report(rows, args, device):
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    lines = [f"# MQAR step profile, {time.strftime('%Y-%m-%d', time.gmtime())}, {name}", "",
+             f"torch {torch.__version__}; T = {args.seq_len}, {args.pairs} pairs, batch {args.batch_size}, "
+             f"d_model {args.d_model}, vocabulary {args.vocab_size}, 2 layers; medians of {args.steps} steps "
+             f"after {args.warmup}; device time and launches from {args.profiled_steps} profiled steps; "
+             f"AdamW {'fused' if args.fused_adam else 'foreach'}.", "",
+             "| mixer | step wall (ms) | kernels' device time (ms) | device share | launches a step |",
+             "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        share = r["device_ms"] / r["wall_ms"] if r["wall_ms"] else 0.0
+        lines.append(f"| {r['mixer']} | {r['wall_ms']:.2f} | {r['device_ms']:.2f} | {share:.0%} | {r['launches']:.0f} |")
+    for r in rows:
+        lines += ["", f"## {r['mixer']}: costliest kernels a step", "", "| kernel | launches | ms |", "|---|---:|---:|"]
+        lines += [f"| `{k[:90]}` | {c:.0f} | {ms:.3f} |" for k, c, ms in r["top"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--mixers", default="gdn2,deltanet,attention",
+                   type=lambda s: [m for m in s.split(",") if m], help=f"from {', '.join(mqar_mixers())}")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--pairs", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--vocab-size", type=int, default=256)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--profiled-steps", type=int, default=5)
+    p.add_argument("--top", type=int, default=12)
+    p.add_argument("--fused-adam", action="store_true", help="AdamW(fused=True) (CUDA) instead of foreach")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", type=Path, help="also write mqar-step-profile.md here")
+    args = p.parse_args(argv)
+    bad = [m for m in args.mixers if m not in mqar_mixers()]
+    if bad:
+        p.error(f"unknown mixers {bad}; choose from {', '.join(mqar_mixers())}")
+    device = torch.device(args.device)
+    text = report([profile_mixer(m, args, device) for m in args.mixers], args, device)
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "mqar-step-profile.md").write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
