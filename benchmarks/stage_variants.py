@@ -68,19 +68,16 @@ def key_source() -> str:
 
 
 def intra_source() -> str:
-    """The intra kernel with OFF, DIAG, SOLVE and GATED switches."""
+    """The intra kernel with OFF, DIAG and SOLVE switches (the gated operands: its own FUSE_GATED)."""
     s = inspect.getsource(intra).replace("from .", "from gdn2.ops.gdn2.triton.")
-    s = replace(s, "DIAG_SPAN: tl.constexpr,\n):", "DIAG_SPAN: tl.constexpr,\n    OFF: tl.constexpr = True, DIAG: tl.constexpr = True, "
-                "SOLVE: tl.constexpr = True, GATED: tl.constexpr = True, CUMPROD: tl.constexpr = False,\n):")
+    s = replace(s, "    FUSE_GATED: tl.constexpr = True,\n):", "    FUSE_GATED: tl.constexpr = True,\n    OFF: tl.constexpr = True, "
+                "DIAG: tl.constexpr = True, SOLVE: tl.constexpr = True, CUMPROD: tl.constexpr = False,\n):")
     s = with_cumprod(s)
     s = replace(s, "                if i_b > 0:\n", "                if i_b * OFF > 0:\n")
     start = find(s, "                b_lft, b_rgt, b_span = centred_factors(b_lc)")
     end = find(s, "            # the rows' columns outside the block", start)
     s = s[:start] + "                if DIAG:\n" + textwrap.indent(s[start:end], "    ") + s[end:]
-    s = replace(s, "    if ERASE:\n        # A = (I + T)^-1", "    if ERASE and SOLVE:\n        #")
-    return replace(s, "    for i_k in range(0, tl.cdiv(K, BK)):\n        o_k = i_k * BK + tl.arange(0, BK)\n        b_k, b_e, b_gam",
-                   "    if not SOLVE:\n        b_A = tl.zeros([BT, BT], dtype=tl.float32)\n"
-                   "    for i_k in range(0, tl.cdiv(K, BK) * GATED):\n        o_k = i_k * BK + tl.arange(0, BK)\n        b_k, b_e, b_gam")
+    return replace(s, "    if ERASE:\n        # A = (I + T)^-1", "    if ERASE and SOLVE:\n        #")
 
 
 def load(name: str, source: str, folder: Path):
@@ -176,6 +173,16 @@ def main(only=()):
             G_MODE=modes[0], B_MODE=modes[1], PREC="tf32", DIAG_SPAN=DIAG_SPAN, num_warps=nw, num_stages=ns,
             **flags)
 
+    def gated_run(BK=32, nw=4):
+        return lambda: intra.chunk_gated_kernel[(chunks.count * triton.cdiv(K, BK), H)](
+            qf, kf, gf, bf, outs[0], *outs[2:], dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK,
+            G_MODE=modes[0], B_MODE=modes[1], PREC="tf32", num_warps=nw, num_stages=1)
+
+    def split_run(maxnreg=None, **kw):
+        first = intra_run(FUSE_GATED=False, **({"maxnreg": maxnreg} if maxnreg else {}))
+        second = gated_run(**kw)
+        return lambda: (first(), second())
+
     state_run, state_bwd_run, state_pair_run, (o, dh, dr, do) = state_runners(s, A, Aqk, gated)
 
     h = torch.randn(chunks.count, H, K, K, **f32)
@@ -197,12 +204,20 @@ def main(only=()):
         ("key, 32 columns, 4 warps: all", key_run(32, 4)),
         ("key, 64 columns, 4 warps: every diagonal block as a pairwise tile", key_run(64, 4, DIAG_SPAN=-1.0)),
         ("key, 64 columns, 4 warps: pairwise tiles by cumulative product", key_run(64, 4, DIAG_SPAN=-1.0, CUMPROD=True)),
-        ("intra (one-pass): all", intra_run()),
+        ("intra (one-pass): all, gated operands fused (used until attempt 21)", intra_run()),
+        ("intra (one-pass): split, intra then the gated-operands kernel (attempt 21, used)", split_run()),
+        # split, intra needs 202 registers (ptxas, sm_90a): capped at 168, three programs fit a
+        # multiprocessor instead of two (64 bytes of spill stores)
+        ("intra (one-pass): split, intra capped at 168 registers", split_run(maxnreg=168)),
+        ("intra alone, split, capped at 168 registers", intra_run(FUSE_GATED=False, maxnreg=168)),
+        ("gated-operands kernel alone: 32 columns, 4 warps (used)", gated_run()),
+        ("gated-operands kernel alone: 64 columns, 4 warps", gated_run(BK=64)),
+        ("gated-operands kernel alone: 32 columns, 2 warps", gated_run(nw=2)),
         ("intra: without off-diagonal products", intra_run(OFF=False)),
         ("intra: without diagonal blocks", intra_run(DIAG=False)),
         ("intra: without the solve", intra_run(SOLVE=False)),
-        ("intra: without the gated operands", intra_run(GATED=False)),
-        ("intra: nothing but loads and stores", intra_run(OFF=False, DIAG=False, SOLVE=False, GATED=False)),
+        ("intra: without the gated operands", intra_run(FUSE_GATED=False)),
+        ("intra: nothing but loads and stores", intra_run(OFF=False, DIAG=False, SOLVE=False, FUSE_GATED=False)),
         ("intra: every diagonal block as a pairwise tile", intra_run(DIAG_SPAN=-1.0)),
         ("intra: pairwise tiles by cumulative product", intra_run(DIAG_SPAN=-1.0, CUMPROD=True)),
         ("intra: 16 columns, 4 warps", intra_run(BK=16)),

@@ -19,7 +19,7 @@ from gdn2.ops.gdn2.triton.backward import (KEY_BLOCK, KEY_WARPS, chunk_bwd_value
 from gdn2.ops.gdn2.triton.common import diag_span
 from gdn2.ops.gdn2.triton.key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
 from gdn2.ops.gdn2.triton.decode import fused_recurrent_fwd_kernel
-from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd_kernel
+from gdn2.ops.gdn2.triton.intra import chunk_gated_kernel, chunk_intra_fwd_kernel
 from gdn2.ops.gdn2.triton.state import chunk_state_fwd_kernel
 
 SMEM_LIMIT = 232448
@@ -62,7 +62,8 @@ def check(fn, consts, dtype="*bf16", num_warps=4):
                         target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, num_stages=1))
     smem = ck.metadata.shared
     flag = "OK" if smem <= SMEM_LIMIT else "OVER"
-    print(f"{fn.__name__:28s} {str(consts.get('K')):>4s} smem {smem:7d} {flag} {ptxas_registers(ck.asm['ptx'])} "
+    tag = "" if "FUSE_GATED" not in consts else (" (fused)" if consts["FUSE_GATED"] else " (split)")
+    print(f"{fn.__name__ + tag:28s} {str(consts.get('K')):>4s} smem {smem:7d} {flag} {ptxas_registers(ck.asm['ptx'])} "
           f"({time.time() - start:.0f}s)", flush=True)
     return smem <= SMEM_LIMIT
 
@@ -75,8 +76,10 @@ def main(Ks=(128, 256)):
     for K in Ks:
         BK = max(16, triton.next_power_of_2(K))
         gates = dict(G_MODE=2, B_MODE=2, W_MODE=2)
-        ok &= check(chunk_intra_fwd_kernel, dict(H=16, K=K, BT=64, BK=min(32, BK), SUB=16, G_MODE=2, B_MODE=2,
-                                                 PREC=PREC, DIAG_SPAN=diag_span(PREC)))
+        for fuse in (False, True):   # the gated operands in their own launch (used) or inside
+            ok &= check(chunk_intra_fwd_kernel, dict(H=16, K=K, BT=64, BK=min(32, BK), SUB=16, G_MODE=2, B_MODE=2,
+                                                     PREC=PREC, DIAG_SPAN=diag_span(PREC), FUSE_GATED=fuse))
+        ok &= check(chunk_gated_kernel, dict(H=16, K=K, BT=64, BK=32, G_MODE=2, B_MODE=2, PREC=PREC))
         ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
                                                  USE_H0=True,
                                                  STORE_HT=True, STORE_O=True, STORE_H=True, STORE_R=True,

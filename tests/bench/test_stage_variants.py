@@ -19,7 +19,7 @@ def test_variant_kernels_build():
     key = sv.load("key_variants", sv.key_source(), folder)
     intra = sv.load("intra_variants", sv.intra_source(), folder)
     assert {"DIAG", "EARLY", "LATE", "CUMPROD"} <= set(key.chunk_bwd_key_kernel.arg_names)
-    assert {"OFF", "DIAG", "SOLVE", "GATED", "CUMPROD"} <= set(intra.chunk_intra_fwd_kernel.arg_names)
+    assert {"OFF", "DIAG", "SOLVE", "FUSE_GATED", "CUMPROD"} <= set(intra.chunk_intra_fwd_kernel.arg_names)
 
 
 def test_cumulative_product_tile_matches_the_kernels():

@@ -76,6 +76,31 @@ def test_triton_mixed_decay_spans():
     check(x, use_qk_l2norm=True)
 
 
+@pytest.mark.parametrize("gates", [("channel", "channel"), ("scalar", "scalar"), ("none", "channel"),
+                                   ("channel", "zero")], ids=lambda x: "-".join(x))
+def test_gated_operands_split_equals_fused(gates):
+    """The gated operands made by their own launch (several key tiles, a partial chunk, packed
+    sequences) equal those the intra kernel makes from the A it holds."""
+    from gdn2.ops.gdn2.triton.chunk import gate_mode
+    from gdn2.ops.gdn2.triton.common import make_chunks
+    from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
+    from gdn2.testing import assert_close
+    decay, erase = gates
+    x = random_inputs(B=1, T=100, H=2, K=64, V=16, gate=decay, erase=erase, b_max=2.0, seed=9, device=DEVICE)
+    flat = lambda t: t[0].contiguous() if isinstance(t, torch.Tensor) else t  # noqa: E731
+    q, k, g, b = (flat(x[n]) for n in ("q", "k", "g", "b"))
+    chunks = make_chunks([0, 37, 100], 64, DEVICE)
+    runs = [chunk_intra_fwd(q, k, g, b, 64 ** -0.5, chunks, gate_mode(g, 3), gate_mode(b, 3), prec="ieee",
+                            fuse_gated=fused) for fused in (True, False)]
+    (A_f, Aqk_f, gated_f), (A_s, Aqk_s, gated_s) = runs
+    if A_f is not None:
+        assert_close("A", A_s, A_f, rtol=1e-6)
+    assert_close("Aqk", Aqk_s, Aqk_f, rtol=1e-6)
+    for name, split, fused in zip(("qg", "kt", "y", "dec"), gated_s, gated_f):
+        if fused is not None:
+            assert_close(name, split, fused, rtol=1e-6)
+
+
 def test_diagonal_block_paths_agree():
     """The intra stage's two forms of a diagonal sub-block (centred product, pairwise tile) give
     the same A and Aqk; the extreme block falls back to the tile in both runs."""

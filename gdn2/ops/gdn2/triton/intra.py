@@ -17,9 +17,25 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, apply_erase, chunk_gates, chunk_rows, diag_span,
-                     load_rows, load_scalar_rows)
+from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, apply_erase, cdiv, chunk_gates, chunk_rows,
+                     diag_span, load_rows, load_scalar_rows)
 from .decay import anchor_factor, centred_factors, in_block_decay
+
+
+@triton.jit
+def gated_tile(q, k, g, b, qg, kt, y, dec, b_A, t0, o_t, L, i_c, i_h, o_k, scale,
+               H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+               G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr):
+    """The sequential stages' gated operands for key columns ``o_k`` of one chunk: Q_γ, K_tail,
+    Y = A Ē and exp(G_C) (``b_A`` = A of the chunk, ignored without erase)."""
+    b_k, b_e, b_gam, b_tail, b_dec = chunk_gates(g, b, k, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE, B_MODE)
+    p_tk = (t0 + o_t[:, None]) * H * K + i_h * K + o_k[None, :]
+    m_tk = (o_t < L)[:, None] & (o_k < K)[None, :]
+    tl.store(qg + p_tk, load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale * b_gam, mask=m_tk)
+    tl.store(kt + p_tk, b_k * b_tail, mask=m_tk)
+    tl.store(dec + (i_c * H + i_h) * K + o_k, b_dec, mask=o_k < K)
+    if B_MODE != GATE_ZERO:
+        tl.store(y + p_tk, tl.dot(b_A, b_e * b_gam, input_precision=PREC), mask=m_tk)
 
 
 @triton.jit
@@ -27,6 +43,7 @@ def chunk_intra_fwd_kernel(
     q, k, g, b, A, Aqk, qg, kt, y, dec, chunk_start, chunk_end, scale,
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
     G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr, DIAG_SPAN: tl.constexpr,
+    FUSE_GATED: tl.constexpr = True,
 ):
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1)
     t0, L = chunk_rows(chunk_start, chunk_end, i_c)
@@ -113,6 +130,7 @@ def chunk_intra_fwd_kernel(
         tl.store(Aqk + p_row, tl.where(o_t[:, None] >= o_c[None, :], b_Aqk, 0.0), mask=m_row)
         if ERASE:
             tl.store(A + p_row, tl.where(o_t[:, None] > o_c[None, :], b_T, 0.0), mask=m_row)
+    b_A = tl.zeros([BT, BT], dtype=tl.float32)
     if ERASE:
         # A = (I + T)^-1 in two steps; T is read back from memory, where it was just written
         tl.debug_barrier()
@@ -148,21 +166,40 @@ def chunk_intra_fwd_kernel(
         tl.debug_barrier()
         tl.store(A + p_row, b_A, mask=m_row)
 
-    # gated operands of the sequential stages: Q_γ, K_tail, Y = A Ē and exp(G_C)
-    for i_k in range(0, tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        b_k, b_e, b_gam, b_tail, b_dec = chunk_gates(g, b, k, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE, B_MODE)
-        p_tk = (t0 + o_t[:, None]) * H * K + i_h * K + o_k[None, :]
-        m_tk = (o_t < L)[:, None] & (o_k < K)[None, :]
-        tl.store(qg + p_tk, load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale * b_gam, mask=m_tk)
-        tl.store(kt + p_tk, b_k * b_tail, mask=m_tk)
-        tl.store(dec + (i_c * H + i_h) * K + o_k, b_dec, mask=o_k < K)
-        if ERASE:
-            tl.store(y + p_tk, tl.dot(b_A, b_e * b_gam, input_precision=PREC), mask=m_tk)
+    if FUSE_GATED:
+        for i_k in range(0, tl.cdiv(K, BK)):
+            gated_tile(q, k, g, b, qg, kt, y, dec, b_A, t0, o_t, L, i_c, i_h, i_k * BK + tl.arange(0, BK), scale,
+                       H, K, BT, BK, G_MODE, B_MODE, PREC)
 
-def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3"):
+
+@triton.jit
+def chunk_gated_kernel(
+    q, k, g, b, A, qg, kt, y, dec, chunk_start, chunk_end, scale,
+    H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
+):
+    """The gated operands in their own launch, one program per (chunk, key head, BK columns):
+    small programs, many a multiprocessor, where inside the intra kernel (255 registers, two
+    programs a multiprocessor) the same work waited on its loads. A is read back (L2: the
+    programs of one chunk are neighbours on the flat first grid axis)."""
+    NK: tl.constexpr = (K + BK - 1) // BK
+    pid = tl.program_id(0)
+    i_c, i_k = (pid // NK).to(tl.int64), pid % NK
+    i_h = tl.program_id(1)
+    t0, L = chunk_rows(chunk_start, chunk_end, i_c)
+    o_t = tl.arange(0, BT)
+    b_A = tl.zeros([BT, BT], dtype=tl.float32)
+    if B_MODE != GATE_ZERO:
+        p_row = (t0 + o_t[:, None]) * H * BT + i_h * BT + o_t[None, :]
+        b_A = tl.load(A + p_row, mask=(o_t < L)[:, None], other=0.0)
+    gated_tile(q, k, g, b, qg, kt, y, dec, b_A, t0, o_t, L, i_c, i_h, i_k * BK + tl.arange(0, BK), scale,
+               H, K, BT, BK, G_MODE, B_MODE, PREC)
+
+
+def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3", fuse_gated=False):
     """Launch the intra-chunk stage over the flattened layout ``[T_total, H, K]``. Returns
-    ``A`` (None without erase), ``Aqk`` and the gated operands ``(Q_γ, K_tail, Y, exp(G_C))``."""
+    ``A`` (None without erase), ``Aqk`` and the gated operands ``(Q_γ, K_tail, Y, exp(G_C))``,
+    made by a second launch (``chunk_gated_kernel``) unless ``fuse_gated``."""
     import torch
     T, H, K = k.shape
     f32 = dict(dtype=torch.float32, device=k.device)
@@ -177,5 +214,10 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32
         q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A if erase else Aqk, Aqk,
         qg, kt, y if erase else qg, dec, chunks.start, chunks.end, scale,
         H=H, K=K, BT=BT, BK=BK, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=prec, DIAG_SPAN=diag_span(prec),
-        num_warps=4, num_stages=1)
+        FUSE_GATED=fuse_gated, num_warps=4, num_stages=1)
+    if not fuse_gated:
+        chunk_gated_kernel[(chunks.count * cdiv(K, BK), H)](
+            q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A if erase else Aqk,
+            qg, kt, y if erase else qg, dec, chunks.start, chunks.end, scale,
+            H=H, K=K, BT=BT, BK=BK, G_MODE=g_mode, B_MODE=b_mode, PREC=prec, num_warps=4, num_stages=1)
     return A, Aqk, (qg, kt, y, dec)

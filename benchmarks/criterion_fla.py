@@ -1,0 +1,99 @@
+"""Issue 3's correctness criterion applied to FLA 0.6.0 as well as to this backend.
+
+The GPU tests hold the Triton backend to the flash-attention criterion: against the float64
+recurrence, at most twice the error of the PyTorch ``chunk`` backend (which computes in float32)
+plus 1e-5, for the output, the final state and every gradient. That criterion is why the
+backward's float32 outputs (dg, the initial-state gradient) take three-pass TF32 products here.
+FLA's ``chunk_gdn2``, the speed target, runs bfloat16 products; this measures its errors under
+the same criterion, on the same inputs, beside ours:
+
+    python benchmarks/criterion_fla.py [--out DIR]
+
+A row's ratio is the error over the chunk backend's; the criterion allows 2 (+ 1e-5 / baseline).
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from gdn2.ops import gated_delta_rule2
+from gdn2.testing import error, no_worse_bound, random_inputs, run_with_grads
+
+CASES = {   # name: random_inputs arguments (bfloat16 q, k, v, b, w; float32 g; K = V = 128)
+    "T=1000, H=4, initial state": dict(B=1, T=1000, H=4, initial_state=True, seed=1),
+    "T=300 x 2, H=4, b in [0, 2]": dict(B=2, T=300, H=4, b_max=2.0, initial_state=True, seed=2),
+}
+
+
+def fla(**x):
+    from fla.ops.gdn2 import chunk_gdn2
+    return chunk_gdn2(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], scale=x.get("scale"),
+                      initial_state=x.get("initial_state"), output_final_state=x["output_final_state"])
+
+
+def ours(**x):
+    return gated_delta_rule2(**x, backend="triton")
+
+
+def rows_for(case: dict):
+    x = random_inputs(K=128, V=128, dtype=torch.bfloat16, device="cuda", **case)
+    ref = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in x.items()}
+    results = {}
+    for name, fn, inputs in (("float64", lambda **a: gated_delta_rule2(**a, backend="recurrent"), ref),
+                             ("chunk", lambda **a: gated_delta_rule2(**a, backend="chunk"), x),
+                             ("gdn2", ours, x), ("fla", fla, x)):
+        try:
+            o, S, grads = run_with_grads(fn, inputs)
+        except Exception as exc:   # FLA refusing an input is a result too; ours or the references must run
+            if name != "fla":
+                raise
+            print(f"FLA failed: {type(exc).__name__}: {exc}", flush=True)
+            results[name] = {}
+            continue
+        results[name] = {"o": o, "final state": S, **{f"d{n}": g for n, g in grads.items()}}
+    out = []
+    for what, expected in results["float64"].items():
+        base = error(results["chunk"][what], expected)
+        bound = no_worse_bound(base, 2.0, 1e-5)
+        cells = []
+        for impl in ("gdn2", "fla"):
+            got = results[impl].get(what)
+            if got is None:
+                cells.append("n/a")
+                continue
+            e = error(got, expected)
+            verdict = "ok" if e.finite and e.rel_rms <= bound else "**fails**"
+            cells.append(f"{e.rel_rms:.2e} ({e.rel_rms / max(base.rel_rms, 1e-30):.1f}x) {verdict}")
+        out.append(f"| {what} | {results['float64'][what].dtype} -> {results['chunk'][what].dtype} | "
+                   f"{base.rel_rms:.2e} | {cells[0]} | {cells[1]} |")
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, help="also write criterion-fla.md here")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("needs a CUDA device (and fla-core 0.6.0)")
+        return 0
+    import fla
+    lines = [f"# The correctness criterion on FLA {getattr(fla, '__version__', '?')} and on gdn2, "
+             f"{time.strftime('%Y-%m-%d', time.gmtime())}, {torch.cuda.get_device_name()}", "",
+             f"torch {torch.__version__}; relative RMS error against the float64 recurrence; the ratio is over the "
+             "PyTorch chunk backend's error (float32 arithmetic); the criterion allows 2x + 1e-5.", ""]
+    for name, case in CASES.items():
+        lines += [f"## {name}", "", "| tensor | dtype | chunk (baseline) | gdn2 Triton | FLA chunk_gdn2 |",
+                  "|---|---|---:|---:|---:|"] + rows_for(case) + [""]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "criterion-fla.md").write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
