@@ -34,12 +34,16 @@ def main():
     rows = [
         ("l2norm q, k (PyTorch composite)", bench(lambda: (l2norm(x["q"]), l2norm(x["k"])))),
         ("l2norm q, k (Triton, used)", bench(lambda: (l2norm_triton(x["q"]), l2norm_triton(x["k"])))),
-        ("intra fwd (Aqk, A)", bench(lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1]))),
+        ("intra fwd (Aqk, A, gated operands; three-pass, as a training forward)",
+         bench(lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1]))),
         ("state fwd (o)", bench(lambda: chunk_state_fwd(gated, vf, wf, A, Aqk, None, cu, chunks, modes, False))),
         ("state fwd recompute (h, R)", bench(lambda: chunk_state_fwd(gated, vf, wf, A, Aqk, None, cu, chunks, modes,
                                                                      False, store_o=False, store_h=True,
                                                                      store_r=True))),
-        ("backward, all stages", bench(lambda: chunk_bwd(qf, kf, vf, gf, bf, wf, None, scale, cu, chunks, do, None))),
+        ("backward, all stages (intra recomputed)",
+         bench(lambda: chunk_bwd(qf, kf, vf, gf, bf, wf, None, scale, cu, chunks, do, None))),
+        ("backward from the forward's A, Aqk (used in training)",
+         bench(lambda: chunk_bwd(qf, kf, vf, gf, bf, wf, None, scale, cu, chunks, do, None, kept=(A, Aqk)))),
         *[(f"backward, key kernel on {n} columns", bench(lambda n=n: chunk_bwd(qf, kf, vf, gf, bf, wf, None, scale, cu,
                                                                              chunks, do, None, key_block=n)))
           for n in (16, 32)],

@@ -46,6 +46,7 @@ case "$PHASE" in
   bench)
     timeout 150 python3 benchmarks/stage_variants.py gated split >"$R/stage.log" 2>&1; cat "$R/stage.log"
     timeout 360 python3 benchmarks/gpu_ops.py --out "$R" >"$R/bench.log" 2>&1; tail -30 "$R/bench.log"
+    timeout 90 python3 benchmarks/profile_stages.py >"$R/profile.log" 2>&1; head -14 "$R/profile.log"
     timeout 60 python3 benchmarks/mqar_step_profile.py --out "$R" >"$R/mqar-profile.log" 2>&1
     head -12 "$R/mqar-profile.log"
     ;;

@@ -248,6 +248,31 @@ def test_key_kernel_column_blocks_agree(gate):
         assert_close(name, a, b, rtol=1e-5)
 
 
+@pytest.mark.parametrize("erase", ["channel", "zero"])
+def test_backward_from_kept_intra_outputs(erase):
+    """A training forward keeps A and Aqk; the backward then recomputes only the gated operands.
+    Its gradients must be those of the backward that recomputes everything."""
+    from gdn2.ops.gdn2.triton.backward import chunk_bwd
+    from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
+    from gdn2.ops.gdn2.triton.common import dot_precision, gate_mode
+    from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
+    from gdn2.testing import assert_close
+    x = random_inputs(B=2, T=70, H=1, HV=2, K=64, V=16, erase=erase, b_max=2.0, initial_state=True, seed=12,
+                      device=DEVICE)
+    qf, kf, vf, gf, bf, wf, h0, cu, uT, b_zero = _prepare(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"],
+                                                           x["initial_state"], None)
+    bf = 0.0 if b_zero else bf   # as the custom op hands it on
+    chunks, scale = _chunks(cu, uT), 64 ** -0.5
+    A, Aqk, _ = chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, gate_mode(gf, 3), gate_mode(bf, 3),
+                                prec=dot_precision(qf.dtype, float32_outputs=True))
+    assert (A is None) == (erase == "zero")
+    args = (qf, kf, vf, gf, bf, wf, h0, scale, cu, chunks, torch.randn_like(vf), None)
+    kept, fresh = chunk_bwd(*args, kept=(A, Aqk)), chunk_bwd(*args)
+    for name, a, b in zip(("dq", "dk", "dv", "dg", "db", "dw", "dh0"), kept, fresh):
+        if b is not None:
+            assert_close(name, a, b, rtol=1e-6)
+
+
 def test_uniform_chunk_table_is_built_once():
     """Equal-length batches reuse one chunk table (building it copies host lists to the device,
     which on a GPU waits for the stream in every layer)."""
@@ -256,3 +281,24 @@ def test_uniform_chunk_table_is_built_once():
     a, b = _chunks(cu, 70), _chunks(cu.clone(), 70)
     assert a is b and a.count == 4 * 2
     assert a.start.tolist() == [0, 64, 70, 134, 140, 204, 210, 274]
+
+
+def test_compiled_gradients_match_eager():
+    """The custom ops' fake implementations and autograd registration under torch.compile
+    (AOT autograd, no code generation): the training forward keeps A and Aqk for the backward."""
+    x = random_inputs(B=2, T=70, H=2, K=16, V=16, b_max=2.0, seed=8, initial_state=True, device=DEVICE)
+    names = ("q", "k", "v", "g", "b", "w", "initial_state")
+
+    def f(q, k, v, g, b, w, h0):
+        o, S = gated_delta_rule2(q, k, v, g, b, w, initial_state=h0, output_final_state=True, backend="triton")
+        return o.float().square().sum() + S.square().sum()
+
+    runs = []
+    for fn in (torch.compile(f, fullgraph=True, backend="aot_eager"), f):
+        args = [x[n].detach().clone().requires_grad_(True) for n in names]
+        loss = fn(*args)
+        runs.append((loss, torch.autograd.grad(loss, args)))
+    (loss_c, grads_c), (loss_e, grads_e) = runs
+    torch.testing.assert_close(loss_c, loss_e)
+    for name, a, b in zip(names, grads_c, grads_e):
+        torch.testing.assert_close(a, b, msg=lambda m, name=name: f"d{name}: {m}")

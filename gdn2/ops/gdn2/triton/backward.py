@@ -15,7 +15,7 @@ import triton.language as tl
 
 from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, cdiv, chunk_rows, diag_span, dot_precision,
                      gate_mode, load_rows, load_scalar_rows, load_write, value_tile)
-from .intra import chunk_intra_fwd
+from .intra import chunk_gated_fwd, chunk_intra_fwd
 from .key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
 from .state import state_fwd, state_tiles
 
@@ -192,15 +192,21 @@ KEY_BLOCK = 64
 KEY_WARPS = {16: 4, 32: 8, 64: 4}
 
 
-def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block=KEY_BLOCK):
-    """Gradients (dq, dk, dv, dg, db, dw, dh0) over the flattened layout ``[T_total, H, K]``."""
+def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block=KEY_BLOCK, kept=None):
+    """Gradients (dq, dk, dv, dg, db, dw, dh0) over the flattened layout ``[T_total, H, K]``.
+    ``kept``: ``(A, Aqk)`` from a forward that made them at this backward's precision (A None
+    without erase), so only the gated operands are recomputed."""
     T, H, K = k.shape
     HV, V = v.shape[1], v.shape[2]
     N = cu.numel() - 1
     modes = (gate_mode(g, 3), gate_mode(b, 3), gate_mode(w, 3))
     dev = k.device
     prec = dot_precision(q.dtype, float32_outputs=True)  # dg and dh0 are float32
-    A, Aqk, gated = chunk_intra_fwd(q, k, g, b, scale, chunks, modes[0], modes[1], BT=BT, prec=prec)
+    if kept is None:
+        A, Aqk, gated = chunk_intra_fwd(q, k, g, b, scale, chunks, modes[0], modes[1], BT=BT, prec=prec)
+    else:
+        A, Aqk = kept
+        gated = chunk_gated_fwd(q, k, g, b, A, scale, chunks, modes[0], modes[1], BT=BT, prec=prec)
     qg, kt, y, dec = gated
     BK, BV = state_tiles(K)
     f32 = dict(dtype=torch.float32, device=dev)

@@ -51,15 +51,22 @@ def _opt(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 def _chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor],
                   b: Optional[torch.Tensor], w: Optional[torch.Tensor], h0: Optional[torch.Tensor],
                   cu: torch.Tensor, uniform_T: int, scale: float, b_zero: bool,
-                  output_final_state: bool) -> List[torch.Tensor]:
+                  output_final_state: bool, keep_intra: bool) -> List[torch.Tensor]:
+    """[o, final state, A, Aqk]; A and Aqk (else empty) with ``keep_intra``, made at the backward's
+    precision, so the backward recomputes only the gated operands: the intra products and the
+    solve are then computed once per training step instead of twice, for 2 x 64 float32 per token
+    and key head of memory."""
     chunks = _chunks(cu, uniform_T)
     b_arg = 0.0 if b_zero else b
     modes = (gate_mode(g, 3), gate_mode(b_arg, 3), gate_mode(w, 3))
     prec = dot_precision(q.dtype, float32_outputs=output_final_state)
-    A, Aqk, gated = chunk_intra_fwd(q, k, g, b_arg, scale, chunks, modes[0], modes[1], BT=BT, prec=prec)
+    intra_prec = dot_precision(q.dtype, float32_outputs=True) if keep_intra else prec
+    A, Aqk, gated = chunk_intra_fwd(q, k, g, b_arg, scale, chunks, modes[0], modes[1], BT=BT, prec=intra_prec)
     o, ht, _, _ = chunk_state_fwd(gated, v, w, A, Aqk, h0, cu, chunks, modes, output_final_state, BT=BT,
                                   prec=prec)
-    return [o, ht if ht is not None else q.new_empty(0, dtype=torch.float32)]
+    empty = lambda: q.new_empty(0, dtype=torch.float32)  # noqa: E731  (one each: outputs may not alias)
+    kept = [A if A is not None else empty(), Aqk] if keep_intra else [empty(), empty()]
+    return [o, ht if ht is not None else empty()] + kept
 
 
 def _fake_outputs(q, k, v, cu, output_final_state):
@@ -69,41 +76,44 @@ def _fake_outputs(q, k, v, cu, output_final_state):
 
 
 @_chunk_fwd_op.register_fake
-def _(q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, output_final_state):
-    return _fake_outputs(q, k, v, cu, output_final_state)
+def _(q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, output_final_state, keep_intra):
+    T, H = k.shape[0], k.shape[1]
+    intra = lambda keep: q.new_empty((T, H, BT) if keep else (0,), dtype=torch.float32)  # noqa: E731
+    return _fake_outputs(q, k, v, cu, output_final_state) + [intra(keep_intra and not b_zero), intra(keep_intra)]
 
 
 @torch.library.custom_op("gdn2::chunk_bwd", mutates_args=())
 def _chunk_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor],
                   b: Optional[torch.Tensor], w: Optional[torch.Tensor], h0: Optional[torch.Tensor],
                   cu: torch.Tensor, uniform_T: int, scale: float, b_zero: bool, do: torch.Tensor,
-                  dht: Optional[torch.Tensor]) -> List[torch.Tensor]:
+                  dht: Optional[torch.Tensor], A: torch.Tensor, Aqk: torch.Tensor) -> List[torch.Tensor]:
+    kept = (_opt(A), Aqk) if Aqk.numel() > 0 else None
     grads = chunk_bwd(q, k, v, g, 0.0 if b_zero else b, w, h0, scale, cu, _chunks(cu, uniform_T), do,
-                      _opt(dht), BT=BT)
+                      _opt(dht), BT=BT, kept=kept)
     return [x if x is not None else q.new_empty(0) for x in grads]
 
 
 @_chunk_bwd_op.register_fake
-def _(q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, do, dht):
+def _(q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, do, dht, A, Aqk):
     like = lambda x, dt=None: x.new_empty(x.shape, dtype=dt or x.dtype) if x is not None else q.new_empty(0)  # noqa: E731
     return [like(q), like(k), like(v), like(g), like(b, torch.float32), like(w, torch.float32),
             like(h0, torch.float32)]
 
 
 def _setup(ctx, inputs, output):
-    q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, _ = inputs
-    ctx.save_for_backward(q, k, v, g, b, w, h0, cu)
+    q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, _, _ = inputs
+    ctx.save_for_backward(q, k, v, g, b, w, h0, cu, output[2], output[3])
     ctx.consts = (uniform_T, scale, b_zero)
 
 
 def _backward(ctx, grads):
-    do, dht = grads
-    q, k, v, g, b, w, h0, cu = ctx.saved_tensors
+    do, dht = grads[:2]   # A and Aqk are kept for the backward, not differentiated
+    q, k, v, g, b, w, h0, cu, A, Aqk = ctx.saved_tensors
     uniform_T, scale, b_zero = ctx.consts
     dq, dk, dv, dg, db, dw, dh0 = _chunk_bwd_op(q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero,
-                                                do.contiguous(), dht)
+                                                do.contiguous(), dht, A, Aqk)
     cast = lambda d, x: d.to(x.dtype) if x is not None else None  # noqa: E731
-    return (dq, dk, dv, cast(dg, g), cast(db, b), cast(dw, w), cast(dh0, h0), None, None, None, None, None)
+    return (dq, dk, dv, cast(dg, g), cast(db, b), cast(dw, w), cast(dh0, h0), None, None, None, None, None, None)
 
 
 torch.library.register_autograd("gdn2::chunk_fwd", _backward, setup_context=_setup)
@@ -167,7 +177,8 @@ def triton_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate, b: G
     if q.is_cuda and min(K, V) < MIN_HEAD_DIM:
         q, k, v, g, b, w, initial_state = _pad_heads(q, k, v, g, b, w, initial_state)
     qf, kf, vf, gf, bf, wf, h0, cu, uniform_T, b_zero = _prepare(q, k, v, g, b, w, initial_state, cu_seqlens)
-    o, ht = _chunk_fwd_op(qf, kf, vf, gf, bf, wf, h0, cu, uniform_T, scale, b_zero, output_final_state)
+    o, ht, _, _ = _chunk_fwd_op(qf, kf, vf, gf, bf, wf, h0, cu, uniform_T, scale, b_zero, output_final_state,
+                                needs_grad)
     o, ht = _finish(o, ht, q, v, initial_state, output_final_state)
     return o[..., :V], (ht[..., :K, :V] if ht is not None else None)
 

@@ -216,8 +216,27 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32
         H=H, K=K, BT=BT, BK=BK, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=prec, DIAG_SPAN=diag_span(prec),
         FUSE_GATED=fuse_gated, num_warps=4, num_stages=1)
     if not fuse_gated:
-        chunk_gated_kernel[(chunks.count * cdiv(K, BK), H)](
-            q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A if erase else Aqk,
-            qg, kt, y if erase else qg, dec, chunks.start, chunks.end, scale,
-            H=H, K=K, BT=BT, BK=BK, G_MODE=g_mode, B_MODE=b_mode, PREC=prec, num_warps=4, num_stages=1)
+        _launch_gated(q, k, g, b, A if erase else Aqk, scale, chunks, g_mode, b_mode, BT, prec, qg, kt, y, dec)
     return A, Aqk, (qg, kt, y, dec)
+
+
+def chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3"):
+    """The gated operands ``(Q_γ, K_tail, Y, exp(G_C))`` alone, from a kept ``A`` (None without
+    erase): the backward's recompute when the forward kept ``A`` and ``Aqk``."""
+    import torch
+    T, H, K = k.shape
+    f32 = dict(dtype=torch.float32, device=k.device)
+    qg, kt = torch.empty(T, H, K, **f32), torch.empty(T, H, K, **f32)
+    y = torch.empty(T, H, K, **f32) if A is not None else None
+    dec = torch.empty(max(chunks.count, 1), H, K, **f32)
+    _launch_gated(q, k, g, b, A if A is not None else qg, scale, chunks, g_mode, b_mode, BT, prec, qg, kt, y, dec)
+    return qg, kt, y, dec
+
+
+def _launch_gated(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT, prec, qg, kt, y, dec):
+    import torch
+    H, K = k.shape[1], k.shape[2]
+    chunk_gated_kernel[(chunks.count * cdiv(K, MIN_TILE), H)](
+        q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A,
+        qg, kt, y if y is not None else qg, dec, chunks.start, chunks.end, scale,
+        H=H, K=K, BT=BT, BK=MIN_TILE, G_MODE=g_mode, B_MODE=b_mode, PREC=prec, num_warps=4, num_stages=1)
