@@ -34,11 +34,24 @@ def build(mixer, d_model, vocab_size, device, fused_adam):
     return model, torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), **kwargs)
 
 
-def make_step(model, optimizer, device_type, amp=True):
-    """One step as ``train_mqar`` takes it (its scheduler aside)."""
-    def step(inputs, where, targets):
+def make_step(model, optimizer, device_type, batch, amp=True, compile=False):
+    """One step as ``train_mqar`` takes it (its scheduler aside); ``compile`` as its ``compile``:
+    the loss compiled, replayed from CUDA graphs on CUDA, after one eager call on ``batch`` (the
+    caches the layers fill on first use must not live in the graphs' memory pool)."""
+    def answer_loss(inputs, where, targets):
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
-            loss = F.cross_entropy(_answer_logits(model, inputs, where), targets)
+            return F.cross_entropy(_answer_logits(model, inputs, where), targets)
+
+    graphs = compile and device_type == "cuda"
+    if compile:
+        with torch.no_grad():
+            answer_loss(*batch)
+        answer_loss = torch.compile(answer_loss, mode="reduce-overhead" if graphs else None)
+
+    def step(inputs, where, targets):
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        loss = answer_loss(inputs, where, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -54,12 +67,14 @@ def sync(device):
 
 def profile_mixer(mixer, args, device):
     model, optimizer = build(mixer, args.d_model, args.vocab_size, device, args.fused_adam)
-    step = make_step(model, optimizer, device.type, amp=device.type == "cuda")
     batch = tuple(x.to(device) for x in _answer_batch(
         mqar_batch(args.batch_size, args.seq_len, args.pairs, args.vocab_size, seed=1)))
+    step = make_step(model, optimizer, device.type, batch, amp=device.type == "cuda", compile=args.compile)
+    start = time.perf_counter()
     for _ in range(args.warmup):                     # compiles every kernel the step launches
         step(*batch)
     sync(device)
+    warmup_s = time.perf_counter() - start
     walls = []
     for _ in range(args.steps):
         t = time.perf_counter()
@@ -83,6 +98,7 @@ def profile_mixer(mixer, args, device):
     launches = sum(v[0] for v in kernels.values()) / n
     top = sorted(kernels.items(), key=lambda kv: -kv[1][1])[:args.top]
     return {"mixer": mixer, "wall_ms": statistics.median(walls), "device_ms": device_ms, "launches": launches,
+            "warmup_s": warmup_s,
             "top": [(name, c / n, us / n / 1e3) for name, (c, us) in top]}
 
 
@@ -92,12 +108,14 @@ def report(rows, args, device):
              f"torch {torch.__version__}; T = {args.seq_len}, {args.pairs} pairs, batch {args.batch_size}, "
              f"d_model {args.d_model}, vocabulary {args.vocab_size}, 2 layers; medians of {args.steps} steps "
              f"after {args.warmup}; device time and launches from {args.profiled_steps} profiled steps; "
-             f"AdamW {'fused' if args.fused_adam else 'foreach'}.", "",
-             "| mixer | step wall (ms) | kernels' device time (ms) | device share | launches a step |",
-             "|---|---:|---:|---:|---:|"]
+             f"AdamW {'fused' if args.fused_adam else 'foreach'}; "
+             f"{'compiled (CUDA graphs on CUDA)' if args.compile else 'eager'}.", "",
+             "| mixer | step wall (ms) | kernels' device time (ms) | device share | launches a step | warm-up (s) |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         share = r["device_ms"] / r["wall_ms"] if r["wall_ms"] else 0.0
-        lines.append(f"| {r['mixer']} | {r['wall_ms']:.2f} | {r['device_ms']:.2f} | {share:.0%} | {r['launches']:.0f} |")
+        lines.append(f"| {r['mixer']} | {r['wall_ms']:.2f} | {r['device_ms']:.2f} | {share:.0%} | {r['launches']:.0f} "
+                     f"| {r['warmup_s']:.1f} |")
     for r in rows:
         lines += ["", f"## {r['mixer']}: costliest kernels a step", "", "| kernel | launches | ms |", "|---|---:|---:|"]
         lines += [f"| `{k[:90]}` | {c:.0f} | {ms:.3f} |" for k, c, ms in r["top"]]
@@ -118,6 +136,7 @@ def main(argv=None):
     p.add_argument("--profiled-steps", type=int, default=5)
     p.add_argument("--top", type=int, default=12)
     p.add_argument("--fused-adam", action="store_true", help="AdamW(fused=True) (CUDA) instead of foreach")
+    p.add_argument("--compile", action="store_true", help="compile the loss as train_mqar(compile=True) does")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, help="also write mqar-step-profile.md here")
     args = p.parse_args(argv)
@@ -129,7 +148,8 @@ def main(argv=None):
     print(text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "mqar-step-profile.md").write_text(text, encoding="utf-8")
+        name = "mqar-step-profile" + ("-compiled" if args.compile else "") + ("-fused-adam" if args.fused_adam else "")
+        (args.out / f"{name}.md").write_text(text, encoding="utf-8")
     return 0
 
 

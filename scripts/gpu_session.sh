@@ -48,7 +48,9 @@ case "$PHASE" in
     timeout 360 python3 benchmarks/gpu_ops.py --out "$R" >"$R/bench.log" 2>&1; tail -30 "$R/bench.log"
     timeout 90 python3 benchmarks/profile_stages.py >"$R/profile.log" 2>&1; head -14 "$R/profile.log"
     timeout 60 python3 benchmarks/mqar_step_profile.py --out "$R" >"$R/mqar-profile.log" 2>&1
-    head -12 "$R/mqar-profile.log"
+    timeout 120 python3 benchmarks/mqar_step_profile.py --compile --fused-adam --mixers gdn2,attention --out "$R" \
+      >>"$R/mqar-profile.log" 2>&1
+    grep "^|" "$R/mqar-profile.log" | grep -v "^| \`" | head -16
     ;;
   sweep)
     sweep "${BUDGET:-460}"
