@@ -302,3 +302,17 @@ def test_compiled_gradients_match_eager():
     torch.testing.assert_close(loss_c, loss_e)
     for name, a, b in zip(names, grads_c, grads_e):
         torch.testing.assert_close(a, b, msg=lambda m, name=name: f"d{name}: {m}")
+
+
+def test_compiled_decode_matches_eager():
+    """The decode kernel's custom op and fake implementation under torch.compile, [B, T, ...] inputs."""
+    x = random_inputs(B=3, T=2, H=2, HV=4, K=16, V=16, b_max=2.0, seed=13, initial_state=True, device=DEVICE)
+
+    def f(q, k, v, g, b, w, h0):
+        return gated_delta_rule2(q, k, v, g, b, w, initial_state=h0, output_final_state=True, backend="triton")
+
+    args = [x[n] for n in ("q", "k", "v", "g", "b", "w", "initial_state")]
+    with torch.no_grad():
+        (o_c, S_c), (o_e, S_e) = torch.compile(f, fullgraph=True, backend="aot_eager")(*args), f(*args)
+    torch.testing.assert_close(o_c, o_e)
+    torch.testing.assert_close(S_c, S_e)
