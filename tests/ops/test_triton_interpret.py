@@ -316,3 +316,47 @@ def test_compiled_decode_matches_eager():
         (o_c, S_c), (o_e, S_e) = torch.compile(f, fullgraph=True, backend="aot_eager")(*args), f(*args)
     torch.testing.assert_close(o_c, o_e)
     torch.testing.assert_close(S_c, S_e)
+
+
+def _flat_inputs(seed):
+    x = random_inputs(B=1, T=70, H=2, K=16, V=16, b_max=2.0, initial_state=True, seed=seed, device=DEVICE)
+    leaf = lambda t: t.detach().clone().requires_grad_(True)  # noqa: E731
+    q, k, v, g, b, w = (leaf(x[n][0]) for n in ("q", "k", "v", "g", "b", "w"))
+    return q, k, v, g, b, w, leaf(x["initial_state"]), torch.tensor([0, 70], dtype=torch.int32, device=DEVICE)
+
+
+@pytest.mark.parametrize("keep_intra", [True, False])
+def test_chunk_op_passes_opcheck(keep_intra):
+    """torch.library.opcheck of the chunk op: schema, fake implementation, autograd registration
+    (with cotangents of every output, broadcast ones included) and AOT dispatch."""
+    import gdn2.ops.gdn2.triton.chunk  # noqa: F401  (registers the op)
+    torch.library.opcheck(torch.ops.gdn2.chunk_fwd.default,
+                          (*_flat_inputs(14), 70, 0.25, False, True, keep_intra))
+
+
+def test_final_state_gradient_from_a_broadcast_cotangent():
+    """S.sum() hands the backward a stride-0 view of one element as dS: it must be read as the
+    tensor it stands for (it was read as dense memory: NaN gradients)."""
+    q, k, v, g, b, w, h0, _ = _flat_inputs(15)
+    args = [t[None] for t in (q, k, v, g, b, w)] + [h0]
+    grads = {}
+    for backend in ("triton", "chunk"):
+        leaves = [a.detach().clone().requires_grad_(True) for a in args]
+        o, S = gated_delta_rule2(*leaves[:6], initial_state=leaves[6], output_final_state=True, backend=backend)
+        grads[backend] = torch.autograd.grad(o.sum() + S.sum(), leaves)
+    from gdn2.testing import assert_close
+    for name, a, b_ in zip(("dq", "dk", "dv", "dg", "db", "dw", "dh0"), grads["triton"], grads["chunk"]):
+        assert_close(name, a, b_, rtol=1e-4)
+
+
+def test_l2norm_and_decode_ops_pass_opcheck():
+    import gdn2.ops.gdn2.triton.chunk  # noqa: F401  (registers the ops)
+    import gdn2.ops.gdn2.triton.l2norm  # noqa: F401
+    x = torch.randn(2, 5, 3, 32, device=DEVICE, requires_grad=True)
+    torch.library.opcheck(torch.ops.gdn2.l2norm_fwd.default, (x, 1e-6))
+    q, k, v, g, b, w, h0, _ = (t.detach() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+                               for t in _flat_inputs(16))
+    cu = torch.tensor([0, 1, 2, 4], dtype=torch.int32, device=DEVICE)   # three sequences of 1, 1, 2 tokens
+    torch.library.opcheck(torch.ops.gdn2.fused_recurrent_fwd.default,
+                          (q[:4], k[:4], v[:4], g[:4], b[:4], w[:4], h0.expand(3, -1, -1, -1).contiguous(), cu,
+                           0.25, False, True, True))

@@ -110,6 +110,9 @@ def _backward(ctx, grads):
     do, dht = grads[:2]   # A and Aqk are kept for the backward, not differentiated
     q, k, v, g, b, w, h0, cu, A, Aqk = ctx.saved_tensors
     uniform_T, scale, b_zero = ctx.consts
+    # the kernels index dense memory: a cotangent may be a broadcast view (S.sum() gives one of
+    # stride 0, one element of storage), which read as dense is garbage or out of bounds
+    dht = dht.contiguous() if dht is not None else None
     dq, dk, dv, dg, db, dw, dh0 = _chunk_bwd_op(q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero,
                                                 do.contiguous(), dht, A, Aqk)
     cast = lambda d, x: d.to(x.dtype) if x is not None else None  # noqa: E731
