@@ -360,3 +360,11 @@ def test_l2norm_and_decode_ops_pass_opcheck():
     torch.library.opcheck(torch.ops.gdn2.fused_recurrent_fwd.default,
                           (q[:4], k[:4], v[:4], g[:4], b[:4], w[:4], h0.expand(3, -1, -1, -1).contiguous(), cu,
                            0.25, False, True, True))
+
+
+def test_packed_offsets_as_a_strided_view():
+    """cu_seqlens as an every-other-element view of a longer tensor: read as the offsets it shows."""
+    x = random_inputs(B=1, T=100, H=2, K=16, V=16, b_max=2.0, initial_state=True, N=3, seed=17, device=DEVICE)
+    cu = torch.tensor([0, 5, 37, 50, 100, 7, 100], dtype=torch.int32, device=DEVICE)[::2]   # 0, 37, 100, 100
+    assert not cu.is_contiguous()
+    check(x, cu_seqlens=cu)

@@ -150,7 +150,7 @@ def _prepare(q, k, v, g, b, w, initial_state, cu_seqlens):
     if cu_seqlens is None:
         cu, uniform_T = _offsets(B, T, q.device), T
     else:
-        cu, uniform_T = cu_seqlens.to(torch.int32), 0
+        cu, uniform_T = _device_offsets(cu_seqlens, q), 0
     g = g.float() if isinstance(g, torch.Tensor) else g
     h0 = initial_state.float().contiguous() if initial_state is not None else None
     return (flat(q), flat(k), flat(v), flat(g), None if b_zero else flat(b), flat(w), h0, cu, uniform_T,
@@ -219,16 +219,22 @@ def fused_recurrent_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: G
     g = g.float() if isinstance(g, torch.Tensor) else g
     h0 = initial_state.float().contiguous() if initial_state is not None else None
     if torch.compiler.is_compiling():
-        cu = _offsets(B, T, q.device) if cu_seqlens is None else cu_seqlens.to(torch.int32)
+        cu = _offsets(B, T, q.device) if cu_seqlens is None else _device_offsets(cu_seqlens, q)
         o, ht = _fused_recurrent_op(dense(q), dense(k), dense(v), dense(g), None if b_zero else dense(b), dense(w),
                                     h0, cu, scale, b_zero, output_final_state, use_qk_l2norm)
     else:  # eager decoding skips the custom-op dispatch, a large share of a one-token step's host time
-        cu = _cached_offsets(B, T, q.device) if cu_seqlens is None else cu_seqlens.to(torch.int32)
+        cu = _cached_offsets(B, T, q.device) if cu_seqlens is None else _device_offsets(cu_seqlens, q)
         o, ht = fused_recurrent_fwd(dense(q), dense(k), dense(v), dense(g), 0.0 if b_zero else dense(b), dense(w),
                                     scale, h0, cu, output_final_state, use_qk_l2norm)
     if not output_final_state:
         return o, None
     return o, (ht.double() if q.dtype == torch.float64 else ht)
+
+
+def _device_offsets(cu_seqlens: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Packed offsets as the kernels read them: int32, dense, on q's device (a host tensor or a
+    strided view is accepted by the PyTorch backends, so it is here too)."""
+    return cu_seqlens.to(device=q.device, dtype=torch.int32).contiguous()
 
 
 def _offsets(B: int, T: int, device: torch.device) -> torch.Tensor:
