@@ -16,7 +16,7 @@ import torch
 
 from ..checks import Gate
 from .backward import chunk_bwd
-from .common import Chunks, dot_precision, gate_mode, make_chunks
+from .common import Chunks, dot_precision, gate_mode, make_chunks, on_device_of
 from .decode import fused_recurrent_fwd
 from .intra import chunk_intra_fwd
 from .l2norm import l2norm
@@ -61,9 +61,10 @@ def _chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional
     modes = (gate_mode(g, 3), gate_mode(b_arg, 3), gate_mode(w, 3))
     prec = dot_precision(q.dtype, float32_outputs=output_final_state)
     intra_prec = dot_precision(q.dtype, float32_outputs=True) if keep_intra else prec
-    A, Aqk, gated = chunk_intra_fwd(q, k, g, b_arg, scale, chunks, modes[0], modes[1], BT=BT, prec=intra_prec)
-    o, ht, _, _ = chunk_state_fwd(gated, v, w, A, Aqk, h0, cu, chunks, modes, output_final_state, BT=BT,
-                                  prec=prec)
+    with on_device_of(q):
+        A, Aqk, gated = chunk_intra_fwd(q, k, g, b_arg, scale, chunks, modes[0], modes[1], BT=BT, prec=intra_prec)
+        o, ht, _, _ = chunk_state_fwd(gated, v, w, A, Aqk, h0, cu, chunks, modes, output_final_state, BT=BT,
+                                      prec=prec)
     empty = lambda: q.new_empty(0, dtype=torch.float32)  # noqa: E731  (one each: outputs may not alias)
     kept = [A if A is not None else empty(), Aqk] if keep_intra else [empty(), empty()]
     return [o, ht if ht is not None else empty()] + kept
@@ -88,8 +89,9 @@ def _chunk_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional
                   cu: torch.Tensor, uniform_T: int, scale: float, b_zero: bool, do: torch.Tensor,
                   dht: Optional[torch.Tensor], A: torch.Tensor, Aqk: torch.Tensor) -> List[torch.Tensor]:
     kept = (_opt(A), Aqk) if Aqk.numel() > 0 else None
-    grads = chunk_bwd(q, k, v, g, 0.0 if b_zero else b, w, h0, scale, cu, _chunks(cu, uniform_T), do,
-                      _opt(dht), BT=BT, kept=kept)
+    with on_device_of(q):
+        grads = chunk_bwd(q, k, v, g, 0.0 if b_zero else b, w, h0, scale, cu, _chunks(cu, uniform_T), do,
+                          _opt(dht), BT=BT, kept=kept)
     return [x if x is not None else q.new_empty(0) for x in grads]
 
 

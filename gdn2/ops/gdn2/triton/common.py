@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +14,15 @@ GATE_NONE: tl.constexpr = tl.constexpr(0)     # absent: g = 0, b = 1, w = 1
 GATE_SCALAR: tl.constexpr = tl.constexpr(1)   # one value per head and token
 GATE_CHANNEL: tl.constexpr = tl.constexpr(2)  # one value per channel
 GATE_ZERO: tl.constexpr = tl.constexpr(3)     # b = 0: no erase (GLA / linear attention)
+
+
+def on_device_of(x: torch.Tensor):
+    """The CUDA device of ``x`` made current for the launches inside, when it is not already:
+    Triton launches on the current device, so a tensor on another card would be read from the
+    wrong one (a no-op on the common path, one index comparison)."""
+    if x.is_cuda and x.device.index != torch.cuda.current_device():
+        return torch.cuda.device(x.device)
+    return contextlib.nullcontext()
 
 
 def dot_precision(dtype, float32_outputs: bool) -> str:

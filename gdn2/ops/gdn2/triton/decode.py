@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, cdiv, gate_mode, next_pow2
+from .common import GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, cdiv, gate_mode, next_pow2, on_device_of
 
 
 @triton.jit
@@ -81,11 +81,12 @@ def fused_recurrent_fwd(q, k, v, g, b, w, scale, h0, cu, output_final_state, use
     o = torch.empty(v.shape, dtype=q.dtype, device=q.device)
     ht = torch.empty(N, HV, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
     dummy = k
-    fused_recurrent_fwd_kernel[(cdiv(V, BV) * HV * N,)](
-        q, k, v, g if g is not None else dummy, b if isinstance(b, torch.Tensor) else dummy,
-        w if isinstance(w, torch.Tensor) else dummy, o, h0 if h0 is not None else dummy,
-        ht if ht is not None else dummy, cu, scale,
-        H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, G_MODE=gate_mode(g, k.ndim), B_MODE=gate_mode(b, k.ndim),
-        W_MODE=gate_mode(w, k.ndim), USE_H0=h0 is not None, STORE_HT=output_final_state, L2NORM=use_qk_l2norm,
-        num_warps=num_warps, num_stages=1)
+    with on_device_of(q):
+        fused_recurrent_fwd_kernel[(cdiv(V, BV) * HV * N,)](
+            q, k, v, g if g is not None else dummy, b if isinstance(b, torch.Tensor) else dummy,
+            w if isinstance(w, torch.Tensor) else dummy, o, h0 if h0 is not None else dummy,
+            ht if ht is not None else dummy, cu, scale,
+            H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, G_MODE=gate_mode(g, k.ndim), B_MODE=gate_mode(b, k.ndim),
+            W_MODE=gate_mode(w, k.ndim), USE_H0=h0 is not None, STORE_HT=output_final_state, L2NORM=use_qk_l2norm,
+            num_warps=num_warps, num_stages=1)
     return o, ht

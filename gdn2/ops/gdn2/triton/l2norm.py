@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import cdiv, next_pow2
+from .common import cdiv, next_pow2, on_device_of
 
 
 @triton.jit
@@ -53,7 +53,8 @@ def _l2norm_fwd_op(x: torch.Tensor, eps: float) -> List[torch.Tensor]:
     n, D, BD, BR, grid = _grid(x)
     y = torch.empty_like(x)
     rstd = torch.empty(x.shape[:-1], dtype=torch.float32, device=x.device)
-    l2norm_fwd_kernel[grid](x, y, rstd, n, eps, D=D, BD=BD, BR=BR, num_warps=4)
+    with on_device_of(x):
+        l2norm_fwd_kernel[grid](x, y, rstd, n, eps, D=D, BD=BD, BR=BR, num_warps=4)
     return [y, rstd]
 
 
@@ -67,7 +68,8 @@ def _l2norm_bwd_op(x: torch.Tensor, rstd: torch.Tensor, dy: torch.Tensor) -> tor
     x, dy = x.contiguous(), dy.contiguous()
     n, D, BD, BR, grid = _grid(x)
     dx = torch.empty_like(x)
-    l2norm_bwd_kernel[grid](x, rstd, dy, dx, n, D=D, BD=BD, BR=BR, num_warps=4)
+    with on_device_of(x):
+        l2norm_bwd_kernel[grid](x, rstd, dy, dx, n, D=D, BD=BD, BR=BR, num_warps=4)
     return dx
 
 
