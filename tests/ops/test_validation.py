@@ -309,6 +309,24 @@ def test_gated_delta_rule_g_as_python_number():
 
 
 
+@pytest.mark.parametrize("K_, V_", [(512, 64), (64, 384)])
+def test_triton_head_dim_limit(K_, V_):
+    """Head dims past the Triton kernels' bound: a clear error for backend='triton'; 'auto'
+    takes the chunk backend instead."""
+    pytest.importorskip("triton")
+    q, k = torch.randn(1, 3, 1, K_), torch.randn(1, 3, 1, K_)
+    v = torch.randn(1, 3, 1, V_)
+    with pytest.raises(ValueError, match=pattern("backend", "256", f"K = {K_}", f"V = {V_}")):
+        gated_delta_rule2(q, k, v, backend="triton")
+    from types import SimpleNamespace
+    from gdn2.ops.gdn2.api import _resolve_backend
+    from gdn2.ops.gdn2.chunk import chunk_gdn2
+    from gdn2.ops.gdn2.triton import triton_gdn2
+    on_gpu = SimpleNamespace(is_cuda=True)
+    assert _resolve_backend("auto", on_gpu, K_, V_) is chunk_gdn2
+    assert _resolve_backend("auto", on_gpu, 256, 256) is triton_gdn2
+
+
 @pytest.mark.parametrize("backend", ["recurrent", "chunk"])
 def test_valid_inputs_run(backend):
     g = -torch.rand(B, T, H, K)

@@ -11,6 +11,9 @@ from .chunk import chunk_gdn2
 from .recurrent import recurrent_gdn2
 
 BACKENDS = ("auto", "recurrent", "chunk", "triton")
+# the Triton kernels hold a chunk's [K, BV] state tile and [64, K] operand tiles on chip: widths
+# past this exceed an H100's registers and shared memory (validated up to here)
+TRITON_MAX_HEAD_DIM = 256
 
 
 def _triton_backend() -> Optional[Callable]:
@@ -21,13 +24,17 @@ def _triton_backend() -> Optional[Callable]:
     return triton_gdn2
 
 
-def _resolve_backend(backend: str, q: torch.Tensor) -> Callable:
+def _resolve_backend(backend: str, q: torch.Tensor, K: int, V: int) -> Callable:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    fits = max(K, V) <= TRITON_MAX_HEAD_DIM
     if backend == "auto":
-        fast = _triton_backend() if q.is_cuda else None
+        fast = _triton_backend() if q.is_cuda and fits else None
         return fast if fast is not None else chunk_gdn2
     if backend == "triton":
+        if not fits:
+            raise ValueError(f"backend='triton' supports head dims K, V up to {TRITON_MAX_HEAD_DIM}, got K = {K}, "
+                             f"V = {V}; use backend='chunk' (or 'auto', which does)")
         fast = _triton_backend()
         if fast is None:
             raise ValueError("backend='triton' needs the triton package (pip install 'gdn2[triton]')")
@@ -58,7 +65,8 @@ def gated_delta_rule2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate
             every boundary.
         use_qk_l2norm: L2-normalise q and k over K first (as the GDN-2 layer does).
         backend: ``"recurrent"`` (float64 token loop, the reference), ``"chunk"`` (PyTorch),
-            ``"triton"`` (CUDA kernels) or ``"auto"`` (triton on CUDA when available, else chunk).
+            ``"triton"`` (CUDA kernels, K and V up to 256) or ``"auto"`` (triton on CUDA when available
+            and the head dims fit, else chunk).
 
     Returns:
         ``o`` ``[B, T, HV, V]`` in q's dtype, and the final state ``[N, HV, K, V]`` (float32; float64
@@ -74,7 +82,7 @@ def gated_delta_rule2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate
     (torch.Size([1, 10, 4, 16]), torch.Size([1, 4, 8, 16]))
     """
     dims = check_inputs(q, k, v, g, b, w, scale, initial_state, cu_seqlens)
-    fn = _resolve_backend(backend, q)
+    fn = _resolve_backend(backend, q, dims.K, dims.V)
     scale = dims.K ** -0.5 if scale is None else float(scale)
     b, w = _constant_gate(b), _constant_gate(w)
     return fn(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm)
