@@ -1,6 +1,7 @@
 """The Triton kernels against the float64 recurrence on tiny float32 shapes. Without a GPU they
 run under TRITON_INTERPRET=1 (set in conftest), so a broken kernel cannot land."""
 
+import importlib
 import itertools
 
 import pytest
@@ -329,7 +330,7 @@ def _flat_inputs(seed):
 def test_chunk_op_passes_opcheck(keep_intra):
     """torch.library.opcheck of the chunk op: schema, fake implementation, autograd registration
     (with cotangents of every output, broadcast ones included) and AOT dispatch."""
-    import gdn2.ops.gdn2.triton.chunk  # noqa: F401  (registers the op)
+    importlib.import_module("gdn2.ops.gdn2.triton.chunk")   # registers the op
     torch.library.opcheck(torch.ops.gdn2.chunk_fwd.default,
                           (*_flat_inputs(14), 70, 0.25, False, True, keep_intra))
 
@@ -350,8 +351,8 @@ def test_final_state_gradient_from_a_broadcast_cotangent():
 
 
 def test_l2norm_and_decode_ops_pass_opcheck():
-    import gdn2.ops.gdn2.triton.chunk  # noqa: F401  (registers the ops)
-    import gdn2.ops.gdn2.triton.l2norm  # noqa: F401
+    for module in ("chunk", "l2norm"):   # register the ops
+        importlib.import_module(f"gdn2.ops.gdn2.triton.{module}")
     x = torch.randn(2, 5, 3, 32, device=DEVICE, requires_grad=True)
     torch.library.opcheck(torch.ops.gdn2.l2norm_fwd.default, (x, 1e-6))
     q, k, v, g, b, w, h0, _ = (t.detach() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
