@@ -26,7 +26,7 @@ def compare(inputs, rtol=1e-12, **kwargs):
         assert_close(f"d{name}", grads[name], g_ref[name], rtol)
 
 
-@pytest.mark.parametrize("T", [1, 63, 64, 65, 200])
+@pytest.mark.parametrize("T", [1, 2, 8, 9, 63, 64, 65, 200])   # up to TOKEN_LOOP_T (8): the token loop
 @pytest.mark.parametrize("gates", GATES, ids=lambda x: "-".join(x))
 def test_chunk_matches_recurrent(T, gates):
     decay, erase, write = gates
@@ -92,4 +92,15 @@ def test_closed_gates_match_the_recurrence():
     inputs["g"][0, 16, 0, 2] = float("-inf")
     inputs["g"][0, 37, 1, 5] = float("-inf")
     inputs["g"][0, 64, :, :] = float("-inf")
+    compare(inputs)
+
+
+@pytest.mark.parametrize("T", [3, 40])
+def test_constant_gates_and_closed_decays(T):
+    """Number gates and closed decays (-inf, -1e4), through the token loop (T = 3) and the chunks."""
+    inputs = random_inputs(B=2, T=T, H=1, HV=2, K=8, V=8, dtype=F64, initial_state=True, seed=21)
+    g = inputs["g"].clone()
+    g[0, 1, 0, 2] = float("-inf")
+    g[1, 2, 0] = -1e4
+    inputs.update(g=g, b=0.5, w=2.0)
     compare(inputs)
