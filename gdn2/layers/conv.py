@@ -63,8 +63,13 @@ class ShortConvolution(nn.Module):
             new_cache = xp[0, cache_index]                             # [N, W - 1, C]
         if x.shape[1] == 0:  # nothing to convolve (conv1d refuses inputs shorter than the kernel)
             return x, (new_cache if output_cache else None)
-        y = F.conv1d(xp.transpose(1, 2), self.weight.unsqueeze(1).to(x.dtype), groups=self.channels)
-        y = y.transpose(1, 2)
+        if out_index is None and x.shape[1] == 1:
+            # a decoding step: the window's weighted sum (a depthwise conv1d call for one output
+            # took 160 us on the CPU machine, this 13-15)
+            y = (xp * self.weight.t().to(x.dtype)).sum(1, keepdim=True)
+        else:
+            y = F.conv1d(xp.transpose(1, 2), self.weight.unsqueeze(1).to(x.dtype), groups=self.channels)
+            y = y.transpose(1, 2)
         if out_index is not None:
             y = y[:, out_index]
         if self.activation == "silu":

@@ -27,14 +27,15 @@ def test_matches_causal_conv1d(W):
     assert torch.equal(cache, x[:, 9 - (W - 1):]) if W > 1 else cache.numel() == 0
 
 
-def test_decode_keeps_only_last_inputs():
-    conv = ShortConvolution(5, 4).double()
+@pytest.mark.parametrize("W", [1, 2, 4])
+def test_decode_keeps_only_last_inputs(W):
+    conv = ShortConvolution(5, W).double()
     x = torch.randn(3, 11, 5, dtype=F64)
     y, cache = conv(x[:, :2], output_cache=True)          # a prefill shorter than the window
     outs = [y]
-    for t in range(2, 11):
+    for t in range(2, 11):                                # one-token steps: the weighted-sum path
         y, cache = conv(x[:, t:t + 1], cache, output_cache=True)
-        assert cache.shape == (3, 3, 5)
+        assert cache.shape == (3, W - 1, 5)
         outs.append(y)
     assert_close("decode", torch.cat(outs, 1), reference(conv, x), rtol=1e-14)
 
