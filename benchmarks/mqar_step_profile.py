@@ -3,7 +3,7 @@
 The MQAR sweeps (experiments/mqar.py) train 2-layer d_model-64 models whose steps are a few
 milliseconds of kernels; a recurrent cell took 4-5x an attention cell's time on the same card. This
 times the step of ``gdn2.eval.mqar_train.train_mqar`` (bf16 autocast forward, backward, gradient
-clipping, AdamW) per mixer, alone on the device, and splits it with ``torch.profiler``:
+clipping, AdamW: ``mqar_step``) per mixer, alone on the device, and splits it with ``torch.profiler``:
 
     python benchmarks/mqar_step_profile.py --mixers gdn2,deltanet,attention --out OUT
 
@@ -20,10 +20,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from gdn2.eval.mqar import mqar_batch
-from gdn2.eval.mqar_train import _answer_batch, _answer_logits, mqar_config, mqar_mixers
+from gdn2.eval.mqar_train import _answer_batch, mqar_config, mqar_mixers, mqar_step
 
 
 def build(mixer, d_model, vocab_size, device, fused_adam):
@@ -32,32 +31,6 @@ def build(mixer, d_model, vocab_size, device, fused_adam):
     model = GDN2ForCausalLM(mqar_config(mixer, vocab_size=vocab_size, hidden_size=d_model)).to(device).train()
     kwargs = {"fused": True} if fused_adam else {}
     return model, torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), **kwargs)
-
-
-def make_step(model, optimizer, device_type, batch, amp=True, compile=False):
-    """One step as ``train_mqar`` takes it (its scheduler aside); ``compile`` as its ``compile``:
-    the loss compiled, replayed from CUDA graphs on CUDA, after one eager call on ``batch`` (the
-    caches the layers fill on first use must not live in the graphs' memory pool)."""
-    def answer_loss(inputs, where, targets):
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
-            return F.cross_entropy(_answer_logits(model, inputs, where), targets)
-
-    graphs = compile and device_type == "cuda"
-    if compile:
-        with torch.no_grad():
-            answer_loss(*batch)
-        answer_loss = torch.compile(answer_loss, mode="reduce-overhead" if graphs else None)
-
-    def step(inputs, where, targets):
-        if graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        loss = answer_loss(inputs, where, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        return loss
-    return step
 
 
 def sync(device):
@@ -69,7 +42,7 @@ def profile_mixer(mixer, args, device):
     model, optimizer = build(mixer, args.d_model, args.vocab_size, device, args.fused_adam)
     batch = tuple(x.to(device) for x in _answer_batch(
         mqar_batch(args.batch_size, args.seq_len, args.pairs, args.vocab_size, seed=1)))
-    step = make_step(model, optimizer, device.type, batch, amp=device.type == "cuda", compile=args.compile)
+    step = mqar_step(model, optimizer, device, amp=device.type == "cuda", compile=args.compile, warm_batch=batch)
     start = time.perf_counter()
     for _ in range(args.warmup):                     # compiles every kernel the step launches
         step(*batch)

@@ -160,6 +160,42 @@ def _training_batches(steps: int, workers: int, make: Callable[[int], MQARData])
             yield data
 
 
+def mqar_step(model, optimizer, device: Union[str, torch.device], amp: bool = False, compile: bool = False,
+              warm_batch: Optional[tuple] = None) -> Callable[..., torch.Tensor]:
+    """``step(inputs, where, targets)``: one optimizer step of ``train_mqar`` (answer-position
+    cross-entropy, bfloat16 autocast when ``amp``, gradient clipping at 1, ``optimizer.step()``; the
+    scheduler is the caller's), returning the loss as a detached tensor it will not overwrite.
+    ``compile``: the loss compiled, on CUDA replayed from CUDA graphs (these models are so small
+    that a step is otherwise all kernel launches and Python), after one eager call on
+    ``warm_batch`` so the caches the layers fill on first use (chunk tables) do not live in the
+    graphs' memory pool."""
+    device_type = torch.device(device).type
+
+    def answer_loss(inputs, where, targets):
+        # autocast is entered per step: its cache of low-precision weight copies lives as long as
+        # the context, so one context around the whole loop would train on the initial weights
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
+            return F.cross_entropy(_answer_logits(model, inputs, where), targets)
+
+    graphs = compile and device_type == "cuda"
+    if compile:
+        if warm_batch is not None:
+            with torch.no_grad():
+                answer_loss(*(x.to(device) for x in warm_batch))
+        answer_loss = torch.compile(answer_loss, mode="reduce-overhead" if graphs else None)
+
+    def step(inputs, where, targets):
+        if graphs:  # the previous replay's outputs (loss, gradients) have been consumed
+            torch.compiler.cudagraph_mark_step_begin()
+        loss = answer_loss(inputs, where, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return loss.detach().clone() if graphs else loss.detach()  # a replay reuses its output
+    return step
+
+
 def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 300, lr: float = 3e-3, seed: int = 0,
                *, batch_size: int = 32, num_test: int = 256, warmup_steps: Optional[int] = None,
                weight_decay: float = 0.1, power_a: float = 0.01, device: Union[str, torch.device] = "cpu",
@@ -183,8 +219,7 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
         progress: show a progress bar with the loss.
         schedule: the learning rate after the warm-up: ``"cosine"`` to 0 at ``steps`` (Zoology's)
             or ``"constant"`` (so a mixer that leaves MQAR's plateau late still trains at the peak).
-        compile: ``torch.compile`` the forward and its backward (on CUDA replayed from CUDA graphs:
-            these models are so small that a step is otherwise all kernel launches and Python).
+        compile: ``torch.compile`` the forward and its backward (see ``mqar_step``).
 
     Returns:
         An ``MQARResult`` with the test ``accuracy`` and every step's training ``losses``.
@@ -213,37 +248,17 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
     step_losses: List[torch.Tensor] = []
     bar = progress_bar(range(steps), desc=f"MQAR {describe(config)} T={seq_len} P={num_kv_pairs}",
                        enabled=progress, unit="step")
-    device_type = torch.device(device).type
-    pin = device_type == "cuda"
+    pin = torch.device(device).type == "cuda"
     batches = _training_batches(steps, prefetch, lambda step: _answer_batch(mqar_batch(
         batch_size, seq_len, num_kv_pairs, config.vocab_size, power_a, seed=derive_seed(seed, "train", step)), pin))
     shown = hasattr(bar, "set_postfix")
-
-    def answer_loss(inputs, where, targets):
-        # autocast is entered per step: its cache of low-precision weight copies lives as long as
-        # the context, so one context around the whole loop would train on the initial weights
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
-            return F.cross_entropy(_answer_logits(model, inputs, where), targets)
-
-    graphs = compile and device_type == "cuda"
-    if compile:
-        if graphs:  # caches the layers fill on first use (chunk tables) must not live in the graphs' pool
-            with torch.no_grad():
-                answer_loss(*(x.to(device) for x in _answer_batch(mqar_batch(
-                    batch_size, seq_len, num_kv_pairs, config.vocab_size, power_a, seed=derive_seed(seed, "warm")))))
-        answer_loss = torch.compile(answer_loss, mode="reduce-overhead" if graphs else None)
+    warm = _answer_batch(mqar_batch(batch_size, seq_len, num_kv_pairs, config.vocab_size, power_a,
+                                    seed=derive_seed(seed, "warm"))) if compile else None
+    train_step = mqar_step(model, optimizer, device, amp=amp, compile=compile, warm_batch=warm)
     for step, batch in zip(bar, batches):
-        inputs, where, targets = (x.to(device, non_blocking=True) for x in batch)
-        if graphs:  # the previous replay's outputs (loss, gradients) have been consumed
-            torch.compiler.cudagraph_mark_step_begin()
-        loss = answer_loss(inputs, where, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        loss = train_step(*(x.to(device, non_blocking=True) for x in batch))
         scheduler.step()
-        # read back once after the loop: no host wait per step (a copy: a graph replay reuses its output)
-        step_losses.append(loss.detach().clone() if graphs else loss.detach())
+        step_losses.append(loss)  # read back once after the loop: no host wait per step
         if shown and step % 50 == 0:       # the bar's loss is the one host wait, every 50 steps
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     losses = torch.stack(step_losses).tolist() if step_losses else []
