@@ -124,14 +124,17 @@ def _backward(ctx, grads):
 torch.library.register_autograd("gdn2::chunk_fwd", _backward, setup_context=_setup)
 
 
-@torch.library.custom_op("gdn2::fused_recurrent_fwd", mutates_args=())
-def _fused_recurrent_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor],
-                        b: Optional[torch.Tensor], w: Optional[torch.Tensor], h0: Optional[torch.Tensor],
-                        cu: torch.Tensor, scale: float, b_zero: bool, output_final_state: bool,
-                        use_qk_l2norm: bool) -> List[torch.Tensor]:
+def _fused_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor],
+                     b: Optional[torch.Tensor], w: Optional[torch.Tensor], h0: Optional[torch.Tensor],
+                     cu: torch.Tensor, scale: float, b_zero: bool, output_final_state: bool,
+                     use_qk_l2norm: bool) -> List[torch.Tensor]:
     o, ht = fused_recurrent_fwd(q, k, v, g, 0.0 if b_zero else b, w, scale, h0, cu, output_final_state,
                                 use_qk_l2norm)
     return [o, ht if ht is not None else q.new_empty(0, dtype=torch.float32)]
+
+
+# eager decoding calls _fused_recurrent itself; compiled code goes through the op
+_fused_recurrent_op = torch.library.custom_op("gdn2::fused_recurrent_fwd", _fused_recurrent, mutates_args=())
 
 
 @_fused_recurrent_op.register_fake
@@ -139,24 +142,31 @@ def _(q, k, v, g, b, w, h0, cu, scale, b_zero, output_final_state, use_qk_l2norm
     return _fake_outputs(q, k, v, cu, output_final_state)
 
 
-def _prepare(q, k, v, g, b, w, initial_state, cu_seqlens):
-    """Flatten [B, T, ...] to [B*T, ...], make constant gates per-head tensors, build offsets."""
+def _dense(q, k, v, g, b, w, initial_state):
+    """The inputs as the kernels read them: dense, float32 g and initial state, number gates as
+    per-head tensors except b = 0 (no erase: ``b_zero``, b None). Returns the seven and ``b_zero``."""
     B, T, H, _ = q.shape
-    HV = v.shape[2]
-    flat = lambda x: x.reshape(B * T, *x.shape[2:]).contiguous() if isinstance(x, torch.Tensor) else x  # noqa: E731
     b_zero = isinstance(b, float) and b == 0.0
     if isinstance(b, float) and not b_zero:
         b = torch.full((B, T, H), b, device=q.device, dtype=torch.float32)
     if isinstance(w, float):
-        w = torch.full((B, T, HV), w, device=q.device, dtype=torch.float32)
+        w = torch.full((B, T, v.shape[2]), w, device=q.device, dtype=torch.float32)
+    g = g.float() if isinstance(g, torch.Tensor) else g
+    dense = lambda x: x.contiguous() if isinstance(x, torch.Tensor) else x  # noqa: E731
+    h0 = initial_state.float().contiguous() if initial_state is not None else None
+    return dense(q), dense(k), dense(v), dense(g), None if b_zero else dense(b), dense(w), h0, b_zero
+
+
+def _prepare(q, k, v, g, b, w, initial_state, cu_seqlens):
+    """``_dense`` flattened to ``[B*T, ...]`` (views), with the offsets and ``uniform_T``."""
+    B, T = q.shape[:2]
+    *inputs, h0, b_zero = _dense(q, k, v, g, b, w, initial_state)
+    flat = lambda x: x.view(B * T, *x.shape[2:]) if isinstance(x, torch.Tensor) else x  # noqa: E731
     if cu_seqlens is None:
         cu, uniform_T = _offsets(B, T, q.device), T
     else:
         cu, uniform_T = _device_offsets(cu_seqlens, q), 0
-    g = g.float() if isinstance(g, torch.Tensor) else g
-    h0 = initial_state.float().contiguous() if initial_state is not None else None
-    return (flat(q), flat(k), flat(v), flat(g), None if b_zero else flat(b), flat(w), h0, cu, uniform_T,
-            b_zero)
+    return (*map(flat, inputs), h0, cu, uniform_T, b_zero)
 
 
 def _finish(o, ht, q, v, initial_state, output_final_state):
@@ -210,24 +220,16 @@ def fused_recurrent_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: G
         raise RuntimeError("the fused recurrent (decode) kernel has no backward: call it under "
                            "torch.no_grad() / torch.inference_mode(), or use the chunk kernels for training")
     # a one-token step is host-bound (one kernel a layer), so this path does no more than it must:
-    # [B, T, ...] tensors go in as they are (the kernel indexes tokens flat), offsets are cached
-    B, T, H, _ = q.shape
-    b_zero = isinstance(b, float) and b == 0.0
-    if isinstance(b, float) and not b_zero:
-        b = torch.full((B, T, H), b, device=q.device, dtype=torch.float32)
-    if isinstance(w, float):
-        w = torch.full((B, T, v.shape[2]), w, device=q.device, dtype=torch.float32)
-    dense = lambda x: x.contiguous() if isinstance(x, torch.Tensor) else x  # noqa: E731
-    g = g.float() if isinstance(g, torch.Tensor) else g
-    h0 = initial_state.float().contiguous() if initial_state is not None else None
+    # [B, T, ...] tensors go in as they are (the kernel indexes tokens flat), offsets are cached,
+    # and eager calls skip the custom-op dispatch, a large share of the step's host time
+    B, T = q.shape[:2]
+    *inputs, b_zero = _dense(q, k, v, g, b, w, initial_state)
     if torch.compiler.is_compiling():
-        cu = _offsets(B, T, q.device) if cu_seqlens is None else _device_offsets(cu_seqlens, q)
-        o, ht = _fused_recurrent_op(dense(q), dense(k), dense(v), dense(g), None if b_zero else dense(b), dense(w),
-                                    h0, cu, scale, b_zero, output_final_state, use_qk_l2norm)
-    else:  # eager decoding skips the custom-op dispatch, a large share of a one-token step's host time
-        cu = _cached_offsets(B, T, q.device) if cu_seqlens is None else _device_offsets(cu_seqlens, q)
-        o, ht = fused_recurrent_fwd(dense(q), dense(k), dense(v), dense(g), 0.0 if b_zero else dense(b), dense(w),
-                                    scale, h0, cu, output_final_state, use_qk_l2norm)
+        run, offsets = _fused_recurrent_op, _offsets
+    else:
+        run, offsets = _fused_recurrent, _cached_offsets
+    cu = offsets(B, T, q.device) if cu_seqlens is None else _device_offsets(cu_seqlens, q)
+    o, ht = run(*inputs, cu, scale, b_zero, output_final_state, use_qk_l2norm)
     if not output_final_state:
         return o, None
     return o, (ht.double() if q.dtype == torch.float64 else ht)
