@@ -199,44 +199,41 @@ def chunk_gated_kernel(
 def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3", fuse_gated=False):
     """Launch the intra-chunk stage over the flattened layout ``[T_total, H, K]``. Returns
     ``A`` (None without erase), ``Aqk`` and the gated operands ``(Q_γ, K_tail, Y, exp(G_C))``,
-    made by a second launch (``chunk_gated_kernel``) unless ``fuse_gated``."""
+    made by a second launch (``chunk_gated_fwd``) unless ``fuse_gated``."""
     import torch
     T, H, K = k.shape
-    f32 = dict(dtype=torch.float32, device=k.device)
     erase = b_mode != 3
-    A = torch.empty(T, H, BT, **f32) if erase else None
-    Aqk = torch.empty(T, H, BT, **f32)
-    qg, kt = torch.empty(T, H, K, **f32), torch.empty(T, H, K, **f32)
-    y = torch.empty(T, H, K, **f32) if erase else None
-    dec = torch.empty(max(chunks.count, 1), H, K, **f32)
-    BK = MIN_TILE
+    A = torch.empty(T, H, BT, dtype=torch.float32, device=k.device) if erase else None
+    Aqk = torch.empty(T, H, BT, dtype=torch.float32, device=k.device)
+    # without fuse_gated the kernel never touches the gated operands: any pointer will do
+    qg, kt, y, dec = gated = _gated_buffers(k, chunks, erase) if fuse_gated else (Aqk, Aqk, None, Aqk)
     chunk_intra_fwd_kernel[(chunks.count, H)](
         q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A if erase else Aqk, Aqk,
-        qg, kt, y if erase else qg, dec, chunks.start, chunks.end, scale,
-        H=H, K=K, BT=BT, BK=BK, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=prec, DIAG_SPAN=diag_span(prec),
+        qg, kt, y if y is not None else qg, dec, chunks.start, chunks.end, scale,
+        H=H, K=K, BT=BT, BK=MIN_TILE, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=prec, DIAG_SPAN=diag_span(prec),
         FUSE_GATED=fuse_gated, num_warps=4, num_stages=1)
     if not fuse_gated:
-        _launch_gated(q, k, g, b, A if erase else Aqk, scale, chunks, g_mode, b_mode, BT, prec, qg, kt, y, dec)
-    return A, Aqk, (qg, kt, y, dec)
+        gated = chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=BT, prec=prec)
+    return A, Aqk, gated
 
 
 def chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3"):
-    """The gated operands ``(Q_γ, K_tail, Y, exp(G_C))`` alone, from a kept ``A`` (None without
-    erase): the backward's recompute when the forward kept ``A`` and ``Aqk``."""
+    """The gated operands ``(Q_γ, K_tail, Y, exp(G_C))`` from ``A`` (None without erase) in their
+    own launch: after the intra kernel, or in the backward when the forward kept ``A`` and ``Aqk``."""
+    import torch
+    H, K = k.shape[1], k.shape[2]
+    qg, kt, y, dec = gated = _gated_buffers(k, chunks, A is not None)
+    chunk_gated_kernel[(chunks.count * cdiv(K, MIN_TILE), H)](
+        q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A if A is not None else qg,
+        qg, kt, y if y is not None else qg, dec, chunks.start, chunks.end, scale,
+        H=H, K=K, BT=BT, BK=MIN_TILE, G_MODE=g_mode, B_MODE=b_mode, PREC=prec, num_warps=4, num_stages=1)
+    return gated
+
+
+def _gated_buffers(k, chunks, erase):
+    """Q_γ, K_tail, Y (None without erase) ``[T, H, K]`` and exp(G_C) ``[chunks, H, K]``, float32."""
     import torch
     T, H, K = k.shape
     f32 = dict(dtype=torch.float32, device=k.device)
-    qg, kt = torch.empty(T, H, K, **f32), torch.empty(T, H, K, **f32)
-    y = torch.empty(T, H, K, **f32) if A is not None else None
-    dec = torch.empty(max(chunks.count, 1), H, K, **f32)
-    _launch_gated(q, k, g, b, A if A is not None else qg, scale, chunks, g_mode, b_mode, BT, prec, qg, kt, y, dec)
-    return qg, kt, y, dec
-
-
-def _launch_gated(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT, prec, qg, kt, y, dec):
-    import torch
-    H, K = k.shape[1], k.shape[2]
-    chunk_gated_kernel[(chunks.count * cdiv(K, MIN_TILE), H)](
-        q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A,
-        qg, kt, y if y is not None else qg, dec, chunks.start, chunks.end, scale,
-        H=H, K=K, BT=BT, BK=MIN_TILE, G_MODE=g_mode, B_MODE=b_mode, PREC=prec, num_warps=4, num_stages=1)
+    y = torch.empty(T, H, K, **f32) if erase else None
+    return torch.empty(T, H, K, **f32), torch.empty(T, H, K, **f32), y, torch.empty(max(chunks.count, 1), H, K, **f32)
