@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from gdn2.ops import gated_delta_rule2
-from gdn2.testing import error, no_worse_bound, random_inputs, run_with_grads
+from gdn2.testing import backend_outputs, error, no_worse_bound, random_inputs, run_with_grads
 
 CASES = {   # name: random_inputs arguments (bfloat16 q, k, v, b, w; float32 g; K = V = 128)
     "T=1000, H=4, initial state": dict(B=1, T=1000, H=4, initial_state=True, seed=1),
@@ -34,41 +33,33 @@ def fla(**x):
                       initial_state=x.get("initial_state"), output_final_state=x["output_final_state"])
 
 
-def ours(**x):
-    return gated_delta_rule2(**x, backend="triton")
-
-
-def rows_for(case: dict):
+def rows_for(case: dict, backend: str = "triton"):
+    """Table rows: per tensor, the chunk baseline's error, ``backend``'s and FLA's, each against the
+    float64 recurrence."""
     x = random_inputs(K=128, V=128, dtype=torch.bfloat16, device="cuda", **case)
-    ref = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in x.items()}
-    results = {}
-    for name, fn, inputs in (("float64", lambda **a: gated_delta_rule2(**a, backend="recurrent"), ref),
-                             ("chunk", lambda **a: gated_delta_rule2(**a, backend="chunk"), x),
-                             ("gdn2", ours, x), ("fla", fla, x)):
-        try:
-            o, S, grads = run_with_grads(fn, inputs)
-        except Exception as exc:   # FLA refusing an input is a result too; ours or the references must run
-            if name != "fla":
-                raise
-            print(f"FLA failed: {type(exc).__name__}: {exc}", flush=True)
-            results[name] = {}
-            continue
-        results[name] = {"o": o, "final state": S, **{f"d{n}": g for n, g in grads.items()}}
+    triples = backend_outputs(x, backend)   # name -> (backend's, the chunk baseline's, float64's)
+    try:
+        o, S, grads = run_with_grads(fla, x)
+        theirs = {"o": o, "final_state": S, **{f"d{n}": g for n, g in grads.items()}}
+    except Exception as exc:   # FLA refusing an input is a result too
+        print(f"FLA failed: {type(exc).__name__}: {exc}", flush=True)
+        theirs = {}
     out = []
-    for what, expected in results["float64"].items():
-        base = error(results["chunk"][what], expected)
+    for what, (ours, baseline, expected) in triples.items():
+        if what == "o (forward only)":   # FLA's forward has one form
+            continue
+        base = error(baseline, expected)
         bound = no_worse_bound(base, 2.0, 1e-5)
         cells = []
-        for impl in ("gdn2", "fla"):
-            got = results[impl].get(what)
+        for got in (ours, theirs.get(what)):
             if got is None:
                 cells.append("n/a")
                 continue
             e = error(got, expected)
             verdict = "ok" if e.finite and e.rel_rms <= bound else "**fails**"
             cells.append(f"{e.rel_rms:.2e} ({e.rel_rms / max(base.rel_rms, 1e-30):.1f}x) {verdict}")
-        out.append(f"| {what} | {results['float64'][what].dtype} -> {results['chunk'][what].dtype} | "
-                   f"{base.rel_rms:.2e} | {cells[0]} | {cells[1]} |")
+        name = "final state" if what == "final_state" else what
+        out.append(f"| {name} | {expected.dtype} -> {baseline.dtype} | {base.rel_rms:.2e} | {cells[0]} | {cells[1]} |")
     return out
 
 
