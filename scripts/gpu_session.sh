@@ -28,7 +28,10 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-python3 -c "import gdn2" 2>/dev/null || python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
+# the checkout itself on the path: a fresh machine's editable install can fail without a build
+# backend, and scripts run as files see only their own folder
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+python3 -c "import gdn2" || exit 3
 git rev-parse --short HEAD >"$R/commit.txt" 2>/dev/null
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$R/gpu.txt"
 MQAR_GROUPS=${MQAR_GROUPS:-"gdn2 kda gdn deltanet gla attention gdn2_b_only gdn2_w_only,gdn2+neg"}
