@@ -167,20 +167,20 @@ def main(only=()):
     outs = [torch.empty(T, H, BT, **f32) for _ in range(2)] + [torch.empty(T, H, K, **f32) for _ in range(3)]
     dec = torch.empty(chunks.count, H, K, **f32)
 
-    def intra_run(BK=32, nw=4, DIAG_SPAN=diag_span("tf32"), ns=1, **flags):
+    def intra_run(BK=32, nw=4, DIAG_SPAN=None, ns=1, prec="tf32", **flags):
         return lambda: iv.chunk_intra_fwd_kernel[(chunks.count, H)](
             qf, kf, gf, bf, *outs, dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK, SUB=16,
-            G_MODE=modes[0], B_MODE=modes[1], PREC="tf32", DIAG_SPAN=DIAG_SPAN, num_warps=nw, num_stages=ns,
-            **flags)
+            G_MODE=modes[0], B_MODE=modes[1], PREC=prec, DIAG_SPAN=diag_span(prec) if DIAG_SPAN is None else DIAG_SPAN,
+            num_warps=nw, num_stages=ns, **flags)
 
-    def gated_run(BK=32, nw=4):
+    def gated_run(BK=32, nw=4, prec="tf32"):
         return lambda: intra.chunk_gated_kernel[(chunks.count * triton.cdiv(K, BK), H)](
             qf, kf, gf, bf, outs[0], *outs[2:], dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK,
-            G_MODE=modes[0], B_MODE=modes[1], PREC="tf32", num_warps=nw, num_stages=1)
+            G_MODE=modes[0], B_MODE=modes[1], PREC=prec, num_warps=nw, num_stages=1)
 
-    def split_run(maxnreg=None, **kw):
-        first = intra_run(FUSE_GATED=False, **({"maxnreg": maxnreg} if maxnreg else {}))
-        second = gated_run(**kw)
+    def split_run(maxnreg=None, prec="tf32", **kw):
+        first = intra_run(FUSE_GATED=False, prec=prec, **({"maxnreg": maxnreg} if maxnreg else {}))
+        second = gated_run(prec=prec, **kw)
         return lambda: (first(), second())
 
     state_run, state_bwd_run, state_pair_run, (o, dh, dr, do) = state_runners(s, A, Aqk, gated)
@@ -205,10 +205,14 @@ def main(only=()):
         ("key, 64 columns, 4 warps: every diagonal block as a pairwise tile", key_run(64, 4, DIAG_SPAN=-1.0)),
         ("key, 64 columns, 4 warps: pairwise tiles by cumulative product", key_run(64, 4, DIAG_SPAN=-1.0, CUMPROD=True)),
         ("intra (one-pass): all, gated operands fused (used until attempt 21)", intra_run()),
-        ("intra (one-pass): split, intra then the gated-operands kernel (attempt 21, used)", split_run()),
+        ("intra (one-pass): split, intra then the gated-operands kernel (attempt 21)", split_run()),
         # split, intra needs 202 registers (ptxas, sm_90a): capped at 168, three programs fit a
         # multiprocessor instead of two (64 bytes of spill stores)
-        ("intra (one-pass): split, intra capped at 168 registers", split_run(maxnreg=168)),
+        ("intra (one-pass): split, intra capped at 168 registers (used)", split_run(maxnreg=168)),
+        # the three-pass intra (training forward, backward) is not capped: measure it first
+        ("intra (three-pass): split", split_run(prec="tf32x3")),
+        ("intra (three-pass): split, intra capped at 168 registers", split_run(maxnreg=168, prec="tf32x3")),
+        ("intra (three-pass): split, intra capped at 192 registers", split_run(maxnreg=192, prec="tf32x3")),
         ("intra alone, split, capped at 168 registers", intra_run(FUSE_GATED=False, maxnreg=168)),
         ("gated-operands kernel alone: 32 columns, 4 warps (used)", gated_run()),
         ("gated-operands kernel alone: 64 columns, 4 warps", gated_run(BK=64)),
@@ -232,9 +236,9 @@ def main(only=()):
         ("state bwd (three-pass): 4 warps", state_bwd_run(4)),
         ("state pair (recompute + bwd in one launch, used): 4 warps", state_pair_run()),
         ("state bwd (three-pass): 8 warps", state_bwd_run(8)),
-        ("value (three-pass): 32 key rows, 32 value columns, 4 warps (used)", value_run(32, 32, 4)),
+        ("value (three-pass): 32 key rows, 32 value columns, 4 warps", value_run(32, 32, 4)),
         ("value: 32 key rows, 32 value columns, 8 warps", value_run(32, 32, 8)),
-        ("value: 64 key rows, 32 value columns, 4 warps", value_run(64, 32, 4)),
+        ("value: 64 key rows, 32 value columns, 4 warps (used)", value_run(64, 32, 4)),
         ("value: 32 key rows, 64 value columns, 4 warps", value_run(32, 64, 4)),
         ("value: 64 key rows, 64 value columns, 4 warps", value_run(64, 64, 4)),
         # split-bf16 products (Triton >= 3.6 on NVIDIA): bf16 tensor cores run at twice TF32's rate;
@@ -249,6 +253,7 @@ def main(only=()):
         ("state fwd recompute (h, R, three-pass): 4 warps, 2 stages", state_run(4, "tf32x3", True, ns=2)),
         ("state bwd (three-pass): 4 warps, 2 stages", state_bwd_run(4, ns=2)),
         ("value (three-pass): 32 key rows, 32 value columns, 4 warps, 2 stages", value_run(32, 32, 4, ns=2)),
+        ("value: 64 key rows, 32 value columns, 4 warps, 2 stages", value_run(64, 32, 4, ns=2)),
         ("key, 64 columns, 4 warps: 2 stages", key_run(64, 4, ns=2)),
         ("intra (one-pass): 2 stages", intra_run(ns=2)),
     ]

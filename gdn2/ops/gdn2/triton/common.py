@@ -63,6 +63,13 @@ def next_pow2(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
+def register_cap(x: torch.Tensor, n: int) -> dict:
+    """Launch option capping a kernel at ``n`` registers a thread (NVIDIA only; other backends and
+    the interpreter take no such option): fewer registers let more programs share a
+    multiprocessor, worth a few spilled bytes where the kernel waits on memory."""
+    return {"maxnreg": n} if x.is_cuda and torch.version.hip is None else {}
+
+
 MIN_TILE = 32  # 16-wide tiles in the state kernels fault on an H100 with Triton 3.6 (illegal address)
 
 
