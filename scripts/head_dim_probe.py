@@ -1,10 +1,11 @@
 """Are the Triton kernels right at head dims below ``MIN_HEAD_DIM`` on this card's Triton?
 
-On an H100 under Triton 3.6 the key gradients came out wrong at K = 16 (exact under the
-interpreter), so heads narrower than ``gdn2.ops.gdn2.triton.chunk.MIN_HEAD_DIM`` (64) are
-zero-padded to it: a 32-wide head (the MQAR models' d_model 64 with 2 heads) then costs the state
-work of a 64-wide one. This runs the unpadded kernels at K, V in {16, 32} against the float64
-recurrence with the GPU tests' criterion and says, per width, whether lowering the bound is safe:
+On an H100 under Triton 3.6 the key gradients once came out wrong at K = 16 (exact under the
+interpreter), so heads narrower than ``gdn2.ops.gdn2.triton.chunk.MIN_HEAD_DIM`` were zero-padded
+to 64: a 32-wide head (the MQAR models' d_model 64 with 2 heads) then cost the state work of a
+64-wide one. This runs the unpadded kernels at K, V in {16, 32} against the float64 recurrence with
+the GPU tests' criterion and says, per width, whether the bound may sit below it (both were right
+on 2026-12-06, and the bound is now 16):
 
     python scripts/head_dim_probe.py
 

@@ -8,9 +8,12 @@ from typing import Dict, Optional
 
 import torch
 
+import gdn2
+
 
 def software_versions() -> Dict[str, Optional[str]]:
-    """Versions of torch, CUDA, Triton, Python, gdn2 and the optional text stack (None if absent).
+    """Versions of torch, CUDA, Triton, Python, gdn2 and the optional text stack (None if absent;
+    gdn2's from the imported package, so a checkout on the path without an install reports it too).
 
     >>> sorted(software_versions())[:3]
     ['cuda', 'gdn2', 'python']
@@ -22,5 +25,5 @@ def software_versions() -> Dict[str, Optional[str]]:
             return None
 
     return {"torch": torch.__version__, "cuda": str(torch.version.cuda), "triton": version("triton"),
-            "python": platform.python_version(), "gdn2": version("gdn2"), "transformers": version("transformers"),
+            "python": platform.python_version(), "gdn2": gdn2.__version__, "transformers": version("transformers"),
             "tokenizers": version("tokenizers")}

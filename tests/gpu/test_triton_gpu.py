@@ -29,6 +29,10 @@ SHAPES = {
     "K64V128": dict(B=2, T=300, H=4, K=64, V=128),
     "H16HV32": dict(B=1, T=200, H=16, HV=32, K=128, V=128),
     "K256": dict(B=1, T=130, H=4, K=256, V=256),
+    # narrow heads: 32 and 16 run unpadded (MIN_HEAD_DIM = 16), 8 is zero-padded to 16
+    "K32V32": dict(B=2, T=200, H=2, HV=4, K=32, V=32),
+    "K16V32": dict(B=2, T=130, H=2, K=16, V=32),
+    "K8V16": dict(B=1, T=100, H=2, K=8, V=16),
 }
 CASES = [(s, torch.bfloat16) for s in SHAPES] + [(s, d) for s in ("T65", "K64V128") for d in (torch.float32, torch.float16)]
 

@@ -209,23 +209,23 @@ def test_l2norm_kernel(dtype):
 
 def test_head_padding_is_exact():
     """Small head dims are zero-padded on the GPU; padding must not change any result."""
-    from gdn2.ops.gdn2.triton.chunk import _pad_heads
+    from gdn2.ops.gdn2.triton.chunk import MIN_HEAD_DIM, _pad_heads
     from gdn2.testing import assert_close
-    x = random_inputs(B=1, T=40, H=2, HV=4, K=16, V=8, b_max=2.0, initial_state=True, seed=8, dtype=torch.float64)
+    x = random_inputs(B=1, T=40, H=2, HV=4, K=8, V=4, b_max=2.0, initial_state=True, seed=8, dtype=torch.float64)
     names = ("q", "k", "v", "g", "b", "w", "initial_state")
     leaves = {n: x[n].clone().requires_grad_() for n in names}
     padded = dict(zip(names, _pad_heads(*(leaves[n] for n in names))))
-    assert padded["q"].shape[-1] == 64 and padded["v"].shape[-1] == 64
-    o, S = gated_delta_rule2(**padded, scale=16 ** -0.5, output_final_state=True, backend="chunk")
-    o_ref, S_ref = gated_delta_rule2(**x, scale=16 ** -0.5, output_final_state=True, backend="chunk")
-    assert_close("o", o[..., :8], o_ref, rtol=1e-12)
-    assert_close("S", S[..., :16, :8], S_ref, rtol=1e-12)
-    assert o[..., 8:].abs().max() == 0
+    assert padded["q"].shape[-1] == MIN_HEAD_DIM and padded["v"].shape[-1] == MIN_HEAD_DIM
+    o, S = gated_delta_rule2(**padded, scale=8 ** -0.5, output_final_state=True, backend="chunk")
+    o_ref, S_ref = gated_delta_rule2(**x, scale=8 ** -0.5, output_final_state=True, backend="chunk")
+    assert_close("o", o[..., :4], o_ref, rtol=1e-12)
+    assert_close("S", S[..., :8, :4], S_ref, rtol=1e-12)
+    assert o[..., 4:].abs().max() == 0
     do, dS = torch.randn_like(o_ref), torch.randn_like(S_ref)
-    grads = torch.autograd.grad((o[..., :8] * do).sum() + (S[..., :16, :8] * dS).sum(),
+    grads = torch.autograd.grad((o[..., :4] * do).sum() + (S[..., :8, :4] * dS).sum(),
                                 [leaves[n] for n in names])
     ref = {n: x[n].clone().requires_grad_() for n in names}
-    o_r, S_r = gated_delta_rule2(**ref, scale=16 ** -0.5, output_final_state=True, backend="chunk")
+    o_r, S_r = gated_delta_rule2(**ref, scale=8 ** -0.5, output_final_state=True, backend="chunk")
     ref_grads = torch.autograd.grad((o_r * do).sum() + (S_r * dS).sum(), [ref[n] for n in names])
     for n, got, want in zip(names, grads, ref_grads):
         assert_close(f"d{n}", got, want, rtol=1e-12)

@@ -226,7 +226,8 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
         USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=prec, num_warps=4, num_stages=1)
 
     # 64 key rows a program: half the key-side programs, each reading the value tiles once for
-    # twice the rows; 1.395 -> 1.128 ms at 2x8K (H100, 2026-12-06, stage_variants)
+    # twice the rows; 1.395 -> 1.128 ms at 2x8K, and two pipeline stages (the next value tile's
+    # loads in flight during this one's products) 1.140 -> 1.042 (H100, 2026-12-06, stage_variants)
     BKc = 64 if K > MIN_TILE else MIN_TILE
     BVc = MIN_TILE
     NV = cdiv(V, BVc)
@@ -245,7 +246,7 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     chunk_bwd_value_kernel[(chunks.count, H, cdiv(K, BKc) + 1)](
         v, wt, At, h, dh, r, dr, do, dv, dw if dw is not None else dummy, scratch, chunks.start, chunks.end,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BKc, BV=BVc, SCRATCH=stride, B_MODE=modes[1], W_MODE=modes[2],
-        PREC=prec, num_warps=4, num_stages=1)
+        PREC=prec, num_warps=4, num_stages=2)
     chunk_bwd_dt_kernel[(chunks.count, H)](
         k, gt, bt, At, scratch, chunks.start, chunks.end, H=H, K=K, BT=BT, BK=MIN_TILE, SCRATCH=stride,
         G_MODE=modes[0], B_MODE=modes[1], PREC=prec, num_warps=4, num_stages=1)

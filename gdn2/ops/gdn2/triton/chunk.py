@@ -23,9 +23,12 @@ from .l2norm import l2norm
 from .state import chunk_state_fwd
 
 BT = 64
-# Head dims below this are zero-padded on the GPU: the H100 gives wrong key gradients at K = 16
-# (Triton 3.6; exact under the interpreter), and the kernels are validated there from 64 up.
-MIN_HEAD_DIM = 64
+# Head dims below this are zero-padded on the GPU. It was 64 while the H100 gave wrong key
+# gradients at K = 16 (Triton 3.6, 16-wide tiles); with every tile at least MIN_TILE wide,
+# scripts/head_dim_probe.py found K = V = 16 and 32 right against float64 (channel and scalar
+# gates, grouped heads, packed sequences with initial states, float32 and bfloat16; H100,
+# Triton 3.6, 2026-12-06). Narrower heads are padded: the products need 16 rows.
+MIN_HEAD_DIM = 16
 DECODE_MAX_T = 16  # up to this many tokens per sequence without gradients, the token loop wins
 
 
