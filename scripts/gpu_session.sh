@@ -8,7 +8,7 @@
 #   bash scripts/gpu_session.sh sweep OUT   # MQAR (and needle) processes for the whole call
 #   bash scripts/gpu_session.sh verify OUT  # after a kernel change: GPU tests, the variants named in
 #                                           # STAGES, the kernel benchmark
-#   bash scripts/gpu_session.sh probes OUT  # head-dim probe, criterion check, stage profile (~2 min)
+#   bash scripts/gpu_session.sh probes OUT  # head-dim probe, criterion check, stage profile (~5 min)
 # Everything lands in OUT/<phase>.tgz, refreshed after every step (the device tool brings back a few
 # files per call, and none of a step that the call's 10-minute limit cuts off).
 # MQAR_ARGS, MQAR_GROUPS, NEEDLE_GROUPS, BUDGET as for scripts/gpu_experiments.sh (a process may run
@@ -55,7 +55,7 @@ case "$PHASE" in
     echo "gpu tests exit code $?" | tee -a "$R/gpu-tests.log"; pack
     tail -3 "$R/gpu-tests.log"
     left 60 && { timeout 60 python3 scripts/head_dim_probe.py >"$R/head-dim-probe.log" 2>&1; pack; }
-    left 60 && { timeout 60 python3 benchmarks/criterion_fla.py --out "$R" >"$R/criterion.log" 2>&1; pack; }
+    left 180 && { timeout 180 python3 benchmarks/criterion_fla.py --out "$R" >"$R/criterion.log" 2>&1; pack; }
     tail -2 "$R/head-dim-probe.log" "$R/criterion.log" 2>/dev/null
     wait
     ;;
@@ -76,9 +76,10 @@ case "$PHASE" in
       pack; cat "$R/stage.log"; }
     left 320 && { timeout 320 python3 benchmarks/gpu_ops.py --out "$R" >"$R/bench.log" 2>&1; pack; tail -30 "$R/bench.log"; }
     ;;
-  probes)  # short probes for the warm tail of a session
+  probes)  # short probes for the warm tail of a session (cold Triton caches: the criterion check
+    # compiles FLA's kernels and ours, and got nothing done in 60 s)
     timeout 60 python3 scripts/head_dim_probe.py >"$R/head-dim-probe.log" 2>&1; pack
-    timeout 60 python3 benchmarks/criterion_fla.py --out "$R" >"$R/criterion.log" 2>&1; pack
+    timeout 180 python3 benchmarks/criterion_fla.py --out "$R" >"$R/criterion.log" 2>&1; pack
     timeout 60 python3 benchmarks/profile_stages.py >"$R/profile.log" 2>&1; pack
     tail -4 "$R/head-dim-probe.log" "$R/criterion.log"; head -14 "$R/profile.log"
     ;;
