@@ -56,7 +56,7 @@ case "$PHASE" in
     tail -3 "$R/gpu-tests.log"
     left 60 && { timeout 60 python3 scripts/head_dim_probe.py >"$R/head-dim-probe.log" 2>&1; pack; }
     left 180 && { timeout 180 python3 benchmarks/criterion_fla.py --out "$R" >"$R/criterion.log" 2>&1; pack; }
-    tail -2 "$R/head-dim-probe.log" "$R/criterion.log" 2>/dev/null
+    tail -n 2 "$R/head-dim-probe.log" "$R/criterion.log" 2>/dev/null
     wait
     ;;
   bench)
@@ -81,7 +81,7 @@ case "$PHASE" in
     timeout 60 python3 scripts/head_dim_probe.py >"$R/head-dim-probe.log" 2>&1; pack
     timeout 180 python3 benchmarks/criterion_fla.py --out "$R" >"$R/criterion.log" 2>&1; pack
     timeout 60 python3 benchmarks/profile_stages.py >"$R/profile.log" 2>&1; pack
-    tail -4 "$R/head-dim-probe.log" "$R/criterion.log"; head -14 "$R/profile.log"
+    tail -n 4 "$R/head-dim-probe.log" "$R/criterion.log"; head -14 "$R/profile.log"
     ;;
   sweep)
     sweep "${BUDGET:-460}"
