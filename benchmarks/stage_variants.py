@@ -93,17 +93,20 @@ def state_runners(s, A, Aqk, gated):
     """Launchers of the state kernels over stage inputs ``s`` (``stage_inputs``) with the intra
     stage's outputs: ``state_run(nw, prec, recompute, ns=1, BV=32)``, ``state_bwd_run(nw, prec, ns=1,
     BV=32)``, ``state_pair_run(BV=32)`` (the backward's recompute and reverse walk in one launch, as
-    used), and the buffers they write (o, dh, dr) and read (do)."""
+    used), and the buffers they write (o, dh, dr) and read (do); ``f16`` reads float16 gated operands."""
     vf, wf, cu, chunks, modes = s.v, s.w, s.cu, s.chunks, s.modes
     T, H, K = s.k.shape
     f32 = dict(dtype=torch.float32, device="cuda")
     o = torch.empty_like(vf)
 
-    def state_run(nw, prec, recompute, ns=1, BV=32):
+    # the one-pass walk's operands as the forward stores them now (float16 Q_γ, K_tail, Y)
+    half = tuple(t.half() if i < 3 and t is not None else t for i, t in enumerate(gated))
+
+    def state_run(nw, prec, recompute, ns=1, BV=32, f16=False):
         h = torch.empty(chunks.count, H, K, K, **f32) if recompute else o
         r = torch.empty(T, H, K, **f32) if recompute else o
         return lambda: chunk_state_fwd_kernel[(cu.numel() - 1, H, triton.cdiv(K, BV))](
-            *gated, vf, wf, A, Aqk, o, o, o, h, r, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K, BV=BV,
+            *(half if f16 else gated), vf, wf, A, Aqk, o, o, o, h, r, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K, BV=BV,
             B_MODE=modes[1], W_MODE=modes[2], USE_H0=False, STORE_HT=False, STORE_O=not recompute, STORE_H=recompute,
             STORE_R=recompute, PREC=prec, num_warps=nw, num_stages=ns)
 
@@ -173,9 +176,11 @@ def main(only=()):
             G_MODE=modes[0], B_MODE=modes[1], PREC=prec, DIAG_SPAN=diag_span(prec) if DIAG_SPAN is None else DIAG_SPAN,
             num_warps=nw, num_stages=ns, **flags)
 
-    def gated_run(BK=32, nw=4, prec="tf32"):
+    outs16 = [t.half() for t in outs[2:]]
+
+    def gated_run(BK=32, nw=4, prec="tf32", f16=False):
         return lambda: intra.chunk_gated_kernel[(chunks.count * triton.cdiv(K, BK), H)](
-            qf, kf, gf, bf, outs[0], *outs[2:], dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK,
+            qf, kf, gf, bf, outs[0], *(outs16 if f16 else outs[2:]), dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK,
             G_MODE=modes[0], B_MODE=modes[1], PREC=prec, num_warps=nw, num_stages=1)
 
     def split_run(maxnreg=None, prec="tf32", **kw):
@@ -214,7 +219,8 @@ def main(only=()):
         ("intra (three-pass): split, intra capped at 168 registers", split_run(maxnreg=168, prec="tf32x3")),
         ("intra (three-pass): split, intra capped at 192 registers", split_run(maxnreg=192, prec="tf32x3")),
         ("intra alone, split, capped at 168 registers", intra_run(FUSE_GATED=False, maxnreg=168)),
-        ("gated-operands kernel alone: 32 columns, 4 warps (used)", gated_run()),
+        ("gated-operands kernel alone: 32 columns, 4 warps, float32 out (the backward's)", gated_run()),
+        ("gated-operands kernel alone: 32 columns, 4 warps, float16 out (one-pass forward)", gated_run(f16=True)),
         ("gated-operands kernel alone: 64 columns, 4 warps", gated_run(BK=64)),
         ("gated-operands kernel alone: 32 columns, 2 warps", gated_run(nw=2)),
         ("intra: without off-diagonal products", intra_run(OFF=False)),
@@ -226,7 +232,11 @@ def main(only=()):
         ("intra: pairwise tiles by cumulative product", intra_run(DIAG_SPAN=-1.0, CUMPROD=True)),
         ("intra: 16 columns, 4 warps", intra_run(BK=16)),
         ("intra: 32 columns, 8 warps", intra_run(nw=8)),
-        ("state fwd (o, one-pass): 4 warps", state_run(4, "tf32", False)),
+        ("state fwd (o, one-pass): 4 warps, float32 operands (used until attempt 23)", state_run(4, "tf32", False)),
+        ("state fwd (o, one-pass): 4 warps, float16 operands (attempt 23, used)", state_run(4, "tf32", False, f16=True)),
+        ("state fwd (o, one-pass): 4 warps, float16 operands, 2 stages", state_run(4, "tf32", False, ns=2, f16=True)),
+        ("state fwd (o, one-pass): 4 warps, float16 operands, 64 value columns",
+         state_run(4, "tf32", False, BV=64, f16=True)),
         ("state fwd (o, one-pass): 8 warps", state_run(8, "tf32", False)),
         ("state fwd recompute (h, R, three-pass): 4 warps", state_run(4, "tf32x3", True)),
         # the walk without the output (FLA's split: o from the stored states in a parallel kernel):

@@ -369,3 +369,43 @@ def test_packed_offsets_as_a_strided_view():
     cu = torch.tensor([0, 5, 37, 50, 100, 7, 100], dtype=torch.int32, device=DEVICE)[::2]   # 0, 37, 100, 100
     assert not cu.is_contiguous()
     check(x, cu_seqlens=cu)
+
+
+@pytest.mark.parametrize("erase", ["channel", "zero"])
+def test_float16_gated_operands_round_the_float32_ones(erase):
+    """The one-pass walk's operands stored as float16: each the float32 one rounded to nearest
+    (float16's half-ulp, 2^-11 relative), exp(G_C) still float32, A and Aqk unchanged."""
+    from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
+    from gdn2.ops.gdn2.triton.common import gate_mode
+    from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
+    x = random_inputs(B=2, T=70, H=2, HV=2, K=32, V=16, erase=erase, b_max=2.0, seed=13, device=DEVICE)
+    qf, kf, vf, gf, bf, wf, h0, cu, uT, b_zero = _prepare(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], None, None)
+    bf = 0.0 if b_zero else bf
+    chunks, modes = _chunks(cu, uT), (gate_mode(gf, 3), gate_mode(0.0 if b_zero else bf, 3))
+    wide = chunk_intra_fwd(qf, kf, gf, bf, 32 ** -0.5, chunks, *modes, prec="ieee")
+    half = chunk_intra_fwd(qf, kf, gf, bf, 32 ** -0.5, chunks, *modes, prec="ieee", gated_dtype=torch.float16)
+    for name, a, b in zip(("A", "Aqk"), wide[:2], half[:2]):
+        assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), name
+    for name, a, b in zip(("Q_γ", "K_tail", "Y"), wide[2][:3], half[2][:3]):
+        if a is None:
+            assert b is None and erase == "zero", name
+            continue
+        assert b.dtype == torch.float16, name
+        assert torch.equal(b, a.to(torch.float16)), name
+    assert half[2][3].dtype == torch.float32 and torch.equal(half[2][3], wide[2][3])
+
+
+def test_bfloat16_forward_only_meets_the_criterion():
+    """bfloat16 inputs without gradients or final state take the one-pass walk over float16
+    operands; the output must meet the criterion against float64. The interpreter casts float32
+    to bfloat16 by truncation (a GPU rounds to nearest), so the baseline is the float64 result
+    truncated the same way: twice its error is the bound on a GPU's rounding too."""
+    from gdn2.testing import assert_no_worse
+    x = random_inputs(B=2, T=100, H=2, HV=4, K=32, V=16, b_max=2.0, dtype=torch.bfloat16, seed=14, device=DEVICE)
+    x64 = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in x.items()}
+    with torch.no_grad():
+        ref, _ = gated_delta_rule2(**x64, backend="recurrent")
+        fast, S = gated_delta_rule2(**x, backend="triton")
+    assert fast.dtype == torch.bfloat16 and S is None
+    truncated = (ref.float().view(torch.int32) & -65536).view(torch.float32)
+    assert_no_worse("o (forward only, bfloat16)", fast, truncated, ref)

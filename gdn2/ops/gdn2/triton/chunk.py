@@ -64,8 +64,11 @@ def _chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional
     modes = (gate_mode(g, 3), gate_mode(b_arg, 3), gate_mode(w, 3))
     prec = dot_precision(q.dtype, float32_outputs=output_final_state)
     intra_prec = dot_precision(q.dtype, float32_outputs=True) if keep_intra else prec
+    # the walk's operands in float16 when its products are one-pass (see chunk_gated_fwd)
+    gated_dtype = torch.float16 if prec == "tf32" else torch.float32
     with on_device_of(q):
-        A, Aqk, gated = chunk_intra_fwd(q, k, g, b_arg, scale, chunks, modes[0], modes[1], BT=BT, prec=intra_prec)
+        A, Aqk, gated = chunk_intra_fwd(q, k, g, b_arg, scale, chunks, modes[0], modes[1], BT=BT, prec=intra_prec,
+                                        gated_dtype=gated_dtype)
         o, ht, _, _ = chunk_state_fwd(gated, v, w, A, Aqk, h0, cu, chunks, modes, output_final_state, BT=BT,
                                       prec=prec)
     empty = lambda: q.new_empty(0, dtype=torch.float32)  # noqa: E731  (one each: outputs may not alias)

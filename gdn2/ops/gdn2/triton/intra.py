@@ -196,17 +196,18 @@ def chunk_gated_kernel(
                H, K, BT, BK, G_MODE, B_MODE, PREC)
 
 
-def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3", fuse_gated=False):
+def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3", fuse_gated=False,
+                    gated_dtype=None):
     """Launch the intra-chunk stage over the flattened layout ``[T_total, H, K]``. Returns
     ``A`` (None without erase), ``Aqk`` and the gated operands ``(Q_γ, K_tail, Y, exp(G_C))``,
-    made by a second launch (``chunk_gated_fwd``) unless ``fuse_gated``."""
+    made by a second launch (``chunk_gated_fwd``) unless ``fuse_gated``; ``gated_dtype`` as there."""
     import torch
     T, H, K = k.shape
     erase = b_mode != 3
     A = torch.empty(T, H, BT, dtype=torch.float32, device=k.device) if erase else None
     Aqk = torch.empty(T, H, BT, dtype=torch.float32, device=k.device)
     # without fuse_gated the kernel never touches the gated operands: any pointer will do
-    qg, kt, y, dec = gated = _gated_buffers(k, chunks, erase) if fuse_gated else (Aqk, Aqk, None, Aqk)
+    qg, kt, y, dec = gated = _gated_buffers(k, chunks, erase, gated_dtype) if fuse_gated else (Aqk, Aqk, None, Aqk)
     # one-pass and split from the gated operands the kernel needs 202 registers (ptxas, sm_90a):
     # capped at 168, three programs fit a multiprocessor instead of two; 1.735 -> 1.491 ms at 2x8K
     # (H100, 2026-12-06, stage_variants). The three-pass form is not measured capped yet.
@@ -217,16 +218,22 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32
         H=H, K=K, BT=BT, BK=MIN_TILE, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=prec, DIAG_SPAN=diag_span(prec),
         FUSE_GATED=fuse_gated, num_warps=4, num_stages=1, **cap)
     if not fuse_gated:
-        gated = chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=BT, prec=prec)
+        gated = chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=BT, prec=prec, dtype=gated_dtype)
     return A, Aqk, gated
 
 
-def chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3"):
+def chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3", dtype=None):
     """The gated operands ``(Q_γ, K_tail, Y, exp(G_C))`` from ``A`` (None without erase) in their
-    own launch: after the intra kernel, or in the backward when the forward kept ``A`` and ``Aqk``."""
+    own launch: after the intra kernel, or in the backward when the forward kept ``A`` and ``Aqk``.
+
+    ``dtype``: of Q_γ, K_tail and Y (float32 by default). float16 where only one-pass TF32
+    products read them: TF32 keeps 10 mantissa bits, as float16 does, so rounding to float16
+    (to nearest) loses nothing those products keep, and the state walk, which reads them again
+    for every block of value columns, moves half the bytes. Their range suits float16 too:
+    Q_γ and K_tail are q and k times decays at most 1, and Y is A times such a product."""
     import torch
     H, K = k.shape[1], k.shape[2]
-    qg, kt, y, dec = gated = _gated_buffers(k, chunks, A is not None)
+    qg, kt, y, dec = gated = _gated_buffers(k, chunks, A is not None, dtype)
     chunk_gated_kernel[(chunks.count * cdiv(K, MIN_TILE), H)](
         q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A if A is not None else qg,
         qg, kt, y if y is not None else qg, dec, chunks.start, chunks.end, scale,
@@ -234,10 +241,12 @@ def chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=64, prec="t
     return gated
 
 
-def _gated_buffers(k, chunks, erase):
-    """Q_γ, K_tail, Y (None without erase) ``[T, H, K]`` and exp(G_C) ``[chunks, H, K]``, float32."""
+def _gated_buffers(k, chunks, erase, dtype=None):
+    """Q_γ, K_tail, Y (None without erase) ``[T, H, K]`` in ``dtype`` (float32 by default) and
+    exp(G_C) ``[chunks, H, K]`` in float32."""
     import torch
     T, H, K = k.shape
-    f32 = dict(dtype=torch.float32, device=k.device)
-    y = torch.empty(T, H, K, **f32) if erase else None
-    return torch.empty(T, H, K, **f32), torch.empty(T, H, K, **f32), y, torch.empty(max(chunks.count, 1), H, K, **f32)
+    row = dict(dtype=dtype or torch.float32, device=k.device)
+    y = torch.empty(T, H, K, **row) if erase else None
+    return (torch.empty(T, H, K, **row), torch.empty(T, H, K, **row), y,
+            torch.empty(max(chunks.count, 1), H, K, dtype=torch.float32, device=k.device))
