@@ -26,10 +26,12 @@ SMEM_LIMIT = 232448
 INT_ARGS = {"cu_seqlens", "chunk_first", "chunk_start", "chunk_end"}
 
 
-def signature(fn, consts, dtype):
+def signature(fn, consts, dtype, overrides=None):
     sig = {}
     for name in fn.arg_names:
-        if name in consts:
+        if overrides and name in overrides:
+            sig[name] = overrides[name]
+        elif name in consts:
             sig[name] = "constexpr"
         elif name == "scale":
             sig[name] = "fp32"
@@ -56,13 +58,14 @@ def ptxas_registers(ptx: str) -> str:
     return f"regs {regs[-1] if regs else '?'} spill-stores {spill[-1] if spill else '?'}"
 
 
-def check(fn, consts, dtype="*bf16", num_warps=4):
+def check(fn, consts, dtype="*bf16", num_warps=4, num_stages=1, overrides=None, note=""):
     start = time.time()
-    ck = triton.compile(ASTSource(fn=fn, signature=signature(fn, consts, dtype), constexprs=consts),
-                        target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, num_stages=1))
+    ck = triton.compile(ASTSource(fn=fn, signature=signature(fn, consts, dtype, overrides), constexprs=consts),
+                        target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, num_stages=num_stages))
     smem = ck.metadata.shared
     flag = "OK" if smem <= SMEM_LIMIT else "OVER"
     tag = "" if "FUSE_GATED" not in consts else (" (fused)" if consts["FUSE_GATED"] else " (split)")
+    tag += note
     print(f"{fn.__name__ + tag:28s} {str(consts.get('K')):>4s} smem {smem:7d} {flag} {ptxas_registers(ck.asm['ptx'])} "
           f"({time.time() - start:.0f}s)", flush=True)
     return smem <= SMEM_LIMIT
@@ -84,13 +87,20 @@ def main(Ks=(128, 256)):
                                                  USE_H0=True,
                                                  STORE_HT=True, STORE_O=True, STORE_H=True, STORE_R=True,
                                                  PREC=PREC))
+        # the one-pass forward walk as used: float16 gated operands (attempt 23), and its 2-stage form
+        half = {"qg": "*fp16", "kt": "*fp16", "y": "*fp16"}
+        for stages in (1, 2):
+            check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
+                                               USE_H0=False, STORE_HT=False, STORE_O=True, STORE_H=False,
+                                               STORE_R=False, PREC="tf32"),
+                  num_stages=stages, overrides=half, note=f" (f16, one-pass, {stages} st)")
         ok &= check(chunk_state_bwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2,
                                                  USE_DHT=True, STORE_DH0=True, PREC=PREC))
         # two programs of it share a multiprocessor only within half its shared memory
         ok &= check(chunk_state_pair_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
                                                   USE_H0=True, USE_DHT=True, STORE_DH0=True, PREC=PREC))
-        ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=32, BV=32, SCRATCH=1, B_MODE=2, W_MODE=2,
-                                                 PREC=PREC), num_warps=4)
+        ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=64, BV=32, SCRATCH=1, B_MODE=2, W_MODE=2,
+                                                 PREC=PREC), num_warps=4, num_stages=2)
         ok &= check(chunk_bwd_dt_kernel, dict(H=16, K=K, BT=64, BK=32, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC))
         ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=KEY_BLOCK, SUB=16, SCRATCH=1, G_MODE=2, B_MODE=2,
                                                PREC=PREC, DIAG_SPAN=diag_span(PREC)), num_warps=KEY_WARPS[KEY_BLOCK])
