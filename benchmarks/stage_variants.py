@@ -217,7 +217,8 @@ def main(only=()):
         ("intra (one-pass): split, intra then the gated-operands kernel (attempt 21)", split_run()),
         # split, intra needs 202 registers (ptxas, sm_90a): capped at 168, three programs fit a
         # multiprocessor instead of two (64 bytes of spill stores)
-        ("intra (one-pass): split, intra capped at 168 registers (used)", split_run(maxnreg=168)),
+        ("intra (one-pass): split, intra capped at 168 registers", split_run(maxnreg=168)),
+        ("intra (one-pass): split, capped, float16 gated operands (used)", split_run(maxnreg=168, f16=True)),
         # the three-pass intra (training forward, backward) is not capped: measure it first
         ("intra (three-pass): split", split_run(prec="tf32x3")),
         ("intra (three-pass): split, intra capped at 168 registers", split_run(maxnreg=168, prec="tf32x3")),

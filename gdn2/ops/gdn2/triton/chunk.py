@@ -54,18 +54,20 @@ def _opt(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 def _chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor],
                   b: Optional[torch.Tensor], w: Optional[torch.Tensor], h0: Optional[torch.Tensor],
                   cu: torch.Tensor, uniform_T: int, scale: float, b_zero: bool,
-                  output_final_state: bool, keep_intra: bool) -> List[torch.Tensor]:
+                  output_final_state: bool, keep_intra: bool, normalized: bool) -> List[torch.Tensor]:
     """[o, final state, A, Aqk]; A and Aqk (else empty) with ``keep_intra``, made at the backward's
     precision, so the backward recomputes only the gated operands: the intra products and the
     solve are then computed once per training step instead of twice, for 2 x 64 float32 per token
-    and key head of memory."""
+    and key head of memory. ``normalized``: q and k are L2-normalised (bounds the gated operands,
+    see below)."""
     chunks = _chunks(cu, uniform_T)
     b_arg = 0.0 if b_zero else b
     modes = (gate_mode(g, 3), gate_mode(b_arg, 3), gate_mode(w, 3))
     prec = dot_precision(q.dtype, float32_outputs=output_final_state)
     intra_prec = dot_precision(q.dtype, float32_outputs=True) if keep_intra else prec
-    # the walk's operands in float16 when its products are one-pass (see chunk_gated_fwd)
-    gated_dtype = torch.float16 if prec == "tf32" else torch.float32
+    # the walk's operands in float16 when its products are one-pass (see chunk_gated_fwd) and
+    # unit q and k keep them far inside its range (arbitrary ones could pass 65504)
+    gated_dtype = torch.float16 if prec == "tf32" and normalized else torch.float32
     with on_device_of(q):
         A, Aqk, gated = chunk_intra_fwd(q, k, g, b_arg, scale, chunks, modes[0], modes[1], BT=BT, prec=intra_prec,
                                         gated_dtype=gated_dtype)
@@ -83,7 +85,7 @@ def _fake_outputs(q, k, v, cu, output_final_state):
 
 
 @_chunk_fwd_op.register_fake
-def _(q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, output_final_state, keep_intra):
+def _(q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, output_final_state, keep_intra, normalized):
     T, H = k.shape[0], k.shape[1]
     intra = lambda keep: q.new_empty((T, H, BT) if keep else (0,), dtype=torch.float32)  # noqa: E731
     return _fake_outputs(q, k, v, cu, output_final_state) + [intra(keep_intra and not b_zero), intra(keep_intra)]
@@ -109,7 +111,7 @@ def _(q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, do, dht, A, Aqk):
 
 
 def _setup(ctx, inputs, output):
-    q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, _, _ = inputs
+    q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, _, _, _ = inputs
     ctx.save_for_backward(q, k, v, g, b, w, h0, cu, output[2], output[3])
     ctx.consts = (uniform_T, scale, b_zero)
 
@@ -124,7 +126,8 @@ def _backward(ctx, grads):
     dq, dk, dv, dg, db, dw, dh0 = _chunk_bwd_op(q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero,
                                                 do.contiguous(), dht, A, Aqk)
     cast = lambda d, x: d.to(x.dtype) if x is not None else None  # noqa: E731
-    return (dq, dk, dv, cast(dg, g), cast(db, b), cast(dw, w), cast(dh0, h0), None, None, None, None, None, None)
+    return (dq, dk, dv, cast(dg, g), cast(db, b), cast(dw, w), cast(dh0, h0), None, None, None, None, None, None,
+            None)
 
 
 torch.library.register_autograd("gdn2::chunk_fwd", _backward, setup_context=_setup)
@@ -199,7 +202,7 @@ def triton_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate, b: G
         q, k, v, g, b, w, initial_state = _pad_heads(q, k, v, g, b, w, initial_state)
     qf, kf, vf, gf, bf, wf, h0, cu, uniform_T, b_zero = _prepare(q, k, v, g, b, w, initial_state, cu_seqlens)
     o, ht, _, _ = _chunk_fwd_op(qf, kf, vf, gf, bf, wf, h0, cu, uniform_T, scale, b_zero, output_final_state,
-                                needs_grad)
+                                needs_grad, use_qk_l2norm)
     o, ht = _finish(o, ht, q, v, initial_state, output_final_state)
     return o[..., :V], (ht[..., :K, :V] if ht is not None else None)
 
