@@ -73,7 +73,7 @@ case "$PHASE" in
       >"$R/gpu-tests.log" 2>&1
     echo "gpu tests exit code $?" | tee -a "$R/gpu-tests.log"; pack; tail -3 "$R/gpu-tests.log"
     # STAGES: filter words, split on spaces (a name with a space matches by one of its words)
-    [ -n "${STAGES:-}" ] && left 380 && { timeout 60 python3 benchmarks/stage_variants.py $STAGES >"$R/stage.log" 2>&1; \
+    [ -n "${STAGES:-}" ] && left 410 && { timeout 90 python3 benchmarks/stage_variants.py $STAGES >"$R/stage.log" 2>&1; \
       pack; cat "$R/stage.log"; }
     left 320 && { timeout 320 python3 benchmarks/gpu_ops.py --out "$R" >"$R/bench.log" 2>&1; pack; tail -30 "$R/bench.log"; }
     ;;
