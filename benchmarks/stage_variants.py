@@ -183,8 +183,8 @@ def main(only=()):
             qf, kf, gf, bf, outs[0], *(outs16 if f16 else outs[2:]), dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK,
             G_MODE=modes[0], B_MODE=modes[1], PREC=prec, num_warps=nw, num_stages=1)
 
-    def split_run(maxnreg=None, prec="tf32", **kw):
-        first = intra_run(FUSE_GATED=False, prec=prec, **({"maxnreg": maxnreg} if maxnreg else {}))
+    def split_run(maxnreg=None, prec="tf32", whole=False, **kw):
+        first = intra_run(FUSE_GATED=False, prec=prec, WHOLE=whole, **({"maxnreg": maxnreg} if maxnreg else {}))
         second = gated_run(prec=prec, **kw)
         return lambda: (first(), second())
 
@@ -219,6 +219,11 @@ def main(only=()):
         # multiprocessor instead of two (64 bytes of spill stores)
         ("intra (one-pass): split, intra capped at 168 registers", split_run(maxnreg=168)),
         ("intra (one-pass): split, capped, float16 gated operands (used)", split_run(maxnreg=168, f16=True)),
+        # the whole-chunk form (span of this run's gates over a chunk ~5, so every chunk takes it)
+        ("intra (one-pass): whole-chunk form, split, capped, float16 gated operands",
+         split_run(maxnreg=168, f16=True, whole=True)),
+        ("intra (one-pass): whole-chunk form, split, float16 gated operands", split_run(f16=True, whole=True)),
+        ("intra (three-pass): whole-chunk form, split", split_run(prec="tf32x3", whole=True)),
         # the three-pass intra (training forward, backward) is not capped: measure it first
         ("intra (three-pass): split", split_run(prec="tf32x3")),
         ("intra (three-pass): split, intra capped at 168 registers", split_run(maxnreg=168, prec="tf32x3")),

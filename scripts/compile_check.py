@@ -82,6 +82,9 @@ def main(Ks=(128, 256)):
         for fuse in (False, True):   # the gated operands in their own launch (used) or inside
             ok &= check(chunk_intra_fwd_kernel, dict(H=16, K=K, BT=64, BK=min(32, BK), SUB=16, G_MODE=2, B_MODE=2,
                                                      PREC=PREC, DIAG_SPAN=diag_span(PREC), FUSE_GATED=fuse))
+        ok &= check(chunk_intra_fwd_kernel, dict(H=16, K=K, BT=64, BK=min(32, BK), SUB=16, G_MODE=2, B_MODE=2,
+                                                 PREC=PREC, DIAG_SPAN=diag_span(PREC), FUSE_GATED=False, WHOLE=True),
+                    note=" (whole)")
         ok &= check(chunk_gated_kernel, dict(H=16, K=K, BT=64, BK=32, G_MODE=2, B_MODE=2, PREC=PREC))
         ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
                                                  USE_H0=True,

@@ -124,6 +124,37 @@ def test_diagonal_block_paths_agree():
         assert_close(name, centred, tile, rtol=1e-5)
 
 
+@pytest.mark.parametrize("g_min,first_row", [(-0.1, 0.0), (-0.1, -1e4), (-3.0, 0.0)], ids=str)
+@pytest.mark.parametrize("erase", ["channel", "zero"])
+def test_whole_chunk_intra_path_agrees(g_min, first_row, erase):
+    """The intra kernel's whole-chunk form (``WHOLE``) against the sub-block form: the same A, Aqk
+    and gated operands where the chunk's span allows it (narrow decays, and a closed gate on the
+    chunk's first row, which decays none of its pairs), and the sub-block form itself (bit for
+    bit) where it does not (g down to -3: spans of ~100 over a chunk)."""
+    from gdn2.ops.gdn2.triton.common import make_chunks
+    from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd_kernel
+    from gdn2.testing import assert_close
+    x = random_inputs(B=1, T=100, H=1, K=32, V=16, b_max=2.0, g_min=g_min, erase=erase, seed=21, device=DEVICE)
+    x["g"][0, 0] = first_row
+    q, k, g = (x[n][0].float().contiguous() for n in ("q", "k", "g"))
+    b = x["b"][0].float().contiguous() if isinstance(x["b"], torch.Tensor) else k
+    chunks = make_chunks([0, 64, 100], 64, DEVICE)
+    outs = []
+    for whole in (False, True):
+        bufs = [torch.zeros(100, 1, 64, device=DEVICE) for _ in range(2)] + [
+            torch.zeros(100, 1, 32, device=DEVICE) for _ in range(3)]
+        chunk_intra_fwd_kernel[(2, 1)](q, k, g, b, *bufs, torch.zeros(2, 1, 32, device=DEVICE), chunks.start,
+                                       chunks.end, 32 ** -0.5, H=1, K=32, BT=64, BK=32, SUB=16, G_MODE=2,
+                                       B_MODE=2 if erase == "channel" else 3, PREC="ieee", DIAG_SPAN=16.0,
+                                       WHOLE=whole)
+        outs.append(bufs)
+    for name, loop, whole in zip(("A", "Aqk", "qg", "kt", "y"), *outs):
+        if g_min == -3.0:
+            assert torch.equal(loop, whole), name
+        else:
+            assert_close(name, whole, loop, rtol=1e-5)
+
+
 @pytest.mark.parametrize("value", [-1e4, float("-inf")], ids=str)
 @pytest.mark.parametrize("gate", ["channel", "scalar"])
 def test_hard_gate_on_a_sub_block_first_row(value, gate):

@@ -39,11 +39,29 @@ def gated_tile(q, k, g, b, qg, kt, y, dec, b_A, t0, o_t, L, i_c, i_h, o_k, scale
 
 
 @triton.jit
+def chunk_span(g, t0, o_t, L, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr):
+    """Largest per-channel span of the log-decays over the chunk, sums over (first row, r]."""
+    b_wide = tl.zeros([], dtype=tl.float32)
+    for i_k in range(0, tl.cdiv(K, BK)):
+        b_G = in_block_decay(load_rows(g, t0, o_t, L, i_h, H, i_k * BK + tl.arange(0, BK), K))
+        b_wide = tl.maximum(b_wide, tl.max(tl.max(b_G, axis=0) - tl.min(b_G, axis=0), axis=0))
+    return b_wide
+
+
+@triton.jit
+def store_products(A, Aqk, p_row, m_row, b_T, b_Aqk, o_t, o_c, ERASE: tl.constexpr):
+    """Aqk (lower triangle with the diagonal) and T (strictly lower) of a whole chunk."""
+    tl.store(Aqk + p_row, tl.where(o_t[:, None] >= o_c[None, :], b_Aqk, 0.0), mask=m_row)
+    if ERASE:
+        tl.store(A + p_row, tl.where(o_t[:, None] > o_c[None, :], b_T, 0.0), mask=m_row)
+
+
+@triton.jit
 def chunk_intra_fwd_kernel(
     q, k, g, b, A, Aqk, qg, kt, y, dec, chunk_start, chunk_end, scale,
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
     G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr, DIAG_SPAN: tl.constexpr,
-    FUSE_GATED: tl.constexpr = True,
+    FUSE_GATED: tl.constexpr = True, WHOLE: tl.constexpr = False,
 ):
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1)
     t0, L = chunk_rows(chunk_start, chunk_end, i_c)
@@ -55,60 +73,80 @@ def chunk_intra_fwd_kernel(
     p_row = (t0 + o_t[:, None]) * H * BT + i_h * BT + o_c[None, :]
     m_row = (o_t < L)[:, None]
     o_s = tl.arange(0, SUB)
+    # WHOLE: where the chunk's span of log-decays allows (``diag_span``, as for one sub-block), all
+    # of its pairs as two [BT, BK] x [BK, BT] products of operands centred on each channel's middle
+    # decay, instead of the sub-block scheme below (its anchors, pairs and pairwise tiles)
     if G_MODE == GATE_CHANNEL:
-        # one block of rows i at a time, every K tile loaded once for both parts:
-        # - pairs with earlier blocks as [SUB, BK] x [BK, BT] products through the anchor a_i = first
-        #   row of block i (rows: exp of the sum over (a_i, r]; columns s < a_i: exp of the sum over
-        #   (s, a_i]); a [BT, BK] left operand masked to one block's rows would spend four times
-        #   the tensor-core work;
-        # - pairs inside the block: where the decay's span allows (``diag_span``), one product of
-        #   centred operands; else a pairwise-decay tile whose exponent for (r, s) is the sum over
-        #   (s, r], a cumulative sum down r of g_r masked to r > s (additions only)
-        lower = (o_s[:, None] >= o_s[None, :])[:, :, None]
-        below = (o_s[:, None] > o_s[None, :])[:, :, None]
-        for i_b in range(0, BT // SUB):
-            rows = i_b * SUB + o_s
-            b_aq = tl.zeros([SUB, BT], dtype=tl.float32)
-            b_at = tl.zeros([SUB, BT], dtype=tl.float32)
-            b_dqk = tl.zeros([SUB, SUB], dtype=tl.float32)
-            b_dt = tl.zeros([SUB, SUB], dtype=tl.float32)
+        b_wide = tl.full([], DIAG_SPAN + 1.0, tl.float32)
+        if WHOLE:
+            b_wide = chunk_span(g, t0, o_t, L, i_h, H, K, BK)
+        if b_wide <= DIAG_SPAN:
+            b_T = tl.zeros([BT, BT], dtype=tl.float32)
+            b_Aqk = tl.zeros([BT, BT], dtype=tl.float32)
             for i_k in range(0, tl.cdiv(K, BK)):
                 o_k = i_k * BK + tl.arange(0, BK)
-                b_g = load_rows(g, t0, rows, L, i_h, H, o_k, K)
-                b_kr = load_rows(k, t0, rows, L, i_h, H, o_k, K)
-                b_qr = load_rows(q, t0, rows, L, i_h, H, o_k, K) * scale
-                b_e = apply_erase(b_kr, b, t0, rows, L, i_h, H, o_k, K, B_MODE)
-                b_lc = in_block_decay(b_g)
-                if i_b > 0:
-                    b_right = load_rows(k, t0, o_t, L, i_h, H, o_k, K) \
-                        * anchor_factor(load_rows(g, t0, o_t + 1, L, i_h, H, o_k, K), i_b * SUB, BT)
-                    b_fac = tl.exp(b_lc)
-                    b_aq += tl.dot(b_qr * b_fac, tl.trans(b_right), input_precision=PREC)
-                    if ERASE:
-                        b_at += tl.dot(b_e * b_fac, tl.trans(b_right), input_precision=PREC)
-                b_lft, b_rgt, b_span = centred_factors(b_lc)
-                if b_span <= DIAG_SPAN:
-                    # one product of centred operands (masked to the lower triangle when stored)
-                    b_kc = tl.trans(b_kr * b_rgt)
-                    b_dqk += tl.dot(b_qr * b_lft, b_kc, input_precision=PREC)
-                    if ERASE:
-                        b_dt += tl.dot(b_e * b_lft, b_kc, input_precision=PREC)
-                else:
-                    b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
-                    b_kD = b_kr[None, :, :] * b_D
-                    b_dqk += tl.sum(b_qr[:, None, :] * b_kD, axis=2)
-                    if ERASE:
-                        b_dt += tl.sum(b_e[:, None, :] * b_kD, axis=2)
-            # the rows' columns outside the block (zero right of it), then the block itself
-            p_blk = (t0 + rows[:, None]) * H * BT + i_h * BT + o_c[None, :]
-            m_out = (rows < L)[:, None] & (o_c // SUB != i_b)[None, :]
-            p_dia = (t0 + rows[:, None]) * H * BT + i_h * BT + rows[None, :]
-            m_dia = (rows < L)[:, None]
-            tl.store(Aqk + p_blk, b_aq, mask=m_out)
-            tl.store(Aqk + p_dia, tl.where(o_s[:, None] >= o_s[None, :], b_dqk, 0.0), mask=m_dia)
-            if ERASE:
-                tl.store(A + p_blk, b_at, mask=m_out)
-                tl.store(A + p_dia, tl.where(o_s[:, None] > o_s[None, :], b_dt, 0.0), mask=m_dia)
+                b_k = load_rows(k, t0, o_t, L, i_h, H, o_k, K)
+                b_lft, b_rgt, _ = centred_factors(in_block_decay(load_rows(g, t0, o_t, L, i_h, H, o_k, K)))
+                b_kc = tl.trans(b_k * b_rgt)
+                b_Aqk += tl.dot(load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale * b_lft, b_kc, input_precision=PREC)
+                if ERASE:
+                    b_e = apply_erase(b_k, b, t0, o_t, L, i_h, H, o_k, K, B_MODE)
+                    b_T += tl.dot(b_e * b_lft, b_kc, input_precision=PREC)
+            store_products(A, Aqk, p_row, m_row, b_T, b_Aqk, o_t, o_c, ERASE)
+        else:
+            # one block of rows i at a time, every K tile loaded once for both parts:
+            # - pairs with earlier blocks as [SUB, BK] x [BK, BT] products through the anchor a_i = first
+            #   row of block i (rows: exp of the sum over (a_i, r]; columns s < a_i: exp of the sum over
+            #   (s, a_i]); a [BT, BK] left operand masked to one block's rows would spend four times
+            #   the tensor-core work;
+            # - pairs inside the block: where the decay's span allows (``diag_span``), one product of
+            #   centred operands; else a pairwise-decay tile whose exponent for (r, s) is the sum over
+            #   (s, r], a cumulative sum down r of g_r masked to r > s (additions only)
+            lower = (o_s[:, None] >= o_s[None, :])[:, :, None]
+            below = (o_s[:, None] > o_s[None, :])[:, :, None]
+            for i_b in range(0, BT // SUB):
+                rows = i_b * SUB + o_s
+                b_aq = tl.zeros([SUB, BT], dtype=tl.float32)
+                b_at = tl.zeros([SUB, BT], dtype=tl.float32)
+                b_dqk = tl.zeros([SUB, SUB], dtype=tl.float32)
+                b_dt = tl.zeros([SUB, SUB], dtype=tl.float32)
+                for i_k in range(0, tl.cdiv(K, BK)):
+                    o_k = i_k * BK + tl.arange(0, BK)
+                    b_g = load_rows(g, t0, rows, L, i_h, H, o_k, K)
+                    b_kr = load_rows(k, t0, rows, L, i_h, H, o_k, K)
+                    b_qr = load_rows(q, t0, rows, L, i_h, H, o_k, K) * scale
+                    b_e = apply_erase(b_kr, b, t0, rows, L, i_h, H, o_k, K, B_MODE)
+                    b_lc = in_block_decay(b_g)
+                    if i_b > 0:
+                        b_right = load_rows(k, t0, o_t, L, i_h, H, o_k, K) \
+                            * anchor_factor(load_rows(g, t0, o_t + 1, L, i_h, H, o_k, K), i_b * SUB, BT)
+                        b_fac = tl.exp(b_lc)
+                        b_aq += tl.dot(b_qr * b_fac, tl.trans(b_right), input_precision=PREC)
+                        if ERASE:
+                            b_at += tl.dot(b_e * b_fac, tl.trans(b_right), input_precision=PREC)
+                    b_lft, b_rgt, b_span = centred_factors(b_lc)
+                    if b_span <= DIAG_SPAN:
+                        # one product of centred operands (masked to the lower triangle when stored)
+                        b_kc = tl.trans(b_kr * b_rgt)
+                        b_dqk += tl.dot(b_qr * b_lft, b_kc, input_precision=PREC)
+                        if ERASE:
+                            b_dt += tl.dot(b_e * b_lft, b_kc, input_precision=PREC)
+                    else:
+                        b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
+                        b_kD = b_kr[None, :, :] * b_D
+                        b_dqk += tl.sum(b_qr[:, None, :] * b_kD, axis=2)
+                        if ERASE:
+                            b_dt += tl.sum(b_e[:, None, :] * b_kD, axis=2)
+                # the rows' columns outside the block (zero right of it), then the block itself
+                p_blk = (t0 + rows[:, None]) * H * BT + i_h * BT + o_c[None, :]
+                m_out = (rows < L)[:, None] & (o_c // SUB != i_b)[None, :]
+                p_dia = (t0 + rows[:, None]) * H * BT + i_h * BT + rows[None, :]
+                m_dia = (rows < L)[:, None]
+                tl.store(Aqk + p_blk, b_aq, mask=m_out)
+                tl.store(Aqk + p_dia, tl.where(o_s[:, None] >= o_s[None, :], b_dqk, 0.0), mask=m_dia)
+                if ERASE:
+                    tl.store(A + p_blk, b_at, mask=m_out)
+                    tl.store(A + p_dia, tl.where(o_s[:, None] > o_s[None, :], b_dt, 0.0), mask=m_dia)
     else:
         b_T = tl.zeros([BT, BT], dtype=tl.float32)
         b_Aqk = tl.zeros([BT, BT], dtype=tl.float32)
@@ -127,9 +165,7 @@ def chunk_intra_fwd_kernel(
             b_decay = tl.exp(b_seg)
             b_Aqk *= b_decay
             b_T *= b_decay
-        tl.store(Aqk + p_row, tl.where(o_t[:, None] >= o_c[None, :], b_Aqk, 0.0), mask=m_row)
-        if ERASE:
-            tl.store(A + p_row, tl.where(o_t[:, None] > o_c[None, :], b_T, 0.0), mask=m_row)
+        store_products(A, Aqk, p_row, m_row, b_T, b_Aqk, o_t, o_c, ERASE)
     b_A = tl.zeros([BT, BT], dtype=tl.float32)
     if ERASE:
         # A = (I + T)^-1 in two steps; T is read back from memory, where it was just written
@@ -196,6 +232,11 @@ def chunk_gated_kernel(
                H, K, BT, BK, G_MODE, B_MODE, PREC)
 
 
+# the whole-chunk form of channel-gate chunks (``WHOLE`` of the kernel): off until an H100 run of
+# benchmarks/stage_variants.py ("whole" rows) measures it against the sub-block form
+WHOLE_CHUNK = False
+
+
 def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3", fuse_gated=False,
                     gated_dtype=None):
     """Launch the intra-chunk stage over the flattened layout ``[T_total, H, K]``. Returns
@@ -216,7 +257,7 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32
         q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A if erase else Aqk, Aqk,
         qg, kt, y if y is not None else qg, dec, chunks.start, chunks.end, scale,
         H=H, K=K, BT=BT, BK=MIN_TILE, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=prec, DIAG_SPAN=diag_span(prec),
-        FUSE_GATED=fuse_gated, num_warps=4, num_stages=1, **cap)
+        FUSE_GATED=fuse_gated, WHOLE=WHOLE_CHUNK, num_warps=4, num_stages=1, **cap)
     if not fuse_gated:
         gated = chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=BT, prec=prec, dtype=gated_dtype)
     return A, Aqk, gated
