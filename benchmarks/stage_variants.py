@@ -55,14 +55,15 @@ def with_cumprod(src: str) -> str:
 def key_source() -> str:
     """The key kernel with DIAG (diagonal blocks), EARLY and LATE (the two block loops) switches."""
     s = inspect.getsource(key).replace("from .", "from gdn2.ops.gdn2.triton.")
-    s = replace(s, "DIAG_SPAN: tl.constexpr,\n):\n    \"\"\"One chunk",
-                "DIAG_SPAN: tl.constexpr,\n    DIAG: tl.constexpr = True, EARLY: tl.constexpr = True, LATE: tl.constexpr = True,\n"
+    s = replace(s, "WHOLE: tl.constexpr = False,\n):\n    \"\"\"One chunk",
+                "WHOLE: tl.constexpr = False,\n    DIAG: tl.constexpr = True, EARLY: tl.constexpr = True, LATE: tl.constexpr = True,\n"
                 "    CUMPROD: tl.constexpr = False,\n"
                 "):\n    \"\"\"One chunk")
-    start = find(s, "        # pairs inside block i")
-    end = find(s, "        # earlier blocks", start)
-    zeros = "".join(f"        {n} = tl.zeros([SUB, BK], dtype=tl.float32)\n" for n in ("b_pq", "b_pk", "b_pe", "b_pke", "b_ady"))
-    s = s[:start] + zeros + "        if DIAG:\n" + textwrap.indent(s[start:end], "    ") + s[end:]
+    # the switches act on the sub-block walk (the whole-chunk form stays off in these rows)
+    start = find(s, "            # pairs inside block i")
+    end = find(s, "            # earlier blocks", start)
+    zeros = "".join(f"            {n} = tl.zeros([SUB, BK], dtype=tl.float32)\n" for n in ("b_pq", "b_pk", "b_pe", "b_pke", "b_ady"))
+    s = s[:start] + zeros + "            if DIAG:\n" + textwrap.indent(s[start:end], "    ") + s[end:]
     s = with_cumprod(replace(s, "for i_j in range(0, i):", "for i_j in range(0, i * EARLY):"))
     return replace(s, "for j in range(i + 1, NB):", "for j in range(i + 1, NB * LATE):")
 
@@ -70,13 +71,14 @@ def key_source() -> str:
 def intra_source() -> str:
     """The intra kernel with OFF, DIAG and SOLVE switches (the gated operands: its own FUSE_GATED)."""
     s = inspect.getsource(intra).replace("from .", "from gdn2.ops.gdn2.triton.")
-    s = replace(s, "    FUSE_GATED: tl.constexpr = True,\n):", "    FUSE_GATED: tl.constexpr = True,\n    OFF: tl.constexpr = True, "
+    s = replace(s, "    FUSE_GATED: tl.constexpr = True, WHOLE: tl.constexpr = False,\n):",
+                "    FUSE_GATED: tl.constexpr = True, WHOLE: tl.constexpr = False,\n    OFF: tl.constexpr = True, "
                 "DIAG: tl.constexpr = True, SOLVE: tl.constexpr = True, CUMPROD: tl.constexpr = False,\n):")
     s = with_cumprod(s)
-    s = replace(s, "                if i_b > 0:\n", "                if i_b * OFF > 0:\n")
-    start = find(s, "                b_lft, b_rgt, b_span = centred_factors(b_lc)")
-    end = find(s, "            # the rows' columns outside the block", start)
-    s = s[:start] + "                if DIAG:\n" + textwrap.indent(s[start:end], "    ") + s[end:]
+    s = replace(s, "                    if i_b > 0:\n", "                    if i_b * OFF > 0:\n")
+    start = find(s, "                    b_lft, b_rgt, b_span = centred_factors(b_lc)")
+    end = find(s, "                # the rows' columns outside the block", start)
+    s = s[:start] + "                    if DIAG:\n" + textwrap.indent(s[start:end], "    ") + s[end:]
     return replace(s, "    if ERASE:\n        # A = (I + T)^-1", "    if ERASE and SOLVE:\n        #")
 
 
@@ -205,6 +207,11 @@ def main(only=()):
         ("key, 64 columns, 8 warps: without the later-block loop", key_run(64, 8, LATE=False)),
         ("key, 64 columns, 8 warps: without products", key_run(64, 8, DIAG=False, EARLY=False, LATE=False)),
         ("key, 64 columns, 4 warps: all", key_run(64, 4)),
+        # the whole-chunk form (this run's gates span ~5 over a chunk: every key tile takes it)
+        ("key, 64 columns, 4 warps: whole-chunk form", key_run(64, 4, WHOLE=True)),
+        ("key, 64 columns, 8 warps: whole-chunk form", key_run(64, 8, WHOLE=True)),
+        ("key, 32 columns, 4 warps: whole-chunk form", key_run(32, 4, WHOLE=True)),
+        ("key, 32 columns, 8 warps: whole-chunk form", key_run(32, 8, WHOLE=True)),
         # register caps (the intra kernel gained 14% from three programs a multiprocessor)
         ("key, 64 columns, 4 warps: capped at 168 registers", key_run(64, 4, maxnreg=168)),
         ("key, 64 columns, 4 warps: capped at 128 registers", key_run(64, 4, maxnreg=128)),

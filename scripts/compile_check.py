@@ -105,8 +105,10 @@ def main(Ks=(128, 256)):
         ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=64, BV=32, SCRATCH=1, B_MODE=2, W_MODE=2,
                                                  PREC=PREC), num_warps=4, num_stages=2)
         ok &= check(chunk_bwd_dt_kernel, dict(H=16, K=K, BT=64, BK=32, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC))
-        ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=KEY_BLOCK, SUB=16, SCRATCH=1, G_MODE=2, B_MODE=2,
-                                               PREC=PREC, DIAG_SPAN=diag_span(PREC)), num_warps=KEY_WARPS[KEY_BLOCK])
+        for whole in (False, True):
+            ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=KEY_BLOCK, SUB=16, SCRATCH=1, G_MODE=2, B_MODE=2,
+                                                   PREC=PREC, DIAG_SPAN=diag_span(PREC), WHOLE=whole),
+                        num_warps=KEY_WARPS[KEY_BLOCK], note=" (whole)" if whole else "")
         ok &= check(fused_recurrent_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BK=BK, BV=32, **gates, USE_H0=True,
                                                      STORE_HT=True))
     return ok

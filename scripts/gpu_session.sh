@@ -61,7 +61,7 @@ case "$PHASE" in
     wait
     ;;
   bench)
-    timeout 200 python3 benchmarks/stage_variants.py gated split value "state fwd" capped >"$R/stage.log" 2>&1; pack; cat "$R/stage.log"
+    timeout 200 python3 benchmarks/stage_variants.py gated split value "state fwd" capped whole >"$R/stage.log" 2>&1; pack; cat "$R/stage.log"
     timeout 330 python3 benchmarks/gpu_ops.py --out "$R" >"$R/bench.log" 2>&1; pack; tail -30 "$R/bench.log"
     left 90 && { timeout 90 python3 benchmarks/profile_stages.py >"$R/profile.log" 2>&1; pack; }
     left 60 && { timeout 60 python3 benchmarks/mqar_step_profile.py --out "$R" >"$R/mqar-profile.log" 2>&1; pack; }

@@ -280,6 +280,48 @@ def test_key_kernel_column_blocks_agree(gate):
         assert_close(name, a, b, rtol=1e-5)
 
 
+@pytest.mark.parametrize("gates", [("channel", "channel"), ("scalar", "scalar"), ("none", "channel"),
+                                   ("channel", "zero")], ids=lambda x: "-".join(x))
+@pytest.mark.parametrize("g_min", [-0.1, -3.0], ids=str)
+def test_whole_chunk_key_path_agrees(gates, g_min, monkeypatch):
+    """The key kernel's whole-chunk form (``KEY_WHOLE``) against the sub-block walk: the same
+    gradients where the span allows it, the walk itself (bit for bit) where it does not (g down to
+    -3: spans of ~100 over a chunk; no decay has none)."""
+    from gdn2.ops.gdn2.triton import backward
+    from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
+    from gdn2.testing import assert_close
+    decay, erase = gates
+    x = random_inputs(B=1, T=100, H=1, HV=2, K=64, V=16, gate=decay, erase=erase, b_max=2.0, g_min=g_min,
+                      initial_state=True, seed=22, device=DEVICE)
+    qf, kf, vf, gf, bf, wf, h0, cu, uT, b_zero = _prepare(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"],
+                                                           x["initial_state"], None)
+    args = (qf, kf, vf, gf, 0.0 if b_zero else bf, wf, h0, 64 ** -0.5, cu, _chunks(cu, uT), torch.randn_like(vf),
+            None)
+    runs = []
+    for whole in (False, True):
+        monkeypatch.setattr(backward, "KEY_WHOLE", whole)
+        runs.append(backward.chunk_bwd(*args))
+    for name, walk, whole in zip(("dq", "dk", "dv", "dg", "db", "dw", "dh0"), *runs):
+        if walk is None:
+            continue
+        if g_min == -3.0 and decay != "none":
+            assert torch.equal(walk, whole), name
+        else:
+            assert_close(name, whole, walk, rtol=1e-5)
+
+
+@pytest.mark.parametrize("gate", ["channel", "scalar"])
+def test_whole_chunk_forms_meet_the_criterion(gate, monkeypatch):
+    """With both whole-chunk forms on, the Triton backend against the float64 recurrence (outputs,
+    final state, every gradient), on gates narrow enough that every chunk takes them."""
+    from gdn2.ops.gdn2.triton import backward, intra
+    monkeypatch.setattr(intra, "WHOLE_CHUNK", True)
+    monkeypatch.setattr(backward, "KEY_WHOLE", True)
+    x = random_inputs(B=2, T=100, H=2, HV=4, K=32, V=16, gate=gate, erase=gate, write=gate, b_max=2.0,
+                      g_min=-0.2, initial_state=True, seed=23, device=DEVICE)
+    check(x)
+
+
 @pytest.mark.parametrize("erase", ["channel", "zero"])
 def test_backward_from_kept_intra_outputs(erase):
     """A training forward keeps A and Aqk; the backward then recomputes only the gated operands.

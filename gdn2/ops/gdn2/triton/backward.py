@@ -190,6 +190,9 @@ def chunk_bwd_value_kernel(
 # 32 on 4 warps 4.2; 128 on 8 warps 4.2.
 KEY_BLOCK = 64
 KEY_WARPS = {16: 4, 32: 8, 64: 4}
+# the key kernel's whole-chunk form (``WHOLE``): off until an H100 run of
+# benchmarks/stage_variants.py ("whole" rows) measures it against the sub-block walk
+KEY_WHOLE = False
 
 
 def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block=KEY_BLOCK, kept=None):
@@ -253,6 +256,7 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     chunk_bwd_key_kernel[(chunks.count, H, NKk)](
         q, k, gt, bt, At, scratch, dq, dk, dg if dg is not None else dummy, db if db is not None else dummy,
         chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=key_block, SUB=16, SCRATCH=stride, G_MODE=modes[0],
-        B_MODE=modes[1], PREC=prec, DIAG_SPAN=diag_span(prec), num_warps=KEY_WARPS[key_block], num_stages=1)
+        B_MODE=modes[1], PREC=prec, DIAG_SPAN=diag_span(prec), WHOLE=KEY_WHOLE, num_warps=KEY_WARPS[key_block],
+        num_stages=1)
     dg, db, dw = (d.sum(-1) if d is not None and x.ndim == 2 else d for d, x in ((dg, g), (db, b), (dw, w)))
     return dq, dk, dv, dg, db, dw, dh0

@@ -85,11 +85,47 @@ def chunk_bwd_dt_kernel(
 
 
 @triton.jit
+def key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tl, b_dQg, b_dKt, b_carry,
+                  b, dq, dk, dg, db, t0, rows, L, i_h, i_k, o_k, m_k, scale,
+                  H: tl.constexpr, K: tl.constexpr, NK: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr):
+    """dq, dk, db and dg of rows ``rows`` from the decayed products (pq, pk, pe, pke: apply and
+    apply_t of dAqk and dT; ady: A^T dY) and the state-side tiles dQ_γ, dK_tail. Returns the
+    carry of dg (a reverse cumulative sum) to the rows before these."""
+    m_rk = (rows < L)[:, None] & m_k[None, :]
+    b_dk = b_pk + b_dKt * b_tl
+    b_dE = b_pe + b_ady * b_gam                                          # dĒ ⊙ γ + the decayed product
+    p_out = (t0 + rows[:, None]) * H * K + i_h * K + o_k[None, :]
+    if G_MODE != GATE_NONE:
+        b_dG = b_qs * b_pq - b_k * b_pk + b_dQg * b_qs * b_gam - b_dKt * b_k * b_tl
+        if B_MODE != GATE_ZERO:
+            b_dG += b_e * b_dE - b_k * b_pke
+        b_dg = tl.cumsum(b_dG, axis=0, reverse=True) + b_carry[None, :]
+        b_carry += tl.sum(b_dG, axis=0)
+        if G_MODE == GATE_CHANNEL:
+            tl.store(dg + p_out, b_dg, mask=m_rk)
+        else:
+            tl.store(dg + ((t0 + rows) * H + i_h) * NK + i_k, tl.sum(b_dg, axis=1), mask=rows < L)
+    tl.store(dq + p_out, ((b_pq + b_dQg * b_gam) * scale).to(dq.dtype.element_ty), mask=m_rk)
+    if B_MODE != GATE_ZERO:
+        b_dk += b_pke
+        if B_MODE == GATE_CHANNEL:
+            b_dk += b_dE * load_rows(b, t0, rows, L, i_h, H, o_k, K)
+            tl.store(db + p_out, b_dE * b_k, mask=m_rk)
+        elif B_MODE == GATE_SCALAR:
+            b_dk += b_dE * load_scalar_rows(b, t0, rows, L, i_h, H)[:, None]
+            tl.store(db + ((t0 + rows) * H + i_h) * NK + i_k, tl.sum(b_dE * b_k, axis=1), mask=rows < L)
+        else:
+            b_dk += b_dE
+    tl.store(dk + p_out, b_dk.to(dk.dtype.element_ty), mask=m_rk)
+    return b_carry
+
+
+@triton.jit
 def chunk_bwd_key_kernel(
     q, k, g, b, A, scratch, dq, dk, dg, db, chunk_start, chunk_end, scale,
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
     SCRATCH: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
-    DIAG_SPAN: tl.constexpr,
+    DIAG_SPAN: tl.constexpr, WHOLE: tl.constexpr = False,
 ):
     """One chunk, key head and block of key columns. Sub-blocks are walked from the last to the
     first so that dg (a reverse cumulative sum over the chunk) is carried, not stored twice.
@@ -122,116 +158,130 @@ def chunk_bwd_key_kernel(
         b_carry = b_dGC * tl.exp(tl.sum(b_bs, axis=0)) \
             + tl.sum(b_dkt * load_rows(k, t0, o_t, L, i_h, H, o_k, K) * b_tail, axis=0)
 
-    for i_r in range(0, NB):
-        i = NB - 1 - i_r
-        rows = i * SUB + o_s
-        m_rk = (rows < L)[:, None] & m_k[None, :]
-        b_g = gate_rows(g, t0, rows, L, i_h, H, o_k, K, SUB, BK, G_MODE)
-        b_lc = tl.cumsum(b_g, axis=0)                                       # sum over [a_i, r]
-        b_lrx = tl.cumsum(next_gate_rows(g, t0, i * SUB, L, i_h, H, o_k, K, SUB, BK, G_MODE),
-                          axis=0, reverse=True)                             # sum over (s, end of block i]
-        b_gam = tl.exp(block_sum(b_bs, o_b, 0, i)[None, :] + b_lc)           # exp(G_r)
-        b_tl = tl.exp(b_lrx + block_sum(b_bs, o_b, i + 1, NB)[None, :])     # exp(G_C - G_r)
-        b_k = load_rows(k, t0, rows, L, i_h, H, o_k, K)
-        b_qs = load_rows(q, t0, rows, L, i_h, H, o_k, K) * scale
-        b_e = apply_erase(b_k, b, t0, rows, L, i_h, H, o_k, K, B_MODE)
-
-        # pairs inside block i: where the decay's span allows (``diag_span``), products of centred
-        # operands; else one pairwise-decay tile, exponent a cumulative sum down r of g_r (r > s)
-        p_ii = rows[:, None] * BT + rows[None, :]
-        b_dqk = tl.load(p_dqk + p_ii)
-        b_dt = tl.load(p_dt + p_ii) if ERASE else b_dqk
-        b_pe = tl.zeros([SUB, BK], dtype=tl.float32)
-        b_pke = tl.zeros([SUB, BK], dtype=tl.float32)
-        b_lft, b_rgt, b_span = centred_factors(in_block_decay(b_g))
-        if b_span <= DIAG_SPAN:
-            b_kc = b_k * b_rgt
-            b_pq = b_lft * tl.dot(b_dqk, b_kc, input_precision=PREC)
-            b_pk = b_rgt * tl.dot(tl.trans(b_dqk), b_qs * b_lft, input_precision=PREC)
-            if ERASE:
-                b_pe = b_lft * tl.dot(b_dt, b_kc, input_precision=PREC)
-                b_pke = b_rgt * tl.dot(tl.trans(b_dt), b_e * b_lft, input_precision=PREC)
-        else:
-            b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
-            b_M = b_dqk[:, :, None] * b_D
-            b_pq = tl.sum(b_M * b_k[None, :, :], axis=1)
-            b_pk = tl.sum(b_M * b_qs[:, None, :], axis=0)
-            if ERASE:
-                b_M = b_dt[:, :, None] * b_D
-                b_pe = tl.sum(b_M * b_k[None, :, :], axis=1)
-                b_pke = tl.sum(b_M * b_e[:, None, :], axis=0)
-        b_ady = tl.zeros([SUB, BK], dtype=tl.float32)
+    # WHOLE: where this key tile's decay span over the chunk allows (``diag_span``), every pair at
+    # once as [BT, BT] x [BT, BK] products of operands centred on each channel's middle decay, in
+    # place of the sub-block walk below (its anchors, pairs and pairwise tiles)
+    b_wide = tl.full([], DIAG_SPAN + 1.0, tl.float32)
+    if WHOLE:
+        b_G0 = in_block_decay(gate_rows(g, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE))
+        b_wide = tl.max(tl.max(b_G0, axis=0) - tl.min(b_G0, axis=0), axis=0)
+    if b_wide <= DIAG_SPAN:
+        o_c = tl.arange(0, BT)
+        p_sq = o_t[:, None] * BT + o_c[None, :]
+        b_g = gate_rows(g, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE)
+        b_lft, b_rgt, _ = centred_factors(in_block_decay(b_g))
+        b_k = load_rows(k, t0, o_t, L, i_h, H, o_k, K)
+        b_qs = load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale
+        b_e = apply_erase(b_k, b, t0, o_t, L, i_h, H, o_k, K, B_MODE)
+        b_dqk = tl.load(p_dqk + p_sq)
+        b_kc = b_k * b_rgt
+        b_pq = b_lft * tl.dot(b_dqk, b_kc, input_precision=PREC)
+        b_pk = b_rgt * tl.dot(tl.trans(b_dqk), b_qs * b_lft, input_precision=PREC)
+        b_pe = tl.zeros([BT, BK], dtype=tl.float32)
+        b_pke = tl.zeros([BT, BK], dtype=tl.float32)
+        b_ady = tl.zeros([BT, BK], dtype=tl.float32)
         if ERASE:
-            b_ady = tl.dot(tl.trans(load_rows(A, t0, rows, L, i_h, H, rows, BT)),
-                           tl.load(p_dy + rows[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0),
+            b_dt = tl.load(p_dt + p_sq)
+            b_pe = b_lft * tl.dot(b_dt, b_kc, input_precision=PREC)
+            b_pke = b_rgt * tl.dot(tl.trans(b_dt), b_e * b_lft, input_precision=PREC)
+            b_ady = tl.dot(tl.trans(load_rows(A, t0, o_t, L, i_h, H, o_c, BT)),
+                           tl.load(p_dy + o_t[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0),
                            input_precision=PREC)
+        # exp(G_r) (sum over [first row, r]) and exp(G_C - G_r) (sum over (r, last row]), additions only
+        b_gam = tl.exp(tl.cumsum(b_g, axis=0))
+        b_tl = tl.exp(tl.cumsum(gate_rows(g, t0, o_t + 1, L, i_h, H, o_k, K, BT, BK, G_MODE), axis=0, reverse=True))
+        p_tk = o_t[:, None] * K + o_k[None, :]
+        key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tl,
+                      tl.load(p_scr + p_tk, mask=m_k[None, :], other=0.0),
+                      tl.load(p_dkt + p_tk, mask=m_k[None, :], other=0.0), b_carry,
+                      b, dq, dk, dg, db, t0, o_t, L, i_h, i_k, o_k, m_k, scale, H, K, NK, G_MODE, B_MODE)
+    else:
+        for i_r in range(0, NB):
+            i = NB - 1 - i_r
+            rows = i * SUB + o_s
+            b_g = gate_rows(g, t0, rows, L, i_h, H, o_k, K, SUB, BK, G_MODE)
+            b_lc = tl.cumsum(b_g, axis=0)                                       # sum over [a_i, r]
+            b_lrx = tl.cumsum(next_gate_rows(g, t0, i * SUB, L, i_h, H, o_k, K, SUB, BK, G_MODE),
+                              axis=0, reverse=True)                             # sum over (s, end of block i]
+            b_gam = tl.exp(block_sum(b_bs, o_b, 0, i)[None, :] + b_lc)           # exp(G_r)
+            b_tl = tl.exp(b_lrx + block_sum(b_bs, o_b, i + 1, NB)[None, :])     # exp(G_C - G_r)
+            b_k = load_rows(k, t0, rows, L, i_h, H, o_k, K)
+            b_qs = load_rows(q, t0, rows, L, i_h, H, o_k, K) * scale
+            b_e = apply_erase(b_k, b, t0, rows, L, i_h, H, o_k, K, B_MODE)
 
-        # earlier blocks j < i (rows of i): exp(G_r - G_s) = exp(sum in i) * exp(sum in j + between)
-        b_aq = tl.zeros([SUB, BK], dtype=tl.float32)
-        b_ae = tl.zeros([SUB, BK], dtype=tl.float32)
-        b_mid = tl.zeros([BK], dtype=tl.float32)
-        for i_j in range(0, i):
-            j = i - 1 - i_j
-            rj = j * SUB + o_s
-            b_col = tl.exp(tl.cumsum(next_gate_rows(g, t0, j * SUB, L, i_h, H, o_k, K, SUB, BK, G_MODE),
-                                     axis=0, reverse=True) + b_mid[None, :])
-            b_right = load_rows(k, t0, rj, L, i_h, H, o_k, K) * b_col
-            p_ij = rows[:, None] * BT + rj[None, :]
-            b_aq += tl.dot(tl.load(p_dqk + p_ij), b_right, input_precision=PREC)
-            if ERASE:
-                b_ae += tl.dot(tl.load(p_dt + p_ij), b_right, input_precision=PREC)
-            b_mid += block_sum(b_bs, o_b, j, j + 1)
-        b_pq += b_aq * tl.exp(b_lc)
-        b_pe += b_ae * tl.exp(b_lc)
-
-        # later blocks j > i (columns of i): exp(G_r - G_s) = exp(sum in i + between) * exp(sum in j)
-        b_ak = tl.zeros([SUB, BK], dtype=tl.float32)
-        b_ake = tl.zeros([SUB, BK], dtype=tl.float32)
-        b_mid = tl.zeros([BK], dtype=tl.float32)
-        for j in range(i + 1, NB):
-            rj = j * SUB + o_s
-            b_left = tl.exp(tl.cumsum(gate_rows(g, t0, rj, L, i_h, H, o_k, K, SUB, BK, G_MODE), axis=0)
-                            + b_mid[None, :])
-            p_ji = rj[:, None] * BT + rows[None, :]
-            b_ak += tl.dot(tl.trans(tl.load(p_dqk + p_ji)), load_rows(q, t0, rj, L, i_h, H, o_k, K) * scale * b_left,
-                           input_precision=PREC)
-            if ERASE:
-                b_kj = load_rows(k, t0, rj, L, i_h, H, o_k, K)
-                b_ej = apply_erase(b_kj, b, t0, rj, L, i_h, H, o_k, K, B_MODE)
-                b_ake += tl.dot(tl.trans(tl.load(p_dt + p_ji)), b_ej * b_left, input_precision=PREC)
-                b_ady += tl.dot(tl.trans(load_rows(A, t0, rj, L, i_h, H, rows, BT)),
-                                tl.load(p_dy + rj[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0),
-                                input_precision=PREC)
-            b_mid += block_sum(b_bs, o_b, j, j + 1)
-        b_pk += b_ak * tl.exp(b_lrx)
-        b_pke += b_ake * tl.exp(b_lrx)
-
-        # gradients of the chunk's inputs from the products and the state-side tiles
-        p_rk = rows[:, None] * K + o_k[None, :]
-        b_dQg = tl.load(p_scr + p_rk, mask=m_k[None, :], other=0.0)
-        b_dKt = tl.load(p_dkt + p_rk, mask=m_k[None, :], other=0.0)
-        b_dk = b_pk + b_dKt * b_tl
-        b_dE = b_pe + b_ady * b_gam                                          # dĒ ⊙ γ + the decayed product
-        p_out = (t0 + rows[:, None]) * H * K + i_h * K + o_k[None, :]
-        if G_MODE != GATE_NONE:
-            b_dG = b_qs * b_pq - b_k * b_pk + b_dQg * b_qs * b_gam - b_dKt * b_k * b_tl
-            if ERASE:
-                b_dG += b_e * b_dE - b_k * b_pke
-            b_dg = tl.cumsum(b_dG, axis=0, reverse=True) + b_carry[None, :]
-            b_carry += tl.sum(b_dG, axis=0)
-            if G_MODE == GATE_CHANNEL:
-                tl.store(dg + p_out, b_dg, mask=m_rk)
+            # pairs inside block i: where the decay's span allows (``diag_span``), products of centred
+            # operands; else one pairwise-decay tile, exponent a cumulative sum down r of g_r (r > s)
+            p_ii = rows[:, None] * BT + rows[None, :]
+            b_dqk = tl.load(p_dqk + p_ii)
+            b_dt = tl.load(p_dt + p_ii) if ERASE else b_dqk
+            b_pe = tl.zeros([SUB, BK], dtype=tl.float32)
+            b_pke = tl.zeros([SUB, BK], dtype=tl.float32)
+            b_lft, b_rgt, b_span = centred_factors(in_block_decay(b_g))
+            if b_span <= DIAG_SPAN:
+                b_kc = b_k * b_rgt
+                b_pq = b_lft * tl.dot(b_dqk, b_kc, input_precision=PREC)
+                b_pk = b_rgt * tl.dot(tl.trans(b_dqk), b_qs * b_lft, input_precision=PREC)
+                if ERASE:
+                    b_pe = b_lft * tl.dot(b_dt, b_kc, input_precision=PREC)
+                    b_pke = b_rgt * tl.dot(tl.trans(b_dt), b_e * b_lft, input_precision=PREC)
             else:
-                tl.store(dg + ((t0 + rows) * H + i_h) * NK + i_k, tl.sum(b_dg, axis=1), mask=rows < L)
-        tl.store(dq + p_out, ((b_pq + b_dQg * b_gam) * scale).to(dq.dtype.element_ty), mask=m_rk)
-        if ERASE:
-            b_dk += b_pke
-            if B_MODE == GATE_CHANNEL:
-                b_dk += b_dE * load_rows(b, t0, rows, L, i_h, H, o_k, K)
-                tl.store(db + p_out, b_dE * b_k, mask=m_rk)
-            elif B_MODE == GATE_SCALAR:
-                b_dk += b_dE * load_scalar_rows(b, t0, rows, L, i_h, H)[:, None]
-                tl.store(db + ((t0 + rows) * H + i_h) * NK + i_k, tl.sum(b_dE * b_k, axis=1), mask=rows < L)
-            else:
-                b_dk += b_dE
-        tl.store(dk + p_out, b_dk.to(dk.dtype.element_ty), mask=m_rk)
+                b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
+                b_M = b_dqk[:, :, None] * b_D
+                b_pq = tl.sum(b_M * b_k[None, :, :], axis=1)
+                b_pk = tl.sum(b_M * b_qs[:, None, :], axis=0)
+                if ERASE:
+                    b_M = b_dt[:, :, None] * b_D
+                    b_pe = tl.sum(b_M * b_k[None, :, :], axis=1)
+                    b_pke = tl.sum(b_M * b_e[:, None, :], axis=0)
+            b_ady = tl.zeros([SUB, BK], dtype=tl.float32)
+            if ERASE:
+                b_ady = tl.dot(tl.trans(load_rows(A, t0, rows, L, i_h, H, rows, BT)),
+                               tl.load(p_dy + rows[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0),
+                               input_precision=PREC)
+
+            # earlier blocks j < i (rows of i): exp(G_r - G_s) = exp(sum in i) * exp(sum in j + between)
+            b_aq = tl.zeros([SUB, BK], dtype=tl.float32)
+            b_ae = tl.zeros([SUB, BK], dtype=tl.float32)
+            b_mid = tl.zeros([BK], dtype=tl.float32)
+            for i_j in range(0, i):
+                j = i - 1 - i_j
+                rj = j * SUB + o_s
+                b_col = tl.exp(tl.cumsum(next_gate_rows(g, t0, j * SUB, L, i_h, H, o_k, K, SUB, BK, G_MODE),
+                                         axis=0, reverse=True) + b_mid[None, :])
+                b_right = load_rows(k, t0, rj, L, i_h, H, o_k, K) * b_col
+                p_ij = rows[:, None] * BT + rj[None, :]
+                b_aq += tl.dot(tl.load(p_dqk + p_ij), b_right, input_precision=PREC)
+                if ERASE:
+                    b_ae += tl.dot(tl.load(p_dt + p_ij), b_right, input_precision=PREC)
+                b_mid += block_sum(b_bs, o_b, j, j + 1)
+            b_pq += b_aq * tl.exp(b_lc)
+            b_pe += b_ae * tl.exp(b_lc)
+
+            # later blocks j > i (columns of i): exp(G_r - G_s) = exp(sum in i + between) * exp(sum in j)
+            b_ak = tl.zeros([SUB, BK], dtype=tl.float32)
+            b_ake = tl.zeros([SUB, BK], dtype=tl.float32)
+            b_mid = tl.zeros([BK], dtype=tl.float32)
+            for j in range(i + 1, NB):
+                rj = j * SUB + o_s
+                b_left = tl.exp(tl.cumsum(gate_rows(g, t0, rj, L, i_h, H, o_k, K, SUB, BK, G_MODE), axis=0)
+                                + b_mid[None, :])
+                p_ji = rj[:, None] * BT + rows[None, :]
+                b_qj = load_rows(q, t0, rj, L, i_h, H, o_k, K) * scale
+                b_ak += tl.dot(tl.trans(tl.load(p_dqk + p_ji)), b_qj * b_left, input_precision=PREC)
+                if ERASE:
+                    b_kj = load_rows(k, t0, rj, L, i_h, H, o_k, K)
+                    b_ej = apply_erase(b_kj, b, t0, rj, L, i_h, H, o_k, K, B_MODE)
+                    b_ake += tl.dot(tl.trans(tl.load(p_dt + p_ji)), b_ej * b_left, input_precision=PREC)
+                    b_ady += tl.dot(tl.trans(load_rows(A, t0, rj, L, i_h, H, rows, BT)),
+                                    tl.load(p_dy + rj[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0),
+                                    input_precision=PREC)
+                b_mid += block_sum(b_bs, o_b, j, j + 1)
+            b_pk += b_ak * tl.exp(b_lrx)
+            b_pke += b_ake * tl.exp(b_lrx)
+
+            # gradients of the chunk's inputs from the products and the state-side tiles
+            p_rk = rows[:, None] * K + o_k[None, :]
+            b_carry = key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tl,
+                                    tl.load(p_scr + p_rk, mask=m_k[None, :], other=0.0),
+                                    tl.load(p_dkt + p_rk, mask=m_k[None, :], other=0.0), b_carry,
+                                    b, dq, dk, dg, db, t0, rows, L, i_h, i_k, o_k, m_k, scale, H, K, NK, G_MODE, B_MODE)
