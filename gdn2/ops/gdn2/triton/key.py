@@ -86,12 +86,12 @@ def chunk_bwd_dt_kernel(
 
 @triton.jit
 def key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tl, b_dQg, b_dKt, b_carry,
-                  b, dq, dk, dg, db, t0, rows, L, i_h, i_k, o_k, m_k, scale,
+                  b, dq, dk, dg, db, t0, rows, m_rk, L, i_h, i_k, o_k, scale,
                   H: tl.constexpr, K: tl.constexpr, NK: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr):
     """dq, dk, db and dg of rows ``rows`` from the decayed products (pq, pk, pe, pke: apply and
     apply_t of dAqk and dT; ady: A^T dY) and the state-side tiles dQ_γ, dK_tail. Returns the
-    carry of dg (a reverse cumulative sum) to the rows before these."""
-    m_rk = (rows < L)[:, None] & m_k[None, :]
+    carry of dg (a reverse cumulative sum) to the rows before these. ``m_rk``: the rows' mask,
+    made by the caller at the top of its row block."""
     b_dk = b_pk + b_dKt * b_tl
     b_dE = b_pe + b_ady * b_gam                                          # dĒ ⊙ γ + the decayed product
     p_out = (t0 + rows[:, None]) * H * K + i_h * K + o_k[None, :]
@@ -194,11 +194,13 @@ def chunk_bwd_key_kernel(
         key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tl,
                       tl.load(p_scr + p_tk, mask=m_k[None, :], other=0.0),
                       tl.load(p_dkt + p_tk, mask=m_k[None, :], other=0.0), b_carry,
-                      b, dq, dk, dg, db, t0, o_t, L, i_h, i_k, o_k, m_k, scale, H, K, NK, G_MODE, B_MODE)
+                      b, dq, dk, dg, db, t0, o_t, (o_t < L)[:, None] & m_k[None, :], L, i_h, i_k, o_k, scale,
+                      H, K, NK, G_MODE, B_MODE)
     else:
         for i_r in range(0, NB):
             i = NB - 1 - i_r
             rows = i * SUB + o_s
+            m_rk = (rows < L)[:, None] & m_k[None, :]
             b_g = gate_rows(g, t0, rows, L, i_h, H, o_k, K, SUB, BK, G_MODE)
             b_lc = tl.cumsum(b_g, axis=0)                                       # sum over [a_i, r]
             b_lrx = tl.cumsum(next_gate_rows(g, t0, i * SUB, L, i_h, H, o_k, K, SUB, BK, G_MODE),
@@ -266,8 +268,8 @@ def chunk_bwd_key_kernel(
                 b_left = tl.exp(tl.cumsum(gate_rows(g, t0, rj, L, i_h, H, o_k, K, SUB, BK, G_MODE), axis=0)
                                 + b_mid[None, :])
                 p_ji = rj[:, None] * BT + rows[None, :]
-                b_qj = load_rows(q, t0, rj, L, i_h, H, o_k, K) * scale
-                b_ak += tl.dot(tl.trans(tl.load(p_dqk + p_ji)), b_qj * b_left, input_precision=PREC)
+                b_ak += tl.dot(tl.trans(tl.load(p_dqk + p_ji)),
+                               load_rows(q, t0, rj, L, i_h, H, o_k, K) * scale * b_left, input_precision=PREC)
                 if ERASE:
                     b_kj = load_rows(k, t0, rj, L, i_h, H, o_k, K)
                     b_ej = apply_erase(b_kj, b, t0, rj, L, i_h, H, o_k, K, B_MODE)
@@ -284,4 +286,5 @@ def chunk_bwd_key_kernel(
             b_carry = key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tl,
                                     tl.load(p_scr + p_rk, mask=m_k[None, :], other=0.0),
                                     tl.load(p_dkt + p_rk, mask=m_k[None, :], other=0.0), b_carry,
-                                    b, dq, dk, dg, db, t0, rows, L, i_h, i_k, o_k, m_k, scale, H, K, NK, G_MODE, B_MODE)
+                                    b, dq, dk, dg, db, t0, rows, m_rk, L, i_h, i_k, o_k, scale, H, K, NK, G_MODE,
+                                    B_MODE)
