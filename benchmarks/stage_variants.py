@@ -212,6 +212,7 @@ def main(only=()):
         ("key, 64 columns, 8 warps: whole-chunk form", key_run(64, 8, WHOLE=True)),
         ("key, 32 columns, 4 warps: whole-chunk form", key_run(32, 4, WHOLE=True)),
         ("key, 32 columns, 8 warps: whole-chunk form", key_run(32, 8, WHOLE=True)),
+        ("key, 16 columns, 4 warps: whole-chunk form", key_run(16, 4, WHOLE=True)),
         # register caps (the intra kernel gained 14% from three programs a multiprocessor)
         ("key, 64 columns, 4 warps: capped at 168 registers", key_run(64, 4, maxnreg=168)),
         ("key, 64 columns, 4 warps: capped at 128 registers", key_run(64, 4, maxnreg=128)),
