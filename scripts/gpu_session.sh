@@ -45,49 +45,66 @@ sweep() {  # $1: budget in seconds
   bash scripts/gpu_experiments.sh "$R/exp" "$1" "$MQAR_GROUPS" "$NEEDLE_GROUPS" >"$R/experiments-driver.log" 2>&1
   pack
 }
+step() {  # $1: time limit in seconds, $2: log under R, the rest: the command; skipped near the call's limit
+  local limit=$1 log=$2
+  shift 2
+  left "$limit" && { timeout "$limit" "$@" >"$R/$log" 2>&1; echo "exit code $?" >>"$R/$log"; pack; }
+}
+gpu_tests() {  # $1: time limit; the rest: test paths beside the GPU ones
+  local limit=$1
+  shift
+  step "$limit" gpu-tests.log python3 -m pytest -q -rf -n 8 -p no:cacheprovider tests/gpu \
+    tests/layers/test_layers_gpu.py "$@"
+  tail -3 "$R/gpu-tests.log"
+}
+probes() {  # head-dim probe and criterion check (cold Triton caches: the criterion check compiles
+  # FLA's kernels and ours, and got nothing done in 60 s)
+  step 60 head-dim-probe.log python3 scripts/head_dim_probe.py
+  step 180 criterion.log python3 benchmarks/criterion_fla.py --out "$R"
+  tail -n 4 "$R/head-dim-probe.log" "$R/criterion.log" 2>/dev/null
+}
+kernel_bench() {  # $1: time limit
+  step "$1" bench.log python3 benchmarks/gpu_ops.py --out "$R"
+  tail -30 "$R/bench.log"
+}
 
 case "$PHASE" in
   tests)
     sweep "${BUDGET:-400}" &
-    CUDA_LAUNCH_BLOCKING=1 timeout 150 python3 scripts/gpu_smoke.py >"$R/smoke.log" 2>&1
-    echo "smoke exit code $?" | tee -a "$R/smoke.log"; pack
-    timeout 300 python3 -m pytest -q -rf -n 8 -p no:cacheprovider tests/gpu tests/layers/test_layers_gpu.py \
-      tests/ops/test_triton_interpret.py >"$R/gpu-tests.log" 2>&1
-    echo "gpu tests exit code $?" | tee -a "$R/gpu-tests.log"; pack
-    tail -3 "$R/gpu-tests.log"
-    left 60 && { timeout 60 python3 scripts/head_dim_probe.py >"$R/head-dim-probe.log" 2>&1; pack; }
-    left 180 && { timeout 180 python3 benchmarks/criterion_fla.py --out "$R" >"$R/criterion.log" 2>&1; pack; }
-    tail -n 2 "$R/head-dim-probe.log" "$R/criterion.log" 2>/dev/null
+    step 150 smoke.log env CUDA_LAUNCH_BLOCKING=1 python3 scripts/gpu_smoke.py
+    gpu_tests 300 tests/ops/test_triton_interpret.py
+    probes
     wait
     ;;
   bench)
-    timeout 200 python3 benchmarks/stage_variants.py gated split value "state fwd" capped whole >"$R/stage.log" 2>&1; pack; cat "$R/stage.log"
-    timeout 330 python3 benchmarks/gpu_ops.py --out "$R" >"$R/bench.log" 2>&1; pack; tail -30 "$R/bench.log"
-    left 90 && { timeout 90 python3 benchmarks/profile_stages.py >"$R/profile.log" 2>&1; pack; }
-    left 60 && { timeout 60 python3 benchmarks/mqar_step_profile.py --out "$R" >"$R/mqar-profile.log" 2>&1; pack; }
-    left 120 && { timeout 120 python3 benchmarks/mqar_step_profile.py --compile --fused-adam --mixers gdn2,attention \
-      --out "$R" >>"$R/mqar-profile.log" 2>&1; pack; }
-    head -14 "$R/profile.log" 2>/dev/null; grep "^|" "$R/mqar-profile.log" 2>/dev/null | grep -v "^| \`" | head -16
+    step 200 stage.log python3 benchmarks/stage_variants.py gated split value "state fwd" capped whole
+    cat "$R/stage.log"
+    kernel_bench 330
+    step 90 profile.log python3 benchmarks/profile_stages.py
+    step 60 mqar-profile.log python3 benchmarks/mqar_step_profile.py --out "$R"
+    step 120 mqar-profile-compiled.log python3 benchmarks/mqar_step_profile.py --compile --fused-adam \
+      --mixers gdn2,attention --out "$R"
+    head -14 "$R/profile.log" 2>/dev/null
+    grep -h "^|" "$R"/mqar-profile*.log 2>/dev/null | grep -v "^| \`" | head -16
     ;;
   verify)  # a kernel change: GPU tests, the changed stages' variants, the kernel benchmark
-    timeout 200 python3 -m pytest -q -rf -n 8 -p no:cacheprovider tests/gpu tests/layers/test_layers_gpu.py \
-      >"$R/gpu-tests.log" 2>&1
-    echo "gpu tests exit code $?" | tee -a "$R/gpu-tests.log"; pack; tail -3 "$R/gpu-tests.log"
-    # STAGES: filter words, split on spaces (a name with a space matches by one of its words)
-    [ -n "${STAGES:-}" ] && left 410 && { timeout 90 python3 benchmarks/stage_variants.py $STAGES >"$R/stage.log" 2>&1; \
-      pack; cat "$R/stage.log"; }
-    left 320 && { timeout 320 python3 benchmarks/gpu_ops.py --out "$R" >"$R/bench.log" 2>&1; pack; tail -30 "$R/bench.log"; }
+    gpu_tests 200
+    # STAGES: filter words, split on spaces (a name with a space matches by one of its words);
+    # 320 s kept for the benchmark
+    if [ -n "${STAGES:-}" ] && left 410; then
+      step 90 stage.log python3 benchmarks/stage_variants.py $STAGES
+      cat "$R/stage.log"
+    fi
+    kernel_bench 320
     ;;
-  probes)  # short probes for the warm tail of a session (cold Triton caches: the criterion check
-    # compiles FLA's kernels and ours, and got nothing done in 60 s)
-    timeout 60 python3 scripts/head_dim_probe.py >"$R/head-dim-probe.log" 2>&1; pack
-    timeout 180 python3 benchmarks/criterion_fla.py --out "$R" >"$R/criterion.log" 2>&1; pack
-    timeout 60 python3 benchmarks/profile_stages.py >"$R/profile.log" 2>&1; pack
-    tail -n 4 "$R/head-dim-probe.log" "$R/criterion.log" 2>/dev/null; head -14 "$R/profile.log" 2>/dev/null
+  probes)  # short probes for the warm tail of a session
+    probes
+    step 60 profile.log python3 benchmarks/profile_stages.py
+    head -14 "$R/profile.log" 2>/dev/null
     ;;
   throughput)  # the paper's Figure 2 grid (training throughput at 16K tokens a step), alone on the card
-    timeout 540 python3 benchmarks/train_throughput.py --out "$R" --budget-seconds "${BUDGET:-460}" \
-      >"$R/throughput.log" 2>&1; pack; tail -20 "$R/throughput.log"
+    step 540 throughput.log python3 benchmarks/train_throughput.py --out "$R" --budget-seconds "${BUDGET:-460}"
+    tail -20 "$R/throughput.log"
     ;;
   sweep)
     sweep "${BUDGET:-460}"
