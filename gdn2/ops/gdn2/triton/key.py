@@ -150,50 +150,49 @@ def chunk_bwd_key_kernel(
 
     # per-block sums of the log-decays; the state-side terms of G_C reach every row's dg
     b_bs = tl.sum(tl.reshape(gate_rows(g, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE), (NB, SUB, BK)), axis=1)
+    # the whole chunk's k, dK_tail and exp(G_C - G_r) (sum over (r, last row]): the carry's terms,
+    # and the whole-chunk form's tiles (unused loads are dropped where neither needs them)
+    b_kall = load_rows(k, t0, o_t, L, i_h, H, o_k, K)
+    b_dkt = tl.load(p_dkt + o_t[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0)
+    b_tail = tl.exp(tl.cumsum(gate_rows(g, t0, o_t + 1, L, i_h, H, o_k, K, BT, BK, G_MODE), axis=0, reverse=True))
     b_carry = tl.zeros([BK], dtype=tl.float32)
     if G_MODE != GATE_NONE:
-        b_tail = tl.exp(tl.cumsum(gate_rows(g, t0, o_t + 1, L, i_h, H, o_k, K, BT, BK, G_MODE), axis=0, reverse=True))
-        b_dkt = tl.load(p_dkt + o_t[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0)
         b_dGC = tl.load(p_scr + 3 * BT * K + o_k, mask=m_k, other=0.0)
-        b_carry = b_dGC * tl.exp(tl.sum(b_bs, axis=0)) \
-            + tl.sum(b_dkt * load_rows(k, t0, o_t, L, i_h, H, o_k, K) * b_tail, axis=0)
+        b_carry = b_dGC * tl.exp(tl.sum(b_bs, axis=0)) + tl.sum(b_dkt * b_kall * b_tail, axis=0)
 
     # WHOLE: where this key tile's decay span over the chunk allows (``diag_span``), every pair at
     # once as [BT, BT] x [BT, BK] products of operands centred on each channel's middle decay, in
     # place of the sub-block walk below (its anchors, pairs and pairwise tiles)
     b_wide = tl.full([], DIAG_SPAN + 1.0, tl.float32)
+    b_gw = tl.zeros([BT, BK], dtype=tl.float32)
+    b_lw, b_rw = b_gw, b_gw
     if WHOLE:
-        b_G0 = in_block_decay(gate_rows(g, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE))
-        b_wide = tl.max(tl.max(b_G0, axis=0) - tl.min(b_G0, axis=0), axis=0)
+        b_gw = gate_rows(g, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE)
+        b_lw, b_rw, b_wide = centred_factors(in_block_decay(b_gw))
     if b_wide <= DIAG_SPAN:
         o_c = tl.arange(0, BT)
         p_sq = o_t[:, None] * BT + o_c[None, :]
-        b_g = gate_rows(g, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE)
-        b_lft, b_rgt, _ = centred_factors(in_block_decay(b_g))
-        b_k = load_rows(k, t0, o_t, L, i_h, H, o_k, K)
+        b_k = b_kall
         b_qs = load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale
         b_e = apply_erase(b_k, b, t0, o_t, L, i_h, H, o_k, K, B_MODE)
         b_dqk = tl.load(p_dqk + p_sq)
-        b_kc = b_k * b_rgt
-        b_pq = b_lft * tl.dot(b_dqk, b_kc, input_precision=PREC)
-        b_pk = b_rgt * tl.dot(tl.trans(b_dqk), b_qs * b_lft, input_precision=PREC)
+        b_kc = b_k * b_rw
+        b_pq = b_lw * tl.dot(b_dqk, b_kc, input_precision=PREC)
+        b_pk = b_rw * tl.dot(tl.trans(b_dqk), b_qs * b_lw, input_precision=PREC)
         b_pe = tl.zeros([BT, BK], dtype=tl.float32)
         b_pke = tl.zeros([BT, BK], dtype=tl.float32)
         b_ady = tl.zeros([BT, BK], dtype=tl.float32)
         if ERASE:
             b_dt = tl.load(p_dt + p_sq)
-            b_pe = b_lft * tl.dot(b_dt, b_kc, input_precision=PREC)
-            b_pke = b_rgt * tl.dot(tl.trans(b_dt), b_e * b_lft, input_precision=PREC)
+            b_pe = b_lw * tl.dot(b_dt, b_kc, input_precision=PREC)
+            b_pke = b_rw * tl.dot(tl.trans(b_dt), b_e * b_lw, input_precision=PREC)
             b_ady = tl.dot(tl.trans(load_rows(A, t0, o_t, L, i_h, H, o_c, BT)),
                            tl.load(p_dy + o_t[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0),
                            input_precision=PREC)
-        # exp(G_r) (sum over [first row, r]) and exp(G_C - G_r) (sum over (r, last row]), additions only
-        b_gam = tl.exp(tl.cumsum(b_g, axis=0))
-        b_tl = tl.exp(tl.cumsum(gate_rows(g, t0, o_t + 1, L, i_h, H, o_k, K, BT, BK, G_MODE), axis=0, reverse=True))
-        p_tk = o_t[:, None] * K + o_k[None, :]
-        key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tl,
-                      tl.load(p_scr + p_tk, mask=m_k[None, :], other=0.0),
-                      tl.load(p_dkt + p_tk, mask=m_k[None, :], other=0.0), b_carry,
+        # exp(G_r): the sum over [first row, r], additions only
+        b_gam = tl.exp(tl.cumsum(b_gw, axis=0))
+        key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tail,
+                      tl.load(p_scr + o_t[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0), b_dkt, b_carry,
                       b, dq, dk, dg, db, t0, o_t, (o_t < L)[:, None] & m_k[None, :], L, i_h, i_k, o_k, scale,
                       H, K, NK, G_MODE, B_MODE)
     else:
