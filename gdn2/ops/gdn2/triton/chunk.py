@@ -178,7 +178,7 @@ def _prepare(q, k, v, g, b, w, initial_state, cu_seqlens):
     return (*map(flat, inputs), h0, cu, uniform_T, b_zero)
 
 
-def _finish(o, ht, q, v, initial_state, output_final_state):
+def _finish(o, ht, q, v, output_final_state):
     o = o.reshape(*q.shape[:2], *v.shape[2:])
     if not output_final_state:
         return o, None
@@ -203,7 +203,7 @@ def triton_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate, b: G
     qf, kf, vf, gf, bf, wf, h0, cu, uniform_T, b_zero = _prepare(q, k, v, g, b, w, initial_state, cu_seqlens)
     o, ht, _, _ = _chunk_fwd_op(qf, kf, vf, gf, bf, wf, h0, cu, uniform_T, scale, b_zero, output_final_state,
                                 needs_grad, use_qk_l2norm)
-    o, ht = _finish(o, ht, q, v, initial_state, output_final_state)
+    o, ht = _finish(o, ht, q, v, output_final_state)
     return o[..., :V], (ht[..., :K, :V] if ht is not None else None)
 
 
@@ -239,9 +239,7 @@ def fused_recurrent_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: G
         run, offsets = _fused_recurrent, _cached_offsets
     cu = offsets(B, T, q.device) if cu_seqlens is None else _device_offsets(cu_seqlens, q)
     o, ht = run(*inputs, cu, scale, b_zero, output_final_state, use_qk_l2norm)
-    if not output_final_state:
-        return o, None
-    return o, (ht.double() if q.dtype == torch.float64 else ht)
+    return _finish(o, ht, q, v, output_final_state)
 
 
 def _device_offsets(cu_seqlens: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
