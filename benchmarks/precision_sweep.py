@@ -18,7 +18,7 @@ import pathlib
 
 import torch
 
-from gdn2.bench.gpu import make_inputs, ours, results_path, time_fwd_bwd, versions
+from gdn2.bench.gpu import make_inputs, ours, results_path, time_fwd_bwd, versions, versions_line
 from gdn2.ops.gdn2.triton import backward, chunk, common
 from gdn2.testing import backend_outputs, error, no_worse_bound, random_inputs
 
@@ -83,7 +83,7 @@ def main():
     args = p.parse_args()
     meta = versions()
     lines = [f"# Products of the float32-accurate stages, {meta['date']}, {meta['gpu']}", "",
-             "Versions: " + ", ".join(f"{k} {v}" for k, v in meta.items() if k not in ("date", "time", "gpu")) + ".", "",
+             versions_line(meta), "",
              "Worst case = the largest error / allowed error (2x the chunk backend's + 1e-5) over o, final state "
              "and every gradient of the GPU tests' cases below; at most 1 passes. Time: fwd+bwd at 2x8K, bf16, "
              "H = 16, K = V = 128, median of do_bench.", "",

@@ -206,9 +206,14 @@ def results_path(folder, meta: Dict[str, str], suffix: str = ""):
     return path
 
 
+def versions_line(meta: Dict[str, str]) -> str:
+    """``Versions: torch ..., triton ..., ...`` of ``versions()``, without the run's date, time and card."""
+    return "Versions: " + ", ".join(f"{k} {v}" for k, v in meta.items() if k not in ("date", "time", "gpu")) + "."
+
+
 def format_results(res, meta, ceilings) -> str:
     lines = [f"# GPU kernels, {meta['date']}, {meta['gpu']}", "",
-             "Versions: " + ", ".join(f"{k} {v}" for k, v in meta.items() if k not in ("date", "time", "gpu")) + ".",
+             versions_line(meta),
              f"Ceilings measured in the same run: device copy {ceilings['copy_GBps']:.0f} GB/s (read + write), "
              f"bf16 8192^3 matmul {ceilings['bf16_TFLOPs']:.0f} TFLOP/s.",
              "H = 16, K = V = 128, bfloat16 q/k/v/b/w, float32 g, q/k L2-normalised; times in ms, medians of "
