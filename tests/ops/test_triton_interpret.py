@@ -15,6 +15,17 @@ pytestmark = pytest.mark.interpret
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _kernel_inputs(x):
+    """``x`` as the custom op hands it to the kernels: flattened, b = 0.0 without erase, with the
+    offsets, the chunk table and the gate modes (g, b, w)."""
+    from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
+    from gdn2.ops.gdn2.triton.common import gate_mode
+    qf, kf, vf, gf, bf, wf, h0, cu, uT, b_zero = _prepare(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"],
+                                                           x.get("initial_state"), None)
+    bf = 0.0 if b_zero else bf
+    return qf, kf, vf, gf, bf, wf, h0, cu, _chunks(cu, uT), tuple(gate_mode(t, 3) for t in (gf, bf, wf))
+
+
 def check(x, **kwargs):
     check_backend(x, "triton", **kwargs)
 
@@ -267,14 +278,11 @@ def test_key_kernel_column_blocks_agree(gate):
     """The key kernel splits key columns over programs; per-head gates then add one partial sum
     per column block. Every split must give the same gradients as one block."""
     from gdn2.ops.gdn2.triton.backward import chunk_bwd
-    from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
     from gdn2.testing import assert_close
     x = random_inputs(B=1, T=70, H=1, HV=2, K=64, V=16, gate=gate, erase=gate, write=gate, b_max=2.0,
                       initial_state=True, seed=9, device=DEVICE)
-    qf, kf, vf, gf, bf, wf, h0, cu, uT, _ = _prepare(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"],
-                                                      x["initial_state"], None)
-    do = torch.randn_like(vf)
-    args = (qf, kf, vf, gf, bf, wf, h0, 64 ** -0.5, cu, _chunks(cu, uT), do, None)
+    qf, kf, vf, gf, bf, wf, h0, cu, chunks, _ = _kernel_inputs(x)
+    args = (qf, kf, vf, gf, bf, wf, h0, 64 ** -0.5, cu, chunks, torch.randn_like(vf), None)
     whole, split = chunk_bwd(*args, key_block=64), chunk_bwd(*args, key_block=16)
     for name, a, b in zip(("dq", "dk", "dv", "dg", "db", "dw", "dh0"), split, whole):
         assert_close(name, a, b, rtol=1e-5)
@@ -288,15 +296,12 @@ def test_whole_chunk_key_path_agrees(gates, g_min, monkeypatch):
     gradients where the span allows it, the walk itself (bit for bit) where it does not (g down to
     -3: spans of ~100 over a chunk; no decay has none)."""
     from gdn2.ops.gdn2.triton import backward
-    from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
     from gdn2.testing import assert_close
     decay, erase = gates
     x = random_inputs(B=1, T=100, H=1, HV=2, K=64, V=16, gate=decay, erase=erase, b_max=2.0, g_min=g_min,
                       initial_state=True, seed=22, device=DEVICE)
-    qf, kf, vf, gf, bf, wf, h0, cu, uT, b_zero = _prepare(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"],
-                                                           x["initial_state"], None)
-    args = (qf, kf, vf, gf, 0.0 if b_zero else bf, wf, h0, 64 ** -0.5, cu, _chunks(cu, uT), torch.randn_like(vf),
-            None)
+    qf, kf, vf, gf, bf, wf, h0, cu, chunks, _ = _kernel_inputs(x)
+    args = (qf, kf, vf, gf, bf, wf, h0, 64 ** -0.5, cu, chunks, torch.randn_like(vf), None)
     runs = []
     for whole in (False, True):
         monkeypatch.setattr(backward, "KEY_WHOLE", whole)
@@ -327,17 +332,14 @@ def test_backward_from_kept_intra_outputs(erase):
     """A training forward keeps A and Aqk; the backward then recomputes only the gated operands.
     Its gradients must be those of the backward that recomputes everything."""
     from gdn2.ops.gdn2.triton.backward import chunk_bwd
-    from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
-    from gdn2.ops.gdn2.triton.common import dot_precision, gate_mode
+    from gdn2.ops.gdn2.triton.common import dot_precision
     from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
     from gdn2.testing import assert_close
     x = random_inputs(B=2, T=70, H=1, HV=2, K=64, V=16, erase=erase, b_max=2.0, initial_state=True, seed=12,
                       device=DEVICE)
-    qf, kf, vf, gf, bf, wf, h0, cu, uT, b_zero = _prepare(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"],
-                                                           x["initial_state"], None)
-    bf = 0.0 if b_zero else bf   # as the custom op hands it on
-    chunks, scale = _chunks(cu, uT), 64 ** -0.5
-    A, Aqk, _ = chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, gate_mode(gf, 3), gate_mode(bf, 3),
+    qf, kf, vf, gf, bf, wf, h0, cu, chunks, modes = _kernel_inputs(x)
+    scale = 64 ** -0.5
+    A, Aqk, _ = chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, *modes[:2],
                                 prec=dot_precision(qf.dtype, float32_outputs=True))
     assert (A is None) == (erase == "zero")
     args = (qf, kf, vf, gf, bf, wf, h0, scale, cu, chunks, torch.randn_like(vf), None)
@@ -448,15 +450,11 @@ def test_packed_offsets_as_a_strided_view():
 def test_float16_gated_operands_round_the_float32_ones(erase):
     """The one-pass walk's operands stored as float16: each the float32 one rounded to nearest
     (float16's half-ulp, 2^-11 relative), exp(G_C) still float32, A and Aqk unchanged."""
-    from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
-    from gdn2.ops.gdn2.triton.common import gate_mode
     from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
     x = random_inputs(B=2, T=70, H=2, HV=2, K=32, V=16, erase=erase, b_max=2.0, seed=13, device=DEVICE)
-    qf, kf, vf, gf, bf, wf, h0, cu, uT, b_zero = _prepare(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], None, None)
-    bf = 0.0 if b_zero else bf
-    chunks, modes = _chunks(cu, uT), (gate_mode(gf, 3), gate_mode(0.0 if b_zero else bf, 3))
-    wide = chunk_intra_fwd(qf, kf, gf, bf, 32 ** -0.5, chunks, *modes, prec="ieee")
-    half = chunk_intra_fwd(qf, kf, gf, bf, 32 ** -0.5, chunks, *modes, prec="ieee", gated_dtype=torch.float16)
+    qf, kf, vf, gf, bf, wf, h0, cu, chunks, modes = _kernel_inputs(x)
+    wide = chunk_intra_fwd(qf, kf, gf, bf, 32 ** -0.5, chunks, *modes[:2], prec="ieee")
+    half = chunk_intra_fwd(qf, kf, gf, bf, 32 ** -0.5, chunks, *modes[:2], prec="ieee", gated_dtype=torch.float16)
     for name, a, b in zip(("A", "Aqk"), wide[:2], half[:2]):
         assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), name
     for name, a, b in zip(("Q_γ", "K_tail", "Y"), wide[2][:3], half[2][:3]):
@@ -472,14 +470,11 @@ def test_float16_operands_move_the_walk_by_their_rounding_only():
     """The one-pass walk over float16 operands against the same walk over float32 ones (float32
     values, so nothing else rounds): they differ by float16's rounding (2^-11 relative), no
     more (bfloat16 operands, 2^-8, would fail) and not zero (the float16 path is the one run)."""
-    from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
-    from gdn2.ops.gdn2.triton.common import gate_mode
     from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
     from gdn2.ops.gdn2.triton.state import chunk_state_fwd
     from gdn2.testing import error
     x = random_inputs(B=2, T=100, H=2, HV=4, K=32, V=16, b_max=2.0, seed=16, device=DEVICE)
-    qf, kf, vf, gf, bf, wf, h0, cu, uT, _ = _prepare(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], None, None)
-    chunks, modes = _chunks(cu, uT), (gate_mode(gf, 3), gate_mode(bf, 3), gate_mode(wf, 3))
+    qf, kf, vf, gf, bf, wf, h0, cu, chunks, modes = _kernel_inputs(x)
     outs = {}
     for dtype in (torch.float32, torch.float16):
         A, Aqk, gated = chunk_intra_fwd(qf, kf, gf, bf, 32 ** -0.5, chunks, *modes[:2], prec="ieee", gated_dtype=dtype)
