@@ -37,9 +37,13 @@ def rows_for(case: dict, backend: str = "triton"):
     """Table rows: per tensor, the chunk baseline's error, ``backend``'s and FLA's, each against the
     float64 recurrence."""
     x = random_inputs(K=128, V=128, dtype=torch.bfloat16, device="cuda", **case)
+    start = time.perf_counter()
     triples = backend_outputs(x, backend)   # name -> (backend's, the chunk baseline's, float64's)
+    # progress on stdout: a run cut off at its time limit still says how far it got
+    print(f"float64 recurrence, chunk and {backend}: {time.perf_counter() - start:.0f} s", flush=True)
     try:
         o, S, grads = run_with_grads(fla, x)
+        print(f"FLA: {time.perf_counter() - start:.0f} s", flush=True)
         theirs = {"o": o, "final_state": S, **{f"d{n}": g for n, g in grads.items()}}
     except Exception as exc:   # FLA refusing an input is a result too
         print(f"FLA failed: {type(exc).__name__}: {exc}", flush=True)
@@ -75,14 +79,15 @@ def main(argv=None):
              f"{time.strftime('%Y-%m-%d', time.gmtime())}, {torch.cuda.get_device_name()}", "",
              f"torch {torch.__version__}; relative RMS error against the float64 recurrence; the ratio is over the "
              "PyTorch chunk backend's error (float32 arithmetic); the criterion allows 2x + 1e-5.", ""]
+    print("\n".join(lines), flush=True)
     for name, case in CASES.items():
-        lines += [f"## {name}", "", "| tensor | dtype | chunk (baseline) | gdn2 Triton | FLA chunk_gdn2 |",
-                  "|---|---|---:|---:|---:|"] + rows_for(case) + [""]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "criterion-fla.md").write_text(text + "\n", encoding="utf-8")
+        section = [f"## {name}", "", "| tensor | dtype | chunk (baseline) | gdn2 Triton | FLA chunk_gdn2 |",
+                   "|---|---|---:|---:|---:|"] + rows_for(case) + [""]
+        print("\n".join(section), flush=True)
+        lines += section
+        if args.out:   # after every case: a run cut off later keeps the cases done
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "criterion-fla.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return 0
 
 

