@@ -463,10 +463,11 @@ def test_float16_gated_operands_round_the_float32_ones(erase):
             continue
         assert b.dtype == torch.float16, name
         assert torch.equal(b, a.to(torch.float16)), name
-    # exp(G_C) is float32 in both; two compilations of the kernel may contract its sums differently
-    # on a GPU (the interpreter gives equal bits), so within a few float32 ulps
+    # exp(G_C) is float32 in both; two compilations of the kernel may order the cumulative sum of g
+    # differently on a GPU (the interpreter gives equal bits): an ulp of a log-decay sum of ~40 is
+    # 4e-6 relative after exp (the H100 showed 5.4e-6 at most, 3e-8 absolute)
     assert half[2][3].dtype == torch.float32
-    torch.testing.assert_close(half[2][3], wide[2][3], rtol=4e-7, atol=0)
+    torch.testing.assert_close(half[2][3], wide[2][3], rtol=1e-5, atol=1e-7)
 
 
 def test_float16_operands_move_the_walk_by_their_rounding_only():

@@ -178,11 +178,10 @@ def _prepare(q, k, v, g, b, w, initial_state, cu_seqlens):
     return (*map(flat, inputs), h0, cu, uniform_T, b_zero)
 
 
-def _finish(o, ht, q, v, output_final_state):
-    o = o.reshape(*q.shape[:2], *v.shape[2:])
+def _final_state(ht, q, output_final_state):
     if not output_final_state:
-        return o, None
-    return o, (ht.double() if q.dtype == torch.float64 else ht)
+        return None
+    return ht.double() if q.dtype == torch.float64 else ht
 
 
 def triton_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate, b: Gate, w: Gate,
@@ -203,7 +202,7 @@ def triton_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Gate, b: G
     qf, kf, vf, gf, bf, wf, h0, cu, uniform_T, b_zero = _prepare(q, k, v, g, b, w, initial_state, cu_seqlens)
     o, ht, _, _ = _chunk_fwd_op(qf, kf, vf, gf, bf, wf, h0, cu, uniform_T, scale, b_zero, output_final_state,
                                 needs_grad, use_qk_l2norm)
-    o, ht = _finish(o, ht, q, v, output_final_state)
+    o, ht = o.reshape(*q.shape[:2], *v.shape[2:]), _final_state(ht, q, output_final_state)
     return o[..., :V], (ht[..., :K, :V] if ht is not None else None)
 
 
@@ -239,7 +238,8 @@ def fused_recurrent_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: G
         run, offsets = _fused_recurrent, _cached_offsets
     cu = offsets(B, T, q.device) if cu_seqlens is None else _device_offsets(cu_seqlens, q)
     o, ht = run(*inputs, cu, scale, b_zero, output_final_state, use_qk_l2norm)
-    return _finish(o, ht, q, v, output_final_state)
+    # o is written in v's shape: no reshape on this host-bound path
+    return o, _final_state(ht, q, output_final_state)
 
 
 def _device_offsets(cu_seqlens: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
