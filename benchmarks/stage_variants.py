@@ -52,34 +52,62 @@ def with_cumprod(src: str) -> str:
     return replace(src, PAIRWISE, f"if CUMPROD:\n{indent}    {CUMPROD}\n{indent}else:\n{indent}    {PAIRWISE}")
 
 
-def key_source() -> str:
-    """The key kernel with DIAG (diagonal blocks), EARLY and LATE (the two block loops) switches."""
+def with_switches(src: str, switches: dict) -> str:
+    """Module-level compile-time switches before the first kernel (the kernels' helpers read them)."""
+    lines = "".join(f"{name}: tl.constexpr = tl.constexpr({value!r})\n" for name, value in switches.items())
+    at = find(src, "@triton.jit")
+    return src[:at] + lines + "\n\n" + src[at:]
+
+
+KEY_SWITCHES = dict(DIAG=True, EARLY=True, LATE=True, CUMPROD=False)
+INTRA_SWITCHES = dict(OFF=True, DIAG=True, SOLVE=True, CUMPROD=False)
+
+
+def key_source(**switches) -> str:
+    """The key kernel with DIAG (diagonal blocks), EARLY and LATE (the two block loops) switches,
+    acting on the sub-block walk (the whole-chunk form has none)."""
     s = inspect.getsource(key).replace("from .", "from gdn2.ops.gdn2.triton.")
-    s = replace(s, "WHOLE: tl.constexpr = False,\n):\n    \"\"\"One chunk",
-                "WHOLE: tl.constexpr = False,\n    DIAG: tl.constexpr = True, EARLY: tl.constexpr = True, LATE: tl.constexpr = True,\n"
-                "    CUMPROD: tl.constexpr = False,\n"
-                "):\n    \"\"\"One chunk")
-    # the switches act on the sub-block walk (the whole-chunk form stays off in these rows)
-    start = find(s, "            # pairs inside block i")
-    end = find(s, "            # earlier blocks", start)
-    zeros = "".join(f"            {n} = tl.zeros([SUB, BK], dtype=tl.float32)\n" for n in ("b_pq", "b_pk", "b_pe", "b_pke", "b_ady"))
-    s = s[:start] + zeros + "            if DIAG:\n" + textwrap.indent(s[start:end], "    ") + s[end:]
+    s = with_switches(s, {**KEY_SWITCHES, **switches})
+    start = find(s, "        # pairs inside block i")
+    end = find(s, "        # earlier blocks", start)
+    zeros = "".join(f"        {n} = tl.zeros([SUB, BK], dtype=tl.float32)\n" for n in ("b_pq", "b_pk", "b_pe", "b_pke", "b_ady"))
+    s = s[:start] + zeros + "        if DIAG:\n" + textwrap.indent(s[start:end], "    ") + s[end:]
     s = with_cumprod(replace(s, "for i_j in range(0, i):", "for i_j in range(0, i * EARLY):"))
     return replace(s, "for j in range(i + 1, NB):", "for j in range(i + 1, NB * LATE):")
 
 
-def intra_source() -> str:
-    """The intra kernel with OFF, DIAG and SOLVE switches (the gated operands: its own FUSE_GATED)."""
+def intra_source(**switches) -> str:
+    """The intra kernel with OFF, DIAG (on the sub-block walk) and SOLVE switches (the gated
+    operands: its own FUSE_GATED)."""
     s = inspect.getsource(intra).replace("from .", "from gdn2.ops.gdn2.triton.")
-    s = replace(s, "    FUSE_GATED: tl.constexpr = True, WHOLE: tl.constexpr = False,\n):",
-                "    FUSE_GATED: tl.constexpr = True, WHOLE: tl.constexpr = False,\n    OFF: tl.constexpr = True, "
-                "DIAG: tl.constexpr = True, SOLVE: tl.constexpr = True, CUMPROD: tl.constexpr = False,\n):")
-    s = with_cumprod(s)
-    s = replace(s, "                    if i_b > 0:\n", "                    if i_b * OFF > 0:\n")
-    start = find(s, "                    b_lft, b_rgt, b_span = centred_factors(b_lc)")
-    end = find(s, "                # the rows' columns outside the block", start)
-    s = s[:start] + "                    if DIAG:\n" + textwrap.indent(s[start:end], "    ") + s[end:]
-    return replace(s, "    if ERASE:\n        # A = (I + T)^-1", "    if ERASE and SOLVE:\n        #")
+    s = with_cumprod(with_switches(s, {**INTRA_SWITCHES, **switches}))
+    s = replace(s, "            if i_b > 0:\n", "            if i_b * OFF > 0:\n")
+    start = find(s, "            b_lft, b_rgt, b_span = centred_factors(b_lc)")
+    end = find(s, "        # the rows' columns outside the block", start)
+    s = s[:start] + "            if DIAG:\n" + textwrap.indent(s[start:end], "    ") + s[end:]
+    return replace(s, "    if ERASE:\n        if mine:\n            b_A = solve_chunk(",
+                   "    if ERASE and SOLVE:\n        if mine:\n            b_A = solve_chunk(")
+
+
+class Variants:
+    """Kernel modules built from the patched sources, one per combination of switches (loaded on
+    first use: each is a separate Triton compilation)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.modules = folder, {}
+
+    def get(self, kind: str, switches: dict):
+        key = (kind, tuple(sorted(switches.items())))
+        if key not in self.modules:
+            source = (key_source if kind == "key" else intra_source)(**switches)
+            self.modules[key] = load(f"{kind}_variants_{len(self.modules)}", source, self.folder)
+        return self.modules[key]
+
+    def split(self, kind: str, flags: dict):
+        """``flags`` -> (the module for its switches, the rest as launch arguments)."""
+        names = KEY_SWITCHES if kind == "key" else INTRA_SWITCHES
+        switches = {n: flags.pop(n) for n in list(flags) if n in names}
+        return self.get(kind, switches), flags
 
 
 def load(name: str, source: str, folder: Path):
@@ -147,8 +175,8 @@ def long_sequence_rows():
 
 def main(only=()):
     """``only``: time just the variants whose names contain one of these words."""
-    folder = Path(tempfile.mkdtemp())
-    kv, iv = load("key_variants", key_source(), folder), load("intra_variants", intra_source(), folder)
+    variants = Variants(Path(tempfile.mkdtemp()))
+    variants.get("key", {}), variants.get("intra", {})   # the sources still take every switch
     if not torch.cuda.is_available():
         print("variants built; timing needs a CUDA device")
         return 0
@@ -164,6 +192,7 @@ def main(only=()):
     f32 = dict(dtype=torch.float32, device="cuda")
 
     def key_run(BK, nw, DIAG_SPAN=diag_span("tf32x3"), PREC="tf32x3", ns=1, **flags):
+        kv, flags = variants.split("key", flags)
         return lambda: kv.chunk_bwd_key_kernel[(chunks.count, H, triton.cdiv(K, BK))](
             qf, kf, gf, bf, A, scratch, dq, dk, dg, db, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK, SUB=16,
             SCRATCH=stride, G_MODE=modes[0], B_MODE=modes[1], PREC=PREC, DIAG_SPAN=DIAG_SPAN, num_warps=nw,
@@ -173,6 +202,7 @@ def main(only=()):
     dec = torch.empty(chunks.count, H, K, **f32)
 
     def intra_run(BK=32, nw=4, DIAG_SPAN=None, ns=1, prec="tf32", **flags):
+        iv, flags = variants.split("intra", flags)
         return lambda: iv.chunk_intra_fwd_kernel[(chunks.count, H)](
             qf, kf, gf, bf, *outs, dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK, SUB=16,
             G_MODE=modes[0], B_MODE=modes[1], PREC=prec, DIAG_SPAN=diag_span(prec) if DIAG_SPAN is None else DIAG_SPAN,
@@ -185,10 +215,17 @@ def main(only=()):
             qf, kf, gf, bf, outs[0], *(outs16 if f16 else outs[2:]), dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK,
             G_MODE=modes[0], B_MODE=modes[1], PREC=prec, num_warps=nw, num_stages=1)
 
-    def split_run(maxnreg=None, prec="tf32", whole=False, **kw):
-        first = intra_run(FUSE_GATED=False, prec=prec, WHOLE=whole, **({"maxnreg": maxnreg} if maxnreg else {}))
+    def split_run(maxnreg=None, prec="tf32", forms=(0,), **kw):
+        """The intra kernel (one launch per whole-chunk FORM) then the gated-operands kernel."""
+        firsts = [intra_run(FUSE_GATED=False, prec=prec, FORM=form, **({"maxnreg": maxnreg} if maxnreg else {}))
+                  for form in forms]
         second = gated_run(prec=prec, **kw)
-        return lambda: (first(), second())
+        return lambda: ([first() for first in firsts], second())
+
+    def key_forms(BK, nw, forms):
+        """The key kernel as one launch per whole-chunk FORM (two: the split form)."""
+        runs = [key_run(BK, nw, FORM=form) for form in forms]
+        return lambda: [run() for run in runs]
 
     state_run, state_bwd_run, state_pair_run, (o, dh, dr, do) = state_runners(s, A, Aqk, gated)
 
@@ -208,11 +245,18 @@ def main(only=()):
         ("key, 64 columns, 8 warps: without products", key_run(64, 8, DIAG=False, EARLY=False, LATE=False)),
         ("key, 64 columns, 4 warps: all", key_run(64, 4)),
         # the whole-chunk form (this run's gates span ~5 over a chunk: every key tile takes it)
-        ("key, 64 columns, 4 warps: whole-chunk form", key_run(64, 4, WHOLE=True)),
-        ("key, 64 columns, 8 warps: whole-chunk form", key_run(64, 8, WHOLE=True)),
-        ("key, 32 columns, 4 warps: whole-chunk form", key_run(32, 4, WHOLE=True)),
-        ("key, 32 columns, 8 warps: whole-chunk form", key_run(32, 8, WHOLE=True)),
-        ("key, 16 columns, 4 warps: whole-chunk form", key_run(16, 4, WHOLE=True)),
+        # in one launch with the walk (attempt 24), and split (attempt 25: a launch compiled with the
+        # whole form alone, then one with the walk for the rest, here empty)
+        ("key, 64 columns, 4 warps: whole-chunk form", key_run(64, 4, FORM=1)),
+        ("key, 64 columns, 8 warps: whole-chunk form", key_run(64, 8, FORM=1)),
+        ("key, 32 columns, 4 warps: whole-chunk form", key_run(32, 4, FORM=1)),
+        ("key, 32 columns, 8 warps: whole-chunk form", key_run(32, 8, FORM=1)),
+        ("key, 16 columns, 4 warps: whole-chunk form", key_run(16, 4, FORM=1)),
+        ("key, 64 columns, 8 warps: whole-chunk form, split launches", key_forms(64, 8, (2, 3))),
+        ("key, 32 columns, 8 warps: whole-chunk form, split launches", key_forms(32, 8, (2, 3))),
+        ("key, 32 columns, 4 warps: whole-chunk form, split launches", key_forms(32, 4, (2, 3))),
+        ("key, 16 columns, 4 warps: whole-chunk form, split launches", key_forms(16, 4, (2, 3))),
+        ("key, 16 columns, 8 warps: whole-chunk form, split launches", key_forms(16, 8, (2, 3))),
         # register caps (the intra kernel gained 14% from three programs a multiprocessor)
         ("key, 64 columns, 4 warps: capped at 168 registers", key_run(64, 4, maxnreg=168)),
         ("key, 64 columns, 4 warps: capped at 128 registers", key_run(64, 4, maxnreg=128)),
@@ -229,9 +273,14 @@ def main(only=()):
         ("intra (one-pass): split, capped, float16 gated operands (used)", split_run(maxnreg=168, f16=True)),
         # the whole-chunk form (span of this run's gates over a chunk ~5, so every chunk takes it)
         ("intra (one-pass): whole-chunk form, split, capped, float16 gated operands",
-         split_run(maxnreg=168, f16=True, whole=True)),
-        ("intra (one-pass): whole-chunk form, split, float16 gated operands", split_run(f16=True, whole=True)),
-        ("intra (three-pass): whole-chunk form, split", split_run(prec="tf32x3", whole=True)),
+         split_run(maxnreg=168, f16=True, forms=(1,))),
+        ("intra (one-pass): whole-chunk form, split, float16 gated operands", split_run(f16=True, forms=(1,))),
+        ("intra (three-pass): whole-chunk form, split", split_run(prec="tf32x3", forms=(1,))),
+        ("intra (one-pass): whole-chunk form, split launches, capped, float16 gated operands",
+         split_run(maxnreg=168, f16=True, forms=(2, 3))),
+        ("intra (one-pass): whole-chunk form, split launches, float16 gated operands",
+         split_run(f16=True, forms=(2, 3))),
+        ("intra (three-pass): whole-chunk form, split launches", split_run(prec="tf32x3", forms=(2, 3))),
         # the three-pass intra (training forward, backward) is not capped: measure it first
         ("intra (three-pass): split", split_run(prec="tf32x3")),
         ("intra (three-pass): split, intra capped at 168 registers", split_run(maxnreg=168, prec="tf32x3")),

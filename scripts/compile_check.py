@@ -72,6 +72,7 @@ def check(fn, consts, dtype="*bf16", num_warps=4, num_stages=1, overrides=None, 
 
 
 PREC = sys.argv[1] if len(sys.argv) > 1 else "tf32x3"
+FORMS = {1: "both forms", 2: "whole only", 3: "walk for the rest"}
 
 
 def main(Ks=(128, 256)):
@@ -82,9 +83,10 @@ def main(Ks=(128, 256)):
         for fuse in (False, True):   # the gated operands in their own launch (used) or inside
             ok &= check(chunk_intra_fwd_kernel, dict(H=16, K=K, BT=64, BK=min(32, BK), SUB=16, G_MODE=2, B_MODE=2,
                                                      PREC=PREC, DIAG_SPAN=diag_span(PREC), FUSE_GATED=fuse))
-        ok &= check(chunk_intra_fwd_kernel, dict(H=16, K=K, BT=64, BK=min(32, BK), SUB=16, G_MODE=2, B_MODE=2,
-                                                 PREC=PREC, DIAG_SPAN=diag_span(PREC), FUSE_GATED=False, WHOLE=True),
-                    note=" (whole)")
+        for form, name in FORMS.items():   # the whole-chunk forms (common.FORM_*)
+            ok &= check(chunk_intra_fwd_kernel, dict(H=16, K=K, BT=64, BK=min(32, BK), SUB=16, G_MODE=2, B_MODE=2,
+                                                     PREC=PREC, DIAG_SPAN=diag_span(PREC), FUSE_GATED=False,
+                                                     FORM=form), note=f" ({name})")
         ok &= check(chunk_gated_kernel, dict(H=16, K=K, BT=64, BK=32, G_MODE=2, B_MODE=2, PREC=PREC))
         ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
                                                  USE_H0=True,
@@ -105,10 +107,10 @@ def main(Ks=(128, 256)):
         ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=64, BV=32, SCRATCH=1, B_MODE=2, W_MODE=2,
                                                  PREC=PREC), num_warps=4, num_stages=2)
         ok &= check(chunk_bwd_dt_kernel, dict(H=16, K=K, BT=64, BK=32, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC))
-        for whole in (False, True):
+        for form, name in {0: "walk", **FORMS}.items():
             ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=KEY_BLOCK, SUB=16, SCRATCH=1, G_MODE=2, B_MODE=2,
-                                                   PREC=PREC, DIAG_SPAN=diag_span(PREC), WHOLE=whole),
-                        num_warps=KEY_WARPS[KEY_BLOCK], note=" (whole)" if whole else "")
+                                                   PREC=PREC, DIAG_SPAN=diag_span(PREC), FORM=form),
+                        num_warps=KEY_WARPS[KEY_BLOCK], note=f" ({name})")
         ok &= check(fused_recurrent_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BK=BK, BV=32, **gates, USE_H0=True,
                                                      STORE_HT=True))
     return ok

@@ -138,11 +138,12 @@ def test_diagonal_block_paths_agree():
 @pytest.mark.parametrize("g_min,first_row", [(-0.1, 0.0), (-0.1, -1e4), (-3.0, 0.0)], ids=str)
 @pytest.mark.parametrize("erase", ["channel", "zero"])
 def test_whole_chunk_intra_path_agrees(g_min, first_row, erase):
-    """The intra kernel's whole-chunk form (``WHOLE``) against the sub-block form: the same A, Aqk
-    and gated operands where the chunk's span allows it (narrow decays, and a closed gate on the
-    chunk's first row, which decays none of its pairs), and the sub-block form itself (bit for
-    bit) where it does not (g down to -3: spans of ~100 over a chunk)."""
-    from gdn2.ops.gdn2.triton.common import make_chunks
+    """The intra kernel's whole-chunk form (``FORM``), in one launch and split over two, against
+    the sub-block walk: the same A, Aqk and gated operands where the chunk's span allows it (narrow
+    decays, and a closed gate on the chunk's first row, which decays none of its pairs), and the
+    walk itself (bit for bit) where it does not (g down to -3: spans of ~100 over a chunk). The
+    two launches of the split form must together make exactly what the one launch makes."""
+    from gdn2.ops.gdn2.triton.common import WHOLE_FORMS, make_chunks
     from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd_kernel
     from gdn2.testing import assert_close
     x = random_inputs(B=1, T=100, H=1, K=32, V=16, b_max=2.0, g_min=g_min, erase=erase, seed=21, device=DEVICE)
@@ -150,16 +151,20 @@ def test_whole_chunk_intra_path_agrees(g_min, first_row, erase):
     q, k, g = (x[n][0].float().contiguous() for n in ("q", "k", "g"))
     b = x["b"][0].float().contiguous() if isinstance(x["b"], torch.Tensor) else k
     chunks = make_chunks([0, 64, 100], 64, DEVICE)
-    outs = []
-    for whole in (False, True):
-        bufs = [torch.zeros(100, 1, 64, device=DEVICE) for _ in range(2)] + [
-            torch.zeros(100, 1, 32, device=DEVICE) for _ in range(3)]
-        chunk_intra_fwd_kernel[(2, 1)](q, k, g, b, *bufs, torch.zeros(2, 1, 32, device=DEVICE), chunks.start,
-                                       chunks.end, 32 ** -0.5, H=1, K=32, BT=64, BK=32, SUB=16, G_MODE=2,
-                                       B_MODE=2 if erase == "channel" else 3, PREC="ieee", DIAG_SPAN=16.0,
-                                       WHOLE=whole)
-        outs.append(bufs)
-    for name, loop, whole in zip(("A", "Aqk", "qg", "kt", "y"), *outs):
+    outs = {}
+    for mode in ("off", "inline", "split"):
+        # NaN-filled: a chunk that no launch of the mode makes fails every comparison
+        bufs = [torch.full((100, 1, 64), float("nan"), device=DEVICE) for _ in range(2)] + [
+            torch.full((100, 1, 32), float("nan"), device=DEVICE) for _ in range(3)]
+        for form in WHOLE_FORMS[mode]:
+            chunk_intra_fwd_kernel[(2, 1)](q, k, g, b, *bufs, torch.zeros(2, 1, 32, device=DEVICE), chunks.start,
+                                           chunks.end, 32 ** -0.5, H=1, K=32, BT=64, BK=32, SUB=16, G_MODE=2,
+                                           B_MODE=2 if erase == "channel" else 3, PREC="ieee", DIAG_SPAN=16.0,
+                                           FORM=form)
+        outs[mode] = bufs if erase == "channel" else bufs[1:2] + bufs[2:4]
+    names = ("A", "Aqk", "qg", "kt", "y") if erase == "channel" else ("Aqk", "qg", "kt")
+    for name, loop, whole, split in zip(names, outs["off"], outs["inline"], outs["split"]):
+        assert torch.equal(split, whole), name
         if g_min == -3.0:
             assert torch.equal(loop, whole), name
         else:
@@ -292,9 +297,10 @@ def test_key_kernel_column_blocks_agree(gate):
                                    ("channel", "zero")], ids=lambda x: "-".join(x))
 @pytest.mark.parametrize("g_min", [-0.1, -3.0], ids=str)
 def test_whole_chunk_key_path_agrees(gates, g_min, monkeypatch):
-    """The key kernel's whole-chunk form (``KEY_WHOLE``) against the sub-block walk: the same
-    gradients where the span allows it, the walk itself (bit for bit) where it does not (g down to
-    -3: spans of ~100 over a chunk; no decay has none)."""
+    """The key kernel's whole-chunk form (``KEY_WHOLE``), in one launch and split over two,
+    against the sub-block walk: the same gradients where the span allows it, the walk itself (bit
+    for bit) where it does not (g down to -3: spans of ~100 over a chunk; no decay has none), and
+    the split form exactly the one-launch form."""
     from gdn2.ops.gdn2.triton import backward
     from gdn2.testing import assert_close
     decay, erase = gates
@@ -303,25 +309,27 @@ def test_whole_chunk_key_path_agrees(gates, g_min, monkeypatch):
     qf, kf, vf, gf, bf, wf, h0, cu, chunks, _ = _kernel_inputs(x)
     args = (qf, kf, vf, gf, bf, wf, h0, 64 ** -0.5, cu, chunks, torch.randn_like(vf), None)
     runs = []
-    for whole in (False, True):
-        monkeypatch.setattr(backward, "KEY_WHOLE", whole)
+    for mode in ("off", "inline", "split"):
+        monkeypatch.setattr(backward, "KEY_WHOLE", mode)
         runs.append(backward.chunk_bwd(*args))
-    for name, walk, whole in zip(("dq", "dk", "dv", "dg", "db", "dw", "dh0"), *runs):
+    for name, walk, whole, split in zip(("dq", "dk", "dv", "dg", "db", "dw", "dh0"), *runs):
         if walk is None:
             continue
+        assert torch.equal(split, whole), name
         if g_min == -3.0 and decay != "none":
             assert torch.equal(walk, whole), name
         else:
             assert_close(name, whole, walk, rtol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["inline", "split"])
 @pytest.mark.parametrize("gate", ["channel", "scalar"])
-def test_whole_chunk_forms_meet_the_criterion(gate, monkeypatch):
+def test_whole_chunk_forms_meet_the_criterion(gate, mode, monkeypatch):
     """With both whole-chunk forms on, the Triton backend against the float64 recurrence (outputs,
     final state, every gradient), on gates narrow enough that every chunk takes them."""
     from gdn2.ops.gdn2.triton import backward, intra
-    monkeypatch.setattr(intra, "WHOLE_CHUNK", True)
-    monkeypatch.setattr(backward, "KEY_WHOLE", True)
+    monkeypatch.setattr(intra, "WHOLE_CHUNK", mode)
+    monkeypatch.setattr(backward, "KEY_WHOLE", mode)
     x = random_inputs(B=2, T=100, H=2, HV=4, K=32, V=16, gate=gate, erase=gate, write=gate, b_max=2.0,
                       g_min=-0.2, initial_state=True, seed=23, device=DEVICE)
     check(x)

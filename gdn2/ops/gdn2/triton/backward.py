@@ -13,8 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, cdiv, chunk_rows, diag_span, dot_precision,
-                     gate_mode, load_rows, load_scalar_rows, load_write, value_tile)
+from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, WHOLE_FORMS, cdiv, chunk_rows, diag_span,
+                     dot_precision, gate_mode, load_rows, load_scalar_rows, load_write, value_tile)
 from .intra import chunk_gated_fwd, chunk_intra_fwd
 from .key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
 from .state import state_fwd, state_tiles
@@ -190,9 +190,9 @@ def chunk_bwd_value_kernel(
 # 32 on 4 warps 4.2; 128 on 8 warps 4.2.
 KEY_BLOCK = 64
 KEY_WARPS = {16: 4, 32: 8, 64: 4}
-# the key kernel's whole-chunk form (``WHOLE``): off until an H100 run of
-# benchmarks/stage_variants.py ("whole" rows) measures it against the sub-block walk
-KEY_WHOLE = False
+# the key kernel's whole-chunk form ("off", "inline" or "split": ``WHOLE_FORMS`` in common): off
+# until an H100 run of benchmarks/stage_variants.py ("whole" rows) measures it against the walk
+KEY_WHOLE = "off"
 
 
 def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block=KEY_BLOCK, kept=None):
@@ -253,10 +253,11 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     chunk_bwd_dt_kernel[(chunks.count, H)](
         k, gt, bt, At, scratch, chunks.start, chunks.end, H=H, K=K, BT=BT, BK=MIN_TILE, SCRATCH=stride,
         G_MODE=modes[0], B_MODE=modes[1], PREC=prec, num_warps=4, num_stages=1)
-    chunk_bwd_key_kernel[(chunks.count, H, NKk)](
-        q, k, gt, bt, At, scratch, dq, dk, dg if dg is not None else dummy, db if db is not None else dummy,
-        chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=key_block, SUB=16, SCRATCH=stride, G_MODE=modes[0],
-        B_MODE=modes[1], PREC=prec, DIAG_SPAN=diag_span(prec), WHOLE=KEY_WHOLE, num_warps=KEY_WARPS[key_block],
-        num_stages=1)
+    for form in WHOLE_FORMS[KEY_WHOLE]:
+        chunk_bwd_key_kernel[(chunks.count, H, NKk)](
+            q, k, gt, bt, At, scratch, dq, dk, dg if dg is not None else dummy, db if db is not None else dummy,
+            chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=key_block, SUB=16, SCRATCH=stride,
+            G_MODE=modes[0], B_MODE=modes[1], PREC=prec, DIAG_SPAN=diag_span(prec), FORM=form,
+            num_warps=KEY_WARPS[key_block], num_stages=1)
     dg, db, dw = (d.sum(-1) if d is not None and x.ndim == 2 else d for d, x in ((dg, g), (db, b), (dw, w)))
     return dq, dk, dv, dg, db, dw, dh0

@@ -15,6 +15,18 @@ GATE_SCALAR: tl.constexpr = tl.constexpr(1)   # one value per head and token
 GATE_CHANNEL: tl.constexpr = tl.constexpr(2)  # one value per channel
 GATE_ZERO: tl.constexpr = tl.constexpr(3)     # b = 0: no erase (GLA / linear attention)
 
+# The whole-chunk form of the intra and key kernels (attempts 24-25), as their compile-time FORM:
+# the sub-block walk alone; both forms in one program (the walk where a decay span forbids the
+# whole form); or two launches over the same grid, one compiled with the whole form alone (its
+# programs return where the span forbids it) and one with the walk alone for the rest, so that
+# neither holds the other's registers (both in one program cost the key kernel ~6 KB of spills).
+FORM_WALK: tl.constexpr = tl.constexpr(0)
+FORM_BOTH: tl.constexpr = tl.constexpr(1)
+FORM_WHOLE: tl.constexpr = tl.constexpr(2)
+FORM_REST: tl.constexpr = tl.constexpr(3)
+# host setting -> the FORM of each launch
+WHOLE_FORMS = {"off": (0,), "inline": (1,), "split": (2, 3)}
+
 
 def on_device_of(x: torch.Tensor):
     """The CUDA device of ``x`` made current for the launches inside, when it is not already:

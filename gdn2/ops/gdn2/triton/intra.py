@@ -17,8 +17,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, apply_erase, cdiv, chunk_gates, chunk_rows,
-                     diag_span, load_rows, load_scalar_rows, register_cap)
+from .common import (FORM_REST, FORM_WALK, FORM_WHOLE, GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, WHOLE_FORMS,
+                     apply_erase, cdiv, chunk_gates, chunk_rows, diag_span, load_rows, load_scalar_rows, register_cap)
 from .decay import anchor_factor, centred_factors, in_block_decay
 
 
@@ -49,6 +49,88 @@ def chunk_span(g, t0, o_t, L, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.cons
 
 
 @triton.jit
+def whole_products(q, k, g, b, A, Aqk, t0, o_t, o_c, L, i_h, p_row, m_row, scale,
+                   H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+                   B_MODE: tl.constexpr, PREC: tl.constexpr):
+    """T and Aqk of a whole chunk whose decay span allows centred operands (the whole-chunk form)."""
+    ERASE: tl.constexpr = B_MODE != GATE_ZERO
+    b_T = tl.zeros([BT, BT], dtype=tl.float32)
+    b_Aqk = tl.zeros([BT, BT], dtype=tl.float32)
+    for i_k in range(0, tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        b_k = load_rows(k, t0, o_t, L, i_h, H, o_k, K)
+        b_lft, b_rgt, _ = centred_factors(in_block_decay(load_rows(g, t0, o_t, L, i_h, H, o_k, K)))
+        b_kc = tl.trans(b_k * b_rgt)
+        b_Aqk += tl.dot(load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale * b_lft, b_kc, input_precision=PREC)
+        if ERASE:
+            b_e = apply_erase(b_k, b, t0, o_t, L, i_h, H, o_k, K, B_MODE)
+            b_T += tl.dot(b_e * b_lft, b_kc, input_precision=PREC)
+    store_products(A, Aqk, p_row, m_row, b_T, b_Aqk, o_t, o_c, ERASE)
+
+
+@triton.jit
+def walk_products(q, k, g, b, A, Aqk, t0, o_t, o_c, L, i_h, scale,
+                  H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
+                  B_MODE: tl.constexpr, PREC: tl.constexpr, DIAG_SPAN: tl.constexpr):
+    """T and Aqk of a chunk by the sub-block walk (any decay span)."""
+    ERASE: tl.constexpr = B_MODE != GATE_ZERO
+    o_s = tl.arange(0, SUB)
+    # one block of rows i at a time, every K tile loaded once for both parts:
+    # - pairs with earlier blocks as [SUB, BK] x [BK, BT] products through the anchor a_i = first
+    #   row of block i (rows: exp of the sum over (a_i, r]; columns s < a_i: exp of the sum over
+    #   (s, a_i]); a [BT, BK] left operand masked to one block's rows would spend four times
+    #   the tensor-core work;
+    # - pairs inside the block: where the decay's span allows (``diag_span``), one product of
+    #   centred operands; else a pairwise-decay tile whose exponent for (r, s) is the sum over
+    #   (s, r], a cumulative sum down r of g_r masked to r > s (additions only)
+    lower = (o_s[:, None] >= o_s[None, :])[:, :, None]
+    below = (o_s[:, None] > o_s[None, :])[:, :, None]
+    for i_b in range(0, BT // SUB):
+        rows = i_b * SUB + o_s
+        b_aq = tl.zeros([SUB, BT], dtype=tl.float32)
+        b_at = tl.zeros([SUB, BT], dtype=tl.float32)
+        b_dqk = tl.zeros([SUB, SUB], dtype=tl.float32)
+        b_dt = tl.zeros([SUB, SUB], dtype=tl.float32)
+        for i_k in range(0, tl.cdiv(K, BK)):
+            o_k = i_k * BK + tl.arange(0, BK)
+            b_g = load_rows(g, t0, rows, L, i_h, H, o_k, K)
+            b_kr = load_rows(k, t0, rows, L, i_h, H, o_k, K)
+            b_qr = load_rows(q, t0, rows, L, i_h, H, o_k, K) * scale
+            b_e = apply_erase(b_kr, b, t0, rows, L, i_h, H, o_k, K, B_MODE)
+            b_lc = in_block_decay(b_g)
+            if i_b > 0:
+                b_right = load_rows(k, t0, o_t, L, i_h, H, o_k, K) \
+                    * anchor_factor(load_rows(g, t0, o_t + 1, L, i_h, H, o_k, K), i_b * SUB, BT)
+                b_fac = tl.exp(b_lc)
+                b_aq += tl.dot(b_qr * b_fac, tl.trans(b_right), input_precision=PREC)
+                if ERASE:
+                    b_at += tl.dot(b_e * b_fac, tl.trans(b_right), input_precision=PREC)
+            b_lft, b_rgt, b_span = centred_factors(b_lc)
+            if b_span <= DIAG_SPAN:
+                # one product of centred operands (masked to the lower triangle when stored)
+                b_kc = tl.trans(b_kr * b_rgt)
+                b_dqk += tl.dot(b_qr * b_lft, b_kc, input_precision=PREC)
+                if ERASE:
+                    b_dt += tl.dot(b_e * b_lft, b_kc, input_precision=PREC)
+            else:
+                b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
+                b_kD = b_kr[None, :, :] * b_D
+                b_dqk += tl.sum(b_qr[:, None, :] * b_kD, axis=2)
+                if ERASE:
+                    b_dt += tl.sum(b_e[:, None, :] * b_kD, axis=2)
+        # the rows' columns outside the block (zero right of it), then the block itself
+        p_blk = (t0 + rows[:, None]) * H * BT + i_h * BT + o_c[None, :]
+        m_out = (rows < L)[:, None] & (o_c // SUB != i_b)[None, :]
+        p_dia = (t0 + rows[:, None]) * H * BT + i_h * BT + rows[None, :]
+        m_dia = (rows < L)[:, None]
+        tl.store(Aqk + p_blk, b_aq, mask=m_out)
+        tl.store(Aqk + p_dia, tl.where(o_s[:, None] >= o_s[None, :], b_dqk, 0.0), mask=m_dia)
+        if ERASE:
+            tl.store(A + p_blk, b_at, mask=m_out)
+            tl.store(A + p_dia, tl.where(o_s[:, None] > o_s[None, :], b_dt, 0.0), mask=m_dia)
+
+
+@triton.jit
 def store_products(A, Aqk, p_row, m_row, b_T, b_Aqk, o_t, o_c, ERASE: tl.constexpr):
     """Aqk (lower triangle with the diagonal) and T (strictly lower) of a whole chunk."""
     tl.store(Aqk + p_row, tl.where(o_t[:, None] >= o_c[None, :], b_Aqk, 0.0), mask=m_row)
@@ -57,96 +139,83 @@ def store_products(A, Aqk, p_row, m_row, b_T, b_Aqk, o_t, o_c, ERASE: tl.constex
 
 
 @triton.jit
+def solve_chunk(A, t0, L, i_h, p_row, m_row, o_c, H: tl.constexpr, BT: tl.constexpr, SUB: tl.constexpr,
+                PREC: tl.constexpr):
+    """A = (I + T)^-1 of one chunk in two steps, in place of T, which is read back from ``A`` where
+    the products were just stored; returns A."""
+    blk = tl.arange(0, BT) // SUB
+    tl.debug_barrier()
+    # 1) P = (I + D)^-1 for the 16x16 diagonal blocks D, all blocks at once as [NB, SUB, SUB]
+    #    tiles, by forward substitution P_j = e_j - sum_s D_js P_s (elementwise: a chain of
+    #    matrix products would spend 16 dependent tensor-core steps on 4 useful rows each)
+    NB: tl.constexpr = BT // SUB
+    o_b = tl.arange(0, NB)
+    o_s = tl.arange(0, SUB)
+    e_s = tl.where(o_s[:, None] == o_s[None, :], 1.0, 0.0)
+    b_P3 = tl.zeros([NB, SUB, SUB], dtype=tl.float32) + e_s[None, :, :]
+    p_diag = A + (t0 + o_b[:, None] * SUB) * H * BT + i_h * BT + o_b[:, None] * SUB + o_s[None, :]
+    for j in range(1, SUB):
+        b_d = tl.load(p_diag + j * H * BT, mask=(o_b * SUB + j < L)[:, None], other=0.0)
+        b_x = tl.sum(b_d[:, :, None] * b_P3, axis=1)
+        b_new = tl.where(o_s == j, 1.0, 0.0)[None, :] - b_x
+        b_P3 = tl.where((o_s == j)[None, :, None], b_new[:, None, :], b_P3)
+    tl.debug_barrier()
+    p_P3 = A + (t0 + o_b[:, None, None] * SUB + o_s[None, :, None]) * H * BT + i_h * BT \
+        + o_b[:, None, None] * SUB + o_s[None, None, :]
+    tl.store(p_P3, b_P3, mask=(o_b[:, None, None] * SUB + o_s[None, :, None]) < L)
+    tl.debug_barrier()
+    # 2) (I + T)^-1 = (I + N)^-1 P with N = P T_low strictly block-lower, so N^4 = 0
+    same = blk[:, None] == (o_c // SUB)[None, :]
+    b_M = tl.load(A + p_row, mask=m_row, other=0.0)
+    b_P = tl.where(same, b_M, 0.0)
+    b_N = tl.dot(b_P, tl.where(same, 0.0, b_M), input_precision=PREC)
+    b_Z = tl.dot(b_N, b_P, input_precision=PREC)
+    b_A = b_P - b_Z
+    b_Z = tl.dot(b_N, b_Z, input_precision=PREC)
+    b_A += b_Z
+    b_A -= tl.dot(b_N, b_Z, input_precision=PREC)
+    tl.debug_barrier()
+    tl.store(A + p_row, b_A, mask=m_row)
+    return b_A
+
+
+@triton.jit
 def chunk_intra_fwd_kernel(
     q, k, g, b, A, Aqk, qg, kt, y, dec, chunk_start, chunk_end, scale,
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
     G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr, DIAG_SPAN: tl.constexpr,
-    FUSE_GATED: tl.constexpr = True, WHOLE: tl.constexpr = False,
+    FUSE_GATED: tl.constexpr = True, FORM: tl.constexpr = 0,
 ):
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1)
     t0, L = chunk_rows(chunk_start, chunk_end, i_c)
     o_t = tl.arange(0, BT)
     o_c = tl.arange(0, BT)
-    blk = o_t // SUB
     ERASE: tl.constexpr = B_MODE != GATE_ZERO
 
     p_row = (t0 + o_t[:, None]) * H * BT + i_h * BT + o_c[None, :]
     m_row = (o_t < L)[:, None]
-    o_s = tl.arange(0, SUB)
-    # WHOLE: where the chunk's span of log-decays allows (``diag_span``, as for one sub-block), all
-    # of its pairs as two [BT, BK] x [BK, BT] products of operands centred on each channel's middle
-    # decay, instead of the sub-block scheme below (its anchors, pairs and pairwise tiles)
+    # the whole-chunk form (FORM, see common): where the chunk's span of log-decays allows
+    # (``diag_span``, as for one sub-block), all of its pairs as two [BT, BK] x [BK, BT] products of
+    # operands centred on each channel's middle decay, instead of the sub-block scheme below (its
+    # anchors, pairs and pairwise tiles). ``mine``: this launch makes the chunk (always, except in
+    # the two launches of the split form)
+    mine = True
     if G_MODE == GATE_CHANNEL:
         b_wide = tl.full([], DIAG_SPAN + 1.0, tl.float32)
-        if WHOLE:
+        if FORM != FORM_WALK:
             b_wide = chunk_span(g, t0, o_t, L, i_h, H, K, BK)
-        if b_wide <= DIAG_SPAN:
-            b_T = tl.zeros([BT, BT], dtype=tl.float32)
-            b_Aqk = tl.zeros([BT, BT], dtype=tl.float32)
-            for i_k in range(0, tl.cdiv(K, BK)):
-                o_k = i_k * BK + tl.arange(0, BK)
-                b_k = load_rows(k, t0, o_t, L, i_h, H, o_k, K)
-                b_lft, b_rgt, _ = centred_factors(in_block_decay(load_rows(g, t0, o_t, L, i_h, H, o_k, K)))
-                b_kc = tl.trans(b_k * b_rgt)
-                b_Aqk += tl.dot(load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale * b_lft, b_kc, input_precision=PREC)
-                if ERASE:
-                    b_e = apply_erase(b_k, b, t0, o_t, L, i_h, H, o_k, K, B_MODE)
-                    b_T += tl.dot(b_e * b_lft, b_kc, input_precision=PREC)
-            store_products(A, Aqk, p_row, m_row, b_T, b_Aqk, o_t, o_c, ERASE)
-        else:
-            # one block of rows i at a time, every K tile loaded once for both parts:
-            # - pairs with earlier blocks as [SUB, BK] x [BK, BT] products through the anchor a_i = first
-            #   row of block i (rows: exp of the sum over (a_i, r]; columns s < a_i: exp of the sum over
-            #   (s, a_i]); a [BT, BK] left operand masked to one block's rows would spend four times
-            #   the tensor-core work;
-            # - pairs inside the block: where the decay's span allows (``diag_span``), one product of
-            #   centred operands; else a pairwise-decay tile whose exponent for (r, s) is the sum over
-            #   (s, r], a cumulative sum down r of g_r masked to r > s (additions only)
-            lower = (o_s[:, None] >= o_s[None, :])[:, :, None]
-            below = (o_s[:, None] > o_s[None, :])[:, :, None]
-            for i_b in range(0, BT // SUB):
-                rows = i_b * SUB + o_s
-                b_aq = tl.zeros([SUB, BT], dtype=tl.float32)
-                b_at = tl.zeros([SUB, BT], dtype=tl.float32)
-                b_dqk = tl.zeros([SUB, SUB], dtype=tl.float32)
-                b_dt = tl.zeros([SUB, SUB], dtype=tl.float32)
-                for i_k in range(0, tl.cdiv(K, BK)):
-                    o_k = i_k * BK + tl.arange(0, BK)
-                    b_g = load_rows(g, t0, rows, L, i_h, H, o_k, K)
-                    b_kr = load_rows(k, t0, rows, L, i_h, H, o_k, K)
-                    b_qr = load_rows(q, t0, rows, L, i_h, H, o_k, K) * scale
-                    b_e = apply_erase(b_kr, b, t0, rows, L, i_h, H, o_k, K, B_MODE)
-                    b_lc = in_block_decay(b_g)
-                    if i_b > 0:
-                        b_right = load_rows(k, t0, o_t, L, i_h, H, o_k, K) \
-                            * anchor_factor(load_rows(g, t0, o_t + 1, L, i_h, H, o_k, K), i_b * SUB, BT)
-                        b_fac = tl.exp(b_lc)
-                        b_aq += tl.dot(b_qr * b_fac, tl.trans(b_right), input_precision=PREC)
-                        if ERASE:
-                            b_at += tl.dot(b_e * b_fac, tl.trans(b_right), input_precision=PREC)
-                    b_lft, b_rgt, b_span = centred_factors(b_lc)
-                    if b_span <= DIAG_SPAN:
-                        # one product of centred operands (masked to the lower triangle when stored)
-                        b_kc = tl.trans(b_kr * b_rgt)
-                        b_dqk += tl.dot(b_qr * b_lft, b_kc, input_precision=PREC)
-                        if ERASE:
-                            b_dt += tl.dot(b_e * b_lft, b_kc, input_precision=PREC)
-                    else:
-                        b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
-                        b_kD = b_kr[None, :, :] * b_D
-                        b_dqk += tl.sum(b_qr[:, None, :] * b_kD, axis=2)
-                        if ERASE:
-                            b_dt += tl.sum(b_e[:, None, :] * b_kD, axis=2)
-                # the rows' columns outside the block (zero right of it), then the block itself
-                p_blk = (t0 + rows[:, None]) * H * BT + i_h * BT + o_c[None, :]
-                m_out = (rows < L)[:, None] & (o_c // SUB != i_b)[None, :]
-                p_dia = (t0 + rows[:, None]) * H * BT + i_h * BT + rows[None, :]
-                m_dia = (rows < L)[:, None]
-                tl.store(Aqk + p_blk, b_aq, mask=m_out)
-                tl.store(Aqk + p_dia, tl.where(o_s[:, None] >= o_s[None, :], b_dqk, 0.0), mask=m_dia)
-                if ERASE:
-                    tl.store(A + p_blk, b_at, mask=m_out)
-                    tl.store(A + p_dia, tl.where(o_s[:, None] > o_s[None, :], b_dt, 0.0), mask=m_dia)
+        if FORM == FORM_WHOLE:
+            mine = b_wide <= DIAG_SPAN
+        if FORM == FORM_REST:
+            mine = b_wide > DIAG_SPAN
+        if FORM != FORM_REST:
+            if b_wide <= DIAG_SPAN:
+                whole_products(q, k, g, b, A, Aqk, t0, o_t, o_c, L, i_h, p_row, m_row, scale, H, K, BT, BK,
+                               B_MODE, PREC)
+        if FORM != FORM_WHOLE:
+            if b_wide > DIAG_SPAN:
+                walk_products(q, k, g, b, A, Aqk, t0, o_t, o_c, L, i_h, scale, H, K, BT, BK, SUB, B_MODE, PREC,
+                              DIAG_SPAN)
     else:
         b_T = tl.zeros([BT, BT], dtype=tl.float32)
         b_Aqk = tl.zeros([BT, BT], dtype=tl.float32)
@@ -168,44 +237,14 @@ def chunk_intra_fwd_kernel(
         store_products(A, Aqk, p_row, m_row, b_T, b_Aqk, o_t, o_c, ERASE)
     b_A = tl.zeros([BT, BT], dtype=tl.float32)
     if ERASE:
-        # A = (I + T)^-1 in two steps; T is read back from memory, where it was just written
-        tl.debug_barrier()
-        # 1) P = (I + D)^-1 for the 16x16 diagonal blocks D, all blocks at once as [NB, SUB, SUB]
-        #    tiles, by forward substitution P_j = e_j - sum_s D_js P_s (elementwise: a chain of
-        #    matrix products would spend 16 dependent tensor-core steps on 4 useful rows each)
-        NB: tl.constexpr = BT // SUB
-        o_b = tl.arange(0, NB)
-        o_s = tl.arange(0, SUB)
-        e_s = tl.where(o_s[:, None] == o_s[None, :], 1.0, 0.0)
-        b_P3 = tl.zeros([NB, SUB, SUB], dtype=tl.float32) + e_s[None, :, :]
-        p_diag = A + (t0 + o_b[:, None] * SUB) * H * BT + i_h * BT + o_b[:, None] * SUB + o_s[None, :]
-        for j in range(1, SUB):
-            b_d = tl.load(p_diag + j * H * BT, mask=(o_b * SUB + j < L)[:, None], other=0.0)
-            b_x = tl.sum(b_d[:, :, None] * b_P3, axis=1)
-            b_new = tl.where(o_s == j, 1.0, 0.0)[None, :] - b_x
-            b_P3 = tl.where((o_s == j)[None, :, None], b_new[:, None, :], b_P3)
-        tl.debug_barrier()
-        p_P3 = A + (t0 + o_b[:, None, None] * SUB + o_s[None, :, None]) * H * BT + i_h * BT \
-            + o_b[:, None, None] * SUB + o_s[None, None, :]
-        tl.store(p_P3, b_P3, mask=(o_b[:, None, None] * SUB + o_s[None, :, None]) < L)
-        tl.debug_barrier()
-        # 2) (I + T)^-1 = (I + N)^-1 P with N = P T_low strictly block-lower, so N^4 = 0
-        same = blk[:, None] == (o_c // SUB)[None, :]
-        b_M = tl.load(A + p_row, mask=m_row, other=0.0)
-        b_P = tl.where(same, b_M, 0.0)
-        b_N = tl.dot(b_P, tl.where(same, 0.0, b_M), input_precision=PREC)
-        b_Z = tl.dot(b_N, b_P, input_precision=PREC)
-        b_A = b_P - b_Z
-        b_Z = tl.dot(b_N, b_Z, input_precision=PREC)
-        b_A += b_Z
-        b_A -= tl.dot(b_N, b_Z, input_precision=PREC)
-        tl.debug_barrier()
-        tl.store(A + p_row, b_A, mask=m_row)
+        if mine:
+            b_A = solve_chunk(A, t0, L, i_h, p_row, m_row, o_c, H, BT, SUB, PREC)
 
     if FUSE_GATED:
-        for i_k in range(0, tl.cdiv(K, BK)):
-            gated_tile(q, k, g, b, qg, kt, y, dec, b_A, t0, o_t, L, i_c, i_h, i_k * BK + tl.arange(0, BK), scale,
-                       H, K, BT, BK, G_MODE, B_MODE, PREC)
+        if mine:
+            for i_k in range(0, tl.cdiv(K, BK)):
+                gated_tile(q, k, g, b, qg, kt, y, dec, b_A, t0, o_t, L, i_c, i_h, i_k * BK + tl.arange(0, BK),
+                           scale, H, K, BT, BK, G_MODE, B_MODE, PREC)
 
 
 @triton.jit
@@ -232,9 +271,10 @@ def chunk_gated_kernel(
                H, K, BT, BK, G_MODE, B_MODE, PREC)
 
 
-# the whole-chunk form of channel-gate chunks (``WHOLE`` of the kernel): off until an H100 run of
-# benchmarks/stage_variants.py ("whole" rows) measures it against the sub-block form
-WHOLE_CHUNK = False
+# the whole-chunk form of channel-gate chunks ("off", "inline" or "split": ``WHOLE_FORMS`` in
+# common): off until an H100 run of benchmarks/stage_variants.py ("whole" rows) measures it
+# against the sub-block form
+WHOLE_CHUNK = "off"
 
 
 def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3", fuse_gated=False,
@@ -253,11 +293,12 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32
     # capped at 168, three programs fit a multiprocessor instead of two; 1.735 -> 1.491 ms at 2x8K
     # (H100, 2026-12-06, stage_variants). The three-pass form is not measured capped yet.
     cap = register_cap(k, 168) if prec == "tf32" and not fuse_gated else {}
-    chunk_intra_fwd_kernel[(chunks.count, H)](
-        q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A if erase else Aqk, Aqk,
-        qg, kt, y if y is not None else qg, dec, chunks.start, chunks.end, scale,
-        H=H, K=K, BT=BT, BK=MIN_TILE, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=prec, DIAG_SPAN=diag_span(prec),
-        FUSE_GATED=fuse_gated, WHOLE=WHOLE_CHUNK, num_warps=4, num_stages=1, **cap)
+    for form in WHOLE_FORMS[WHOLE_CHUNK] if g_mode == GATE_CHANNEL else (FORM_WALK,):
+        chunk_intra_fwd_kernel[(chunks.count, H)](
+            q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A if erase else Aqk, Aqk,
+            qg, kt, y if y is not None else qg, dec, chunks.start, chunks.end, scale,
+            H=H, K=K, BT=BT, BK=MIN_TILE, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=prec,
+            DIAG_SPAN=diag_span(prec), FUSE_GATED=fuse_gated, FORM=form, num_warps=4, num_stages=1, **cap)
     if not fuse_gated:
         gated = chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=BT, prec=prec, dtype=gated_dtype)
     return A, Aqk, gated

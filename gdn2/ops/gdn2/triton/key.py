@@ -24,8 +24,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import (GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, apply_erase, chunk_gates, chunk_rows, load_rows,
-                     load_scalar_rows)
+from .common import (FORM_REST, FORM_WALK, FORM_WHOLE, GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, apply_erase,
+                     chunk_gates, chunk_rows, load_rows, load_scalar_rows)
 from .decay import centred_factors, in_block_decay
 
 
@@ -121,169 +121,207 @@ def key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tl, b
 
 
 @triton.jit
-def chunk_bwd_key_kernel(
-    q, k, g, b, A, scratch, dq, dk, dg, db, chunk_start, chunk_end, scale,
-    H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
-    SCRATCH: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
-    DIAG_SPAN: tl.constexpr, WHOLE: tl.constexpr = False,
-):
-    """One chunk, key head and block of key columns. Sub-blocks are walked from the last to the
-    first so that dg (a reverse cumulative sum over the chunk) is carried, not stored twice.
-    Per-head gates write one partial sum per column block ([T, H, NK]; the launcher adds them)."""
-    i_c, i_h, i_k = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
-    t0, L = chunk_rows(chunk_start, chunk_end, i_c)
+def key_carry(k, g, p_scr, t0, o_t, L, i_h, o_k, m_k, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
+              BK: tl.constexpr, SUB: tl.constexpr, G_MODE: tl.constexpr):
+    """Per-block sums of the log-decays [NB, BK], the whole chunk's k, dK_tail and exp(G_C - G_r)
+    (sum over (r, last row]) [BT, BK], and the carry of dg from the state-side terms of G_C, which
+    reach every row's dg. The tiles serve the carry and the whole-chunk form (unused loads are
+    dropped where neither needs them)."""
     NB: tl.constexpr = BT // SUB
-    NK: tl.constexpr = (K + BK - 1) // BK
-    ERASE: tl.constexpr = B_MODE != GATE_ZERO
-    o_t = tl.arange(0, BT)
-    o_s = tl.arange(0, SUB)
-    o_b = tl.arange(0, NB)
-    o_k = i_k * BK + tl.arange(0, BK)
-    m_k = o_k < K
-    lower = (o_s[:, None] >= o_s[None, :])[:, :, None]
-    below = (o_s[:, None] > o_s[None, :])[:, :, None]
-    p_scr = scratch + (i_c * H + i_h) * SCRATCH
-    p_dy = p_scr + BT * K
-    p_dkt = p_scr + 2 * BT * K
-    p_dqk = p_scr + (3 * BT + 1) * K      # dAqk [BT, BT], lower triangle
-    p_dt = p_dqk + BT * BT                # dT [BT, BT], strictly lower
-
-    # per-block sums of the log-decays; the state-side terms of G_C reach every row's dg
     b_bs = tl.sum(tl.reshape(gate_rows(g, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE), (NB, SUB, BK)), axis=1)
-    # the whole chunk's k, dK_tail and exp(G_C - G_r) (sum over (r, last row]): the carry's terms,
-    # and the whole-chunk form's tiles (unused loads are dropped where neither needs them)
     b_kall = load_rows(k, t0, o_t, L, i_h, H, o_k, K)
-    b_dkt = tl.load(p_dkt + o_t[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0)
+    b_dkt = tl.load(p_scr + 2 * BT * K + o_t[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0)
     b_tail = tl.exp(tl.cumsum(gate_rows(g, t0, o_t + 1, L, i_h, H, o_k, K, BT, BK, G_MODE), axis=0, reverse=True))
     b_carry = tl.zeros([BK], dtype=tl.float32)
     if G_MODE != GATE_NONE:
         b_dGC = tl.load(p_scr + 3 * BT * K + o_k, mask=m_k, other=0.0)
         b_carry = b_dGC * tl.exp(tl.sum(b_bs, axis=0)) + tl.sum(b_dkt * b_kall * b_tail, axis=0)
+    return b_bs, b_kall, b_dkt, b_tail, b_carry
 
-    # WHOLE: where this key tile's decay span over the chunk allows (``diag_span``), every pair at
-    # once as [BT, BT] x [BT, BK] products of operands centred on each channel's middle decay, in
-    # place of the sub-block walk below (its anchors, pairs and pairwise tiles)
+
+@triton.jit
+def key_whole(q, b, A, p_scr, dq, dk, dg, db, t0, o_t, L, i_h, i_k, o_k, m_k, scale, b_gw, b_lw, b_rw,
+              b_kall, b_dkt, b_tail, b_carry, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
+              BK: tl.constexpr, NK: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr):
+    """The whole-chunk form: every pair of the chunk at once as [BT, BT] x [BT, BK] products of
+    operands centred on each channel's middle decay (``b_lw``, ``b_rw``), for a key tile whose
+    decay span over the chunk allows them."""
+    ERASE: tl.constexpr = B_MODE != GATE_ZERO
+    p_dy = p_scr + BT * K
+    p_dqk = p_scr + (3 * BT + 1) * K      # dAqk [BT, BT], lower triangle
+    p_dt = p_dqk + BT * BT                # dT [BT, BT], strictly lower
+    o_c = tl.arange(0, BT)
+    p_sq = o_t[:, None] * BT + o_c[None, :]
+    b_k = b_kall
+    b_qs = load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale
+    b_e = apply_erase(b_k, b, t0, o_t, L, i_h, H, o_k, K, B_MODE)
+    b_dqk = tl.load(p_dqk + p_sq)
+    b_kc = b_k * b_rw
+    b_pq = b_lw * tl.dot(b_dqk, b_kc, input_precision=PREC)
+    b_pk = b_rw * tl.dot(tl.trans(b_dqk), b_qs * b_lw, input_precision=PREC)
+    b_pe = tl.zeros([BT, BK], dtype=tl.float32)
+    b_pke = tl.zeros([BT, BK], dtype=tl.float32)
+    b_ady = tl.zeros([BT, BK], dtype=tl.float32)
+    if ERASE:
+        b_dt = tl.load(p_dt + p_sq)
+        b_pe = b_lw * tl.dot(b_dt, b_kc, input_precision=PREC)
+        b_pke = b_rw * tl.dot(tl.trans(b_dt), b_e * b_lw, input_precision=PREC)
+        b_ady = tl.dot(tl.trans(load_rows(A, t0, o_t, L, i_h, H, o_c, BT)),
+                       tl.load(p_dy + o_t[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0),
+                       input_precision=PREC)
+    # exp(G_r): the sum over [first row, r], additions only
+    b_gam = tl.exp(tl.cumsum(b_gw, axis=0))
+    key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tail,
+                  tl.load(p_scr + o_t[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0), b_dkt, b_carry,
+                  b, dq, dk, dg, db, t0, o_t, (o_t < L)[:, None] & m_k[None, :], L, i_h, i_k, o_k, scale,
+                  H, K, NK, G_MODE, B_MODE)
+
+
+@triton.jit
+def key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, scale, b_bs, b_carry, lower, below,
+             H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
+             NK: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
+             DIAG_SPAN: tl.constexpr):
+    """The sub-block walk, from the last sub-block to the first so that dg (a reverse cumulative
+    sum over the chunk) is carried, not stored twice. ``lower``, ``below``: [SUB, SUB, 1] masks of
+    r >= s and r > s."""
+    NB: tl.constexpr = BT // SUB
+    ERASE: tl.constexpr = B_MODE != GATE_ZERO
+    o_s = tl.arange(0, SUB)
+    o_b = tl.arange(0, NB)
+    p_dy = p_scr + BT * K
+    p_dkt = p_scr + 2 * BT * K
+    p_dqk = p_scr + (3 * BT + 1) * K      # dAqk [BT, BT], lower triangle
+    p_dt = p_dqk + BT * BT                # dT [BT, BT], strictly lower
+    for i_r in range(0, NB):
+        i = NB - 1 - i_r
+        rows = i * SUB + o_s
+        m_rk = (rows < L)[:, None] & m_k[None, :]
+        b_g = gate_rows(g, t0, rows, L, i_h, H, o_k, K, SUB, BK, G_MODE)
+        b_lc = tl.cumsum(b_g, axis=0)                                       # sum over [a_i, r]
+        b_lrx = tl.cumsum(next_gate_rows(g, t0, i * SUB, L, i_h, H, o_k, K, SUB, BK, G_MODE),
+                          axis=0, reverse=True)                             # sum over (s, end of block i]
+        b_gam = tl.exp(block_sum(b_bs, o_b, 0, i)[None, :] + b_lc)           # exp(G_r)
+        b_tl = tl.exp(b_lrx + block_sum(b_bs, o_b, i + 1, NB)[None, :])     # exp(G_C - G_r)
+        b_k = load_rows(k, t0, rows, L, i_h, H, o_k, K)
+        b_qs = load_rows(q, t0, rows, L, i_h, H, o_k, K) * scale
+        b_e = apply_erase(b_k, b, t0, rows, L, i_h, H, o_k, K, B_MODE)
+
+        # pairs inside block i: where the decay's span allows (``diag_span``), products of centred
+        # operands; else one pairwise-decay tile, exponent a cumulative sum down r of g_r (r > s)
+        p_ii = rows[:, None] * BT + rows[None, :]
+        b_dqk = tl.load(p_dqk + p_ii)
+        b_dt = tl.load(p_dt + p_ii) if ERASE else b_dqk
+        b_pe = tl.zeros([SUB, BK], dtype=tl.float32)
+        b_pke = tl.zeros([SUB, BK], dtype=tl.float32)
+        b_lft, b_rgt, b_span = centred_factors(in_block_decay(b_g))
+        if b_span <= DIAG_SPAN:
+            b_kc = b_k * b_rgt
+            b_pq = b_lft * tl.dot(b_dqk, b_kc, input_precision=PREC)
+            b_pk = b_rgt * tl.dot(tl.trans(b_dqk), b_qs * b_lft, input_precision=PREC)
+            if ERASE:
+                b_pe = b_lft * tl.dot(b_dt, b_kc, input_precision=PREC)
+                b_pke = b_rgt * tl.dot(tl.trans(b_dt), b_e * b_lft, input_precision=PREC)
+        else:
+            b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
+            b_M = b_dqk[:, :, None] * b_D
+            b_pq = tl.sum(b_M * b_k[None, :, :], axis=1)
+            b_pk = tl.sum(b_M * b_qs[:, None, :], axis=0)
+            if ERASE:
+                b_M = b_dt[:, :, None] * b_D
+                b_pe = tl.sum(b_M * b_k[None, :, :], axis=1)
+                b_pke = tl.sum(b_M * b_e[:, None, :], axis=0)
+        b_ady = tl.zeros([SUB, BK], dtype=tl.float32)
+        if ERASE:
+            b_ady = tl.dot(tl.trans(load_rows(A, t0, rows, L, i_h, H, rows, BT)),
+                           tl.load(p_dy + rows[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0),
+                           input_precision=PREC)
+
+        # earlier blocks j < i (rows of i): exp(G_r - G_s) = exp(sum in i) * exp(sum in j + between)
+        b_aq = tl.zeros([SUB, BK], dtype=tl.float32)
+        b_ae = tl.zeros([SUB, BK], dtype=tl.float32)
+        b_mid = tl.zeros([BK], dtype=tl.float32)
+        for i_j in range(0, i):
+            j = i - 1 - i_j
+            rj = j * SUB + o_s
+            b_col = tl.exp(tl.cumsum(next_gate_rows(g, t0, j * SUB, L, i_h, H, o_k, K, SUB, BK, G_MODE),
+                                     axis=0, reverse=True) + b_mid[None, :])
+            b_right = load_rows(k, t0, rj, L, i_h, H, o_k, K) * b_col
+            p_ij = rows[:, None] * BT + rj[None, :]
+            b_aq += tl.dot(tl.load(p_dqk + p_ij), b_right, input_precision=PREC)
+            if ERASE:
+                b_ae += tl.dot(tl.load(p_dt + p_ij), b_right, input_precision=PREC)
+            b_mid += block_sum(b_bs, o_b, j, j + 1)
+        b_pq += b_aq * tl.exp(b_lc)
+        b_pe += b_ae * tl.exp(b_lc)
+
+        # later blocks j > i (columns of i): exp(G_r - G_s) = exp(sum in i + between) * exp(sum in j)
+        b_ak = tl.zeros([SUB, BK], dtype=tl.float32)
+        b_ake = tl.zeros([SUB, BK], dtype=tl.float32)
+        b_mid = tl.zeros([BK], dtype=tl.float32)
+        for j in range(i + 1, NB):
+            rj = j * SUB + o_s
+            b_left = tl.exp(tl.cumsum(gate_rows(g, t0, rj, L, i_h, H, o_k, K, SUB, BK, G_MODE), axis=0)
+                            + b_mid[None, :])
+            p_ji = rj[:, None] * BT + rows[None, :]
+            b_ak += tl.dot(tl.trans(tl.load(p_dqk + p_ji)),
+                           load_rows(q, t0, rj, L, i_h, H, o_k, K) * scale * b_left, input_precision=PREC)
+            if ERASE:
+                b_kj = load_rows(k, t0, rj, L, i_h, H, o_k, K)
+                b_ej = apply_erase(b_kj, b, t0, rj, L, i_h, H, o_k, K, B_MODE)
+                b_ake += tl.dot(tl.trans(tl.load(p_dt + p_ji)), b_ej * b_left, input_precision=PREC)
+                b_ady += tl.dot(tl.trans(load_rows(A, t0, rj, L, i_h, H, rows, BT)),
+                                tl.load(p_dy + rj[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0),
+                                input_precision=PREC)
+            b_mid += block_sum(b_bs, o_b, j, j + 1)
+        b_pk += b_ak * tl.exp(b_lrx)
+        b_pke += b_ake * tl.exp(b_lrx)
+
+        # gradients of the chunk's inputs from the products and the state-side tiles
+        p_rk = rows[:, None] * K + o_k[None, :]
+        b_carry = key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tl,
+                                tl.load(p_scr + p_rk, mask=m_k[None, :], other=0.0),
+                                tl.load(p_dkt + p_rk, mask=m_k[None, :], other=0.0), b_carry,
+                                b, dq, dk, dg, db, t0, rows, m_rk, L, i_h, i_k, o_k, scale, H, K, NK, G_MODE,
+                                B_MODE)
+
+
+@triton.jit
+def chunk_bwd_key_kernel(
+    q, k, g, b, A, scratch, dq, dk, dg, db, chunk_start, chunk_end, scale,
+    H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
+    SCRATCH: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
+    DIAG_SPAN: tl.constexpr, FORM: tl.constexpr = 0,
+):
+    """One chunk, key head and block of key columns: the sub-block walk, or the whole-chunk form
+    where the tile's decay span over the chunk allows (``diag_span``; FORM, see common). Per-head
+    gates write one partial sum per column block ([T, H, NK]; the launcher adds them)."""
+    i_c, i_h, i_k = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    t0, L = chunk_rows(chunk_start, chunk_end, i_c)
+    NK: tl.constexpr = (K + BK - 1) // BK
+    o_t = tl.arange(0, BT)
+    o_k = i_k * BK + tl.arange(0, BK)
+    m_k = o_k < K
+    p_scr = scratch + (i_c * H + i_h) * SCRATCH
+    # the walk's triangle masks, made here before any load: made inside the walk they cost it 56
+    # bytes more of spill stores (ptxas, sm_90a, 64 columns, 4 warps)
+    o_s = tl.arange(0, SUB)
+    lower = (o_s[:, None] >= o_s[None, :])[:, :, None]
+    below = (o_s[:, None] > o_s[None, :])[:, :, None]
+    b_bs, b_kall, b_dkt, b_tail, b_carry = key_carry(k, g, p_scr, t0, o_t, L, i_h, o_k, m_k, H, K, BT, BK, SUB,
+                                                     G_MODE)
     b_wide = tl.full([], DIAG_SPAN + 1.0, tl.float32)
-    b_gw = tl.zeros([BT, BK], dtype=tl.float32)
-    b_lw, b_rw = b_gw, b_gw
-    if WHOLE:
+    if FORM != FORM_WALK:
         b_gw = gate_rows(g, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE)
         b_lw, b_rw, b_wide = centred_factors(in_block_decay(b_gw))
-    if b_wide <= DIAG_SPAN:
-        o_c = tl.arange(0, BT)
-        p_sq = o_t[:, None] * BT + o_c[None, :]
-        b_k = b_kall
-        b_qs = load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale
-        b_e = apply_erase(b_k, b, t0, o_t, L, i_h, H, o_k, K, B_MODE)
-        b_dqk = tl.load(p_dqk + p_sq)
-        b_kc = b_k * b_rw
-        b_pq = b_lw * tl.dot(b_dqk, b_kc, input_precision=PREC)
-        b_pk = b_rw * tl.dot(tl.trans(b_dqk), b_qs * b_lw, input_precision=PREC)
-        b_pe = tl.zeros([BT, BK], dtype=tl.float32)
-        b_pke = tl.zeros([BT, BK], dtype=tl.float32)
-        b_ady = tl.zeros([BT, BK], dtype=tl.float32)
-        if ERASE:
-            b_dt = tl.load(p_dt + p_sq)
-            b_pe = b_lw * tl.dot(b_dt, b_kc, input_precision=PREC)
-            b_pke = b_rw * tl.dot(tl.trans(b_dt), b_e * b_lw, input_precision=PREC)
-            b_ady = tl.dot(tl.trans(load_rows(A, t0, o_t, L, i_h, H, o_c, BT)),
-                           tl.load(p_dy + o_t[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0),
-                           input_precision=PREC)
-        # exp(G_r): the sum over [first row, r], additions only
-        b_gam = tl.exp(tl.cumsum(b_gw, axis=0))
-        key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tail,
-                      tl.load(p_scr + o_t[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0), b_dkt, b_carry,
-                      b, dq, dk, dg, db, t0, o_t, (o_t < L)[:, None] & m_k[None, :], L, i_h, i_k, o_k, scale,
-                      H, K, NK, G_MODE, B_MODE)
-    else:
-        for i_r in range(0, NB):
-            i = NB - 1 - i_r
-            rows = i * SUB + o_s
-            m_rk = (rows < L)[:, None] & m_k[None, :]
-            b_g = gate_rows(g, t0, rows, L, i_h, H, o_k, K, SUB, BK, G_MODE)
-            b_lc = tl.cumsum(b_g, axis=0)                                       # sum over [a_i, r]
-            b_lrx = tl.cumsum(next_gate_rows(g, t0, i * SUB, L, i_h, H, o_k, K, SUB, BK, G_MODE),
-                              axis=0, reverse=True)                             # sum over (s, end of block i]
-            b_gam = tl.exp(block_sum(b_bs, o_b, 0, i)[None, :] + b_lc)           # exp(G_r)
-            b_tl = tl.exp(b_lrx + block_sum(b_bs, o_b, i + 1, NB)[None, :])     # exp(G_C - G_r)
-            b_k = load_rows(k, t0, rows, L, i_h, H, o_k, K)
-            b_qs = load_rows(q, t0, rows, L, i_h, H, o_k, K) * scale
-            b_e = apply_erase(b_k, b, t0, rows, L, i_h, H, o_k, K, B_MODE)
-
-            # pairs inside block i: where the decay's span allows (``diag_span``), products of centred
-            # operands; else one pairwise-decay tile, exponent a cumulative sum down r of g_r (r > s)
-            p_ii = rows[:, None] * BT + rows[None, :]
-            b_dqk = tl.load(p_dqk + p_ii)
-            b_dt = tl.load(p_dt + p_ii) if ERASE else b_dqk
-            b_pe = tl.zeros([SUB, BK], dtype=tl.float32)
-            b_pke = tl.zeros([SUB, BK], dtype=tl.float32)
-            b_lft, b_rgt, b_span = centred_factors(in_block_decay(b_g))
-            if b_span <= DIAG_SPAN:
-                b_kc = b_k * b_rgt
-                b_pq = b_lft * tl.dot(b_dqk, b_kc, input_precision=PREC)
-                b_pk = b_rgt * tl.dot(tl.trans(b_dqk), b_qs * b_lft, input_precision=PREC)
-                if ERASE:
-                    b_pe = b_lft * tl.dot(b_dt, b_kc, input_precision=PREC)
-                    b_pke = b_rgt * tl.dot(tl.trans(b_dt), b_e * b_lft, input_precision=PREC)
-            else:
-                b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
-                b_M = b_dqk[:, :, None] * b_D
-                b_pq = tl.sum(b_M * b_k[None, :, :], axis=1)
-                b_pk = tl.sum(b_M * b_qs[:, None, :], axis=0)
-                if ERASE:
-                    b_M = b_dt[:, :, None] * b_D
-                    b_pe = tl.sum(b_M * b_k[None, :, :], axis=1)
-                    b_pke = tl.sum(b_M * b_e[:, None, :], axis=0)
-            b_ady = tl.zeros([SUB, BK], dtype=tl.float32)
-            if ERASE:
-                b_ady = tl.dot(tl.trans(load_rows(A, t0, rows, L, i_h, H, rows, BT)),
-                               tl.load(p_dy + rows[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0),
-                               input_precision=PREC)
-
-            # earlier blocks j < i (rows of i): exp(G_r - G_s) = exp(sum in i) * exp(sum in j + between)
-            b_aq = tl.zeros([SUB, BK], dtype=tl.float32)
-            b_ae = tl.zeros([SUB, BK], dtype=tl.float32)
-            b_mid = tl.zeros([BK], dtype=tl.float32)
-            for i_j in range(0, i):
-                j = i - 1 - i_j
-                rj = j * SUB + o_s
-                b_col = tl.exp(tl.cumsum(next_gate_rows(g, t0, j * SUB, L, i_h, H, o_k, K, SUB, BK, G_MODE),
-                                         axis=0, reverse=True) + b_mid[None, :])
-                b_right = load_rows(k, t0, rj, L, i_h, H, o_k, K) * b_col
-                p_ij = rows[:, None] * BT + rj[None, :]
-                b_aq += tl.dot(tl.load(p_dqk + p_ij), b_right, input_precision=PREC)
-                if ERASE:
-                    b_ae += tl.dot(tl.load(p_dt + p_ij), b_right, input_precision=PREC)
-                b_mid += block_sum(b_bs, o_b, j, j + 1)
-            b_pq += b_aq * tl.exp(b_lc)
-            b_pe += b_ae * tl.exp(b_lc)
-
-            # later blocks j > i (columns of i): exp(G_r - G_s) = exp(sum in i + between) * exp(sum in j)
-            b_ak = tl.zeros([SUB, BK], dtype=tl.float32)
-            b_ake = tl.zeros([SUB, BK], dtype=tl.float32)
-            b_mid = tl.zeros([BK], dtype=tl.float32)
-            for j in range(i + 1, NB):
-                rj = j * SUB + o_s
-                b_left = tl.exp(tl.cumsum(gate_rows(g, t0, rj, L, i_h, H, o_k, K, SUB, BK, G_MODE), axis=0)
-                                + b_mid[None, :])
-                p_ji = rj[:, None] * BT + rows[None, :]
-                b_ak += tl.dot(tl.trans(tl.load(p_dqk + p_ji)),
-                               load_rows(q, t0, rj, L, i_h, H, o_k, K) * scale * b_left, input_precision=PREC)
-                if ERASE:
-                    b_kj = load_rows(k, t0, rj, L, i_h, H, o_k, K)
-                    b_ej = apply_erase(b_kj, b, t0, rj, L, i_h, H, o_k, K, B_MODE)
-                    b_ake += tl.dot(tl.trans(tl.load(p_dt + p_ji)), b_ej * b_left, input_precision=PREC)
-                    b_ady += tl.dot(tl.trans(load_rows(A, t0, rj, L, i_h, H, rows, BT)),
-                                    tl.load(p_dy + rj[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0),
-                                    input_precision=PREC)
-                b_mid += block_sum(b_bs, o_b, j, j + 1)
-            b_pk += b_ak * tl.exp(b_lrx)
-            b_pke += b_ake * tl.exp(b_lrx)
-
-            # gradients of the chunk's inputs from the products and the state-side tiles
-            p_rk = rows[:, None] * K + o_k[None, :]
-            b_carry = key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tl,
-                                    tl.load(p_scr + p_rk, mask=m_k[None, :], other=0.0),
-                                    tl.load(p_dkt + p_rk, mask=m_k[None, :], other=0.0), b_carry,
-                                    b, dq, dk, dg, db, t0, rows, m_rk, L, i_h, i_k, o_k, scale, H, K, NK, G_MODE,
-                                    B_MODE)
+        if FORM != FORM_REST:
+            if b_wide <= DIAG_SPAN:
+                key_whole(q, b, A, p_scr, dq, dk, dg, db, t0, o_t, L, i_h, i_k, o_k, m_k, scale, b_gw, b_lw, b_rw,
+                          b_kall, b_dkt, b_tail, b_carry, H, K, BT, BK, NK, G_MODE, B_MODE, PREC)
+    walk = True
+    if FORM != FORM_WALK:   # the walk alone needs no branch
+        walk = b_wide > DIAG_SPAN
+    if FORM != FORM_WHOLE:
+        if walk:
+            key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, scale, b_bs, b_carry,
+                     lower, below, H, K, BT, BK, SUB, NK, G_MODE, B_MODE, PREC, DIAG_SPAN)
