@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import positions_in_documents
+from .conv import document_ids, positions_in_documents
 from .norm import compute_dtype
 
 
@@ -195,13 +195,19 @@ class Attention(nn.Module):
         if cu_seqlens is not None:
             if cache is not None:
                 raise ValueError("cu_seqlens (packed documents) cannot be combined with a KV cache")
+            if B != 1:
+                raise ValueError(f"cu_seqlens requires batch size 1 (documents packed along T), got {B}")
             positions = positions_in_documents(cu_seqlens, T)
         else:
             positions = (0 if cache is None else cache.seen) + torch.arange(T, device=x.device)
         q, k = apply_rope(q, positions, c.rope_theta), apply_rope(k, positions, c.rope_theta)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)      # [B, heads, T, D]
 
-        if cu_seqlens is not None:
+        if cu_seqlens is not None and c.window is not None:
+            # a window bounds every document's reach: blocks of W queries over 2W keys, masked to
+            # their own document, with no host sync and no launch per document
+            o = _sliding_window_blocks(q, k, v, c.window, document_ids(cu_seqlens, T))
+        elif cu_seqlens is not None:
             offsets = cu_seqlens.tolist()
             o = torch.cat([self._attend(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], positions[s:e], positions[s:e])
                            for s, e in zip(offsets, offsets[1:]) if e > s], dim=2)
@@ -240,28 +246,41 @@ class Attention(nn.Module):
                 f"output_gate={c.output_gate}")
 
 
-def _sliding_window_blocks(q, k, v, W: int) -> torch.Tensor:
+def _sliding_window_blocks(q, k, v, W: int, documents: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Causal sliding-window attention of q ``[B, H, T, D]`` over its own k, v ``[B, HKV, T, D]``
     in O(T W): queries in blocks of W rows, each against the keys of its own and the previous
-    block (2W), so no [T, T] mask is ever formed (a dense window mask costs T^2 at 16K tokens)."""
+    block (2W), so no [T, T] mask is ever formed (a dense window mask costs T^2 at 16K tokens).
+    ``documents``: each token's packed document ``[T]`` (B = 1); a query then sees only keys of
+    its own document (the window keeps every one it may see inside the two blocks)."""
     B, H, T, D = q.shape
     if k.shape[1] != H:  # grouped KV heads: the masked kernels take equal head counts
         k, v = (x.repeat_interleave(H // k.shape[1], dim=1) for x in (k, v))
     nb = -(-T // W)
     pad = nb * W - T
-
-    def blocks(x, rows, front):  # [B, H, T, D] -> [B * (nb - 1), H, rows, D], blocks 1 .. nb - 1
-        x = F.pad(x, (0, 0, front, pad))
-        x = x.unfold(2, rows, W)[:, :, 1:nb]                                    # [B, H, nb - 1, D, rows]
-        return x.permute(0, 2, 1, 4, 3).reshape(B * (nb - 1), H, rows, D)
-
-    # block 0 has no previous block: plain causal attention over its own W keys (T > W here)
-    first = F.scaled_dot_product_attention(q[:, :, :W], k[:, :, :W], v[:, :, :W], is_causal=True)
     i = torch.arange(W, device=q.device)[:, None]
     j = torch.arange(2 * W, device=q.device)[None, :]
     # key j of block n sits at position (n - 1) W + j, query i at n W + i; one [W, 2W] mask
     # broadcasts over every block, batch row and head
-    rest = F.scaled_dot_product_attention(blocks(q, W, 0), blocks(k, 2 * W, W), blocks(v, 2 * W, W),
-                                          attn_mask=(j > i) & (j <= i + W))
+    window = (j > i) & (j <= i + W)
+
+    def blocks(x, rows, front, first):  # [B, H, T, D] -> [B * (nb - first), H, rows, D], blocks first .. nb - 1
+        x = F.pad(x, (0, 0, front, pad))
+        x = x.unfold(2, rows, W)[:, :, first:nb]                                # [B, H, nb - first, D, rows]
+        return x.permute(0, 2, 1, 4, 3).reshape(B * (nb - first), H, rows, D)
+
+    if documents is not None:
+        # every block, the first one too, over W keys of padding (document -2: seen by no query)
+        # and its own; padded queries are their own document (-1) so that no row is empty
+        doc = F.pad(documents, (0, pad), value=-1)
+        doc_q = doc.view(nb, W)
+        doc_k = F.pad(doc, (W, 0), value=-2).unfold(0, 2 * W, W)[:nb]           # [nb, 2W]
+        mask = window & (doc_q[:, :, None] == doc_k[:, None, :])
+        o = F.scaled_dot_product_attention(blocks(q, W, 0, 0), blocks(k, 2 * W, W, 0), blocks(v, 2 * W, W, 0),
+                                           attn_mask=mask[:, None])
+        return o.view(B, nb, H, W, D).permute(0, 2, 1, 3, 4).reshape(B, H, nb * W, D)[:, :, :T]
+    # block 0 has no previous block: plain causal attention over its own W keys (T > W here)
+    first = F.scaled_dot_product_attention(q[:, :, :W], k[:, :, :W], v[:, :, :W], is_causal=True)
+    rest = F.scaled_dot_product_attention(blocks(q, W, 0, 1), blocks(k, 2 * W, W, 1), blocks(v, 2 * W, W, 1),
+                                          attn_mask=window)
     rest = rest.view(B, nb - 1, H, W, D).permute(0, 2, 1, 3, 4).reshape(B, H, (nb - 1) * W, D)
     return torch.cat([first, rest], dim=2)[:, :, :T]

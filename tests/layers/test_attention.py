@@ -73,17 +73,27 @@ def test_ring_buffer_holds_the_newest_token_of_each_slot():
     assert cache.slot_positions("cpu").tolist() == [8, 9, 10, 7]
 
 
-@pytest.mark.parametrize("window", [None, 3])
-def test_packed_documents_equal_separate_runs(window):
+@pytest.mark.parametrize("window,lengths", [(None, [6, 1, 9]), (3, [6, 1, 9]), (4, [6, 1, 9, 2, 13, 5]),
+                                            (16, [6, 1, 9]), (5, [11])], ids=str)
+def test_packed_documents_equal_separate_runs(window, lengths):
+    """Packed documents (windowed: the block path, documents across block boundaries, shorter and
+    longer than the window, one alone) against each document run by itself, gradients too."""
     layer = make(window)
-    lengths = [6, 1, 9]
-    docs = [torch.randn(1, n, D, dtype=F64) for n in lengths]
-    cu = torch.tensor([0, 6, 7, 16])
+    docs = [torch.randn(1, n, D, dtype=F64, requires_grad=True) for n in lengths]
+    cu = torch.tensor([0, *lengths]).cumsum(0)
     packed = layer(torch.cat(docs, 1), cu_seqlens=cu)
+    alone = [layer(doc) for doc in docs]
     for i, doc in enumerate(docs):
-        assert_close(f"doc {i}", packed[:, cu[i]:cu[i + 1]], layer(doc), rtol=1e-12)
+        assert_close(f"doc {i}", packed[:, cu[i]:cu[i + 1]], alone[i], rtol=1e-12)
+    weights = torch.randn_like(packed)
+    grads = torch.autograd.grad((packed * weights).sum(), docs)
+    expected = torch.autograd.grad(sum((a * w).sum() for a, w in zip(alone, weights.split(lengths, 1))), docs)
+    for i, (got, want) in enumerate(zip(grads, expected)):
+        assert_close(f"d doc {i}", got, want, rtol=1e-10)
     with pytest.raises(ValueError, match="cu_seqlens"):
         layer(torch.cat(docs, 1), layer.init_cache(1, F64, "cpu"), cu_seqlens=cu)
+    with pytest.raises(ValueError, match="batch size 1"):
+        layer(torch.cat(docs, 1).detach().expand(2, -1, -1), cu_seqlens=cu)
 
 
 @pytest.mark.parametrize("overrides, field", [

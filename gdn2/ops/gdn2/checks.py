@@ -12,6 +12,8 @@ from typing import Optional, Union
 
 import torch
 
+from ..utils import last_tensor_cache
+
 Gate = Union[None, float, torch.Tensor]
 
 
@@ -58,6 +60,7 @@ def _check_gate(name: str, x: Gate, B: int, T: int, heads: int, width: int, head
         raise ValueError(f"{name} is on {x.device} but q is on {device}")
 
 
+@last_tensor_cache
 def check_cu_seqlens(cu_seqlens: torch.Tensor, B: int, T: int) -> int:
     """Validate packed-sequence offsets and return the number of sequences N."""
     if not isinstance(cu_seqlens, torch.Tensor):

@@ -14,6 +14,7 @@ from typing import List, Optional
 
 import torch
 
+from ...utils import last_tensor_cache
 from ..checks import Gate
 from .backward import chunk_bwd
 from .common import Chunks, dot_precision, gate_mode, make_chunks, on_device_of
@@ -38,6 +39,12 @@ def _chunks(cu: torch.Tensor, uniform_T: int) -> Chunks:
     forward and backward."""
     if uniform_T > 0:
         return _uniform_chunks(cu.numel() - 1, uniform_T, cu.device)
+    return _packed_chunks(cu)
+
+
+@last_tensor_cache
+def _packed_chunks(cu: torch.Tensor) -> Chunks:
+    # the same offsets reach every layer's forward and backward: one host copy and one table
     return make_chunks(cu.tolist(), BT, cu.device)
 
 
