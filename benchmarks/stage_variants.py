@@ -222,6 +222,11 @@ def main(only=()):
         second = gated_run(prec=prec, **kw)
         return lambda: ([first() for first in firsts], second())
 
+    def intra_forms(forms, **flags):
+        """The intra kernel as one launch per whole-chunk FORM."""
+        runs = [intra_run(FORM=form, **flags) for form in forms]
+        return lambda: [run() for run in runs]
+
     def key_forms(BK, nw, forms):
         """The key kernel as one launch per whole-chunk FORM (two: the split form)."""
         runs = [key_run(BK, nw, FORM=form) for form in forms]
@@ -281,6 +286,11 @@ def main(only=()):
         ("intra (one-pass): whole-chunk form, split launches, float16 gated operands",
          split_run(f16=True, forms=(2, 3))),
         ("intra (three-pass): whole-chunk form, split launches", split_run(prec="tf32x3", forms=(2, 3))),
+        # the gated operands inside the whole-form launch (255 registers, no spills one-pass) against
+        # their own kernel, both with float32 operands
+        ("intra (one-pass): whole-chunk form, split launches, float32 gated operands", split_run(forms=(2, 3))),
+        ("intra (one-pass): whole-chunk form, split launches, gated operands fused (float32)",
+         intra_forms((2, 3), FUSE_GATED=True)),
         # the three-pass intra (training forward, backward) is not capped: measure it first
         ("intra (three-pass): split", split_run(prec="tf32x3")),
         ("intra (three-pass): split, intra capped at 168 registers", split_run(maxnreg=168, prec="tf32x3")),
