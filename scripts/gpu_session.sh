@@ -78,7 +78,8 @@ case "$PHASE" in
     wait
     ;;
   bench)
-    step 200 stage.log python3 benchmarks/stage_variants.py gated split value "state fwd" capped whole
+    # STAGES as in verify (default: the whole-chunk forms, attempts 24-25, not yet timed)
+    step 200 stage.log python3 benchmarks/stage_variants.py ${STAGES:-whole}
     cat "$R/stage.log"
     kernel_bench 330
     step 90 profile.log python3 benchmarks/profile_stages.py
