@@ -140,11 +140,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     args = p.parse_args(argv)
     rows = mqar_rows(load(args.results))
+    if not rows:   # a folder of other experiments' records (the needle probe's) gets no empty summary
+        print(f"no MQAR records in {args.results}: nothing written")
+        return 0
     png = args.results / "mqar_accuracy.png"
-    note = ""
-    if rows:
-        note = ("![accuracy against state size](mqar_accuracy.png)" if mqar_plot(rows, png)
-                else "(matplotlib is not installed: no plot)")
+    note = ("![accuracy against state size](mqar_accuracy.png)" if mqar_plot(rows, png)
+            else "(matplotlib is not installed: no plot)")
     md = args.results / "mqar_summary.md"
     md.write_text(mqar_markdown(rows, note), encoding="utf-8")
     print(f"wrote {md}" + (f" and {png}" if note.startswith("!") else ""))

@@ -109,3 +109,9 @@ def test_report_mean_and_std(tmp_path):
     assert "| gdn2 | 64 | 2048 | 0.01 | 70.0 ± 10.0 | 3 | 0.003: 75.0 (1), 0.01: 70.0 (3) |" in md
     assert "| attention | 64 | 32768 (KV) | 0.003 | 100.0 | 1 |" in md  # no std from one seed
     assert (tmp_path / "mqar_accuracy.png").exists() or "matplotlib is not installed" in md
+
+
+def test_report_writes_nothing_without_mqar_records(tmp_path):
+    (tmp_path / "needle.jsonl").write_text(json.dumps({"task": "needle"}) + "\n")
+    assert report.main(["--results", str(tmp_path)]) == 0
+    assert not (tmp_path / "mqar_summary.md").exists()
