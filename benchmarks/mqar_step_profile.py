@@ -16,11 +16,11 @@ import argparse
 import statistics
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
 
+from gdn2.bench.profile import kernel_table
 from gdn2.eval.mqar import mqar_batch
 from gdn2.eval.mqar_train import _answer_batch, mqar_config, mqar_mixers, mqar_step
 
@@ -61,18 +61,9 @@ def profile_mixer(mixer, args, device):
         for _ in range(args.profiled_steps):
             step(*batch)
         sync(device)
-    kernels = defaultdict(lambda: [0, 0.0])            # name -> [launches, device microseconds]
-    for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CUDA:
-            kernels[e.name][0] += 1
-            kernels[e.name][1] += e.time_range.elapsed_us()   # kernels, copies and fills alike
-    n = args.profiled_steps
-    device_ms = sum(v[1] for v in kernels.values()) / 1e3 / n
-    launches = sum(v[0] for v in kernels.values()) / n
-    top = sorted(kernels.items(), key=lambda kv: -kv[1][1])[:args.top]
+    device_ms, launches, top = kernel_table(prof, args.profiled_steps, args.top)
     return {"mixer": mixer, "wall_ms": statistics.median(walls), "device_ms": device_ms, "launches": launches,
-            "warmup_s": warmup_s,
-            "top": [(name, c / n, us / n / 1e3) for name, (c, us) in top]}
+            "warmup_s": warmup_s, "top": top}
 
 
 def report(rows, args, device):

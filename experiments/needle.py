@@ -68,7 +68,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 _T0 = time.perf_counter()  # when run as a script, the budget counts torch's import too
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,8 +123,10 @@ def model_config(args, cell: Cell, vocab_size: int, eos_id: int, pad_id: int):
 
 # Training and evaluation
 
-def train_cell(model, data: NeedleData, args, cell: Cell, device: torch.device, amp: bool) -> Dict[str, List[float]]:
-    """Train ``model`` in place; returns the per-step total, corpus-row and needle-row losses."""
+def train_cell(model, data: NeedleData, args, cell: Cell, device: torch.device, amp: bool,
+               on_step: Optional[Callable[[], None]] = None) -> Dict[str, List[float]]:
+    """Train ``model`` in place; returns the per-step total, corpus-row and needle-row losses.
+    ``on_step``: called after every optimizer step (a profiler's ``step``)."""
     from gdn2.train.optim import build_optimizer, build_scheduler
 
     optimizer = build_optimizer(model, args.lr, args.weight_decay, (0.9, 0.95))
@@ -159,6 +161,8 @@ def train_cell(model, data: NeedleData, args, cell: Cell, device: torch.device, 
             corpus, needle = valid & ~is_needle, valid & is_needle
             logged.append(torch.stack([loss.detach(), (row * corpus).sum() / corpus.sum(),
                                        (row * needle).sum() / needle.sum()]))
+        if on_step is not None:
+            on_step()
     losses = torch.stack(logged).float().cpu().tolist() if logged else []
     return {name: [step[i] for step in losses] for i, name in enumerate(("total", "corpus", "needle"))}
 
@@ -316,6 +320,44 @@ def summarize(results: Path = ROOT / "experiments" / "results", out: Optional[Pa
 
 # The command line
 
+def profile_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool, active: int,
+                 skip: int = 10) -> str:
+    """Markdown: one cell's training steps under ``torch.profiler`` (``skip`` steps first, so that
+    compilation and caches are out of the way, then ``active`` profiled ones): wall time a step,
+    the device time of its kernels, launches, the costliest kernels. Nothing is recorded."""
+    from gdn2.bench.profile import kernel_table
+    from gdn2.models import GDN2ForCausalLM
+
+    config = model_config(args, cell, data.tokenizer.vocab_size, data.eos_id, data.pad_id)
+    torch.manual_seed(derive_seed(cell.seed, "init"))
+    model = GDN2ForCausalLM(config).to(device)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    marks: List[float] = []   # after step `skip` and after the last profiled one, synchronised
+    done = [0]
+
+    def on_step():
+        done[0] += 1
+        if done[0] in (skip, skip + active):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            marks.append(time.perf_counter())
+        prof.step()
+
+    schedule = torch.profiler.schedule(wait=skip - 1, warmup=1, active=active, repeat=1)
+    with torch.profiler.profile(activities=activities, schedule=schedule) as prof:
+        train_cell(model, data, argparse.Namespace(**{**vars(args), "steps": skip + active}), cell, device, amp,
+                   on_step=on_step)
+    wall_ms = 1e3 * (marks[1] - marks[0]) / active
+    device_ms, launches, top = kernel_table(prof, active)
+    lines = [f"## {cell.kind} {cell.mixer}: {wall_ms:.1f} ms a step, kernels {device_ms:.1f} ms "
+             f"({device_ms / wall_ms:.0%}), {launches:.0f} launches a step", "",
+             "| kernel | launches a step | ms a step |", "|---|---:|---:|"]
+    lines += [f"| `{name[:90]}` | {c:.0f} | {ms:.3f} |" for name, c, ms in top]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -365,6 +407,9 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     g.add_argument("--out", type=Path, default=ROOT / "experiments" / "results", help="(default %(default)s)")
     g.add_argument("--resume", action="store_true", help=f"skip cells already in <out>/{RESULTS}")
     g.add_argument("--summary-only", action="store_true", help=f"only rewrite <out>/{SUMMARY}")
+    g.add_argument("--profile-steps", type=int, default=0,
+                   help="profile this many training steps of each (kind, mixer) at the first seed, after 10 "
+                   "unprofiled ones, print where a step's time goes and record nothing (default: off)")
     args = p.parse_args(argv)
 
     start = time.perf_counter() if start is None else start
@@ -406,6 +451,11 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     spec = DataSpec(args.corpus, args.vocab_size, args.seq_len, tuple(args.train_tasks), args.train_pool,
                     tuple(args.eval_tasks), tuple(args.eval_lengths), args.eval_examples, args.eval_seed, workers)
 
+    if args.profile_steps > 0:
+        data = get_data(spec)
+        for cell in cell_order(args.kinds, args.mixers, args.seeds[:1]):
+            print(profile_cell(args, cell, data, device, amp, args.profile_steps), flush=True)
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     done = set()
     if args.resume:

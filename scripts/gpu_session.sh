@@ -8,7 +8,8 @@
 #   bash scripts/gpu_session.sh sweep OUT   # MQAR (and needle) processes for the whole call
 #   bash scripts/gpu_session.sh verify OUT  # after a kernel change: GPU tests, the variants named in
 #                                           # STAGES, the kernel benchmark
-#   bash scripts/gpu_session.sh probes OUT  # head-dim probe, criterion check, stage profile (~5 min)
+#   bash scripts/gpu_session.sh probes OUT  # needle step profile, head-dim probe, criterion check, stage
+#                                           # profile (~7 min)
 #   bash scripts/gpu_session.sh measure OUT # criterion check and kernel benchmark, alone on the card
 #   bash scripts/gpu_session.sh throughput OUT  # benchmarks/train_throughput.py (BUDGET seconds)
 # Everything lands in OUT/<phase>.tgz, refreshed after every step (the device tool brings back a few
@@ -64,6 +65,15 @@ probes() {  # head-dim probe and criterion check (cold Triton caches: the criter
   step 180 criterion.log python3 benchmarks/criterion_fla.py --out "$R"
   tail -n 4 "$R/head-dim-probe.log" "$R/criterion.log" 2>/dev/null
 }
+needle_profile() {  # $1: time limit; the needle probe's protocol (docs/results.md), 10 steps profiled a model
+  [ -d .whl_needle ] && python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site-needle \
+    .whl_needle/*.whl
+  step "$1" needle-profile.log env PYTHONPATH=/tmp/site-needle:$PYTHONPATH python3 experiments/needle.py \
+    --kinds hybrid,recurrent --mixers gdn2 --train-tasks S-NIAH-1 --needle-fraction 1.0 --seq-len 512 \
+    --sliding-window 512 --batch-size 64 --train-pool 2000 --eval-tasks S-NIAH-1 --eval-lengths 512 --workers 4 \
+    --profile-steps 10
+  grep -h "^## " "$R/needle-profile.log" 2>/dev/null
+}
 kernel_bench() {  # $1: time limit
   step "$1" bench.log python3 benchmarks/gpu_ops.py --out "$R"
   tail -30 "$R/bench.log"
@@ -106,6 +116,7 @@ case "$PHASE" in
     kernel_bench 330
     ;;
   probes)  # short probes for the warm tail of a session
+    needle_profile 150
     probes
     step 60 profile.log python3 benchmarks/profile_stages.py
     head -14 "$R/profile.log" 2>/dev/null

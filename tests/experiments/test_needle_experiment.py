@@ -67,6 +67,13 @@ def test_resume_skips_recorded_cells(tmp_path, capsys):
     assert "0 cell(s) run" in capsys.readouterr().out
 
 
+def test_profile_mode_reports_steps_and_records_nothing(tmp_path, capsys):
+    assert needle.main(TINY + ["--out", str(tmp_path), "--profile-steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "## recurrent gdn2: " in out and " ms a step, kernels " in out
+    assert not (tmp_path / "needle.jsonl").exists()
+
+
 def test_zero_budget_skips_every_cell(tmp_path, capsys):
     args = TINY + ["--kinds", "recurrent,hybrid", "--seeds", "0,1", "--out", str(tmp_path), "--budget-seconds", "0"]
     assert needle.main(args) == 0
