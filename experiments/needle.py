@@ -323,8 +323,9 @@ def summarize(results: Path = ROOT / "experiments" / "results", out: Optional[Pa
 def profile_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool, active: int,
                  skip: int = 10) -> str:
     """Markdown: one cell's training steps under ``torch.profiler`` (``skip`` steps first, so that
-    compilation and caches are out of the way, then ``active`` profiled ones): wall time a step,
-    the device time of its kernels, launches, the costliest kernels. Nothing is recorded."""
+    compilation and caches are out of the way, then ``active`` profiled ones): wall time a step
+    (with the profiler running, so a little above a plain step's), the device time of its
+    kernels, launches, the costliest kernels. Nothing is recorded."""
     from gdn2.bench.profile import kernel_table
     from gdn2.models import GDN2ForCausalLM
 
@@ -351,7 +352,7 @@ def profile_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: 
                    on_step=on_step)
     wall_ms = 1e3 * (marks[1] - marks[0]) / active
     device_ms, launches, top = kernel_table(prof, active)
-    lines = [f"## {cell.kind} {cell.mixer}: {wall_ms:.1f} ms a step, kernels {device_ms:.1f} ms "
+    lines = [f"## {cell.kind} {cell.mixer}: {wall_ms:.1f} ms a step (profiled), kernels {device_ms:.1f} ms "
              f"({device_ms / wall_ms:.0%}), {launches:.0f} launches a step", "",
              "| kernel | launches a step | ms a step |", "|---|---:|---:|"]
     lines += [f"| `{name[:90]}` | {c:.0f} | {ms:.3f} |" for name, c, ms in top]

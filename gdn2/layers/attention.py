@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops.gdn2.checks import check_cu_seqlens
 from .conv import document_ids, positions_in_documents
 from .norm import compute_dtype
 
@@ -195,8 +196,7 @@ class Attention(nn.Module):
         if cu_seqlens is not None:
             if cache is not None:
                 raise ValueError("cu_seqlens (packed documents) cannot be combined with a KV cache")
-            if B != 1:
-                raise ValueError(f"cu_seqlens requires batch size 1 (documents packed along T), got {B}")
+            check_cu_seqlens(cu_seqlens, B, T)   # the operator's check (read on the host once a step)
             positions = positions_in_documents(cu_seqlens, T)
         else:
             positions = (0 if cache is None else cache.seen) + torch.arange(T, device=x.device)

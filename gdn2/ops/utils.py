@@ -16,30 +16,33 @@ def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return (xf * torch.rsqrt((xf * xf).sum(-1, keepdim=True) + eps)).to(x.dtype)
 
 
-def last_tensor_cache(fn):
-    """``fn(x, *args)`` remembered for the last call: the same tensor object ``x``, unmodified
+def last_tensor_cache(fn=None, *, host: bool = False):
+    """``fn(x, *args)`` remembered for the last call: the same CUDA tensor object ``x``, unmodified
     since (its version counter), and equal ``args``. Every layer of a model's forward and backward
     gets the same packed offsets ``cu_seqlens``, and reading them on the host waits for the GPU:
-    with this, once per step instead of once per layer and pass. Holds only a weak reference.
+    with this, once per step instead of once per layer and pass. Host tensors (reading them costs
+    nothing), inference tensors (no version counter), ``torch.compile`` tracing and CUDA graph
+    capture (a cached host read would freeze the offsets into the graph) always call ``fn``. Writes
+    that bypass the version counter (through ``.data`` or the storage) are not seen. Holds only a
+    weak reference. ``host``: cache host tensors too (for tests on machines without a GPU).
 
-    >>> calls = []
-    >>> f = last_tensor_cache(lambda x, n: calls.append(n) or x.sum().item() * n)
-    >>> x = torch.ones(3)
-    >>> f(x, 2), f(x, 2), len(calls)
-    (6.0, 6.0, 1)
+    >>> offsets = last_tensor_cache(lambda cu: cu.tolist())   # a decorator
     """
-    last = {}
+    if fn is None:
+        return functools.partial(last_tensor_cache, host=host)
+    last = [None]   # (weak reference to x, key, value), replaced whole so that threads see one call's
 
     @functools.wraps(fn)
     def cached(x: torch.Tensor, *args):
-        # not a tensor: fn's own checks say so; inference tensors keep no version counter
-        if not isinstance(x, torch.Tensor) or torch.compiler.is_compiling() or x.is_inference():
+        if not isinstance(x, torch.Tensor) or x.is_inference() or torch.compiler.is_compiling():
             return fn(x, *args)
-        ref = last.get("ref")
+        if torch.cuda.is_current_stream_capturing() if x.is_cuda else not host:
+            return fn(x, *args)
         key = (x._version, args)
-        if ref is not None and ref() is x and last["key"] == key:
-            return last["value"]
+        entry = last[0]
+        if entry is not None and entry[0]() is x and entry[1] == key:
+            return entry[2]
         value = fn(x, *args)
-        last.update(ref=weakref.ref(x), key=key, value=value)
+        last[0] = (weakref.ref(x), key, value)
         return value
     return cached

@@ -70,7 +70,7 @@ def test_resume_skips_recorded_cells(tmp_path, capsys):
 def test_profile_mode_reports_steps_and_records_nothing(tmp_path, capsys):
     assert needle.main(TINY + ["--out", str(tmp_path), "--profile-steps", "2"]) == 0
     out = capsys.readouterr().out
-    assert "## recurrent gdn2: " in out and " ms a step, kernels " in out
+    assert "## recurrent gdn2: " in out and " ms a step (profiled), kernels " in out
     assert not (tmp_path / "needle.jsonl").exists()
 
 

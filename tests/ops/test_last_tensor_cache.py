@@ -9,10 +9,10 @@ from gdn2.ops.gdn2.checks import check_cu_seqlens
 from gdn2.ops.utils import last_tensor_cache
 
 
-def counted():
+def counted(host=True):
     calls = []
 
-    @last_tensor_cache
+    @last_tensor_cache(host=host)
     def offsets(x, scale):
         calls.append(1)
         return [v * scale for v in x.tolist()]
@@ -43,6 +43,16 @@ def test_inference_tensors_are_not_cached():
         x = torch.tensor([0, 1])
         f(x, 1), f(x, 1)
     assert len(calls) == 2
+
+
+def test_host_tensors_are_not_cached_by_default():
+    """Reading a host tensor costs no GPU wait, and writes through numpy or ``.data`` would go
+    unseen: only device tensors are cached."""
+    f, calls = counted(host=False)
+    x = torch.tensor([0, 1])
+    f(x, 1)
+    x.numpy()[1] = 5                             # no version bump
+    assert f(x, 1) == [0, 5] and len(calls) == 2
 
 
 def test_holds_no_reference():

@@ -171,6 +171,29 @@ def test_whole_chunk_intra_path_agrees(g_min, first_row, erase):
             assert_close(name, whole, loop, rtol=1e-5)
 
 
+def test_split_whole_form_makes_a_chunk_at_the_bound():
+    """The split form's two launches compute a chunk's decay span in separate compilations; the
+    second (the walk) also takes spans just under the bound, so a chunk that both might claim is
+    made, the walk's result last, and none is left unmade (the NaN-filled outputs would show it)."""
+    from gdn2.ops.gdn2.triton.common import WHOLE_FORMS, make_chunks
+    from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd_kernel
+    x = random_inputs(B=1, T=64, H=1, K=32, V=16, b_max=2.0, g_min=-0.1, seed=24, device=DEVICE)
+    q, k, g, b = (x[n][0].float().contiguous() for n in ("q", "k", "g", "b"))
+    span = (-g[1:, 0].double().sum(0)).max().item()          # rows after the first, as the kernel sums them
+    chunks = make_chunks([0, 64], 64, DEVICE)
+    outs = {}
+    for mode in ("off", "split"):
+        bufs = [torch.full((64, 1, 64), float("nan"), device=DEVICE) for _ in range(2)] + [
+            torch.full((64, 1, 32), float("nan"), device=DEVICE) for _ in range(3)]
+        for form in WHOLE_FORMS[mode]:
+            chunk_intra_fwd_kernel[(1, 1)](q, k, g, b, *bufs, torch.zeros(1, 1, 32, device=DEVICE), chunks.start,
+                                           chunks.end, 32 ** -0.5, H=1, K=32, BT=64, BK=32, SUB=16, G_MODE=2,
+                                           B_MODE=2, PREC="ieee", DIAG_SPAN=span / (1 - 5e-5), FORM=form)
+        outs[mode] = bufs
+    for name, walk, split in zip(("A", "Aqk", "qg", "kt", "y"), outs["off"], outs["split"]):
+        assert torch.equal(walk, split), name
+
+
 @pytest.mark.parametrize("value", [-1e4, float("-inf")], ids=str)
 @pytest.mark.parametrize("gate", ["channel", "scalar"])
 def test_hard_gate_on_a_sub_block_first_row(value, gate):

@@ -181,7 +181,7 @@ def _prepare(q, k, v, g, b, w, initial_state, cu_seqlens):
     if cu_seqlens is None:
         cu, uniform_T = _offsets(B, T, q.device), T
     else:
-        cu, uniform_T = _device_offsets(cu_seqlens, q), 0
+        cu, uniform_T = _device_offsets(cu_seqlens, q.device), 0
     return (*map(flat, inputs), h0, cu, uniform_T, b_zero)
 
 
@@ -243,16 +243,18 @@ def fused_recurrent_gdn2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: G
         run, offsets = _fused_recurrent_op, _offsets
     else:
         run, offsets = _fused_recurrent, _cached_offsets
-    cu = offsets(B, T, q.device) if cu_seqlens is None else _device_offsets(cu_seqlens, q)
+    cu = offsets(B, T, q.device) if cu_seqlens is None else _device_offsets(cu_seqlens, q.device)
     o, ht = run(*inputs, cu, scale, b_zero, output_final_state, use_qk_l2norm)
     # o is written in v's shape: no reshape on this host-bound path
     return o, _final_state(ht, q, output_final_state)
 
 
-def _device_offsets(cu_seqlens: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Packed offsets as the kernels read them: int32, dense, on q's device (a host tensor or a
-    strided view is accepted by the PyTorch backends, so it is here too)."""
-    return cu_seqlens.to(device=q.device, dtype=torch.int32).contiguous()
+@last_tensor_cache
+def _device_offsets(cu_seqlens: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Packed offsets as the kernels read them: int32, dense, on ``device`` (a host tensor or a
+    strided view is accepted by the PyTorch backends, so it is here too). Remembered for the last
+    offsets, so that int64 ones become one int32 tensor a step, whose chunk table is then cached."""
+    return cu_seqlens.to(device=device, dtype=torch.int32).contiguous()
 
 
 def _offsets(B: int, T: int, device: torch.device) -> torch.Tensor:

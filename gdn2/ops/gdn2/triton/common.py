@@ -28,6 +28,19 @@ FORM_REST: tl.constexpr = tl.constexpr(3)
 WHOLE_FORMS = {"off": (0,), "inline": (1,), "split": (2, 3)}
 
 
+@triton.jit
+def walk_needed(b_wide, DIAG_SPAN: tl.constexpr, FORM: tl.constexpr):
+    """Whether a program of this FORM walks a chunk (or key tile) of decay span ``b_wide``: where
+    the whole form is not taken, a NaN span included; in the split form's second launch also at
+    spans within 1e-4 of the bound, because the two launches compute the span in separate
+    compilations that may round it an ulp apart (a chunk at the bound is then made twice, by
+    launches in order: the walk's result stays). So no chunk is left unmade."""
+    bound = DIAG_SPAN
+    if FORM == FORM_REST:
+        bound = DIAG_SPAN * (1.0 - 1e-4)
+    return (b_wide > bound) | (b_wide != b_wide)
+
+
 def on_device_of(x: torch.Tensor):
     """The CUDA device of ``x`` made current for the launches inside, when it is not already:
     Triton launches on the current device, so a tensor on another card would be read from the

@@ -18,7 +18,8 @@ import triton
 import triton.language as tl
 
 from .common import (FORM_REST, FORM_WALK, FORM_WHOLE, GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, WHOLE_FORMS,
-                     apply_erase, cdiv, chunk_gates, chunk_rows, diag_span, load_rows, load_scalar_rows, register_cap)
+                     apply_erase, cdiv, chunk_gates, chunk_rows, diag_span, load_rows, load_scalar_rows, register_cap,
+                     walk_needed)
 from .decay import anchor_factor, centred_factors, in_block_decay
 
 
@@ -204,16 +205,17 @@ def chunk_intra_fwd_kernel(
         b_wide = tl.full([], DIAG_SPAN + 1.0, tl.float32)
         if FORM != FORM_WALK:
             b_wide = chunk_span(g, t0, o_t, L, i_h, H, K, BK)
+        walk = walk_needed(b_wide, DIAG_SPAN, FORM)
         if FORM == FORM_WHOLE:
             mine = b_wide <= DIAG_SPAN
         if FORM == FORM_REST:
-            mine = b_wide > DIAG_SPAN
+            mine = walk
         if FORM != FORM_REST:
             if b_wide <= DIAG_SPAN:
                 whole_products(q, k, g, b, A, Aqk, t0, o_t, o_c, L, i_h, p_row, m_row, scale, H, K, BT, BK,
                                B_MODE, PREC)
         if FORM != FORM_WHOLE:
-            if b_wide > DIAG_SPAN:
+            if walk:
                 walk_products(q, k, g, b, A, Aqk, t0, o_t, o_c, L, i_h, scale, H, K, BT, BK, SUB, B_MODE, PREC,
                               DIAG_SPAN)
     else:

@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from .common import (FORM_REST, FORM_WALK, FORM_WHOLE, GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, apply_erase,
-                     chunk_gates, chunk_rows, load_rows, load_scalar_rows)
+                     chunk_gates, chunk_rows, load_rows, load_scalar_rows, walk_needed)
 from .decay import centred_factors, in_block_decay
 
 
@@ -320,7 +320,7 @@ def chunk_bwd_key_kernel(
                           b_kall, b_dkt, b_tail, b_carry, H, K, BT, BK, NK, G_MODE, B_MODE, PREC)
     walk = True
     if FORM != FORM_WALK:   # the walk alone needs no branch
-        walk = b_wide > DIAG_SPAN
+        walk = walk_needed(b_wide, DIAG_SPAN, FORM)
     if FORM != FORM_WHOLE:
         if walk:
             key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, scale, b_bs, b_carry,
