@@ -201,14 +201,16 @@ def main(only=()):
     outs = [torch.empty(T, H, BT, **f32) for _ in range(2)] + [torch.empty(T, H, K, **f32) for _ in range(3)]
     dec = torch.empty(chunks.count, H, K, **f32)
 
-    def intra_run(BK=32, nw=4, DIAG_SPAN=None, ns=1, prec="tf32", **flags):
+    outs16 = [t.half() for t in outs[2:]]
+
+    def intra_run(BK=32, nw=4, DIAG_SPAN=None, ns=1, prec="tf32", f16=False, **flags):
+        """``f16``: the fused gated operands stored as float16 (as the one-pass forward keeps them)."""
         iv, flags = variants.split("intra", flags)
+        bufs = outs[:2] + (outs16 if f16 else outs[2:])
         return lambda: iv.chunk_intra_fwd_kernel[(chunks.count, H)](
-            qf, kf, gf, bf, *outs, dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK, SUB=16,
+            qf, kf, gf, bf, *bufs, dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK, SUB=16,
             G_MODE=modes[0], B_MODE=modes[1], PREC=prec, DIAG_SPAN=diag_span(prec) if DIAG_SPAN is None else DIAG_SPAN,
             num_warps=nw, num_stages=ns, **flags)
-
-    outs16 = [t.half() for t in outs[2:]]
 
     def gated_run(BK=32, nw=4, prec="tf32", f16=False):
         return lambda: intra.chunk_gated_kernel[(chunks.count * triton.cdiv(K, BK), H)](
@@ -291,6 +293,8 @@ def main(only=()):
         ("intra (one-pass): whole-chunk form, split launches, float32 gated operands", split_run(forms=(2, 3))),
         ("intra (one-pass): whole-chunk form, split launches, gated operands fused (float32)",
          intra_forms((2, 3), FUSE_GATED=True)),
+        ("intra (one-pass): whole-chunk form, split launches, gated operands fused (float16)",
+         intra_forms((2, 3), FUSE_GATED=True, f16=True)),
         # the three-pass intra (training forward, backward) is not capped: measure it first
         ("intra (three-pass): split", split_run(prec="tf32x3")),
         ("intra (three-pass): split, intra capped at 168 registers", split_run(maxnreg=168, prec="tf32x3")),
