@@ -191,15 +191,21 @@ def predict(model, data: NeedleData, samples: Sequence[dict], device: torch.devi
     return predictions
 
 
-def run_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool) -> dict:
-    from gdn2.eval.scoring import score_ruler
+def build_model(args, cell: Cell, data: NeedleData, device: torch.device):
+    """The cell's config and freshly initialised model (weights from the cell's seed alone)."""
     from gdn2.models import GDN2ForCausalLM
 
-    start = time.perf_counter()
     config = model_config(args, cell, data.tokenizer.vocab_size, data.eos_id, data.pad_id)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cell.seed, "init"))
-        model = GDN2ForCausalLM(config).to(device)
+        return config, GDN2ForCausalLM(config).to(device)
+
+
+def run_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool) -> dict:
+    from gdn2.eval.scoring import score_ruler
+
+    start = time.perf_counter()
+    config, model = build_model(args, cell, data, device)
     losses = train_cell(model, data, args, cell, device, amp)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -327,11 +333,8 @@ def profile_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: 
     (with the profiler running, so a little above a plain step's), the device time of its
     kernels, launches, the costliest kernels. Nothing is recorded."""
     from gdn2.bench.profile import kernel_table
-    from gdn2.models import GDN2ForCausalLM
 
-    config = model_config(args, cell, data.tokenizer.vocab_size, data.eos_id, data.pad_id)
-    torch.manual_seed(derive_seed(cell.seed, "init"))
-    model = GDN2ForCausalLM(config).to(device)
+    _, model = build_model(args, cell, data, device)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)

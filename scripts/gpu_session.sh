@@ -30,10 +30,12 @@ pack() {  # one writer at a time (the tests phase's sweep packs from the backgro
 }
 left() { [ $((SECONDS + $1)) -lt 570 ]; }   # time for a step of $1 seconds before the call's limit
 export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache}
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
+for wheels in .whl .whl_needle; do   # one target folder each (the sweep's script installs its own too)
+  if ls $wheels/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site$wheels \
+      $wheels/*.whl && export PYTHONPATH=/tmp/site$wheels${PYTHONPATH:+:$PYTHONPATH}
+  fi
+done
 # the checkout itself on the path: a fresh machine's editable install can fail without a build
 # backend, and scripts run as files see only their own folder
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -66,9 +68,7 @@ probes() {  # head-dim probe and criterion check (cold Triton caches: the criter
   tail -n 4 "$R/head-dim-probe.log" "$R/criterion.log" 2>/dev/null
 }
 needle_profile() {  # $1: time limit; the needle probe's protocol (docs/results.md), 10 steps profiled a model
-  [ -d .whl_needle ] && python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site-needle \
-    .whl_needle/*.whl
-  step "$1" needle-profile.log env PYTHONPATH=/tmp/site-needle:$PYTHONPATH python3 experiments/needle.py \
+  step "$1" needle-profile.log python3 experiments/needle.py \
     --kinds hybrid,recurrent --mixers gdn2 --train-tasks S-NIAH-1 --needle-fraction 1.0 --seq-len 512 \
     --sliding-window 512 --batch-size 64 --train-pool 2000 --eval-tasks S-NIAH-1 --eval-lengths 512 --workers 4 \
     --profile-steps 10

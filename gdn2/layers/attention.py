@@ -197,7 +197,8 @@ class Attention(nn.Module):
             if cache is not None:
                 raise ValueError("cu_seqlens (packed documents) cannot be combined with a KV cache")
             check_cu_seqlens(cu_seqlens, B, T)   # the operator's check (read on the host once a step)
-            positions = positions_in_documents(cu_seqlens, T)
+            documents = document_ids(cu_seqlens, T)
+            positions = positions_in_documents(cu_seqlens, documents)
         else:
             positions = (0 if cache is None else cache.seen) + torch.arange(T, device=x.device)
         q, k = apply_rope(q, positions, c.rope_theta), apply_rope(k, positions, c.rope_theta)
@@ -206,7 +207,7 @@ class Attention(nn.Module):
         if cu_seqlens is not None and c.window is not None:
             # a window bounds every document's reach: blocks of W queries over 2W keys, masked to
             # their own document, with no host sync and no launch per document
-            o = _sliding_window_blocks(q, k, v, c.window, document_ids(cu_seqlens, T))
+            o = _sliding_window_blocks(q, k, v, c.window, documents)
         elif cu_seqlens is not None:
             offsets = cu_seqlens.tolist()
             o = torch.cat([self._attend(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], positions[s:e], positions[s:e])

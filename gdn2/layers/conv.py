@@ -16,10 +16,11 @@ def document_ids(cu_seqlens: torch.Tensor, T: int) -> torch.Tensor:
     return torch.searchsorted(cu_seqlens[1:].to(torch.int64), positions, right=True)
 
 
-def positions_in_documents(cu_seqlens: torch.Tensor, T: int) -> torch.Tensor:
-    """Each token's position inside its own packed document, ``[T]`` int64."""
+def positions_in_documents(cu_seqlens: torch.Tensor, documents: torch.Tensor) -> torch.Tensor:
+    """Each token's position inside its own packed document, ``[T]`` int64, from its document
+    (``document_ids``)."""
     starts = cu_seqlens[:-1].to(torch.int64)
-    return torch.arange(T, device=cu_seqlens.device) - starts[document_ids(cu_seqlens, T)]
+    return torch.arange(documents.numel(), device=cu_seqlens.device) - starts[documents]
 
 
 class ShortConvolution(nn.Module):

@@ -135,6 +135,21 @@ def test_diagonal_block_paths_agree():
         assert_close(name, centred, tile, rtol=1e-5)
 
 
+def _intra_forms(q, k, g, b, offsets, mode, **consts):
+    """The intra kernel (K = 32, one head, channel decay) run by each launch of a whole-chunk mode
+    (``WHOLE_FORMS``) into NaN-filled A, Aqk, Q_γ, K_tail, Y: a chunk no launch makes shows as NaN."""
+    from gdn2.ops.gdn2.triton.common import WHOLE_FORMS, make_chunks
+    from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd_kernel
+    T, chunks = q.shape[0], make_chunks(offsets, 64, DEVICE)
+    bufs = [torch.full((T, 1, 64), float("nan"), device=DEVICE) for _ in range(2)] + [
+        torch.full((T, 1, 32), float("nan"), device=DEVICE) for _ in range(3)]
+    for form in WHOLE_FORMS[mode]:
+        chunk_intra_fwd_kernel[(chunks.count, 1)](q, k, g, b, *bufs, torch.zeros(chunks.count, 1, 32, device=DEVICE),
+                                                  chunks.start, chunks.end, 32 ** -0.5, H=1, K=32, BT=64, BK=32,
+                                                  SUB=16, G_MODE=2, PREC="ieee", FORM=form, **consts)
+    return bufs
+
+
 @pytest.mark.parametrize("g_min,first_row", [(-0.1, 0.0), (-0.1, -1e4), (-3.0, 0.0)], ids=str)
 @pytest.mark.parametrize("erase", ["channel", "zero"])
 def test_whole_chunk_intra_path_agrees(g_min, first_row, erase):
@@ -143,24 +158,14 @@ def test_whole_chunk_intra_path_agrees(g_min, first_row, erase):
     decays, and a closed gate on the chunk's first row, which decays none of its pairs), and the
     walk itself (bit for bit) where it does not (g down to -3: spans of ~100 over a chunk). The
     two launches of the split form must together make exactly what the one launch makes."""
-    from gdn2.ops.gdn2.triton.common import WHOLE_FORMS, make_chunks
-    from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd_kernel
     from gdn2.testing import assert_close
     x = random_inputs(B=1, T=100, H=1, K=32, V=16, b_max=2.0, g_min=g_min, erase=erase, seed=21, device=DEVICE)
     x["g"][0, 0] = first_row
     q, k, g = (x[n][0].float().contiguous() for n in ("q", "k", "g"))
     b = x["b"][0].float().contiguous() if isinstance(x["b"], torch.Tensor) else k
-    chunks = make_chunks([0, 64, 100], 64, DEVICE)
     outs = {}
     for mode in ("off", "inline", "split"):
-        # NaN-filled: a chunk that no launch of the mode makes fails every comparison
-        bufs = [torch.full((100, 1, 64), float("nan"), device=DEVICE) for _ in range(2)] + [
-            torch.full((100, 1, 32), float("nan"), device=DEVICE) for _ in range(3)]
-        for form in WHOLE_FORMS[mode]:
-            chunk_intra_fwd_kernel[(2, 1)](q, k, g, b, *bufs, torch.zeros(2, 1, 32, device=DEVICE), chunks.start,
-                                           chunks.end, 32 ** -0.5, H=1, K=32, BT=64, BK=32, SUB=16, G_MODE=2,
-                                           B_MODE=2 if erase == "channel" else 3, PREC="ieee", DIAG_SPAN=16.0,
-                                           FORM=form)
+        bufs = _intra_forms(q, k, g, b, [0, 64, 100], mode, B_MODE=2 if erase == "channel" else 3, DIAG_SPAN=16.0)
         outs[mode] = bufs if erase == "channel" else bufs[1:2] + bufs[2:4]
     names = ("A", "Aqk", "qg", "kt", "y") if erase == "channel" else ("Aqk", "qg", "kt")
     for name, loop, whole, split in zip(names, outs["off"], outs["inline"], outs["split"]):
@@ -175,21 +180,11 @@ def test_split_whole_form_makes_a_chunk_at_the_bound():
     """The split form's two launches compute a chunk's decay span in separate compilations; the
     second (the walk) also takes spans just under the bound, so a chunk that both might claim is
     made, the walk's result last, and none is left unmade (the NaN-filled outputs would show it)."""
-    from gdn2.ops.gdn2.triton.common import WHOLE_FORMS, make_chunks
-    from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd_kernel
     x = random_inputs(B=1, T=64, H=1, K=32, V=16, b_max=2.0, g_min=-0.1, seed=24, device=DEVICE)
     q, k, g, b = (x[n][0].float().contiguous() for n in ("q", "k", "g", "b"))
     span = (-g[1:, 0].double().sum(0)).max().item()          # rows after the first, as the kernel sums them
-    chunks = make_chunks([0, 64], 64, DEVICE)
-    outs = {}
-    for mode in ("off", "split"):
-        bufs = [torch.full((64, 1, 64), float("nan"), device=DEVICE) for _ in range(2)] + [
-            torch.full((64, 1, 32), float("nan"), device=DEVICE) for _ in range(3)]
-        for form in WHOLE_FORMS[mode]:
-            chunk_intra_fwd_kernel[(1, 1)](q, k, g, b, *bufs, torch.zeros(1, 1, 32, device=DEVICE), chunks.start,
-                                           chunks.end, 32 ** -0.5, H=1, K=32, BT=64, BK=32, SUB=16, G_MODE=2,
-                                           B_MODE=2, PREC="ieee", DIAG_SPAN=span / (1 - 5e-5), FORM=form)
-        outs[mode] = bufs
+    outs = {mode: _intra_forms(q, k, g, b, [0, 64], mode, B_MODE=2, DIAG_SPAN=span / (1 - 5e-5))
+            for mode in ("off", "split")}
     for name, walk, split in zip(("A", "Aqk", "qg", "kt", "y"), outs["off"], outs["split"]):
         assert torch.equal(walk, split), name
 

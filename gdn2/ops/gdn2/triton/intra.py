@@ -205,13 +205,14 @@ def chunk_intra_fwd_kernel(
         b_wide = tl.full([], DIAG_SPAN + 1.0, tl.float32)
         if FORM != FORM_WALK:
             b_wide = chunk_span(g, t0, o_t, L, i_h, H, K, BK)
+        whole = b_wide <= DIAG_SPAN
         walk = walk_needed(b_wide, DIAG_SPAN, FORM)
         if FORM == FORM_WHOLE:
-            mine = b_wide <= DIAG_SPAN
+            mine = whole
         if FORM == FORM_REST:
             mine = walk
         if FORM != FORM_REST:
-            if b_wide <= DIAG_SPAN:
+            if whole:
                 whole_products(q, k, g, b, A, Aqk, t0, o_t, o_c, L, i_h, p_row, m_row, scale, H, K, BT, BK,
                                B_MODE, PREC)
         if FORM != FORM_WHOLE:

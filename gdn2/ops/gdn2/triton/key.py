@@ -121,14 +121,14 @@ def key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tl, b
 
 
 @triton.jit
-def key_carry(k, g, p_scr, t0, o_t, L, i_h, o_k, m_k, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
+def key_carry(k, g, b_gw, p_scr, t0, o_t, L, i_h, o_k, m_k, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
               BK: tl.constexpr, SUB: tl.constexpr, G_MODE: tl.constexpr):
-    """Per-block sums of the log-decays [NB, BK], the whole chunk's k, dK_tail and exp(G_C - G_r)
-    (sum over (r, last row]) [BT, BK], and the carry of dg from the state-side terms of G_C, which
-    reach every row's dg. The tiles serve the carry and the whole-chunk form (unused loads are
-    dropped where neither needs them)."""
+    """From the chunk's log-decays ``b_gw`` [BT, BK]: per-block sums of them [NB, BK], the whole
+    chunk's k, dK_tail and exp(G_C - G_r) (sum over (r, last row]) [BT, BK], and the carry of dg
+    from the state-side terms of G_C, which reach every row's dg. The tiles serve the carry and
+    the whole-chunk form (unused loads are dropped where neither needs them)."""
     NB: tl.constexpr = BT // SUB
-    b_bs = tl.sum(tl.reshape(gate_rows(g, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE), (NB, SUB, BK)), axis=1)
+    b_bs = tl.sum(tl.reshape(b_gw, (NB, SUB, BK)), axis=1)
     b_kall = load_rows(k, t0, o_t, L, i_h, H, o_k, K)
     b_dkt = tl.load(p_scr + 2 * BT * K + o_t[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0)
     b_tail = tl.exp(tl.cumsum(gate_rows(g, t0, o_t + 1, L, i_h, H, o_k, K, BT, BK, G_MODE), axis=0, reverse=True))
@@ -308,11 +308,11 @@ def chunk_bwd_key_kernel(
     o_s = tl.arange(0, SUB)
     lower = (o_s[:, None] >= o_s[None, :])[:, :, None]
     below = (o_s[:, None] > o_s[None, :])[:, :, None]
-    b_bs, b_kall, b_dkt, b_tail, b_carry = key_carry(k, g, p_scr, t0, o_t, L, i_h, o_k, m_k, H, K, BT, BK, SUB,
+    b_gw = gate_rows(g, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE)
+    b_bs, b_kall, b_dkt, b_tail, b_carry = key_carry(k, g, b_gw, p_scr, t0, o_t, L, i_h, o_k, m_k, H, K, BT, BK, SUB,
                                                      G_MODE)
     b_wide = tl.full([], DIAG_SPAN + 1.0, tl.float32)
     if FORM != FORM_WALK:
-        b_gw = gate_rows(g, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE)
         b_lw, b_rw, b_wide = centred_factors(in_block_decay(b_gw))
         if FORM != FORM_REST:
             if b_wide <= DIAG_SPAN:
