@@ -1,22 +1,36 @@
 """GPU kernel benchmark (see gdn2/bench/gpu.py). Writes <out>/<date>-<gpu>.md.
 
     python benchmarks/gpu_ops.py --out benchmarks/results
+    python benchmarks/gpu_ops.py --whole-chunk split    # a setting of the whole-chunk forms, before it is the default
 """
 
 import argparse
+import contextlib
 import pathlib
 
 from gdn2.bench.gpu import format_results, machine_ceilings, results_path, run, versions
+from gdn2.ops.gdn2.triton import backward, intra
+from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
+from gdn2.ops.gdn2.triton.common import WHOLE_FORMS
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"), help="results folder")
     p.add_argument("--no-fla", action="store_true", help="skip the FLA baseline (not installed)")
+    p.add_argument("--whole-chunk", choices=sorted(WHOLE_FORMS), default=None,
+                   help="the intra and key kernels' whole-chunk forms for this run (default: the library's)")
     args = p.parse_args()
     meta = versions()
     ceilings = machine_ceilings()
-    res = run(with_fla=not args.no_fla)
+    default = intra.WHOLE_CHUNK, backward.KEY_WHOLE
+    with whole_chunk_forms(args.whole_chunk) if args.whole_chunk else contextlib.nullcontext():
+        setting = intra.WHOLE_CHUNK, backward.KEY_WHOLE
+        res = run(with_fla=not args.no_fla)
     text = format_results(res, meta, ceilings)
+    head, rest = text.split("\n", 1)
+    note = f"Whole-chunk forms (intra, key): {setting[0]}, {setting[1]}"
+    note += "." if setting == default else f", set for this run (the library's default: {default[0]}, {default[1]})."
+    text = f"{head}\n\n{note}\n{rest}"
     print(text)
     out = results_path(args.out, meta)
     out.parent.mkdir(parents=True, exist_ok=True)

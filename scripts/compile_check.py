@@ -14,7 +14,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from gdn2.ops.gdn2.triton.backward import (KEY_BLOCK, KEY_WARPS, chunk_bwd_value_kernel, chunk_state_bwd_kernel,
+from gdn2.ops.gdn2.triton.backward import (KEY_TILES, chunk_bwd_value_kernel, chunk_state_bwd_kernel,
                                           chunk_state_pair_kernel)
 from gdn2.ops.gdn2.triton.common import diag_span
 from gdn2.ops.gdn2.triton.key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
@@ -60,6 +60,9 @@ def ptxas_registers(ptx: str) -> str:
 
 def check(fn, consts, dtype="*bf16", num_warps=4, num_stages=1, overrides=None, note=""):
     start = time.time()
+    # compile-time parameters left out take their defaults (a launch does the same; named
+    # nowhere, they would be typed as pointers)
+    consts = {**{p.name: p.default for p in fn.params if p.is_constexpr and p.has_default}, **consts}
     ck = triton.compile(ASTSource(fn=fn, signature=signature(fn, consts, dtype, overrides), constexprs=consts),
                         target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, num_stages=num_stages))
     smem = ck.metadata.shared
@@ -107,10 +110,11 @@ def main(Ks=(128, 256)):
         ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=64, BV=32, SCRATCH=1, B_MODE=2, W_MODE=2,
                                                  PREC=PREC), num_warps=4, num_stages=2)
         ok &= check(chunk_bwd_dt_kernel, dict(H=16, K=K, BT=64, BK=32, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC))
-        for form, name in {0: "walk", **FORMS}.items():
-            ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=KEY_BLOCK, SUB=16, SCRATCH=1, G_MODE=2, B_MODE=2,
+        for form, name in {0: "walk", **FORMS}.items():   # at the tiles each setting launches
+            BKk, warps = KEY_TILES["split" if form in (2, 3) else "off"]
+            ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=BKk, SUB=16, SCRATCH=1, G_MODE=2, B_MODE=2,
                                                    PREC=PREC, DIAG_SPAN=diag_span(PREC), FORM=form),
-                        num_warps=KEY_WARPS[KEY_BLOCK], note=f" ({name})")
+                        num_warps=warps, note=f" ({name}, {BKk} columns, {warps} warps)")
         ok &= check(fused_recurrent_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BK=BK, BV=32, **gates, USE_H0=True,
                                                      STORE_HT=True))
     return ok

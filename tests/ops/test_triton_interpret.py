@@ -318,7 +318,8 @@ def test_whole_chunk_key_path_agrees(gates, g_min, monkeypatch):
     """The key kernel's whole-chunk form (``KEY_WHOLE``), in one launch and split over two,
     against the sub-block walk: the same gradients where the span allows it, the walk itself (bit
     for bit) where it does not (g down to -3: spans of ~100 over a chunk; no decay has none), and
-    the split form exactly the one-launch form."""
+    the split form exactly the one-launch form at the same tiles; at its own tiles (``KEY_TILES``)
+    within rounding."""
     from gdn2.ops.gdn2.triton import backward
     from gdn2.testing import assert_close
     decay, erase = gates
@@ -327,13 +328,15 @@ def test_whole_chunk_key_path_agrees(gates, g_min, monkeypatch):
     qf, kf, vf, gf, bf, wf, h0, cu, chunks, _ = _kernel_inputs(x)
     args = (qf, kf, vf, gf, bf, wf, h0, 64 ** -0.5, cu, chunks, torch.randn_like(vf), None)
     runs = []
-    for mode in ("off", "inline", "split"):
-        monkeypatch.setattr(backward, "KEY_WHOLE", mode)
-        runs.append(backward.chunk_bwd(*args))
-    for name, walk, whole, split in zip(("dq", "dk", "dv", "dg", "db", "dw", "dh0"), *runs):
+    for mode in ("off", "inline", "split", "split tiles"):
+        monkeypatch.setattr(backward, "KEY_WHOLE", mode.split()[0])
+        runs.append(backward.chunk_bwd(*args, key_block=None if mode == "split tiles" else 64))
+    assert backward.KEY_TILES["split"][0] < 64   # the last run tiles differently
+    for name, walk, whole, split, tiled in zip(("dq", "dk", "dv", "dg", "db", "dw", "dh0"), *runs):
         if walk is None:
             continue
         assert torch.equal(split, whole), name
+        assert_close(name, tiled, split, rtol=1e-5)
         if g_min == -3.0 and decay != "none":
             assert torch.equal(walk, whole), name
         else:
@@ -342,15 +345,19 @@ def test_whole_chunk_key_path_agrees(gates, g_min, monkeypatch):
 
 @pytest.mark.parametrize("mode", ["inline", "split"])
 @pytest.mark.parametrize("gate", ["channel", "scalar"])
-def test_whole_chunk_forms_meet_the_criterion(gate, mode, monkeypatch):
-    """With both whole-chunk forms on, the Triton backend against the float64 recurrence (outputs,
-    final state, every gradient), on gates narrow enough that every chunk takes them."""
+def test_whole_chunk_forms_meet_the_criterion(gate, mode):
+    """With both whole-chunk forms on (``whole_chunk_forms``, as the GPU tests set them), the
+    Triton backend against the float64 recurrence (outputs, final state, every gradient), on gates
+    narrow enough that every chunk takes them."""
     from gdn2.ops.gdn2.triton import backward, intra
-    monkeypatch.setattr(intra, "WHOLE_CHUNK", mode)
-    monkeypatch.setattr(backward, "KEY_WHOLE", mode)
+    from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
     x = random_inputs(B=2, T=100, H=2, HV=4, K=32, V=16, gate=gate, erase=gate, write=gate, b_max=2.0,
                       g_min=-0.2, initial_state=True, seed=23, device=DEVICE)
-    check(x)
+    default = intra.WHOLE_CHUNK, backward.KEY_WHOLE
+    with whole_chunk_forms(mode):
+        assert (intra.WHOLE_CHUNK, backward.KEY_WHOLE) == (mode, mode)
+        check(x)
+    assert (intra.WHOLE_CHUNK, backward.KEY_WHOLE) == default
 
 
 @pytest.mark.parametrize("erase", ["channel", "zero"])

@@ -8,16 +8,18 @@ recurrence with the output fused in). Backward: see ``backward.py``. Decoding: `
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import torch
 
 from ...utils import last_tensor_cache
 from ..checks import Gate
+from . import backward, intra
 from .backward import chunk_bwd
-from .common import Chunks, dot_precision, gate_mode, make_chunks, on_device_of
+from .common import WHOLE_FORMS, Chunks, dot_precision, gate_mode, make_chunks, on_device_of
 from .decode import fused_recurrent_fwd
 from .intra import chunk_intra_fwd
 from .l2norm import l2norm
@@ -31,6 +33,21 @@ BT = 64
 # Triton 3.6, 2026-12-06). Narrower heads are padded: the products need 16 rows.
 MIN_HEAD_DIM = 16
 DECODE_MAX_T = 16  # up to this many tokens per sequence without gradients, the token loop wins
+
+
+@contextlib.contextmanager
+def whole_chunk_forms(mode: str) -> Iterator[None]:
+    """The intra and key kernels' whole-chunk setting (``"off"``, ``"inline"`` or ``"split"``,
+    see ``common.WHOLE_FORMS``) for the duration of a block: how the GPU tests and the benchmark
+    check and time a setting before it becomes the default. Process-wide, not thread-safe."""
+    if mode not in WHOLE_FORMS:
+        raise ValueError(f"whole_chunk_forms: mode must be one of {sorted(WHOLE_FORMS)}, got {mode!r}")
+    saved = intra.WHOLE_CHUNK, backward.KEY_WHOLE
+    intra.WHOLE_CHUNK = backward.KEY_WHOLE = mode
+    try:
+        yield
+    finally:
+        intra.WHOLE_CHUNK, backward.KEY_WHOLE = saved
 
 
 def _chunks(cu: torch.Tensor, uniform_T: int) -> Chunks:

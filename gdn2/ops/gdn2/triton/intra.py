@@ -275,8 +275,9 @@ def chunk_gated_kernel(
 
 
 # the whole-chunk form of channel-gate chunks ("off", "inline" or "split": ``WHOLE_FORMS`` in
-# common): off until an H100 run of benchmarks/stage_variants.py ("whole" rows) measures it
-# against the sub-block form
+# common): off until the GPU tests pass with it on the card. H100, 2x8K, stage_variants
+# (2026-12-06): one-pass, capped, float16 gated operands 0.958 ms split, the walk 1.491 (capped,
+# float32 gated operands, an earlier run); three-pass 1.454 against 2.215
 WHOLE_CHUNK = "off"
 
 

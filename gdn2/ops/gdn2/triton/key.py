@@ -309,19 +309,29 @@ def chunk_bwd_key_kernel(
     lower = (o_s[:, None] >= o_s[None, :])[:, :, None]
     below = (o_s[:, None] > o_s[None, :])[:, :, None]
     b_gw = gate_rows(g, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE)
-    b_bs, b_kall, b_dkt, b_tail, b_carry = key_carry(k, g, b_gw, p_scr, t0, o_t, L, i_h, o_k, m_k, H, K, BT, BK, SUB,
-                                                     G_MODE)
-    b_wide = tl.full([], DIAG_SPAN + 1.0, tl.float32)
-    if FORM != FORM_WALK:
-        b_lw, b_rw, b_wide = centred_factors(in_block_decay(b_gw))
+    if FORM == FORM_WALK:   # the walk alone needs no branch
+        b_bs, b_kall, b_dkt, b_tail, b_carry = key_carry(k, g, b_gw, p_scr, t0, o_t, L, i_h, o_k, m_k, H, K, BT, BK,
+                                                         SUB, G_MODE)
+        key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, scale, b_bs, b_carry,
+                 lower, below, H, K, BT, BK, SUB, NK, G_MODE, B_MODE, PREC, DIAG_SPAN)
+    else:
+        # the form is decided from the log-decays alone, before the carry's loads, so a split launch's
+        # programs that leave their tile to the other launch return at once (with the carry loaded
+        # first, the walk launch after whole-form tiles everywhere cost 0.34 ms at 2x8K, H100)
+        b_wide = centred_factors(in_block_decay(b_gw))[2]
+        walk = walk_needed(b_wide, DIAG_SPAN, FORM)
         if FORM != FORM_REST:
             if b_wide <= DIAG_SPAN:
+                b_bs, b_kall, b_dkt, b_tail, b_carry = key_carry(k, g, b_gw, p_scr, t0, o_t, L, i_h, o_k, m_k, H, K,
+                                                                 BT, BK, SUB, G_MODE)
+                # the factors made again after the carry's loads (held across them: 188 bytes more
+                # of spill stores at 32 columns, 4 warps; ptxas, sm_90a, Triton 3.7)
+                b_lw, b_rw, _ = centred_factors(in_block_decay(b_gw))
                 key_whole(q, b, A, p_scr, dq, dk, dg, db, t0, o_t, L, i_h, i_k, o_k, m_k, scale, b_gw, b_lw, b_rw,
                           b_kall, b_dkt, b_tail, b_carry, H, K, BT, BK, NK, G_MODE, B_MODE, PREC)
-    walk = True
-    if FORM != FORM_WALK:   # the walk alone needs no branch
-        walk = walk_needed(b_wide, DIAG_SPAN, FORM)
-    if FORM != FORM_WHOLE:
-        if walk:
-            key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, scale, b_bs, b_carry,
-                     lower, below, H, K, BT, BK, SUB, NK, G_MODE, B_MODE, PREC, DIAG_SPAN)
+        if FORM != FORM_WHOLE:
+            if walk:
+                b_bs, b_kall, b_dkt, b_tail, b_carry = key_carry(k, g, b_gw, p_scr, t0, o_t, L, i_h, o_k, m_k, H, K,
+                                                                 BT, BK, SUB, G_MODE)
+                key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, scale, b_bs, b_carry,
+                         lower, below, H, K, BT, BK, SUB, NK, G_MODE, B_MODE, PREC, DIAG_SPAN)
