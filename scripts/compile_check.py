@@ -111,7 +111,7 @@ def main(Ks=(128, 256)):
                                                  PREC=PREC), num_warps=4, num_stages=2)
         ok &= check(chunk_bwd_dt_kernel, dict(H=16, K=K, BT=64, BK=32, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC))
         for form, name in {0: "walk", **FORMS}.items():   # at the tiles each setting launches
-            BKk, warps = KEY_TILES["split" if form in (2, 3) else "off"]
+            BKk, warps = KEY_TILES[{0: "off", 1: "inline"}.get(form, "split")]
             ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=BKk, SUB=16, SCRATCH=1, G_MODE=2, B_MODE=2,
                                                    PREC=PREC, DIAG_SPAN=diag_span(PREC), FORM=form),
                         num_warps=warps, note=f" ({name}, {BKk} columns, {warps} warps)")

@@ -22,7 +22,9 @@ def check(x, forms="off", **kwargs):
         check_backend(x, "triton", **kwargs)
 
 
-# the chunk tests run with the whole-chunk forms off and split (channel gates take them)
+# the chunk tests run with the whole-chunk forms off and split; at their gates (spans ~31 over a
+# chunk, above the three-pass bound of 16) split mostly checks the decision and the walk launch,
+# test_triton_whole_chunk_forms the whole form itself
 FORMS = pytest.mark.parametrize("forms", ["off", "split"])
 
 
@@ -59,10 +61,9 @@ def test_triton_matches_reference(shape, dtype, forms):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16], ids=str)
-@FORMS
-def test_triton_long(dtype, forms):
+def test_triton_long(dtype):
     x = random_inputs(B=1, T=4100, H=4, K=128, V=128, dtype=dtype, device="cuda", initial_state=True, seed=2)
-    check(x, forms, use_qk_l2norm=True)
+    check(x, use_qk_l2norm=True)
 
 
 @pytest.mark.parametrize("gates", [("scalar", "scalar", "scalar"), ("none", "channel", "none"),
@@ -119,6 +120,24 @@ def test_triton_closed_gates_on_sub_block_first_rows(dtype, forms):
     x["g"][0, 16::48, :, 7] = -1e4
     x["g"][0, 64::64, :, 30] = float("-inf")
     check(x, forms, use_qk_l2norm=True)
+
+
+@pytest.mark.parametrize("case", ["narrow", "mixed", "packed", "scalar"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_triton_whole_chunk_forms(dtype, case):
+    """The split whole-chunk forms where they do the work: log-decays in [-0.2, 0] (spans up to
+    ~13 over a chunk, under the three-pass bound of 16: every chunk and key tile whole); "mixed":
+    the upper half of the key channels in [-1, 0], so the chunk (intra) and those key tiles walk
+    while the lower tiles take the whole form, both launches writing one gradient."""
+    packed = case == "packed"
+    lengths = [100, 1, 64, 300, 37] if packed else None
+    x = random_inputs(B=1 if packed else 2, T=sum(lengths) if packed else 300, H=4, HV=8, K=128, V=128,
+                      gate="scalar" if case == "scalar" else "channel", dtype=dtype, device="cuda", b_max=2.0,
+                      g_min=-0.2, initial_state=True, N=len(lengths) if packed else None, seed=11)
+    if case == "mixed":
+        x["g"][..., 64:] = x["g"][..., 64:] * 5.0
+    cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device="cuda") if packed else None
+    check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 
 @pytest.mark.parametrize("HV", [16, 32], ids=lambda n: f"HV{n}")

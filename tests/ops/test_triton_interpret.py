@@ -344,15 +344,21 @@ def test_whole_chunk_key_path_agrees(gates, g_min, monkeypatch):
 
 
 @pytest.mark.parametrize("mode", ["inline", "split"])
-@pytest.mark.parametrize("gate", ["channel", "scalar"])
+@pytest.mark.parametrize("gate", ["channel", "scalar", "mixed"])
 def test_whole_chunk_forms_meet_the_criterion(gate, mode):
     """With both whole-chunk forms on (``whole_chunk_forms``, as the GPU tests set them), the
     Triton backend against the float64 recurrence (outputs, final state, every gradient), on gates
-    narrow enough that every chunk takes them."""
+    narrow enough that every chunk takes them; "mixed": the upper key tile's decays 10x wider, so
+    the chunk (intra) and that tile walk while the lower tile takes the whole form."""
     from gdn2.ops.gdn2.triton import backward, intra
     from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
-    x = random_inputs(B=2, T=100, H=2, HV=4, K=32, V=16, gate=gate, erase=gate, write=gate, b_max=2.0,
+    K = 64 if gate == "mixed" else 32
+    assert backward.KEY_TILES[mode][0] == 32     # two key tiles at K = 64
+    kind = "channel" if gate == "mixed" else gate
+    x = random_inputs(B=2, T=100, H=2, HV=4, K=K, V=16, gate=kind, erase=kind, write=kind, b_max=2.0,
                       g_min=-0.2, initial_state=True, seed=23, device=DEVICE)
+    if gate == "mixed":
+        x["g"][..., 32:] *= 10.0
     default = intra.WHOLE_CHUNK, backward.KEY_WHOLE
     with whole_chunk_forms(mode):
         assert (intra.WHOLE_CHUNK, backward.KEY_WHOLE) == (mode, mode)
