@@ -34,6 +34,14 @@ if [ -n "${NEEDLE_GROUPS// /}" ] && [ "$NEEDLE_GROUPS" != "-" ] && ! python3 -c 
 fi
 LOGS=$(mktemp -d)
 n=0
+# CPU threads per process: every process otherwise sizes torch's thread pool to all cores, and the
+# processes' data preparation then fights over them
+procs=0
+for group in $MQAR_GROUPS; do [ "$group" = "-" ] || procs=$((procs + 1)); done
+needles=0
+for group in $NEEDLE_GROUPS; do [ "$group" = "-" ] || needles=$((needles + 1)); done
+procs=$((procs + (needles < ${NEEDLE_PARALLEL:-2} ? needles : ${NEEDLE_PARALLEL:-2})))
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / (procs > 0 ? procs : 1) > 0 ? $(nproc) / (procs > 0 ? procs : 1) : 1 ))}
 for group in $MQAR_GROUPS; do
   [ "$group" = "-" ] && continue
   n=$((n + 1))
