@@ -14,7 +14,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from gdn2.ops.gdn2.triton.backward import (KEY_TILES, chunk_bwd_value_kernel, chunk_state_bwd_kernel,
+from gdn2.ops.gdn2.triton.backward import (KEY_TILES, KEY_WARPS, chunk_bwd_value_kernel, chunk_state_bwd_kernel,
                                           chunk_state_pair_kernel)
 from gdn2.ops.gdn2.triton.common import diag_span
 from gdn2.ops.gdn2.triton.key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
@@ -111,10 +111,10 @@ def main(Ks=(128, 256)):
                                                  PREC=PREC), num_warps=4, num_stages=2)
         ok &= check(chunk_bwd_dt_kernel, dict(H=16, K=K, BT=64, BK=32, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC))
         for form, name in {0: "walk", **FORMS}.items():   # at the tiles each setting launches
-            BKk, warps = KEY_TILES[{0: "off", 1: "inline"}.get(form, "split")]
+            BKk = KEY_TILES[{0: "off", 1: "inline"}.get(form, "split")]
             ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=BKk, SUB=16, SCRATCH=1, G_MODE=2, B_MODE=2,
                                                    PREC=PREC, DIAG_SPAN=diag_span(PREC), FORM=form),
-                        num_warps=warps, note=f" ({name}, {BKk} columns, {warps} warps)")
+                        num_warps=KEY_WARPS, note=f" ({name}, {BKk} columns)")
         ok &= check(fused_recurrent_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BK=BK, BV=32, **gates, USE_H0=True,
                                                      STORE_HT=True))
     return ok

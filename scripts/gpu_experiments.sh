@@ -34,14 +34,14 @@ if [ -n "${NEEDLE_GROUPS// /}" ] && [ "$NEEDLE_GROUPS" != "-" ] && ! python3 -c 
 fi
 LOGS=$(mktemp -d)
 n=0
+NEEDLE_PARALLEL=${NEEDLE_PARALLEL:-2}
+groups() { local c=0 group; for group in $1; do [ "$group" = "-" ] || c=$((c + 1)); done; echo $c; }
 # CPU threads per process: every process otherwise sizes torch's thread pool to all cores, and the
 # processes' data preparation then fights over them
-procs=0
-for group in $MQAR_GROUPS; do [ "$group" = "-" ] || procs=$((procs + 1)); done
-needles=0
-for group in $NEEDLE_GROUPS; do [ "$group" = "-" ] || needles=$((needles + 1)); done
-procs=$((procs + (needles < ${NEEDLE_PARALLEL:-2} ? needles : ${NEEDLE_PARALLEL:-2})))
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / (procs > 0 ? procs : 1) > 0 ? $(nproc) / (procs > 0 ? procs : 1) : 1 ))}
+needles=$(groups "$NEEDLE_GROUPS")
+procs=$(( $(groups "$MQAR_GROUPS") + (needles < NEEDLE_PARALLEL ? needles : NEEDLE_PARALLEL) ))
+threads=$(( $(nproc) / (procs > 0 ? procs : 1) ))
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( threads > 0 ? threads : 1 ))}
 for group in $MQAR_GROUPS; do
   [ "$group" = "-" ] && continue
   n=$((n + 1))
@@ -56,7 +56,7 @@ done
   for group in $NEEDLE_GROUPS; do
     [ "$group" = "-" ] && continue
     m=$((m + 1))
-    while [ "$(jobs -rp | wc -l)" -ge "${NEEDLE_PARALLEL:-2}" ]; do wait -n; done
+    while [ "$(jobs -rp | wc -l)" -ge "$NEEDLE_PARALLEL" ]; do wait -n; done
     rest=$((BUDGET - ($(date +%s) - start)))
     if [ "$rest" -lt "${NEEDLE_MIN_SECONDS:-300}" ]; then
       echo "needle group $group not started: ${rest}s of the budget left" >"$LOGS/needle-$m.log"

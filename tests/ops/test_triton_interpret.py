@@ -331,7 +331,7 @@ def test_whole_chunk_key_path_agrees(gates, g_min, monkeypatch):
     for mode in ("off", "inline", "split", "split tiles"):
         monkeypatch.setattr(backward, "KEY_WHOLE", mode.split()[0])
         runs.append(backward.chunk_bwd(*args, key_block=None if mode == "split tiles" else 64))
-    assert backward.KEY_TILES["split"][0] < 64   # the last run tiles differently
+    assert backward.KEY_TILES["split"] < 64   # the last run tiles differently
     for name, walk, whole, split, tiled in zip(("dq", "dk", "dv", "dg", "db", "dw", "dh0"), *runs):
         if walk is None:
             continue
@@ -353,7 +353,7 @@ def test_whole_chunk_forms_meet_the_criterion(gate, mode):
     from gdn2.ops.gdn2.triton import backward, intra
     from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
     K = 64 if gate == "mixed" else 32
-    assert backward.KEY_TILES[mode][0] == 32     # two key tiles at K = 64
+    assert backward.KEY_TILES[mode] == 32     # two key tiles at K = 64
     kind = "channel" if gate == "mixed" else gate
     x = random_inputs(B=2, T=100, H=2, HV=4, K=K, V=16, gate=kind, erase=kind, write=kind, b_max=2.0,
                       g_min=-0.2, initial_state=True, seed=23, device=DEVICE)

@@ -185,13 +185,13 @@ def chunk_bwd_value_kernel(
         tl.store(p_sq + BT * BT, b_dA)
 
 
-# Key columns per program of the key kernel and warps, per whole-chunk setting (``KEY_WHOLE``),
-# measured on an H100 at 2x8K (three-pass TF32, benchmarks/stage_variants.py). The walk alone:
-# 64 columns on 4 warps 3.8 ms; on 8 warps 4.7; 32 on 4 warps 4.2; 128 on 8 warps 4.2. The split
-# whole-chunk form with every tile whole (2026-12-06): 32 columns on 4 warps 2.45 ms; 64 on 8
-# warps 3.10; 16 on 4 warps 2.87; inline: 32 on 4 warps 2.12, 64 on 4 warps 5.7 (spills).
-KEY_TILES = {"off": (64, 4), "inline": (32, 4), "split": (32, 4)}
-KEY_WARPS = {16: 4, 32: 4, 64: 4}   # for a width named by the caller (profiles, tests)
+# Key columns per program of the key kernel, per whole-chunk setting (``KEY_WHOLE``), all on 4
+# warps, measured on an H100 at 2x8K (three-pass TF32, benchmarks/stage_variants.py). The walk
+# alone: 64 columns on 4 warps 3.8 ms; on 8 warps 4.7; 32 on 4 warps 4.2; 128 on 8 warps 4.2. The
+# split whole-chunk form with every tile whole (2026-12-06): 32 columns on 4 warps 2.45 ms (on 8
+# 3.68); 64 on 8 warps 3.10; 16 on 4 warps 2.87; inline: 32 on 4 warps 2.12, 64 on 4 warps 5.7 (spills).
+KEY_TILES = {"off": 64, "inline": 32, "split": 32}
+KEY_WARPS = 4
 # the key kernel's whole-chunk form ("off", "inline" or "split": ``WHOLE_FORMS`` in common): off
 # until the GPU tests pass with it on the card (the H100's stage rows above favour "split")
 KEY_WHOLE = "off"
@@ -237,7 +237,7 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     BKc = 64 if K > MIN_TILE else MIN_TILE
     BVc = MIN_TILE
     NV = cdiv(V, BVc)
-    key_block, key_warps = KEY_TILES[KEY_WHOLE] if key_block is None else (key_block, KEY_WARPS[key_block])
+    key_block = KEY_TILES[KEY_WHOLE] if key_block is None else key_block
     NKk = cdiv(K, key_block)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dv = torch.empty_like(v)
@@ -262,6 +262,6 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
             q, k, gt, bt, At, scratch, dq, dk, dg if dg is not None else dummy, db if db is not None else dummy,
             chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=key_block, SUB=16, SCRATCH=stride,
             G_MODE=modes[0], B_MODE=modes[1], PREC=prec, DIAG_SPAN=diag_span(prec), FORM=form,
-            num_warps=key_warps, num_stages=1)
+            num_warps=KEY_WARPS, num_stages=1)
     dg, db, dw = (d.sum(-1) if d is not None and x.ndim == 2 else d for d, x in ((dg, g), (db, b), (dw, w)))
     return dq, dk, dv, dg, db, dw, dh0

@@ -309,12 +309,8 @@ def chunk_bwd_key_kernel(
     lower = (o_s[:, None] >= o_s[None, :])[:, :, None]
     below = (o_s[:, None] > o_s[None, :])[:, :, None]
     b_gw = gate_rows(g, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE)
-    if FORM == FORM_WALK:   # the walk alone needs no branch
-        b_bs, b_kall, b_dkt, b_tail, b_carry = key_carry(k, g, b_gw, p_scr, t0, o_t, L, i_h, o_k, m_k, H, K, BT, BK,
-                                                         SUB, G_MODE)
-        key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, scale, b_bs, b_carry,
-                 lower, below, H, K, BT, BK, SUB, NK, G_MODE, B_MODE, PREC, DIAG_SPAN)
-    else:
+    walk = True   # the walk alone (FORM_WALK) needs no branch
+    if FORM != FORM_WALK:
         # the form is decided from the log-decays alone, before the carry's loads, so a split launch's
         # programs that leave their tile to the other launch return at once (with the carry loaded
         # first, the walk launch after whole-form tiles everywhere cost 0.34 ms at 2x8K, H100)
@@ -329,9 +325,9 @@ def chunk_bwd_key_kernel(
                 b_lw, b_rw, _ = centred_factors(in_block_decay(b_gw))
                 key_whole(q, b, A, p_scr, dq, dk, dg, db, t0, o_t, L, i_h, i_k, o_k, m_k, scale, b_gw, b_lw, b_rw,
                           b_kall, b_dkt, b_tail, b_carry, H, K, BT, BK, NK, G_MODE, B_MODE, PREC)
-        if FORM != FORM_WHOLE:
-            if walk:
-                b_bs, b_kall, b_dkt, b_tail, b_carry = key_carry(k, g, b_gw, p_scr, t0, o_t, L, i_h, o_k, m_k, H, K,
-                                                                 BT, BK, SUB, G_MODE)
-                key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, scale, b_bs, b_carry,
-                         lower, below, H, K, BT, BK, SUB, NK, G_MODE, B_MODE, PREC, DIAG_SPAN)
+    if FORM != FORM_WHOLE:
+        if walk:
+            b_bs, b_kall, b_dkt, b_tail, b_carry = key_carry(k, g, b_gw, p_scr, t0, o_t, L, i_h, o_k, m_k, H, K, BT,
+                                                             BK, SUB, G_MODE)
+            key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, scale, b_bs, b_carry,
+                     lower, below, H, K, BT, BK, SUB, NK, G_MODE, B_MODE, PREC, DIAG_SPAN)
