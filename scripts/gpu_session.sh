@@ -31,7 +31,7 @@ pack() {  # one writer at a time (the tests phase's sweep packs from the backgro
 }
 left() { [ $((SECONDS + $1)) -lt 570 ]; }   # time for a step of $1 seconds before the call's limit
 export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache}
-for wheels in .whl .whl_needle; do   # one target folder each (the sweep's script installs its own too)
+for wheels in .whl .whl_needle; do   # one target folder each (the sweep's script then finds them)
   if ls $wheels/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site$wheels \
       $wheels/*.whl && export PYTHONPATH=/tmp/site$wheels${PYTHONPATH:+:$PYTHONPATH}
