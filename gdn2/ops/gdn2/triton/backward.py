@@ -192,9 +192,11 @@ def chunk_bwd_value_kernel(
 # 3.68); 64 on 8 warps 3.10; 16 on 4 warps 2.87; inline: 32 on 4 warps 2.12, 64 on 4 warps 5.7 (spills).
 KEY_TILES = {"off": 64, "inline": 32, "split": 32}
 KEY_WARPS = 4
-# the key kernel's whole-chunk form ("off", "inline" or "split": ``WHOLE_FORMS`` in common): off
-# until the GPU tests pass with it on the card (the H100's stage rows above favour "split")
-KEY_WHOLE = "off"
+# the key kernel's whole-chunk form ("off", "inline" or "split": ``WHOLE_FORMS`` in common). "split"
+# since the GPU tests passed with it on an H100 (2026-12-06-1403 results): -19% forward+backward at
+# the benchmark's gates, +14% where every chunk's span exceeds the bound (the walk then runs at 32
+# columns, not its best 64)
+KEY_WHOLE = "split"
 
 
 def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block=None, kept=None):

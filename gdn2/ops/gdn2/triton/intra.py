@@ -275,10 +275,10 @@ def chunk_gated_kernel(
 
 
 # the whole-chunk form of channel-gate chunks ("off", "inline" or "split": ``WHOLE_FORMS`` in
-# common): off until the GPU tests pass with it on the card. H100, 2x8K, stage_variants
-# (2026-12-06): one-pass, capped, float16 gated operands 0.958 ms split, the walk 1.491 (capped,
-# float32 gated operands, an earlier run); three-pass 1.454 against 2.215
-WHOLE_CHUNK = "off"
+# common); "split" since the GPU tests passed with it on an H100 (2026-12-06-1403 results). H100,
+# 2x8K, stage_variants (2026-12-06): one-pass, capped, float16 gated operands 0.958 ms split, the
+# walk 1.491 (capped, float32 gated operands, an earlier run); three-pass 1.454 against 2.215
+WHOLE_CHUNK = "split"
 
 
 def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3", fuse_gated=False,
