@@ -216,7 +216,7 @@ def key_row(s, prec):
     rows), k, q, b (b twice: e and dk), the diagonal dAqk, dT, A blocks, dY, dQ_g, dK_tail; per
     earlier block j: next-row g, k, two [16, 16] blocks; per later block j: g, q, k, b, three
     [16, 16] blocks, dY. Diagonal blocks centred (benchmark spans << diag_span)."""
-    bk = backward.KEY_TILES["off"]          # the walk's tiles (the measured 3.884 ms ran them)
+    bk = backward.KEY_TILES["off"][0]       # the walk's tiles (the measured 3.884 ms ran them)
     nk, nb = cdiv(s.K, bk), s.BT // SUB
     pairs = nb * (nb - 1) // 2                              # (i, j < i) and (i, j > i) steps each
     blk, sq = SUB * bk, SUB * SUB * F32

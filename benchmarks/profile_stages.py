@@ -9,9 +9,10 @@ import argparse
 import torch
 import triton
 
-from gdn2.bench.gpu import make_inputs, stage_inputs
-from gdn2.ops.gdn2.triton.backward import chunk_bwd
-from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
+from gdn2.bench.gpu import make_inputs, ours, stage_inputs
+from gdn2.ops.gdn2.triton.backward import KEY_TILES, KEY_WHOLE, chunk_bwd
+from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
+from gdn2.ops.gdn2.triton.intra import WHOLE_CHUNK, chunk_intra_fwd
 from gdn2.ops.gdn2.triton.state import chunk_state_fwd
 from gdn2.ops.gdn2.triton.l2norm import l2norm as l2norm_triton
 from gdn2.ops.utils import l2norm
@@ -27,10 +28,23 @@ def main():
     p.add_argument("--T", type=int, default=8192)
     a = p.parse_args()
     x = make_inputs(a.B, a.T)
-    s = stage_inputs(x, l2norm(x["q"]), l2norm(x["k"]))
+    qn, kn = l2norm(x["q"]), l2norm(x["k"])
+    s = stage_inputs(x, qn, kn)
     qf, kf, vf, gf, bf, wf, cu, chunks, modes, scale = s.q, s.k, s.v, s.g, s.b, s.w, s.cu, s.chunks, s.modes, s.scale
     A, Aqk, gated = chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1])
     do = torch.randn_like(vf)
+    # g - 2: every chunk's decay span past the whole-chunk forms' bound, so both kernels walk
+    w = stage_inputs(dict(x, g=x["g"] - 2.0), qn, kn)
+
+    def bwd(t, **kw):
+        return lambda: chunk_bwd(t.q, t.k, t.v, t.g, t.b, t.w, None, t.scale, t.cu, t.chunks, do, None, **kw)
+
+    def forms_off(fn):
+        def run():
+            with whole_chunk_forms("off"):
+                fn()
+        return run
+
     rows = [
         ("l2norm q, k (PyTorch composite)", bench(lambda: (l2norm(x["q"]), l2norm(x["k"])))),
         ("l2norm q, k (Triton, used)", bench(lambda: (l2norm_triton(x["q"]), l2norm_triton(x["k"])))),
@@ -40,23 +54,31 @@ def main():
         ("state fwd recompute (h, R)", bench(lambda: chunk_state_fwd(gated, vf, wf, A, Aqk, None, cu, chunks, modes,
                                                                      False, store_o=False, store_h=True,
                                                                      store_r=True))),
-        ("backward, all stages (intra recomputed)",
-         bench(lambda: chunk_bwd(qf, kf, vf, gf, bf, wf, None, scale, cu, chunks, do, None))),
-        ("backward from the forward's A, Aqk (used in training)",
-         bench(lambda: chunk_bwd(qf, kf, vf, gf, bf, wf, None, scale, cu, chunks, do, None, kept=(A, Aqk)))),
-        *[(f"backward, key kernel on {n} columns", bench(lambda n=n: chunk_bwd(qf, kf, vf, gf, bf, wf, None, scale, cu,
-                                                                             chunks, do, None, key_block=n)))
-          for n in (16, 32)],
+        ("backward, all stages (intra recomputed)", bench(bwd(s))),
+        ("backward from the forward's A, Aqk (used in training)", bench(bwd(s, kept=(A, Aqk)))),
+        (f"backward, every key launch on 32 columns (the library: {KEY_TILES[KEY_WHOLE]})",
+         bench(bwd(s, key_block=32))),
+        ("backward, whole-chunk forms off", bench(forms_off(bwd(s)))),
+        ("g - 2 (every chunk walks): backward, all stages", bench(bwd(w))),
+        ("g - 2: backward, every key launch on 32 columns", bench(bwd(w, key_block=32))),
+        ("g - 2: backward, whole-chunk forms off", bench(forms_off(bwd(w)))),
     ]
+    print(f"Whole-chunk forms (intra, key): {WHOLE_CHUNK}, {KEY_WHOLE}; key tiles per launch {KEY_TILES[KEY_WHOLE]}\n")
     print(f"| stage ({a.B}x{a.T}, {torch.cuda.get_device_name()}) | ms |")
     print("|---|---|")
     for name, ms in rows:
         print(f"| {name} | {ms:.3f} |")
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        chunk_bwd(qf, kf, vf, gf, bf, wf, None, scale, cu, chunks, do, None)
+    # the kernels of the training backward and of the inference forward, by device time
+    for what, fn in (("backward (intra recomputed)", bwd(s)),
+                     ("inference forward (no_grad, bfloat16 output)", lambda: ours(x))):
+        fn()
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12))
-
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        print(f"\n{what}:")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12))
 
 if __name__ == "__main__":
-    main()
+    with torch.no_grad():
+        main()

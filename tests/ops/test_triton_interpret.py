@@ -318,8 +318,9 @@ def test_whole_chunk_key_path_agrees(gates, g_min, monkeypatch):
     """The key kernel's whole-chunk form (``KEY_WHOLE``), in one launch and split over two,
     against the sub-block walk: the same gradients where the span allows it, the walk itself (bit
     for bit) where it does not (g down to -3: spans of ~100 over a chunk; no decay has none), and
-    the split form exactly the one-launch form at the same tiles; at its own tiles (``KEY_TILES``)
-    within rounding."""
+    the split form exactly the one-launch form at the same tiles; at its own tiles (``KEY_TILES``:
+    the walk launch on wider tiles than the whole form's, remaking a whole-form half where the
+    other half walks) within rounding."""
     from gdn2.ops.gdn2.triton import backward
     from gdn2.testing import assert_close
     decay, erase = gates
@@ -331,7 +332,7 @@ def test_whole_chunk_key_path_agrees(gates, g_min, monkeypatch):
     for mode in ("off", "inline", "split", "split tiles"):
         monkeypatch.setattr(backward, "KEY_WHOLE", mode.split()[0])
         runs.append(backward.chunk_bwd(*args, key_block=None if mode == "split tiles" else 64))
-    assert backward.KEY_TILES["split"] < 64   # the last run tiles differently
+    assert backward.KEY_TILES["split"] != (64, 64)   # the last run tiles differently
     for name, walk, whole, split, tiled in zip(("dq", "dk", "dv", "dg", "db", "dw", "dh0"), *runs):
         if walk is None:
             continue
@@ -341,6 +342,29 @@ def test_whole_chunk_key_path_agrees(gates, g_min, monkeypatch):
             assert torch.equal(walk, whole), name
         else:
             assert_close(name, whole, walk, rtol=1e-5)
+
+
+def test_split_key_walk_remakes_half_tiles(monkeypatch):
+    """The split form's walk launch at its wider tiles (``KEY_TILES["split"]``) where one 32-column
+    half of a 64-column tile takes the whole form and the other walks: the walk remakes both
+    halves, and the gradients agree with both launches on 32 columns and with the walk alone."""
+    from gdn2.ops.gdn2.triton import backward
+    from gdn2.testing import assert_close
+    assert backward.KEY_TILES["split"] == (32, 64)
+    x = random_inputs(B=1, T=100, H=1, HV=2, K=64, V=16, gate="channel", erase="channel", b_max=2.0,
+                      g_min=-0.1, initial_state=True, seed=24, device=DEVICE)
+    x["g"][..., 32:] *= 40.0    # the upper half's spans past the bound, the lower half's within
+    qf, kf, vf, gf, bf, wf, h0, cu, chunks, _ = _kernel_inputs(x)
+    args = (qf, kf, vf, gf, bf, wf, h0, 64 ** -0.5, cu, chunks, torch.randn_like(vf), None)
+    monkeypatch.setattr(backward, "KEY_WHOLE", "split")
+    wide, narrow = backward.chunk_bwd(*args), backward.chunk_bwd(*args, key_block=32)
+    monkeypatch.setattr(backward, "KEY_WHOLE", "off")
+    walk = backward.chunk_bwd(*args)
+    for name, a, b, c in zip(("dq", "dk", "dv", "dg", "db", "dw", "dh0"), wide, narrow, walk):
+        if a is None:
+            continue
+        assert torch.equal(a, c), name          # every tile walked, at the walk's own tiles
+        assert_close(name, a, b, rtol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["inline", "split"])
@@ -353,7 +377,7 @@ def test_whole_chunk_forms_meet_the_criterion(gate, mode):
     from gdn2.ops.gdn2.triton import backward, intra
     from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
     K = 64 if gate == "mixed" else 32
-    assert backward.KEY_TILES[mode] == 32     # two key tiles at K = 64
+    assert backward.KEY_TILES[mode][0] == 32  # two key tiles at K = 64 (the split walk: one of 64)
     kind = "channel" if gate == "mixed" else gate
     x = random_inputs(B=2, T=100, H=2, HV=4, K=K, V=16, gate=kind, erase=kind, write=kind, b_max=2.0,
                       g_min=-0.2, initial_state=True, seed=23, device=DEVICE)

@@ -185,12 +185,14 @@ def chunk_bwd_value_kernel(
         tl.store(p_sq + BT * BT, b_dA)
 
 
-# Key columns per program of the key kernel, per whole-chunk setting (``KEY_WHOLE``), all on 4
-# warps, measured on an H100 at 2x8K (three-pass TF32, benchmarks/stage_variants.py). The walk
-# alone: 64 columns on 4 warps 3.8 ms; on 8 warps 4.7; 32 on 4 warps 4.2; 128 on 8 warps 4.2. The
-# split whole-chunk form with every tile whole (2026-12-06): 32 columns on 4 warps 2.45 ms (on 8
-# 3.68); 64 on 8 warps 3.10; 16 on 4 warps 2.87; inline: 32 on 4 warps 2.12, 64 on 4 warps 5.7 (spills).
-KEY_TILES = {"off": 64, "inline": 32, "split": 32}
+# Key columns per program of each launch of the key kernel, per whole-chunk setting (``KEY_WHOLE``),
+# all on 4 warps, measured on an H100 at 2x8K (three-pass TF32, benchmarks/stage_variants.py). The
+# walk alone: 64 columns on 4 warps 3.8 ms; on 8 warps 4.7; 32 on 4 warps 4.2; 128 on 8 warps 4.2.
+# The whole-chunk form with every tile whole (2026-12-06): split, 32 columns on 4 warps 2.45 ms (on
+# 8 3.68); 64 on 8 warps 3.10; 16 on 4 warps 2.87; inline: 32 on 4 warps 2.12, 64 on 4 warps 5.7
+# (spills). The split form's walk launch takes the walk's own 64 columns (attempt 28): it walks a
+# 64-column tile where either 32-column half failed the bound, remaking the other half.
+KEY_TILES = {"off": (64,), "inline": (32,), "split": (32, 64)}
 KEY_WARPS = 4
 # the key kernel's whole-chunk form ("off", "inline" or "split": ``WHOLE_FORMS`` in common). "split"
 # since the GPU tests passed with it on an H100 (2026-12-06-1403 results): -19% forward+backward at
@@ -203,7 +205,7 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     """Gradients (dq, dk, dv, dg, db, dw, dh0) over the flattened layout ``[T_total, H, K]``.
     ``kept``: ``(A, Aqk)`` from a forward that made them at this backward's precision (A None
     without erase), so only the gated operands are recomputed. ``key_block``: the key kernel's
-    columns per program (default: ``KEY_TILES`` of the whole-chunk setting)."""
+    columns per program in every launch (default: ``KEY_TILES`` of the whole-chunk setting)."""
     T, H, K = k.shape
     HV, V = v.shape[1], v.shape[2]
     N = cu.numel() - 1
@@ -239,8 +241,12 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     BKc = 64 if K > MIN_TILE else MIN_TILE
     BVc = MIN_TILE
     NV = cdiv(V, BVc)
-    key_block = KEY_TILES[KEY_WHOLE] if key_block is None else key_block
-    NKk = cdiv(K, key_block)
+    forms = WHOLE_FORMS[KEY_WHOLE]
+    tiles = KEY_TILES[KEY_WHOLE] if key_block is None else (key_block,) * len(forms)
+    if GATE_SCALAR in modes[:2]:
+        # per-head gates add one partial sum per column block: every launch on the same blocks
+        tiles = (tiles[0],) * len(forms)
+    NKk = cdiv(K, tiles[0])
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dv = torch.empty_like(v)
     # per-head gates ([T, H]): one partial sum per column block of the kernel that forms them
@@ -259,10 +265,10 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     chunk_bwd_dt_kernel[(chunks.count, H)](
         k, gt, bt, At, scratch, chunks.start, chunks.end, H=H, K=K, BT=BT, BK=MIN_TILE, SCRATCH=stride,
         G_MODE=modes[0], B_MODE=modes[1], PREC=prec, num_warps=4, num_stages=1)
-    for form in WHOLE_FORMS[KEY_WHOLE]:
-        chunk_bwd_key_kernel[(chunks.count, H, NKk)](
+    for form, bk in zip(forms, tiles):
+        chunk_bwd_key_kernel[(chunks.count, H, cdiv(K, bk))](
             q, k, gt, bt, At, scratch, dq, dk, dg if dg is not None else dummy, db if db is not None else dummy,
-            chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=key_block, SUB=16, SCRATCH=stride,
+            chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=bk, SUB=16, SCRATCH=stride,
             G_MODE=modes[0], B_MODE=modes[1], PREC=prec, DIAG_SPAN=diag_span(prec), FORM=form,
             num_warps=KEY_WARPS, num_stages=1)
     dg, db, dw = (d.sum(-1) if d is not None and x.ndim == 2 else d for d, x in ((dg, g), (db, b), (dw, w)))
