@@ -110,9 +110,10 @@ def main(Ks=(128, 256)):
         ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=64, BV=32, SCRATCH=1, B_MODE=2, W_MODE=2,
                                                  PREC=PREC), num_warps=4, num_stages=2)
         ok &= check(chunk_bwd_dt_kernel, dict(H=16, K=K, BT=64, BK=32, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC))
-        for form, name in {0: "walk", **FORMS}.items():   # at the tiles each setting launches
-            BKk = {0: KEY_TILES["off"][0], 1: KEY_TILES["inline"][0], 2: KEY_TILES["split"][0],
-                   3: KEY_TILES["split"][-1]}[form]
+        # at the tiles each setting launches, and the split walk on 64 columns (attempt 28)
+        for form, name, BKk in ((0, "walk", KEY_TILES["off"][0]), (1, FORMS[1], KEY_TILES["inline"][0]),
+                                (2, FORMS[2], KEY_TILES["split"][0]), (3, FORMS[3], KEY_TILES["split"][-1]),
+                                (3, FORMS[3], 64)):
             ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=BKk, SUB=16, SCRATCH=1, G_MODE=2, B_MODE=2,
                                                    PREC=PREC, DIAG_SPAN=diag_span(PREC), FORM=form),
                         num_warps=KEY_WARPS, note=f" ({name}, {BKk} columns)")

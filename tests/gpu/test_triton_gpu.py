@@ -122,13 +122,18 @@ def test_triton_closed_gates_on_sub_block_first_rows(dtype, forms):
     check(x, forms, use_qk_l2norm=True)
 
 
-@pytest.mark.parametrize("case", ["narrow", "mixed", "packed", "scalar"])
+@pytest.mark.parametrize("case", ["narrow", "mixed", "packed", "scalar", "wide walk"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_triton_whole_chunk_forms(dtype, case):
+def test_triton_whole_chunk_forms(dtype, case, monkeypatch):
     """The split whole-chunk forms where they do the work: log-decays in [-0.2, 0] (spans up to
     ~13 over a chunk, under the three-pass bound of 16: every chunk and key tile whole); "mixed":
     the upper half of the key channels in [-1, 0], so the chunk (intra) and those key tiles walk
-    while the lower tiles take the whole form, both launches writing one gradient."""
+    while the lower tiles take the whole form, both launches writing one gradient; "wide walk":
+    the walk launch on 64 columns (attempt 28) and the last 32 channels wide, so it remakes the
+    32-column tile beside them that the whole form made."""
+    from gdn2.ops.gdn2.triton import backward
+    if case == "wide walk":
+        monkeypatch.setitem(backward.KEY_TILES, "split", (32, 64))
     packed = case == "packed"
     lengths = [100, 1, 64, 300, 37] if packed else None
     x = random_inputs(B=1 if packed else 2, T=sum(lengths) if packed else 300, H=4, HV=8, K=128, V=128,
@@ -136,6 +141,8 @@ def test_triton_whole_chunk_forms(dtype, case):
                       g_min=-0.2, initial_state=True, N=len(lengths) if packed else None, seed=11)
     if case == "mixed":
         x["g"][..., 64:] = x["g"][..., 64:] * 5.0
+    if case == "wide walk":
+        x["g"][..., 96:] = x["g"][..., 96:] * 5.0
     cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device="cuda") if packed else None
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 

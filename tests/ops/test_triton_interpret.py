@@ -345,19 +345,21 @@ def test_whole_chunk_key_path_agrees(gates, g_min, monkeypatch):
 
 
 def test_split_key_walk_remakes_half_tiles(monkeypatch):
-    """The split form's walk launch at its wider tiles (``KEY_TILES["split"]``) where one 32-column
-    half of a 64-column tile takes the whole form and the other walks: the walk remakes both
-    halves, and the gradients agree with both launches on 32 columns and with the walk alone."""
+    """The split form's walk launch on wider tiles than the whole form's (``key_block=(32, 64)``,
+    attempt 28) where one 32-column half of a 64-column tile takes the whole form and the other
+    walks: the walk remakes both halves, and the gradients agree with both launches on 32 columns
+    and with the walk alone; a count per launch that does not match the setting is refused."""
     from gdn2.ops.gdn2.triton import backward
     from gdn2.testing import assert_close
-    assert backward.KEY_TILES["split"] == (32, 64)
     x = random_inputs(B=1, T=100, H=1, HV=2, K=64, V=16, gate="channel", erase="channel", b_max=2.0,
                       g_min=-0.1, initial_state=True, seed=24, device=DEVICE)
     x["g"][..., 32:] *= 40.0    # the upper half's spans past the bound, the lower half's within
     qf, kf, vf, gf, bf, wf, h0, cu, chunks, _ = _kernel_inputs(x)
     args = (qf, kf, vf, gf, bf, wf, h0, 64 ** -0.5, cu, chunks, torch.randn_like(vf), None)
     monkeypatch.setattr(backward, "KEY_WHOLE", "split")
-    wide, narrow = backward.chunk_bwd(*args), backward.chunk_bwd(*args, key_block=32)
+    wide, narrow = backward.chunk_bwd(*args, key_block=(32, 64)), backward.chunk_bwd(*args, key_block=32)
+    with pytest.raises(ValueError, match="key_block"):
+        backward.chunk_bwd(*args, key_block=(32, 64, 64))
     monkeypatch.setattr(backward, "KEY_WHOLE", "off")
     walk = backward.chunk_bwd(*args)
     for name, a, b, c in zip(("dq", "dk", "dv", "dg", "db", "dw", "dh0"), wide, narrow, walk):
@@ -377,7 +379,7 @@ def test_whole_chunk_forms_meet_the_criterion(gate, mode):
     from gdn2.ops.gdn2.triton import backward, intra
     from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
     K = 64 if gate == "mixed" else 32
-    assert backward.KEY_TILES[mode][0] == 32  # two key tiles at K = 64 (the split walk: one of 64)
+    assert backward.KEY_TILES[mode][0] == 32  # two key tiles at K = 64
     kind = "channel" if gate == "mixed" else gate
     x = random_inputs(B=2, T=100, H=2, HV=4, K=K, V=16, gate=kind, erase=kind, write=kind, b_max=2.0,
                       g_min=-0.2, initial_state=True, seed=23, device=DEVICE)

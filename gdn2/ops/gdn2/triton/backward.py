@@ -190,9 +190,10 @@ def chunk_bwd_value_kernel(
 # walk alone: 64 columns on 4 warps 3.8 ms; on 8 warps 4.7; 32 on 4 warps 4.2; 128 on 8 warps 4.2.
 # The whole-chunk form with every tile whole (2026-12-06): split, 32 columns on 4 warps 2.45 ms (on
 # 8 3.68); 64 on 8 warps 3.10; 16 on 4 warps 2.87; inline: 32 on 4 warps 2.12, 64 on 4 warps 5.7
-# (spills). The split form's walk launch takes the walk's own 64 columns (attempt 28): it walks a
-# 64-column tile where either 32-column half failed the bound, remaking the other half.
-KEY_TILES = {"off": (64,), "inline": (32,), "split": (32, 64)}
+# (spills). The split form's walk launch may take the walk's own 64 columns (``key_block=(32, 64)``,
+# attempt 28: it walks a 64-column tile where either 32-column half failed the bound, remaking the
+# other half); not the default until the GPU tests have run it on a card.
+KEY_TILES = {"off": (64,), "inline": (32,), "split": (32, 32)}
 KEY_WARPS = 4
 # the key kernel's whole-chunk form ("off", "inline" or "split": ``WHOLE_FORMS`` in common). "split"
 # since the GPU tests passed with it on an H100 (2026-12-06-1403 results): -19% forward+backward at
@@ -205,7 +206,8 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     """Gradients (dq, dk, dv, dg, db, dw, dh0) over the flattened layout ``[T_total, H, K]``.
     ``kept``: ``(A, Aqk)`` from a forward that made them at this backward's precision (A None
     without erase), so only the gated operands are recomputed. ``key_block``: the key kernel's
-    columns per program in every launch (default: ``KEY_TILES`` of the whole-chunk setting)."""
+    columns per program, for every launch or one per launch (default: ``KEY_TILES`` of the
+    whole-chunk setting)."""
     T, H, K = k.shape
     HV, V = v.shape[1], v.shape[2]
     N = cu.numel() - 1
@@ -242,7 +244,11 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     BVc = MIN_TILE
     NV = cdiv(V, BVc)
     forms = WHOLE_FORMS[KEY_WHOLE]
-    tiles = KEY_TILES[KEY_WHOLE] if key_block is None else (key_block,) * len(forms)
+    tiles = KEY_TILES[KEY_WHOLE] if key_block is None else key_block
+    tiles = (tiles,) * len(forms) if isinstance(tiles, int) else tuple(tiles)
+    if len(tiles) != len(forms):
+        raise ValueError(f"key_block: expected one column count or {len(forms)} (one per launch of the "
+                         f"whole-chunk setting {KEY_WHOLE!r}), got {key_block!r}")
     if GATE_SCALAR in modes[:2]:
         # per-head gates add one partial sum per column block: every launch on the same blocks
         tiles = (tiles[0],) * len(forms)
