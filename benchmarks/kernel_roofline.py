@@ -39,8 +39,16 @@ MEASURED = {
     "intra x1": (1.124, ""),                   # one-pass, capped at 168 registers
     "gated x1 f16": (0.353, "~"),              # measured writing float32 operands
     "state o x3 f32": (1.792, ""), "state hr x3 f32": (1.150, ""),
+    # the whole-chunk forms (split launches), stage_variants 2026-12-06-1218: the intra rows are that
+    # file's split rows less the gated-operands kernel beside them (three-pass 1.454 - 0.411, one-pass
+    # 0.958 - 0.353); the key row its 32 columns on 4 warps, before attempt 27 (2.117 inline)
+    "intra x3 whole": (1.043, "~"), "intra x1 whole": (0.605, "~"), "key whole": (2.453, "~"),
 }
-END_TO_END = {"inference": ("forward (no_grad)", 2.210, 1.436), "training": ("forward+backward", 11.230, 7.055)}
+# the sub-block walks alone (forms off: 2026-12-06-1218) and the split whole-chunk forms (1403)
+END_TO_END = {"off": {"inference": ("forward (no_grad)", 2.210, 1.436),
+                      "training": ("forward+backward", 11.230, 7.055)},
+              "split": {"inference": ("forward (no_grad)", 1.755, 1.454),
+                        "training": ("forward+backward", 9.045, 7.068)}}
 
 
 @dataclass
@@ -236,20 +244,63 @@ def key_row(s, prec):
                p * flops, prec, p * exps, "key")
 
 
-def pipelines(s):
+def intra_whole_row(s, prec, stage, measured):
+    """chunk_intra_fwd_kernel, the whole-chunk form (FORM 2 of the split launches), one program per
+    (chunk, key head): the span pass reads the chunk's g; then per MIN_TILE key tile k, g, q, b
+    once and two [BT, BK] x [BK, BT] products of centred operands; then the solve as in the walk.
+    The split pair's walk launch (FORM 3) reads the chunk's g for its span and returns: counted."""
+    bk, nk, nb = MIN_TILE, cdiv(s.K, MIN_TILE), s.BT // SUB
+    full = s.BT * bk
+    read = 2 * nk * full * F32 + nk * full * (F32 + 3 * BF16)      # two span passes' g; k, g, q, b
+    read += (SUB - 1) * nb * SUB * F32 + s.BT * s.BT * F32          # solve: diagonal rows, then T
+    write = 2 * s.BT * s.BT * F32 + nb * SUB * SUB * F32 + s.BT * s.BT * F32
+    flops = nk * 2 * (2 * s.BT * s.BT * bk) + 4 * 2 * s.BT ** 3
+    p = s.NC * s.H
+    unique = s.tok * s.H * (s.K * (3 * BF16 + F32) + 2 * s.BT * F32)
+    return Row("chunk_intra_fwd_kernel", stage, f"2x{s.NC}x{s.H}", p * read, p * write, unique, p * flops, prec,
+               p * nk * 2 * full, measured)
+
+
+def key_whole_row(s, prec):
+    """chunk_bwd_key_kernel, the whole-chunk form (FORM 2 of the split launches), one program per
+    (chunk, key head, BK columns): g twice (rows, next rows), k, dK_tail, dG_C, q, b twice (e and
+    dk), dY, dQ_g as [BT, BK] tiles, dAqk, dT and A as [BT, BT] (re-read by every column tile);
+    five [BT, BT] x [BT, BK] products. The walk launch (FORM 3) reads g for its span and returns."""
+    bk = backward.KEY_TILES["split"][0]
+    nk, full, sq = cdiv(s.K, bk), s.BT * bk, s.BT * s.BT * F32
+    read = full * (2 * F32 + BF16 + F32 + BF16 + 2 * BF16 + 2 * F32) + bk * F32 + 3 * sq
+    read += full * F32                                              # the walk launch's span pass
+    write = full * (2 * F32 + 2 * BF16)
+    p = s.NC * s.H * nk
+    stride = (3 * s.BT + 1) * s.K + 2 * s.BT * s.BT
+    unique = (s.tok * s.H * (s.K * (3 * BF16 + F32) + s.BT * F32 + s.K * (2 * BF16 + 2 * F32))
+              + s.NC * s.H * stride * F32)
+    return Row("chunk_bwd_key_kernel", "bwd: dq, dk, dg, db (whole form)", f"2x{s.NC}x{s.H}x{nk}", p * read,
+               p * write, unique, p * 5 * 2 * s.BT * s.BT * bk, prec, p * (4 * full + bk), "key whole")
+
+
+def pipelines(s, forms=None):
     """Which launches run, at which precision (chunk._chunk_fwd_op, chunk_intra_fwd, chunk_bwd):
     bfloat16 without the final state gives prec = "tf32" for the state forward and float16 gated
     operands (normalised q, k) in both forwards; with gradients the intra stage runs at the
-    backward's "tf32x3" (A, Aqk kept); the backward recomputes the gated operands in float32."""
+    backward's "tf32x3" (A, Aqk kept); the backward recomputes the gated operands in float32.
+    ``forms``: the whole-chunk setting counted ("off": the sub-block walks; "split": the whole
+    forms, which the benchmark's gates take everywhere; default: the library's)."""
+    whole = (forms or intra.WHOLE_CHUNK) != "off"
     l2f, l2b = l2norm_rows(s)
+    intra3 = (intra_whole_row(s, "tf32x3", "fwd: intra (A, Aqk kept; whole form)", "intra x3 whole") if whole
+              else intra_row(s, "tf32x3", "fwd: intra (A, Aqk kept)", "intra x3"))
+    intra1 = (intra_whole_row(s, "tf32", "fwd: intra (capped; whole form)", "intra x1 whole") if whole
+              else intra_row(s, "tf32", "fwd: intra (capped)", "intra x1"))
     train = [l2f,
-             intra_row(s, "tf32x3", "fwd: intra (A, Aqk kept)", "intra x3"),
+             intra3,
              gated_row(s, "tf32x3", F16, "fwd: gated operands (f16)", "gated x3 f16"),
              state_row(s, "tf32", F16, "fwd: state + o (f16 operands)", "state o x1 f16"),
              gated_row(s, "tf32x3", F32, "bwd: gated operands (f32)", "gated x3 f32"),
-             pair_row(s, "tf32x3"), value_row(s, "tf32x3"), dt_row(s, "tf32x3"), key_row(s, "tf32x3"), l2b]
+             pair_row(s, "tf32x3"), value_row(s, "tf32x3"), dt_row(s, "tf32x3"),
+             key_whole_row(s, "tf32x3") if whole else key_row(s, "tf32x3"), l2b]
     infer = [l2f,
-             intra_row(s, "tf32", "fwd: intra (capped)", "intra x1"),
+             intra1,
              gated_row(s, "tf32", F16, "fwd: gated operands (f16)", "gated x1 f16"),
              state_row(s, "tf32", F16, "fwd: state + o (f16 operands)", "state o x1 f16")]
     variants = [state_row(s, "tf32x3", F32, "state + o, f32 operands", "state o x3 f32"),
@@ -284,8 +335,8 @@ def table(title, rows, args, measured_ok, totals=True):
           f"| {tot['meas']:.3f} | {ratio} |")
     print(f"\nSum of per-kernel max(floors) {tot['floor']:.3f} ms; unique bytes alone "
           f"{tot['u'] / (args.bandwidth * 1e6):.3f} ms. Measured total over measured rows only.")
-    if measured_ok and title in END_TO_END:
-        what, ours, fla = END_TO_END[title]
+    if measured_ok and title in END_TO_END[args.forms]:
+        what, ours, fla = END_TO_END[args.forms][title]
         print(f"End to end {what}: {ours:.3f} ms measured ({ours / tot['floor']:.1f}x the sum of floors); "
               f"FLA 0.6.0 {fla:.3f} ms.")
 
@@ -295,18 +346,20 @@ def main():
     p.add_argument("--shape", type=int, nargs=5, default=list(BENCH), metavar=("B", "T", "H", "K", "V"))
     p.add_argument("--bandwidth", type=float, default=3000.0, help="copy bandwidth, GB/s, read + write")
     p.add_argument("--tf32-tflops", type=float, default=378.0, help="dense TF32 tensor-core rate, TFLOP/s")
+    p.add_argument("--forms", choices=("off", "split"), default=None,
+                   help="the whole-chunk setting counted (default: the library's)")
     args = p.parse_args()
+    args.forms = args.forms or ("off" if intra.WHOLE_CHUNK == "off" else "split")
     s = Shape(*args.shape)
-    if (intra.WHOLE_CHUNK, backward.KEY_WHOLE) != ("off", "off"):
-        # the rows count the sub-block walk (FORM 0) of the intra and key kernels
-        print(f"Note: the library's whole-chunk forms are {intra.WHOLE_CHUNK!r} / {backward.KEY_WHOLE!r}; the intra "
-              "and key rows below count the sub-block walk.")
+    print(f"Whole-chunk forms counted: {args.forms} (the library's: {intra.WHOLE_CHUNK!r} / "
+          f"{backward.KEY_WHOLE!r}); whole forms where every chunk and key tile takes them, as the "
+          "benchmark's gates do.")
     print(f"Shape B={s.B} T={s.T} H=HV={s.H} K={s.K} V={s.V} BT={s.BT}; {args.bandwidth:g} GB/s, "
           f"{args.tf32_tflops:g} TF32 TFLOP/s; diagonal blocks centred (span <= {diag_span('tf32x3'):g} three-pass,"
           f" {diag_span('tf32'):g} one-pass). \"~\": measured in a nearby configuration.")
     measured_ok = tuple(args.shape) == BENCH
-    for title, rows in pipelines(s).items():
-        table(title, rows, args, measured_ok, totals=title in END_TO_END)
+    for title, rows in pipelines(s, args.forms).items():
+        table(title, rows, args, measured_ok, totals=title in END_TO_END[args.forms])
 
 
 if __name__ == "__main__":

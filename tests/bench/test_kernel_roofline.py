@@ -21,7 +21,7 @@ def test_counts_match_hand_counts():
     m = load()
     s = m.Shape(2, 8192, 16, 128, 128)
     tokens = 2 * 8192 * 16                       # token-heads
-    rows = {(r.kernel, r.stage): r for r in m.pipelines(s)["training"]}
+    rows = {(r.kernel, r.stage): r for r in m.pipelines(s, "off")["training"]}
     l2 = rows[("l2norm_fwd_kernel", "fwd: l2norm q, k")]
     assert l2.read == 2 * tokens * 128 * 2       # q and k, bfloat16, read once
     # every input is read at least once: q, k, v, b (bf16), g (f32), w (bf16), do (bf16)
@@ -39,6 +39,25 @@ def test_counts_match_hand_counts():
     assert gated.read == programs * (64 * 64 * 4 + 3 * 64 * 32 * 2 + 2 * 64 * 32 * 4)
     assert gated.write == programs * (3 * 64 * 32 * 4 + 32 * 4)
     assert gated.flops == programs * 2 * 64 * 64 * 32
+
+
+def test_whole_chunk_form_counts():
+    """The key kernel's whole form by hand (256 chunks x 16 heads x 4 tiles of 32 columns): g twice,
+    dK_tail, dY, dQ_g [64, 32] f32; k, q, b twice [64, 32] bf16; dG_C [32] f32; dAqk, dT, A
+    [64, 64] f32; and the walk launch's span pass (g again); five [64, 64] x [64, 32] products.
+    Both whole forms read less than the walks they replace."""
+    m = load()
+    s = m.Shape(2, 8192, 16, 128, 128)
+    split = {r.kernel: r for r in m.pipelines(s, "split")["training"]}
+    off = {r.kernel: r for r in m.pipelines(s, "off")["training"]}
+    key = split["chunk_bwd_key_kernel"]
+    programs = 256 * 16 * 4
+    assert key.read == programs * (64 * 32 * (5 * 4 + 4 * 2) + 32 * 4 + 3 * 64 * 64 * 4 + 64 * 32 * 4)
+    assert key.write == programs * 64 * 32 * (2 * 4 + 2 * 2)
+    assert key.flops == programs * 5 * 2 * 64 * 64 * 32
+    for kernel in ("chunk_bwd_key_kernel", "chunk_intra_fwd_kernel"):
+        assert split[kernel].read < off[kernel].read, kernel
+        assert split[kernel].unique == off[kernel].unique, kernel
 
 
 def test_tables_at_another_shape():
