@@ -408,6 +408,8 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     g.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA (float32)")
     g.add_argument("--workers", type=int, default=None, help="processes generating the needle data "
                    "(default min(16, CPUs) on CUDA, 1 on CPU)")
+    g.add_argument("--data-cache", type=Path, default=None, help="folder keeping the built data (tokenizer, "
+                   "needles, evaluation samples) for later runs of the same data protocol (default: none)")
     g.add_argument("--out", type=Path, default=ROOT / "experiments" / "results", help="(default %(default)s)")
     g.add_argument("--resume", action="store_true", help=f"skip cells already in <out>/{RESULTS}")
     g.add_argument("--summary-only", action="store_true", help=f"only rewrite <out>/{SUMMARY}")
@@ -456,7 +458,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
                     tuple(args.eval_tasks), tuple(args.eval_lengths), args.eval_examples, args.eval_seed, workers)
 
     if args.profile_steps > 0:
-        data = get_data(spec)
+        data = get_data(spec, cache_dir=args.data_cache)
         for cell in cell_order(args.kinds, args.mixers, args.seeds[:1]):
             print(profile_cell(args, cell, data, device, amp, args.profile_steps), flush=True)
         return 0
@@ -479,7 +481,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
                   f"would exceed the budget of {args.budget_seconds:g}s", flush=True)
             continue
         if data is None:
-            data = get_data(spec)
+            data = get_data(spec, cache_dir=args.data_cache)
             if data.tokenizer.vocab_size != args.vocab_size:
                 print(f"note: the BPE has {data.tokenizer.vocab_size} ids, not {args.vocab_size}", flush=True)
             env = environment(device)

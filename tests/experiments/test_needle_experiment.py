@@ -5,6 +5,7 @@ that holds a needle example is 256 tokens (a 128-token row cannot); evaluation a
 therefore left out with a warning, which the first test checks too.
 """
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -90,6 +91,35 @@ def test_cell_order_is_seed_major():
     assert needle.split_mixer("gdn2+neg") == ("gdn2", True)
     with pytest.raises(ValueError, match="unknown mixer"):
         needle.split_mixer("mamba")
+
+
+def test_data_cache_round_trip(tmp_path, monkeypatch):
+    """``--data-cache``: the first run builds and writes the data, a later one (the in-process
+    cache emptied, as in a new process) loads the same tensors, tokenizer and samples; the worker
+    count does not change the entry, the protocol does; a damaged file is built again."""
+    from experiments import needle_data
+    spec = _spec()
+    monkeypatch.setattr(needle_data, "_DATA_CACHE", {})
+    built = needle_data.get_data(spec, say=lambda _: None, cache_dir=tmp_path)
+    files = list(tmp_path.glob("needle-data-*.pt"))
+    assert len(files) == 1
+    needle_data._DATA_CACHE.clear()
+    said = []
+    loaded = needle_data.get_data(spec, say=said.append, cache_dir=tmp_path)
+    assert loaded is not built and "from the cache" in said[0]
+    for name in ("stream", "starts", "pool_ids", "pool_answer", "pool_all", "pool_len"):
+        assert torch.equal(getattr(loaded, name), getattr(built, name)), name
+    assert loaded.eval_samples == built.eval_samples and loaded.left_out == built.left_out
+    assert (loaded.tokenizer_sha, loaded.eos_id, loaded.pad_id) == (built.tokenizer_sha, built.eos_id, built.pad_id)
+    assert loaded.tokenizer.encode("In the beginning") == built.tokenizer.encode("In the beginning")
+    assert needle_data.cache_key(dataclasses.replace(spec, workers=4)) == needle_data.cache_key(spec)
+    assert needle_data.cache_key(dataclasses.replace(spec, train_pool=7)) != needle_data.cache_key(spec)
+    files[0].write_bytes(b"not a torch file")
+    needle_data._DATA_CACHE.clear()
+    said.clear()
+    again = needle_data.get_data(spec, say=said.append, cache_dir=tmp_path)
+    assert any("could not be read" in s for s in said)
+    assert torch.equal(again.pool_ids, built.pool_ids)
 
 
 def test_training_rows_and_labels():
