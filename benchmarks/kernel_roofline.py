@@ -284,9 +284,11 @@ def pipelines(s, forms=None):
     bfloat16 without the final state gives prec = "tf32" for the state forward and float16 gated
     operands (normalised q, k) in both forwards; with gradients the intra stage runs at the
     backward's "tf32x3" (A, Aqk kept); the backward recomputes the gated operands in float32.
-    ``forms``: the whole-chunk setting counted ("off": the sub-block walks; "split": the whole
-    forms, which the benchmark's gates take everywhere; default: the library's)."""
+    ``forms``: the whole-chunk setting counted ("off": the sub-block walks; "split" or "inline": the
+    whole forms, which the benchmark's gates take everywhere, counted as the split launches;
+    default: the library's, intra and key each)."""
     whole = (forms or intra.WHOLE_CHUNK) != "off"
+    key_whole = (forms or backward.KEY_WHOLE) != "off"
     l2f, l2b = l2norm_rows(s)
     intra3 = (intra_whole_row(s, "tf32x3", "fwd: intra (A, Aqk kept; whole form)", "intra x3 whole") if whole
               else intra_row(s, "tf32x3", "fwd: intra (A, Aqk kept)", "intra x3"))
@@ -298,7 +300,7 @@ def pipelines(s, forms=None):
              state_row(s, "tf32", F16, "fwd: state + o (f16 operands)", "state o x1 f16"),
              gated_row(s, "tf32x3", F32, "bwd: gated operands (f32)", "gated x3 f32"),
              pair_row(s, "tf32x3"), value_row(s, "tf32x3"), dt_row(s, "tf32x3"),
-             key_whole_row(s, "tf32x3") if whole else key_row(s, "tf32x3"), l2b]
+             key_whole_row(s, "tf32x3") if key_whole else key_row(s, "tf32x3"), l2b]
     infer = [l2f,
              intra1,
              gated_row(s, "tf32", F16, "fwd: gated operands (f16)", "gated x1 f16"),

@@ -39,9 +39,9 @@ def main():
     def bwd(t, **kw):
         return lambda: chunk_bwd(t.q, t.k, t.v, t.g, t.b, t.w, None, t.scale, t.cu, t.chunks, do, None, **kw)
 
-    def forms_off(fn):
+    def forms(mode, fn):
         def run():
-            with whole_chunk_forms("off"):
+            with whole_chunk_forms(mode):
                 fn()
         return run
 
@@ -58,12 +58,12 @@ def main():
         ("backward from the forward's A, Aqk (used in training)", bench(bwd(s, kept=(A, Aqk)))),
         (f"backward, every key launch on 32 columns (the library: {KEY_TILES[KEY_WHOLE]})",
          bench(bwd(s, key_block=32))),
-        ("backward, the split key form's walk on 64 columns (attempt 28)", bench(bwd(s, key_block=(32, 64)))),
-        ("backward, whole-chunk forms off", bench(forms_off(bwd(s)))),
+        ("backward, the split key form's walk on 64 columns (attempt 28)", bench(forms("split", bwd(s, key_block=(32, 64))))),
+        ("backward, whole-chunk forms off", bench(forms("off", bwd(s)))),
         ("g - 2 (every chunk walks): backward, all stages", bench(bwd(w))),
         ("g - 2: backward, every key launch on 32 columns", bench(bwd(w, key_block=32))),
-        ("g - 2: backward, the split key form's walk on 64 columns (attempt 28)", bench(bwd(w, key_block=(32, 64)))),
-        ("g - 2: backward, whole-chunk forms off", bench(forms_off(bwd(w)))),
+        ("g - 2: backward, the split key form's walk on 64 columns (attempt 28)", bench(forms("split", bwd(w, key_block=(32, 64))))),
+        ("g - 2: backward, whole-chunk forms off", bench(forms("off", bwd(w)))),
     ]
     print(f"Whole-chunk forms (intra, key): {WHOLE_CHUNK}, {KEY_WHOLE}; key tiles per launch {KEY_TILES[KEY_WHOLE]}\n")
     print(f"| stage ({a.B}x{a.T}, {torch.cuda.get_device_name()}) | ms |")

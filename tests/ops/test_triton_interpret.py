@@ -318,9 +318,8 @@ def test_whole_chunk_key_path_agrees(gates, g_min, monkeypatch):
     """The key kernel's whole-chunk form (``KEY_WHOLE``), in one launch and split over two,
     against the sub-block walk: the same gradients where the span allows it, the walk itself (bit
     for bit) where it does not (g down to -3: spans of ~100 over a chunk; no decay has none), and
-    the split form exactly the one-launch form at the same tiles; at its own tiles (``KEY_TILES``:
-    the walk launch on wider tiles than the whole form's, remaking a whole-form half where the
-    other half walks) within rounding."""
+    the split form exactly the one-launch form at the same tiles; at its own tiles (``KEY_TILES``)
+    within rounding."""
     from gdn2.ops.gdn2.triton import backward
     from gdn2.testing import assert_close
     decay, erase = gates
@@ -344,16 +343,24 @@ def test_whole_chunk_key_path_agrees(gates, g_min, monkeypatch):
             assert_close(name, whole, walk, rtol=1e-5)
 
 
-def test_split_key_walk_remakes_half_tiles(monkeypatch):
+@pytest.mark.parametrize("gates", [("channel", "channel"), ("channel", "scalar"), ("scalar", "scalar")],
+                         ids=lambda x: "-".join(x))
+def test_split_key_walk_remakes_half_tiles(gates, monkeypatch):
     """The split form's walk launch on wider tiles than the whole form's (``key_block=(32, 64)``,
     attempt 28) where one 32-column half of a 64-column tile takes the whole form and the other
-    walks: the walk remakes both halves, and the gradients agree with both launches on 32 columns
-    and with the walk alone; a count per launch that does not match the setting is refused."""
+    walks: the walk remakes both halves, and the gradients agree with the walk alone (bit for bit)
+    and with both launches on 32 columns. Per-head gates (partial sums per column block) keep one
+    tiling: bit for bit the 32-column launches. A count per launch that does not match the setting
+    is refused."""
     from gdn2.ops.gdn2.triton import backward
     from gdn2.testing import assert_close
-    x = random_inputs(B=1, T=100, H=1, HV=2, K=64, V=16, gate="channel", erase="channel", b_max=2.0,
+    decay, erase = gates
+    x = random_inputs(B=1, T=100, H=1, HV=2, K=64, V=16, gate=decay, erase=erase, b_max=2.0,
                       g_min=-0.1, initial_state=True, seed=24, device=DEVICE)
-    x["g"][..., 32:] *= 40.0    # the upper half's spans past the bound, the lower half's within
+    if decay == "channel":
+        x["g"][..., 32:] *= 40.0    # the upper half's spans past the bound, the lower half's within
+    else:
+        x["g"] *= 40.0              # every tile walks
     qf, kf, vf, gf, bf, wf, h0, cu, chunks, _ = _kernel_inputs(x)
     args = (qf, kf, vf, gf, bf, wf, h0, 64 ** -0.5, cu, chunks, torch.randn_like(vf), None)
     monkeypatch.setattr(backward, "KEY_WHOLE", "split")
@@ -365,8 +372,12 @@ def test_split_key_walk_remakes_half_tiles(monkeypatch):
     for name, a, b, c in zip(("dq", "dk", "dv", "dg", "db", "dw", "dh0"), wide, narrow, walk):
         if a is None:
             continue
-        assert torch.equal(a, c), name          # every tile walked, at the walk's own tiles
+        if "scalar" in gates:
+            assert torch.equal(a, b), name
+        else:
+            assert torch.equal(a, c), name      # every tile walked, at the walk's own tiles
         assert_close(name, a, b, rtol=1e-5)
+        assert_close(name, a, c, rtol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["inline", "split"])
