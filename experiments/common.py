@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 import math
 import statistics
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -52,3 +52,21 @@ def loss_curve(values: Sequence[float], points: int = 10) -> List[float]:
     values = [v for v in values if not math.isnan(v)]
     return [round(statistics.fmean(chunk), 4) for i in range(points)
             if (chunk := values[i * len(values) // points:(i + 1) * len(values) // points])]
+
+
+def first_step_below(values: Sequence[float], threshold: float, window: int = 50) -> Optional[int]:
+    """The first step (1-based, counting every step) at which the mean of the last ``window``
+    non-NaN losses is under ``threshold``, once ``window`` of them are in; None if never. For a run
+    that sits on a plateau and then leaves it, when it left."""
+    recent: List[float] = []
+    total = 0.0
+    for step, v in enumerate(values, 1):
+        if math.isnan(v):
+            continue
+        recent.append(v)
+        total += v
+        if len(recent) > window:
+            total -= recent.pop(0)
+        if len(recent) == window and total / window < threshold:
+            return step
+    return None

@@ -78,7 +78,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from experiments.common import environment, loss_curve, parse_list, split_mixer  # noqa: E402
+from experiments.common import environment, first_step_below, loss_curve, parse_list, split_mixer  # noqa: E402
 from experiments.needle_data import IGNORE_INDEX, DataSpec, NeedleData, get_data  # noqa: E402
 from gdn2.eval.mqar_train import derive_seed, mqar_config  # noqa: E402
 from gdn2.train.metrics import read_log  # noqa: E402
@@ -88,6 +88,7 @@ DEFAULT_MIXERS = "gdn2,kda,gdn,gdn2_b_only,gdn2_w_only,gdn2+neg"
 ALL_TASKS = "S-NIAH-1,S-NIAH-2,S-NIAH-3,MK-NIAH-1"
 RESULTS = "needle.jsonl"
 SUMMARY = "needle_summary.md"
+EXIT_NATS = 1.0       # the needle answers' loss (50-step mean) under which a run has left the plateau
 # fields of a record that must agree for --resume to count it, and that separate summary sections
 PROTOCOL = ("d_model", "num_layers", "num_heads", "intermediate_size", "sliding_window", "seq_len", "steps",
             "batch_size", "lr", "warmup_steps", "weight_decay", "needle_fraction", "needle_loss", "train_tasks",
@@ -226,7 +227,11 @@ def run_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool
         accuracy=dict(accuracy), mean_accuracy=mean, num_eval=len(predictions), examples=list(first.values()),
         final_loss=round(statistics.fmean(losses["total"][-10:]), 4) if losses["total"] else None,
         loss_curve=loss_curve(losses["total"]), corpus_loss_curve=loss_curve(losses["corpus"]),
-        needle_loss_curve=loss_curve(losses["needle"]), pattern=config.pattern, layers="".join(config.layer_kinds),
+        needle_loss_curve=loss_curve(losses["needle"], points=40),
+        # when the answers' loss left the plateau (~1.7-2.0 nats, the digits' prior): comparable
+        # between mixers where accuracies are all 0 or all 100
+        needle_steps_to_1_nat=first_step_below(losses["needle"], EXIT_NATS),
+        pattern=config.pattern, layers="".join(config.layer_kinds),
         head_dim=config.head_v_dim,
         state_size=config.num_v_heads * config.head_k_dim * config.head_v_dim,
         kv_window_size=(2 * args.sliding_window * config.num_key_value_heads * config.head_dim
@@ -264,6 +269,19 @@ def _mean_std(values: Sequence[float]) -> str:
     return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
+def _exit_steps(rs: Sequence[dict]) -> str:
+    """Steps to leave the plateau, per seed in seed order ("never" within the run's steps; "-" for
+    records made before it was kept)."""
+    cells = []
+    for r in rs:
+        if "needle_steps_to_1_nat" not in r:
+            cells.append("-")
+        else:
+            step = r["needle_steps_to_1_nat"]
+            cells.append(str(step) if step is not None else "never")
+    return ", ".join(cells)
+
+
 def summarize(results: Path = ROOT / "experiments" / "results", out: Optional[Path] = None) -> str:
     """``<results>/needle_summary.md`` from ``<results>/needle.jsonl`` (or ``results`` itself if it is a
     file): per protocol and kind, one row per mixer, accuracy (%) mean ± sample std over seeds for
@@ -283,7 +301,9 @@ def summarize(results: Path = ROOT / "experiments" / "results", out: Optional[Pa
     lines = ["# Needle retrieval under interference (experiment 2)", "",
              "Accuracy (%) of greedy answers (RULER string match) on held-out samples, mean ± sample std over "
              "seeds (n seeds; the mean alone when n = 1). Trained at seq_len tokens on corpus + needle rows; longer "
-             "lengths test length generalisation. State: floats of one recurrent layer's state (heads x K x V).",
+             "lengths test length generalisation. State: floats of one recurrent layer's state (heads x K x V). "
+             f"Steps to < {EXIT_NATS:g} nat: per seed, the first step at which the needle answers' loss (mean of 50 "
+             "steps) fell under it, when the run left the plateau.",
              ""]
     if not latest:
         lines.append("No records yet.")
@@ -306,7 +326,7 @@ def summarize(results: Path = ROOT / "experiments" / "results", out: Optional[Pa
             pattern = next(iter(mixers.values()))[0].get("pattern", KINDS.get(kind, "?"))
             lines += [f"### {kind} (pattern {pattern})", "",
                       "| Mixer | State | n | " + " | ".join(f"{t} {_fmt_length(n)}" for t, n in columns)
-                      + " | Average |", "|---|---:|---:|" + "---:|" * (len(columns) + 1)]
+                      + f" | Average | steps to < {EXIT_NATS:g} nat |", "|---|---:|---:|" + "---:|" * (len(columns) + 2)]
             for mixer, rs in mixers.items():
                 rs = sorted(rs, key=lambda r: r["seed"])
                 cells = []
@@ -316,7 +336,7 @@ def summarize(results: Path = ROOT / "experiments" / "results", out: Optional[Pa
                 averages = [statistics.fmean(v for by in r["accuracy"].values() for v in by.values())
                             for r in rs if r["accuracy"]]
                 lines.append(f"| {mixer} | {rs[0].get('state_size', '')} | {len(rs)} | " + " | ".join(cells)
-                             + f" | {_mean_std(averages) if averages else ''} |")
+                             + f" | {_mean_std(averages) if averages else ''} | {_exit_steps(rs)} |")
             lines.append("")
     text = "\n".join(lines).rstrip() + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)

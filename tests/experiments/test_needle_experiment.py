@@ -51,6 +51,7 @@ def test_cells_are_appended_not_overwritten(tmp_path, capsys):
     assert r["state_size"] == 2 * 16 * 16 and r["train_pool"] == 3 * 2   # 2 heads x K=16 x V=16; 3 steps x 2
     assert 1 <= len(r["loss_curve"]) <= 10 and len(r["needle_loss_curve"]) == len(r["corpus_loss_curve"])
     assert r["seconds"] > 0 and r["device_name"] == "cpu"
+    assert r["needle_steps_to_1_nat"] is None            # 3 steps: no 50-step mean yet
     for key in ("torch", "triton", "transformers", "date", "git_commit", "tokenizer_sha", "examples"):
         assert key in r
 
@@ -82,6 +83,18 @@ def test_zero_budget_skips_every_cell(tmp_path, capsys):
     assert out.count("would exceed the budget") == 4
     assert "0 cell(s) run, 4 skipped" in out
     assert not (tmp_path / "needle.jsonl").exists()
+
+
+def test_plateau_exit_step():
+    from experiments.common import first_step_below
+    nan = float("nan")
+    plateau, learned = [2.0] * 100, [0.1] * 100
+    # the 50-step mean falls under 1 once 27 of its steps are learned ones (23 x 2.0 + 27 x 0.1 < 50)
+    assert first_step_below(plateau + learned, 1.0) == 127
+    assert first_step_below([nan, *plateau, nan, *learned], 1.0) == 129     # NaN steps count, not averaged
+    assert first_step_below(plateau, 1.0) is None
+    assert first_step_below(learned[:49], 1.0) is None                     # fewer than a window
+    assert first_step_below(learned[:50], 1.0) == 50
 
 
 def test_cell_order_is_seed_major():
