@@ -5,11 +5,12 @@ next to each kernel's minimum bytes, so the slowest stage is the one to work on.
 """
 
 import argparse
+import importlib.util
 
 import torch
 import triton
 
-from gdn2.bench.gpu import make_inputs, ours, stage_inputs
+from gdn2.bench.gpu import fla_chunk, make_inputs, ours, stage_inputs
 from gdn2.ops.gdn2.triton.backward import KEY_TILES, KEY_WHOLE, chunk_bwd
 from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
 from gdn2.ops.gdn2.triton.intra import WHOLE_CHUNK, chunk_intra_fwd
@@ -26,6 +27,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--B", type=int, default=2)
     p.add_argument("--T", type=int, default=8192)
+    p.add_argument("--no-fla", action="store_true", help="leave out FLA's kernel lists (slow first compilations)")
     a = p.parse_args()
     x = make_inputs(a.B, a.T)
     qn, kn = l2norm(x["q"]), l2norm(x["k"])
@@ -70,16 +72,35 @@ def main():
     print("|---|---|")
     for name, ms in rows:
         print(f"| {name} | {ms:.3f} |")
-    # the kernels of the training backward and of the inference forward, by device time
-    for what, fn in (("backward (intra recomputed)", bwd(s)),
-                     ("inference forward (no_grad, bfloat16 output)", lambda: ours(x))):
+    # the kernels by device time: ours, and FLA's where it is installed (where the two pipelines'
+    # stages differ in time, not only in total)
+    runs = [("gdn2: backward (intra recomputed)", bwd(s)),
+            ("gdn2: inference forward (no_grad, bfloat16 output)", lambda: ours(x)),
+            ("gdn2: training step (forward + backward, autograd)", train_step(ours, x))]
+    if not a.no_fla and importlib.util.find_spec("fla") is not None:
+        runs += [("FLA 0.6.0 chunk_gdn2: inference forward", lambda: fla_chunk(x)),
+                 ("FLA 0.6.0 chunk_gdn2: training step", train_step(fla_chunk, x))]
+    for what, fn in runs:
         fn()
         torch.cuda.synchronize()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             fn()
             torch.cuda.synchronize()
         print(f"\n{what}:")
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12))
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14))
+
+
+def train_step(fn, x):
+    """One forward and backward of ``fn`` (gradients enabled inside, whatever the caller's mode)."""
+    with torch.enable_grad():
+        xg = {n: t.detach().clone().requires_grad_(True) for n, t in x.items()}
+        do = torch.randn_like(fn(xg)[0])
+
+    def run():
+        with torch.enable_grad():
+            out, _ = fn(xg)
+            torch.autograd.grad(out, list(xg.values()), do, allow_unused=True)
+    return run
 
 if __name__ == "__main__":
     with torch.no_grad():

@@ -32,7 +32,7 @@ if [ "$TEST_SECONDS" -gt 0 ]; then
   timeout "$TEST_SECONDS" python3 -m pytest -q -rf -n 12 --maxfail=15 -p no:cacheprovider tests/gpu tests/layers/test_layers_gpu.py tests/ops/test_triton_interpret.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -25
   echo "gpu tests exit code: ${PIPESTATUS[0]}" | tee -a "$OUT/gpu-tests.log"
 fi
-timeout 120 python3 benchmarks/profile_stages.py 2>&1 | tee "$OUT/profile.log" | tail -30
+timeout 300 python3 benchmarks/profile_stages.py 2>&1 | tee "$OUT/profile.log" | tail -30
 if [ "$BENCH_SECONDS" -gt 0 ]; then
   timeout "$BENCH_SECONDS" python3 benchmarks/gpu_ops.py --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -25
 fi

@@ -94,7 +94,7 @@ case "$PHASE" in
     step 200 stage.log python3 benchmarks/stage_variants.py ${STAGES:-whole}
     cat "$R/stage.log"
     kernel_bench 330
-    step 90 profile.log python3 benchmarks/profile_stages.py
+    step 180 profile.log python3 benchmarks/profile_stages.py
     step 60 mqar-profile.log python3 benchmarks/mqar_step_profile.py --out "$R"
     step 120 mqar-profile-compiled.log python3 benchmarks/mqar_step_profile.py --compile --fused-adam \
       --mixers gdn2,attention --out "$R"
@@ -121,13 +121,13 @@ case "$PHASE" in
   quick)  # the tail of a session's device time: the GPU tests that TESTS_K selects (pytest -k), then
     # the stage profile (the library's settings against the alternatives, both kernels' lists)
     gpu_tests 150 -k "${TESTS_K:-split or whole_chunk}"
-    step 170 profile.log python3 benchmarks/profile_stages.py
+    step 220 profile.log python3 benchmarks/profile_stages.py   # FLA's kernels last: their first compilations are slow
     cat "$R/profile.log" 2>/dev/null | head -40
     ;;
   probes)  # short probes for the warm tail of a session
     needle_profile 150
     probes
-    step 60 profile.log python3 benchmarks/profile_stages.py
+    step 120 profile.log python3 benchmarks/profile_stages.py --no-fla
     head -14 "$R/profile.log" 2>/dev/null
     ;;
   throughput)  # the paper's Figure 2 grid (training throughput at 16K tokens a step), alone on the card
