@@ -36,6 +36,7 @@ import argparse
 import datetime
 import json
 import math
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -49,7 +50,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from experiments.common import environment, loss_curve, parse_list, split_mixer  # noqa: E402
+from experiments.common import environment, first_step_below, loss_curve, parse_list, split_mixer  # noqa: E402
 from experiments.report import PROTOCOL, protocol_of  # noqa: E402
 from gdn2.eval.likelihood import progress_bar  # noqa: E402
 from gdn2.eval.mqar_train import SCHEDULES, mqar_config, train_mqar  # noqa: E402
@@ -217,6 +218,9 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         losses = result.losses
         record = dict(task="mqar", **asdict(cell), **protocol, head_dim=cell.d_model // args.num_heads,
                       accuracy=result.accuracy, final_loss=result.final_loss, loss_curve=loss_curve(losses),
+                      # when the run left MQAR's plateau: its 50-step mean loss under half the first 50 steps'
+                      steps_to_half_loss=(first_step_below(losses, 0.5 * statistics.fmean(losses[:50]))
+                                          if len(losses) >= 50 else None),
                       seconds=result.seconds, state_size=size, state_kind=kind,
                       num_parameters=result.num_parameters, amp=amp, compile=args.compile, num_test=args.num_test, **env,
                       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))

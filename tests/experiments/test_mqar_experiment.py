@@ -29,6 +29,7 @@ def test_cells_are_appended_not_overwritten(tmp_path):
     assert first[1]["state_size"] == 2 * 32 * 32 and first[1]["state_kind"] == "kv_cache"  # 2 x T x d_model
     for key in ("final_loss", "torch", "triton", "date", "git_commit"):
         assert key in r
+    assert r["steps_to_half_loss"] is None        # 3 steps: no 50-step mean
 
     assert mqar.main(TINY + ["--out", str(tmp_path)]) == 0
     second = _lines(tmp_path / "mqar.jsonl")
