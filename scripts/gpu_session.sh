@@ -8,7 +8,8 @@
 #   bash scripts/gpu_session.sh sweep OUT   # MQAR (and needle) processes for the whole call
 #   bash scripts/gpu_session.sh verify OUT  # after a kernel change: GPU tests, the variants named in
 #                                           # STAGES, the kernel benchmark
-#   bash scripts/gpu_session.sh quick OUT   # the GPU tests TESTS_K selects, the stage profile (~5 min)
+#   bash scripts/gpu_session.sh quick OUT   # the GPU tests TESTS_K selects, state-walk variants, the
+#                                           # stage profile (~8 min)
 #   bash scripts/gpu_session.sh probes OUT  # needle step profile, head-dim probe, criterion check, stage
 #                                           # profile (~7 min)
 #   bash scripts/gpu_session.sh measure OUT # criterion check and kernel benchmark, alone on the card
@@ -118,9 +119,13 @@ case "$PHASE" in
     cat "$R/criterion.log"
     kernel_bench 330
     ;;
-  quick)  # the tail of a session's device time: the GPU tests that TESTS_K selects (pytest -k), then
-    # the stage profile (the library's settings against the alternatives, both kernels' lists)
+  quick)  # the tail of a session's device time: the GPU tests that TESTS_K selects (pytest -k), the
+    # state walk's unmeasured variants (float16 operands at 1 and 2 pipeline stages and 64 columns,
+    # attempt 23; the walk without o, attempt 29's serial part), then the stage profile (the
+    # library's settings against the alternatives, both pipelines' kernel lists)
     gpu_tests 150 -k "${TESTS_K:-split or whole_chunk}"
+    step 100 stage.log python3 benchmarks/stage_variants.py "float16 operands" "without o (" "(o, one-pass): 4 warps"
+    cat "$R/stage.log" 2>/dev/null
     step 220 profile.log python3 benchmarks/profile_stages.py   # FLA's kernels last: their first compilations are slow
     cat "$R/profile.log" 2>/dev/null | head -40
     ;;
