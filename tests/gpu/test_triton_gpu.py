@@ -147,6 +147,22 @@ def test_triton_whole_chunk_forms(dtype, case, monkeypatch):
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 
+@pytest.mark.parametrize("case", ["uniform", "packed"])
+def test_triton_float16_walk_two_stages(case, monkeypatch):
+    """The one-pass forward's state walk (float16 operands: bfloat16 inputs, normalised q and k,
+    no final state; ``o (forward only)`` of the check) at two pipeline stages, before it may
+    become the default (``state.F16_WALK_STAGES``)."""
+    from gdn2.ops.gdn2.triton import state
+    monkeypatch.setattr(state, "F16_WALK_STAGES", 2)
+    packed = case == "packed"
+    lengths = [100, 1, 64, 300, 37]
+    x = random_inputs(B=1 if packed else 2, T=sum(lengths) if packed else 300, H=4, HV=8, K=128, V=128,
+                      dtype=torch.bfloat16, device="cuda", b_max=2.0, initial_state=True,
+                      N=len(lengths) if packed else None, seed=13)
+    cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device="cuda") if packed else None
+    check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
+
+
 @pytest.mark.parametrize("HV", [16, 32], ids=lambda n: f"HV{n}")
 def test_decode_batch(HV):
     x = random_inputs(B=64, T=1, H=16, HV=HV, K=128, V=128, dtype=torch.bfloat16, device="cuda", initial_state=True,

@@ -87,6 +87,14 @@ def state_tiles(K: int):
     return max(MIN_TILE, next_pow2(K)), MIN_TILE
 
 
+# Pipeline stages of the walk over float16 operands (the one-pass forward): 2 loads the next
+# chunk's operands while this chunk's products run, in 112 KB of shared memory (ptxas, sm_90a; with
+# float32 operands it needs 288 KB and does not fit). 1 until a card has timed it (the quick phase
+# of scripts/gpu_session.sh; predicted 1.03 -> ~0.7 ms at 2x8K, attempt 23) and the GPU tests
+# have run it (test_triton_float16_walk_two_stages).
+F16_WALK_STAGES = 1
+
+
 def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_final_state,
                     store_o=True, store_h=False, store_r=False, BT=64, prec="tf32x3"):
     """Launch the inter-chunk stage over the flattened layout; ``gated`` = (Q_γ, K_tail, Y,
@@ -110,5 +118,5 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
         cu_seqlens, chunks.first,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=b_mode, W_MODE=w_mode,
         USE_H0=h0 is not None, STORE_HT=output_final_state, STORE_O=store_o, STORE_H=store_h,
-        STORE_R=store_r, PREC=prec, num_warps=4, num_stages=1)
+        STORE_R=store_r, PREC=prec, num_warps=4, num_stages=F16_WALK_STAGES if qg.dtype == torch.float16 else 1)
     return o, ht, h, r
