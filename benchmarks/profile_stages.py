@@ -13,6 +13,7 @@ import triton
 from gdn2.bench.gpu import fla_chunk, make_inputs, ours, stage_inputs
 from gdn2.ops.gdn2.triton.backward import KEY_TILES, KEY_WHOLE, chunk_bwd
 from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
+from gdn2.ops.gdn2.triton import state
 from gdn2.ops.gdn2.triton.intra import WHOLE_CHUNK, chunk_intra_fwd
 from gdn2.ops.gdn2.triton.state import chunk_state_fwd
 from gdn2.ops.gdn2.triton.l2norm import l2norm as l2norm_triton
@@ -67,6 +68,15 @@ def main():
         ("g - 2: backward, the split key form's walk on 64 columns (attempt 28)", bench(forms("split", bwd(w, key_block=(32, 64))))),
         ("g - 2: backward, whole-chunk forms off", bench(forms("off", bwd(w)))),
     ]
+    # the forward with o out of the walk (attempt 29) and the float16 walk at two stages (attempt 23),
+    # against the forward as used, here and at 1x16K (64 walks of 256 chunks)
+    long = make_inputs(1, 16384)
+    for name, xx in ((f"{a.B}x{a.T}", x), ("1x16384", long)):
+        rows.append((f"{name}: inference forward as used", bench(lambda xx=xx: ours(xx))))
+        rows.append((f"{name}: inference forward, o out of the walk (attempt 29)",
+                     bench(with_setting(state, "SPLIT_OUTPUT", True, lambda xx=xx: ours(xx)))))
+        rows.append((f"{name}: inference forward, float16 walk at 2 stages",
+                     bench(with_setting(state, "F16_WALK_STAGES", 2, lambda xx=xx: ours(xx)))))
     print(f"Whole-chunk forms (intra, key): {WHOLE_CHUNK}, {KEY_WHOLE}; key tiles per launch {KEY_TILES[KEY_WHOLE]}\n")
     print(f"| stage ({a.B}x{a.T}, {torch.cuda.get_device_name()}) | ms |")
     print("|---|---|")
@@ -88,6 +98,18 @@ def main():
             torch.cuda.synchronize()
         print(f"\n{what}:")
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14))
+
+
+def with_setting(module, name, value, fn):
+    """``fn`` run with ``module.name`` set to ``value`` (restored after each call)."""
+    def run():
+        saved = getattr(module, name)
+        setattr(module, name, value)
+        try:
+            fn()
+        finally:
+            setattr(module, name, saved)
+    return run
 
 
 def train_step(fn, x):

@@ -20,7 +20,7 @@ from gdn2.ops.gdn2.triton.common import diag_span
 from gdn2.ops.gdn2.triton.key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
 from gdn2.ops.gdn2.triton.decode import fused_recurrent_fwd_kernel
 from gdn2.ops.gdn2.triton.intra import chunk_gated_kernel, chunk_intra_fwd_kernel
-from gdn2.ops.gdn2.triton.state import chunk_state_fwd_kernel
+from gdn2.ops.gdn2.triton.state import chunk_out_kernel, chunk_state_fwd_kernel
 
 SMEM_LIMIT = 232448
 INT_ARGS = {"cu_seqlens", "chunk_first", "chunk_start", "chunk_end"}
@@ -102,6 +102,13 @@ def main(Ks=(128, 256)):
                                                USE_H0=False, STORE_HT=False, STORE_O=True, STORE_H=False,
                                                STORE_R=False, PREC="tf32"),
                   num_stages=stages, overrides=half, note=f" (f16, one-pass, {stages} st)")
+        # o out of the walk (attempt 29): the walk storing h and R, then the output kernel
+        ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
+                                                 USE_H0=False, STORE_HT=False, STORE_O=False, STORE_H=True,
+                                                 STORE_R=True, PREC="tf32"),
+                    overrides=half, note=" (f16, one-pass, h and R)")
+        ok &= check(chunk_out_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, PREC="tf32"),
+                    overrides={"qg": "*fp16"})
         ok &= check(chunk_state_bwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2,
                                                  USE_DHT=True, STORE_DH0=True, PREC=PREC))
         # two programs of it share a multiprocessor only within half its shared memory

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import GATE_ZERO, MIN_TILE, cdiv, load_rows, load_write, next_pow2
+from .common import GATE_ZERO, MIN_TILE, cdiv, chunk_rows, load_rows, load_write, next_pow2
 
 
 @triton.jit
@@ -81,6 +81,31 @@ def chunk_state_fwd_kernel(
               B_MODE, W_MODE, USE_H0, STORE_HT, STORE_O, STORE_H, STORE_R, PREC)
 
 
+@triton.jit
+def chunk_out_kernel(
+    qg, Aqk, h, r, o, chunk_start, chunk_end,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+):
+    """The walk's output out of the walk, one program per (chunk, value head, block of V columns):
+    ``O = Q_γ S + Aqk R`` from the state entering the chunk and the chunk's R, both stored by the
+    walk, so that the serial walk carries only what the next chunk needs."""
+    i_c, i_hv, i_v = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    i_h = i_hv // (HV // H)
+    t0, L = chunk_rows(chunk_start, chunk_end, i_c)
+    o_t = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    b_S = tl.load(h + (i_c * HV + i_hv) * K * V + o_k[:, None] * V + o_v[None, :],
+                  mask=(o_k < K)[:, None] & (o_v < V)[None, :], other=0.0)
+    p_tv = (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :]
+    m_tv = (o_t < L)[:, None] & (o_v < V)[None, :]
+    b_o = tl.dot(load_rows(qg, t0, o_t, L, i_h, H, o_k, K), b_S, input_precision=PREC) \
+        + tl.dot(load_rows(Aqk, t0, o_t, L, i_h, H, tl.arange(0, BT), BT), tl.load(r + p_tv, mask=m_tv, other=0.0),
+                 input_precision=PREC)
+    tl.store(o + p_tv, b_o.to(o.dtype.element_ty), mask=m_tv)
+
+
 def state_tiles(K: int):
     """Tile of the sequential (state) kernels, forward and backward: all key rows (the state is
     carried across chunks in registers), ``MIN_TILE`` value columns per program."""
@@ -93,6 +118,11 @@ def state_tiles(K: int):
 # of scripts/gpu_session.sh; predicted 1.03 -> ~0.7 ms at 2x8K, attempt 23) and the GPU tests
 # have run it (test_triton_float16_walk_two_stages).
 F16_WALK_STAGES = 1
+# The output out of the walk (attempt 29, FLA's split): the walk stores every chunk's entering state
+# and R (float32) and a parallel kernel makes o, so the serial loop runs three products a chunk
+# instead of five. For sequences long against the batch (1x16K: 64 programs walk 256 chunks each)
+# where the walk's latency is the forward's; off until a card has timed it.
+SPLIT_OUTPUT = False
 
 
 def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_final_state,
@@ -105,7 +135,10 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
     N = cu_seqlens.numel() - 1
     dev = v.device
     BK, BV = state_tiles(K)
-    o = torch.empty(T, HV, V, dtype=v.dtype, device=dev) if store_o else None
+    split = store_o and SPLIT_OUTPUT
+    if split:   # the walk stores what the output kernel needs instead of the output
+        store_o, store_h, store_r = False, True, True
+    o = torch.empty(T, HV, V, dtype=v.dtype, device=dev) if store_o or split else None
     ht = torch.empty(N, HV, K, V, dtype=torch.float32, device=dev) if output_final_state else None
     h = torch.empty(max(chunks.count, 1), HV, K, V, dtype=torch.float32, device=dev) if store_h else None
     r = torch.empty(T, HV, V, dtype=torch.float32, device=dev) if store_r else None
@@ -119,4 +152,9 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=b_mode, W_MODE=w_mode,
         USE_H0=h0 is not None, STORE_HT=output_final_state, STORE_O=store_o, STORE_H=store_h,
         STORE_R=store_r, PREC=prec, num_warps=4, num_stages=F16_WALK_STAGES if qg.dtype == torch.float16 else 1)
+    if split and chunks.count:
+        chunk_out_kernel[(chunks.count, HV, cdiv(V, BV))](
+            qg, Aqk, h, r, o, chunks.start, chunks.end, H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, PREC=prec,
+            num_warps=4, num_stages=1)
+        h = r = None   # the caller asked for neither
     return o, ht, h, r
