@@ -322,7 +322,7 @@ def main(only=()):
         ("state fwd recompute (h, R, three-pass): 4 warps", state_run(4, "tf32x3", True)),
         # the walk without the output (FLA's split: o from the stored states in a parallel kernel):
         # what the serial part would cost in a one-pass forward
-        ("state fwd without o (h, R, one-pass): 4 warps", state_run(4, "tf32", True)),
+        ("state fwd without o (h, R, one-pass): 4 warps, float16 operands", state_run(4, "tf32", True, f16=True)),
         ("state fwd recompute (h, R, three-pass): 8 warps", state_run(8, "tf32x3", True)),
         ("state bwd (three-pass): 4 warps", state_bwd_run(4)),
         ("state pair (recompute + bwd in one launch, used): 4 warps", state_pair_run()),

