@@ -75,7 +75,10 @@ def main():
                  (f"{name}: inference forward, o out of the walk (attempt 29)",
                   with_setting(state, "SPLIT_OUTPUT", True, lambda xx=xx: ours(xx))),
                  (f"{name}: inference forward, float16 walk at 2 stages",
-                  with_setting(state, "F16_WALK_STAGES", 2, lambda xx=xx: ours(xx)))]
+                  with_setting(state, "F16_WALK_STAGES", 2, lambda xx=xx: ours(xx))),
+                 (f"{name}: inference forward, both",
+                  with_setting(state, "F16_WALK_STAGES", 2,
+                               with_setting(state, "SPLIT_OUTPUT", True, lambda xx=xx: ours(xx))))]
     print(f"Whole-chunk forms (intra, key): {WHOLE_CHUNK}, {KEY_WHOLE}; key tiles per launch {KEY_TILES[KEY_WHOLE]}\n")
     print(f"| stage ({a.B}x{a.T}, {torch.cuda.get_device_name()}) | ms |")
     print("|---|---|")

@@ -102,11 +102,12 @@ def main(Ks=(128, 256)):
                                                USE_H0=False, STORE_HT=False, STORE_O=True, STORE_H=False,
                                                STORE_R=False, PREC="tf32"),
                   num_stages=stages, overrides=half, note=f" (f16, one-pass, {stages} st)")
-        # o out of the walk (attempt 29): the walk storing h and R, then the output kernel
-        ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
-                                                 USE_H0=False, STORE_HT=False, STORE_O=False, STORE_H=True,
-                                                 STORE_R=True, PREC="tf32"),
-                    overrides=half, note=" (f16, one-pass, h and R)")
+        # o out of the walk (attempt 29): the walk storing h and R (at 1 and 2 stages), then the output kernel
+        for stages in (1, 2):
+            ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
+                                                     USE_H0=False, STORE_HT=False, STORE_O=False, STORE_H=True,
+                                                     STORE_R=True, PREC="tf32"),
+                        num_stages=stages, overrides=half, note=f" (f16, one-pass, h and R, {stages} st)")
         ok &= check(chunk_out_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, PREC="tf32"),
                     overrides={"qg": "*fp16"})
         ok &= check(chunk_state_bwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2,

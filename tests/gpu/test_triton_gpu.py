@@ -163,16 +163,19 @@ def test_triton_float16_walk_two_stages(case, monkeypatch):
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 
-@pytest.mark.parametrize("case", ["uniform", "packed", "long", "K48V48"])
+@pytest.mark.parametrize("case", ["uniform", "packed", "long", "K48V48", "two stages"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_triton_output_out_of_the_walk(dtype, case, monkeypatch):
     """``state.SPLIT_OUTPUT`` (attempt 29): o from the stored states in a parallel kernel, for the
-    training forward, the one-pass forward (bfloat16: ``o (forward only)``) and the final state."""
+    training forward, the one-pass forward (bfloat16: ``o (forward only)``) and the final state;
+    "two stages": with the float16 walk at two pipeline stages as well (``F16_WALK_STAGES``)."""
     from gdn2.ops.gdn2.triton import state
     monkeypatch.setattr(state, "SPLIT_OUTPUT", True)
+    if case == "two stages":
+        monkeypatch.setattr(state, "F16_WALK_STAGES", 2)
     packed = case == "packed"
     lengths = [100, 1, 64, 300, 37]
-    T = {"uniform": 300, "packed": sum(lengths), "long": 4100, "K48V48": 300}[case]
+    T = {"uniform": 300, "packed": sum(lengths), "long": 4100, "K48V48": 300, "two stages": 300}[case]
     dim = 48 if case == "K48V48" else 128     # tiles partly masked
     x = random_inputs(B=1 if case in ("packed", "long") else 2, T=T, H=4, HV=8, K=dim, V=dim, dtype=dtype, device="cuda",
                       b_max=2.0, initial_state=True, N=len(lengths) if packed else None, seed=14)
