@@ -80,19 +80,12 @@ import torch.nn.functional as F  # noqa: E402
 
 from experiments.common import environment, first_step_below, loss_curve, parse_list, split_mixer  # noqa: E402
 from experiments.needle_data import IGNORE_INDEX, DataSpec, NeedleData, get_data  # noqa: E402
+from experiments.needle_report import (ALL_TASKS, EXIT_NATS, KINDS, PROTOCOL, RESULTS, SUMMARY,  # noqa: E402
+                                       fmt_length, summarize)
 from gdn2.eval.mqar_train import derive_seed, mqar_config  # noqa: E402
 from gdn2.train.metrics import read_log  # noqa: E402
 
-KINDS = {"recurrent": "L", "hybrid": "LS"}
 DEFAULT_MIXERS = "gdn2,kda,gdn,gdn2_b_only,gdn2_w_only,gdn2+neg"
-ALL_TASKS = "S-NIAH-1,S-NIAH-2,S-NIAH-3,MK-NIAH-1"
-RESULTS = "needle.jsonl"
-SUMMARY = "needle_summary.md"
-EXIT_NATS = 1.0       # the needle answers' loss (50-step mean) under which a run has left the plateau
-# fields of a record that must agree for --resume to count it, and that separate summary sections
-PROTOCOL = ("d_model", "num_layers", "num_heads", "intermediate_size", "sliding_window", "seq_len", "steps",
-            "batch_size", "lr", "warmup_steps", "weight_decay", "needle_fraction", "needle_loss", "train_tasks",
-            "train_pool", "vocab_size", "corpus", "eval_tasks", "eval_lengths", "eval_examples", "eval_seed")
 
 
 @dataclass(frozen=True)
@@ -255,93 +248,6 @@ class Estimator:
 
     def __call__(self, cell: Cell) -> float:
         return self.last.get((cell.kind, cell.mixer), self.kind.get(cell.kind, self.slowest))
-
-
-# The summary
-
-def _fmt_length(n: int) -> str:
-    return f"{n // 1024}K" if n % 1024 == 0 else str(n)
-
-
-def _mean_std(values: Sequence[float]) -> str:
-    if len(values) < 2:  # a sample std needs two seeds
-        return f"{statistics.fmean(values):.1f}"
-    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}"
-
-
-def _exit_steps(rs: Sequence[dict]) -> str:
-    """Steps to leave the plateau, per seed in seed order ("never" within the run's steps; "-" for
-    records made before it was kept)."""
-    cells = []
-    for r in rs:
-        if "needle_steps_to_1_nat" not in r:
-            cells.append("-")
-        else:
-            step = r["needle_steps_to_1_nat"]
-            cells.append(str(step) if step is not None else "never")
-    return ", ".join(cells)
-
-
-def summarize(results: Path = ROOT / "experiments" / "results", out: Optional[Path] = None) -> str:
-    """``<results>/needle_summary.md`` from ``<results>/needle.jsonl`` (or ``results`` itself if it is a
-    file): per protocol and kind, one row per mixer, accuracy (%) mean ± sample std over seeds for
-    every (task, length) and their average; n = seeds. A cell recorded twice counts once (the latest)."""
-    results = Path(results)
-    path = results if results.is_file() else results / RESULTS
-    out = Path(out) if out is not None else path.parent / SUMMARY
-    latest: Dict[tuple, dict] = {}
-    for r in read_log(path):
-        if r.get("task") == "needle":
-            protocol = tuple((k, json.dumps(r.get(k))) for k in PROTOCOL if k in r)
-            latest[(protocol, r["kind"], r["mixer"], r["seed"])] = r
-    sections: Dict[tuple, Dict[str, Dict[str, List[dict]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(list)))
-    for (protocol, kind, mixer, _), r in latest.items():
-        sections[protocol][kind][mixer].append(r)
-    lines = ["# Needle retrieval under interference (experiment 2)", "",
-             "Accuracy (%) of greedy answers (RULER string match) on held-out samples, mean ± sample std over "
-             "seeds (n seeds; the mean alone when n = 1). Trained at seq_len tokens on corpus + needle rows; longer "
-             "lengths test length generalisation. State: floats of one recurrent layer's state (heads x K x V). "
-             f"Steps to < {EXIT_NATS:g} nat: per seed, the first step at which the needle answers' loss (mean of 50 "
-             "steps) fell under it, when the run left the plateau.",
-             ""]
-    if not latest:
-        lines.append("No records yet.")
-    kind_order, task_order = list(KINDS), ALL_TASKS.split(",")
-    for protocol, kinds in sections.items():
-        values = {k: json.loads(v) for k, v in protocol}
-        about = ", ".join(f"{k}={v if not isinstance(v, list) else ','.join(map(str, v))}"
-                          for k, v in values.items() if k not in ("eval_tasks", "eval_lengths"))
-        lines += [f"## {about}", ""]
-        for kind in sorted(kinds, key=lambda k: (kind_order.index(k) if k in kind_order else len(kind_order), k)):
-            mixers = kinds[kind]
-            columns = []
-            for rs in mixers.values():
-                for r in rs:
-                    for task, by_length in r["accuracy"].items():
-                        for length in by_length:
-                            columns.append((task, int(length)))
-            columns = sorted(set(columns), key=lambda c: (task_order.index(c[0]) if c[0] in task_order
-                                                          else len(task_order), c[0], c[1]))
-            pattern = next(iter(mixers.values()))[0].get("pattern", KINDS.get(kind, "?"))
-            lines += [f"### {kind} (pattern {pattern})", "",
-                      "| Mixer | State | n | " + " | ".join(f"{t} {_fmt_length(n)}" for t, n in columns)
-                      + f" | Average | steps to < {EXIT_NATS:g} nat |", "|---|---:|---:|" + "---:|" * (len(columns) + 2)]
-            for mixer, rs in mixers.items():
-                rs = sorted(rs, key=lambda r: r["seed"])
-                cells = []
-                for task, length in columns:
-                    vals = [r["accuracy"][task][str(length)] for r in rs if str(length) in r["accuracy"].get(task, {})]
-                    cells.append(_mean_std(vals) + (f" ({len(vals)})" if len(vals) != len(rs) else "") if vals else "")
-                averages = [statistics.fmean(v for by in r["accuracy"].values() for v in by.values())
-                            for r in rs if r["accuracy"]]
-                lines.append(f"| {mixer} | {rs[0].get('state_size', '')} | {len(rs)} | " + " | ".join(cells)
-                             + f" | {_mean_std(averages) if averages else ''} | {_exit_steps(rs)} |")
-            lines.append("")
-    text = "\n".join(lines).rstrip() + "\n"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    return text
 
 
 # The command line
@@ -517,7 +423,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         for by in result["accuracy"].values():
             for n, v in by.items():
                 by_length[int(n)].append(v)
-        accs = " ".join(f"{_fmt_length(n)}={statistics.fmean(v):.1f}" for n, v in sorted(by_length.items()))
+        accs = " ".join(f"{fmt_length(n)}={statistics.fmean(v):.1f}" for n, v in sorted(by_length.items()))
         print(f"{cell.kind:>9} {cell.mixer:>12} seed={cell.seed} acc% {accs} loss={result['final_loss']} "
               f"train {result['train_seconds']:.1f}s eval {result['eval_seconds']:.1f}s", flush=True)
     summarize(args.out)

@@ -199,5 +199,8 @@ def test_summary_mean_and_std(tmp_path):
     assert "### hybrid (pattern LS)" in text and "| gdn2 | 32768 | 1 | 100.0 | 90.0 | 95.0 |" in text
     assert text.count("\n## d_model=256, steps=") == 2   # the other protocol has its own section
     assert "| gdn2 | 32768 | 1 | 0.0 | 0.0 | 0.0 |" in text
+    plotted = (tmp_path / "needle_accuracy.png").is_file()   # with matplotlib; else the summary says so
+    assert ("![accuracy against evaluation length](needle_accuracy.png)" in text) == plotted
+    assert plotted or "(matplotlib is not installed: no plot)" in text
     assert needle.main(["--summary-only", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "needle_summary.md").read_text() == text
