@@ -63,8 +63,9 @@ def mqar_rows(records: Sequence[dict]) -> List[dict]:
         lr = chosen_lr(by_lr)
         accs = [r["accuracy"] for r in sorted(by_lr[lr], key=lambda r: r["seed"])]
         first = by_lr[lr][0]
+        exits = [r.get("steps_to_half_loss", "-") for r in sorted(by_lr[lr], key=lambda r: r["seed"])]
         rows.append(dict(mixer=key[0], d_model=key[1], seq_len=key[2], num_kv_pairs=key[3],
-                         **dict(zip(PROTOCOL, key[4:])), best_lr=lr, mean=mean[lr],
+                         **dict(zip(PROTOCOL, key[4:])), best_lr=lr, mean=mean[lr], exits=exits,
                          std=statistics.stdev(accs) if len(accs) > 1 else 0.0, n=len(accs),
                          state_size=first.get("state_size"), state_kind=first.get("state_kind"),
                          lrs={x: (mean[x], len(by_lr[x])) for x in sorted(by_lr)}))
@@ -77,7 +78,9 @@ def mqar_markdown(rows: Sequence[dict], plot_note: str = "") -> str:
     lines = ["# MQAR results", "",
              "Accuracy (%) at the learning rate the sweep chose (the best at the first seed), mean ± sample std over the n seeds (the mean alone when n = 1) "
              "at that LR. State: floats of one layer's recurrent state (heads x K x V); for attention, its KV "
-             "cache at seq_len. The other LRs are shown as lr: mean (n).", ""]
+             "cache at seq_len. The other LRs are shown as lr: mean (n). Left the plateau: per seed at the chosen LR, "
+             "the step at which the loss (mean of 50 steps) fell under half its first 50 steps' ('never' within the "
+             "run; '-' for records made before it was kept).", ""]
     if not rows:
         return "\n".join(lines + ["No MQAR records found.", ""])
     header = None
@@ -87,13 +90,13 @@ def mqar_markdown(rows: Sequence[dict], plot_note: str = "") -> str:
             header = setting
             lines += ["", f"## T={r['seq_len']}, P={r['num_kv_pairs']} "
                           f"({', '.join(f'{k}={r[k]}' for k in PROTOCOL)})", "",
-                      "| Mixer | d_model | State | Best LR | Accuracy (%) | n | All LRs |",
-                      "|---|---:|---:|---:|---:|---:|---|"]
+                      "| Mixer | d_model | State | Best LR | Accuracy (%) | n | All LRs | Left the plateau |",
+                      "|---|---:|---:|---:|---:|---:|---|---|"]
         others = ", ".join(f"{lr:g}: {100 * m:.1f} ({n})" for lr, (m, n) in r["lrs"].items())
         state = f"{r['state_size']}" + (" (KV)" if r["state_kind"] == "kv_cache" else "")
         lines.append(f"| {r['mixer']} | {r['d_model']} | {state} | {r['best_lr']:g} | "
                      + (f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}" if r['n'] > 1 else f"{100 * r['mean']:.1f}")
-                     + f" | {r['n']} | {others} |")
+                     + f" | {r['n']} | {others} | {', '.join('never' if e is None else str(e) for e in r['exits'])} |")
     if plot_note:
         lines += ["", plot_note]
     return "\n".join(lines) + "\n"

@@ -102,12 +102,13 @@ def test_report_mean_and_std(tmp_path):
     records = [rec("gdn2", 3e-3, 0, 0.5), rec("gdn2", 1e-2, 0, 0.8), rec("gdn2", 1e-2, 1, 0.6),
                rec("gdn2", 1e-2, 2, 0.7), rec("attention", 3e-3, 0, 1.0, kind="kv_cache"),
                rec("gdn2", 3e-3, 0, 0.75)]  # a rerun of a cell: the latest counts
+    records[1]["steps_to_half_loss"], records[2]["steps_to_half_loss"] = 40, None   # seed 2: made before
     (tmp_path / "mqar.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (tmp_path / "other.jsonl").write_text(json.dumps({"task": "other"}) + "\n")
     assert report.main(["--results", str(tmp_path)]) == 0
     md = (tmp_path / "mqar_summary.md").read_text()
     assert "## T=256, P=64" in md
-    assert "| gdn2 | 64 | 2048 | 0.01 | 70.0 ± 10.0 | 3 | 0.003: 75.0 (1), 0.01: 70.0 (3) |" in md
+    assert "| gdn2 | 64 | 2048 | 0.01 | 70.0 ± 10.0 | 3 | 0.003: 75.0 (1), 0.01: 70.0 (3) | 40, never, - |" in md
     assert "| attention | 64 | 32768 (KV) | 0.003 | 100.0 | 1 |" in md  # no std from one seed
     assert (tmp_path / "mqar_accuracy.png").exists() or "matplotlib is not installed" in md
 
