@@ -276,6 +276,8 @@ def get_data(spec: DataSpec, say: Callable[[str], None] = print, cache_dir: Opti
         else:
             data = None
         if data is None:
+            for stale in cache_dir.glob(f"{file.name}.*.tmp"):   # a writer killed mid-write (under the lock: none live)
+                stale.unlink(missing_ok=True)
             data = NeedleData(spec, say)
             tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
             torch.save(data.state(), tmp)

@@ -128,11 +128,14 @@ def test_data_cache_round_trip(tmp_path, monkeypatch):
     assert needle_data.cache_key(dataclasses.replace(spec, workers=4)) == needle_data.cache_key(spec)
     assert needle_data.cache_key(dataclasses.replace(spec, train_pool=7)) != needle_data.cache_key(spec)
     files[0].write_bytes(b"not a torch file")
+    stale = tmp_path / f"{files[0].name}.12345.tmp"         # left by a writer killed mid-write
+    stale.write_bytes(b"partial")
     needle_data._DATA_CACHE.clear()
     said.clear()
     again = needle_data.get_data(spec, say=said.append, cache_dir=tmp_path)
     assert any("could not be read" in s for s in said)
     assert torch.equal(again.pool_ids, built.pool_ids)
+    assert not stale.exists() and not list(tmp_path.glob("*.tmp"))
 
 
 def test_training_rows_and_labels():
