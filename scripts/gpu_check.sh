@@ -29,7 +29,7 @@ CUDA_LAUNCH_BLOCKING=1 timeout 300 python3 scripts/gpu_smoke.py 2>&1 | tee "$OUT
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "smoke run failed"; exit 1; }
 # correctness first: the GPU tests in parallel processes (compilation dominates a cold run)
 if [ "$TEST_SECONDS" -gt 0 ]; then
-  timeout "$TEST_SECONDS" python3 -m pytest -q -rf -n 12 --maxfail=15 -p no:cacheprovider tests/gpu tests/layers/test_layers_gpu.py tests/ops/test_triton_interpret.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -25
+  timeout "$TEST_SECONDS" python3 -m pytest -q -rf -n 12 --maxfail=15 -p no:cacheprovider tests/gpu tests/layers/test_layers_gpu.py tests/ops/test_triton_interpret.py tests/ops/test_triton_ops.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -25
   echo "gpu tests exit code: ${PIPESTATUS[0]}" | tee -a "$OUT/gpu-tests.log"
 fi
 timeout 300 python3 benchmarks/profile_stages.py 2>&1 | tee "$OUT/profile.log" | tail -30

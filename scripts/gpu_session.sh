@@ -86,7 +86,7 @@ case "$PHASE" in
   tests)
     sweep "${BUDGET:-400}" &
     step 150 smoke.log env CUDA_LAUNCH_BLOCKING=1 python3 scripts/gpu_smoke.py
-    gpu_tests 300 tests/ops/test_triton_interpret.py
+    gpu_tests 300 tests/ops/test_triton_interpret.py tests/ops/test_triton_ops.py
     probes
     wait
     ;;
