@@ -6,6 +6,7 @@ next to each kernel's minimum bytes, so the slowest stage is the one to work on.
 
 import argparse
 import importlib.util
+from unittest import mock
 
 import torch
 import triton
@@ -42,6 +43,10 @@ def main():
     def bwd(t, **kw):
         return lambda: chunk_bwd(t.q, t.k, t.v, t.g, t.b, t.w, None, t.scale, t.cu, t.chunks, do, None, **kw)
 
+    # settings not yet on by default, each set around one call of the function it wraps
+    split_output = mock.patch.object(state, "SPLIT_OUTPUT", True)
+    two_stages = mock.patch.object(state, "F16_WALK_STAGES", 2)
+
     def forms(mode, fn):
         def run():
             with whole_chunk_forms(mode):
@@ -73,12 +78,9 @@ def main():
     for name, xx in ((f"{a.B}x{a.T}", x), ("1x16384", long)):
         rows += [(f"{name}: inference forward as used", lambda xx=xx: ours(xx)),
                  (f"{name}: inference forward, o out of the walk (attempt 29)",
-                  with_setting(state, "SPLIT_OUTPUT", True, lambda xx=xx: ours(xx))),
-                 (f"{name}: inference forward, float16 walk at 2 stages",
-                  with_setting(state, "F16_WALK_STAGES", 2, lambda xx=xx: ours(xx))),
-                 (f"{name}: inference forward, both",
-                  with_setting(state, "F16_WALK_STAGES", 2,
-                               with_setting(state, "SPLIT_OUTPUT", True, lambda xx=xx: ours(xx))))]
+                  split_output(lambda xx=xx: ours(xx))),
+                 (f"{name}: inference forward, float16 walk at 2 stages", two_stages(lambda xx=xx: ours(xx))),
+                 (f"{name}: inference forward, both", two_stages(split_output(lambda xx=xx: ours(xx))))]
     print(f"Whole-chunk forms (intra, key): {WHOLE_CHUNK}, {KEY_WHOLE}; key tiles per launch {KEY_TILES[KEY_WHOLE]}\n")
     print(f"| stage ({a.B}x{a.T}, {torch.cuda.get_device_name()}) | ms |")
     print("|---|---|")
@@ -111,18 +113,6 @@ def main():
             continue
         print(f"\n{what}:")
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14), flush=True)
-
-
-def with_setting(module, name, value, fn):
-    """``fn`` run with ``module.name`` set to ``value`` (restored after each call)."""
-    def run():
-        saved = getattr(module, name)
-        setattr(module, name, value)
-        try:
-            fn()
-        finally:
-            setattr(module, name, saved)
-    return run
 
 
 def train_step(fn, x):

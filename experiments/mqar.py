@@ -216,11 +216,11 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
             torch.cuda.synchronize(device)
         size, kind = state_size(config, cell.seq_len)
         losses = result.losses
+        first50 = [v for v in losses[:50] if not math.isnan(v)]
         record = dict(task="mqar", **asdict(cell), **protocol, head_dim=cell.d_model // args.num_heads,
                       accuracy=result.accuracy, final_loss=result.final_loss, loss_curve=loss_curve(losses),
                       # when the run left MQAR's plateau: its 50-step mean loss under half the first 50 steps'
-                      steps_to_half_loss=(first_step_below(losses, 0.5 * statistics.fmean(first50))
-                                          if (first50 := [v for v in losses[:50] if not math.isnan(v)]) else None),
+                      steps_to_half_loss=first_step_below(losses, 0.5 * statistics.fmean(first50)) if first50 else None,
                       seconds=result.seconds, state_size=size, state_kind=kind,
                       num_parameters=result.num_parameters, amp=amp, compile=args.compile, num_test=args.num_test, **env,
                       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))

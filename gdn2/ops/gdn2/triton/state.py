@@ -16,6 +16,19 @@ from .common import GATE_ZERO, MIN_TILE, cdiv, chunk_rows, load_rows, load_write
 
 
 @triton.jit
+def store_output(qg, Aqk, o, b_S, b_R, t0, o_t, L, i_h, i_hv, o_k, o_v,
+                 H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+                 PREC: tl.constexpr):
+    """``O = Q_γ S + Aqk R`` of one chunk's rows and value columns ``o_v``, stored (``b_S``: the
+    state entering the chunk, ``b_R``: the chunk's R): in the walk, or after it (``chunk_out_kernel``)."""
+    b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, tl.arange(0, BT), BT)
+    b_o = tl.dot(load_rows(qg, t0, o_t, L, i_h, H, o_k, K), b_S, input_precision=PREC) \
+        + tl.dot(b_Aqk, b_R, input_precision=PREC)
+    tl.store(o + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_o.to(o.dtype.element_ty),
+             mask=(o_t < L)[:, None] & (o_v < V)[None, :])
+
+
+@triton.jit
 def state_fwd(
     qg, kt, y, dec, v, w, A, Aqk, o, h0, ht, h, r, cu_seqlens, chunk_first, i_n, i_hv, i_v,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
@@ -55,11 +68,7 @@ def state_fwd(
             tl.store(r + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_R,
                      mask=(o_t < L)[:, None] & (o_v < V)[None, :])
         if STORE_O:
-            b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, o_c, BT)
-            b_o = tl.dot(load_rows(qg, t0, o_t, L, i_h, H, o_k, K), b_S, input_precision=PREC) \
-                + tl.dot(b_Aqk, b_R, input_precision=PREC)
-            tl.store(o + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_o.to(o.dtype.element_ty),
-                     mask=(o_t < L)[:, None] & (o_v < V)[None, :])
+            store_output(qg, Aqk, o, b_S, b_R, t0, o_t, L, i_h, i_hv, o_k, o_v, H, HV, K, V, BT, PREC)
         b_dec = tl.load(dec + (i_c * H + i_h) * K + o_k, mask=o_k < K, other=0.0)
         b_S = b_S * b_dec[:, None] + tl.dot(tl.trans(load_rows(kt, t0, o_t, L, i_h, H, o_k, K)), b_R,
                                             input_precision=PREC)
@@ -98,12 +107,9 @@ def chunk_out_kernel(
     o_v = i_v * BV + tl.arange(0, BV)
     b_S = tl.load(h + (i_c * HV + i_hv) * K * V + o_k[:, None] * V + o_v[None, :],
                   mask=(o_k < K)[:, None] & (o_v < V)[None, :], other=0.0)
-    p_tv = (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :]
-    m_tv = (o_t < L)[:, None] & (o_v < V)[None, :]
-    b_o = tl.dot(load_rows(qg, t0, o_t, L, i_h, H, o_k, K), b_S, input_precision=PREC) \
-        + tl.dot(load_rows(Aqk, t0, o_t, L, i_h, H, tl.arange(0, BT), BT), tl.load(r + p_tv, mask=m_tv, other=0.0),
-                 input_precision=PREC)
-    tl.store(o + p_tv, b_o.to(o.dtype.element_ty), mask=m_tv)
+    b_R = tl.load(r + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :],
+                  mask=(o_t < L)[:, None] & (o_v < V)[None, :], other=0.0)
+    store_output(qg, Aqk, o, b_S, b_R, t0, o_t, L, i_h, i_hv, o_k, o_v, H, HV, K, V, BT, PREC)
 
 
 def state_tiles(K: int):
@@ -154,10 +160,10 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=b_mode, W_MODE=w_mode,
         USE_H0=h0 is not None, STORE_HT=output_final_state, STORE_O=store_o, STORE_H=store_h,
         STORE_R=store_r, PREC=prec, num_warps=4, num_stages=F16_WALK_STAGES if qg.dtype == torch.float16 else 1)
-    if split and chunks.count:
-        chunk_out_kernel[(chunks.count, HV, cdiv(V, BV))](
-            qg, Aqk, h, r, o, chunks.start, chunks.end, H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, PREC=prec,
-            num_warps=4, num_stages=1)
-    if split:   # only what the caller asked for
-        h, r = (x if want else None for x, want in zip((h, r), wanted))
+    if split:
+        if chunks.count:
+            chunk_out_kernel[(chunks.count, HV, cdiv(V, BV))](
+                qg, Aqk, h, r, o, chunks.start, chunks.end, H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, PREC=prec,
+                num_warps=4, num_stages=1)
+        h, r = (x if want else None for x, want in zip((h, r), wanted))   # only what the caller asked for
     return o, ht, h, r
