@@ -78,13 +78,22 @@ def test_triton_gate_variants(gates, dtype, forms):
     check(x, forms)
 
 
+PACKED = [100, 1, 64, 300, 37]   # five sequences of unequal length
+
+
+def case_inputs(packed, dtype, seed, B=2, T=300, dim=128, **kwargs):
+    """Inputs and offsets: B sequences of T tokens, or the five ``PACKED`` ones; H = 4, HV = 8,
+    K = V = dim, initial states; ``kwargs`` to ``random_inputs`` (gates, b_max, g_min)."""
+    x = random_inputs(B=1 if packed else B, T=sum(PACKED) if packed else T, H=4, HV=8, K=dim, V=dim, dtype=dtype,
+                      device="cuda", initial_state=True, N=len(PACKED) if packed else None, seed=seed, **kwargs)
+    cu = torch.tensor([0, *itertools.accumulate(PACKED)], device="cuda") if packed else None
+    return x, cu
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @FORMS
 def test_triton_packed(dtype, forms):
-    lengths = [100, 1, 64, 300, 37]
-    cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device="cuda")
-    x = random_inputs(B=1, T=int(cu[-1]), H=4, HV=8, K=128, V=128, dtype=dtype, device="cuda",
-                      initial_state=True, N=len(lengths), seed=4)
+    x, cu = case_inputs(True, dtype, seed=4)
     check(x, forms, cu_seqlens=cu, use_qk_l2norm=True)
 
 
@@ -134,16 +143,12 @@ def test_triton_whole_chunk_forms(dtype, case, monkeypatch):
     from gdn2.ops.gdn2.triton import backward
     if case == "wide walk":
         monkeypatch.setitem(backward.KEY_TILES, "split", (32, 64))
-    packed = case == "packed"
-    lengths = [100, 1, 64, 300, 37] if packed else None
-    x = random_inputs(B=1 if packed else 2, T=sum(lengths) if packed else 300, H=4, HV=8, K=128, V=128,
-                      gate="scalar" if case == "scalar" else "channel", dtype=dtype, device="cuda", b_max=2.0,
-                      g_min=-0.2, initial_state=True, N=len(lengths) if packed else None, seed=11)
+    x, cu = case_inputs(case == "packed", dtype, seed=11, gate="scalar" if case == "scalar" else "channel",
+                        b_max=2.0, g_min=-0.2)
     if case == "mixed":
         x["g"][..., 64:] = x["g"][..., 64:] * 5.0
     if case == "wide walk":
         x["g"][..., 96:] = x["g"][..., 96:] * 5.0
-    cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device="cuda") if packed else None
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 
@@ -154,12 +159,7 @@ def test_triton_float16_walk_two_stages(case, monkeypatch):
     become the default (``state.F16_WALK_STAGES``)."""
     from gdn2.ops.gdn2.triton import state
     monkeypatch.setattr(state, "F16_WALK_STAGES", 2)
-    packed = case == "packed"
-    lengths = [100, 1, 64, 300, 37]
-    x = random_inputs(B=1 if packed else 2, T=sum(lengths) if packed else 300, H=4, HV=8, K=128, V=128,
-                      dtype=torch.bfloat16, device="cuda", b_max=2.0, initial_state=True,
-                      N=len(lengths) if packed else None, seed=13)
-    cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device="cuda") if packed else None
+    x, cu = case_inputs(case == "packed", torch.bfloat16, seed=13, b_max=2.0)
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 
@@ -173,13 +173,9 @@ def test_triton_output_out_of_the_walk(dtype, case, monkeypatch):
     monkeypatch.setattr(state, "SPLIT_OUTPUT", True)
     if case == "two stages":
         monkeypatch.setattr(state, "F16_WALK_STAGES", 2)
-    packed = case == "packed"
-    lengths = [100, 1, 64, 300, 37]
-    T = {"uniform": 300, "packed": sum(lengths), "long": 4100, "K48V48": 300, "two stages": 300}[case]
-    dim = 48 if case == "K48V48" else 128     # tiles partly masked
-    x = random_inputs(B=1 if case in ("packed", "long") else 2, T=T, H=4, HV=8, K=dim, V=dim, dtype=dtype, device="cuda",
-                      b_max=2.0, initial_state=True, N=len(lengths) if packed else None, seed=14)
-    cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device="cuda") if packed else None
+    long = case == "long"
+    x, cu = case_inputs(case == "packed", dtype, seed=14, B=1 if long else 2, T=4100 if long else 300,
+                        dim=48 if case == "K48V48" else 128, b_max=2.0)   # 48: tiles partly masked
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 
