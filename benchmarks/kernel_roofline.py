@@ -113,14 +113,21 @@ def intra_row(s, prec, stage, measured):
     bk, nk, nb = MIN_TILE, cdiv(s.K, MIN_TILE), s.BT // SUB
     blk, full = SUB * bk, s.BT * bk
     read = nb * nk * blk * (F32 + 3 * BF16) + (nb - 1) * nk * full * (BF16 + F32)
-    read += (SUB - 1) * nb * SUB * F32 + s.BT * s.BT * F32          # solve: diagonal rows, then T
-    write = 2 * s.BT * s.BT * F32 + nb * SUB * SUB * F32 + s.BT * s.BT * F32   # Aqk, T; P blocks; A
-    flops = (nb - 1) * nk * 2 * (2 * SUB * s.BT * bk) + nb * nk * 2 * (2 * SUB * SUB * bk) + 4 * 2 * s.BT ** 3
+    flops = (nb - 1) * nk * 2 * (2 * SUB * s.BT * bk) + nb * nk * 2 * (2 * SUB * SUB * bk)
     exps = (nb - 1) * nk * (full + blk) + nb * nk * 2 * blk
+    return intra_with_solve(s, f"{s.NC}x{s.H}", read, flops, exps, prec, stage, measured)
+
+
+def intra_with_solve(s, grid, read, flops, exps, prec, stage, measured):
+    """The intra kernel's row from its products' per-program counts, adding what both forms share:
+    the stores of Aqk and T, then the solve (diagonal rows, T read back; P blocks, A written)."""
+    nb = s.BT // SUB
+    read += (SUB - 1) * nb * SUB * F32 + s.BT * s.BT * F32
+    write = 2 * s.BT * s.BT * F32 + nb * SUB * SUB * F32 + s.BT * s.BT * F32
+    flops += 4 * 2 * s.BT ** 3
     p = s.NC * s.H
     unique = s.tok * s.H * (s.K * (3 * BF16 + F32) + 2 * s.BT * F32)
-    return Row("chunk_intra_fwd_kernel", stage, f"{s.NC}x{s.H}", p * read, p * write, unique, p * flops, prec,
-               p * exps, measured)
+    return Row("chunk_intra_fwd_kernel", stage, grid, p * read, p * write, unique, p * flops, prec, p * exps, measured)
 
 
 def gated_row(s, prec, out, stage, measured):
@@ -249,16 +256,11 @@ def intra_whole_row(s, prec, stage, measured):
     (chunk, key head): the span pass reads the chunk's g; then per MIN_TILE key tile k, g, q, b
     once and two [BT, BK] x [BK, BT] products of centred operands; then the solve as in the walk.
     The split pair's walk launch (FORM 3) reads the chunk's g for its span and returns: counted."""
-    bk, nk, nb = MIN_TILE, cdiv(s.K, MIN_TILE), s.BT // SUB
+    bk, nk = MIN_TILE, cdiv(s.K, MIN_TILE)
     full = s.BT * bk
     read = 2 * nk * full * F32 + nk * full * (F32 + 3 * BF16)      # two span passes' g; k, g, q, b
-    read += (SUB - 1) * nb * SUB * F32 + s.BT * s.BT * F32          # solve: diagonal rows, then T
-    write = 2 * s.BT * s.BT * F32 + nb * SUB * SUB * F32 + s.BT * s.BT * F32
-    flops = nk * 2 * (2 * s.BT * s.BT * bk) + 4 * 2 * s.BT ** 3
-    p = s.NC * s.H
-    unique = s.tok * s.H * (s.K * (3 * BF16 + F32) + 2 * s.BT * F32)
-    return Row("chunk_intra_fwd_kernel", stage, f"2x{s.NC}x{s.H}", p * read, p * write, unique, p * flops, prec,
-               p * nk * 2 * full, measured)
+    return intra_with_solve(s, f"2x{s.NC}x{s.H}", read, nk * 2 * (2 * s.BT * s.BT * bk), nk * 2 * full, prec,
+                            stage, measured)
 
 
 def key_whole_row(s, prec):
