@@ -43,9 +43,10 @@ def main():
     def bwd(t, **kw):
         return lambda: chunk_bwd(t.q, t.k, t.v, t.g, t.b, t.w, None, t.scale, t.cu, t.chunks, do, None, **kw)
 
-    # settings not yet on by default, each set around one call of the function it wraps
-    split_output = mock.patch.object(state, "SPLIT_OUTPUT", True)
-    two_stages = mock.patch.object(state, "F16_WALK_STAGES", 2)
+    # settings other than the library's, each set around one call of the function it wraps
+    split_output = mock.patch.object(state, "SPLIT_OUTPUT", not state.SPLIT_OUTPUT)
+    other_stages = 3 - state.F16_WALK_STAGES   # the float16 walk's other pipeline depth (1 or 2)
+    walk_stages = mock.patch.object(state, "F16_WALK_STAGES", other_stages)
 
     def forms(mode, fn):
         def run():
@@ -64,6 +65,7 @@ def main():
         ("backward, all stages (intra recomputed)", bwd(s)),
         ("backward from the forward's A, Aqk (used in training)", bwd(s, kept=(A, Aqk))),
         (f"backward, every key launch on 32 columns (the library: {KEY_TILES[KEY_WHOLE]})", bwd(s, key_block=32)),
+        ("backward, the split key form on (32, 32) (until 2026-12-06)", forms("split", bwd(s, key_block=(32, 32)))),
         ("backward, the split key form's walk on 64 columns (attempt 28)", forms("split", bwd(s, key_block=(32, 64)))),
         ("backward, whole-chunk forms off", forms("off", bwd(s))),
         ("g - 2 (every chunk walks): backward, all stages", bwd(w)),
@@ -72,15 +74,16 @@ def main():
          forms("split", bwd(w, key_block=(32, 64)))),
         ("g - 2: backward, whole-chunk forms off", forms("off", bwd(w))),
     ]
-    # the forward with o out of the walk (attempt 29) and the float16 walk at two stages (attempt 23),
-    # against the forward as used, here and at 1x16K (64 walks of 256 chunks)
+    # the forward with o out of the walk or in it (attempt 29) and the float16 walk at its other
+    # pipeline depth (attempt 23), against the forward as used, here and at 1x16K (64 walks of 256 chunks)
     long = make_inputs(1, 16384)
     for name, xx in ((f"{a.B}x{a.T}", x), ("1x16384", long)):
         rows += [(f"{name}: inference forward as used", lambda xx=xx: ours(xx)),
-                 (f"{name}: inference forward, o out of the walk (attempt 29)",
+                 (f"{name}: inference forward, o {'in' if state.SPLIT_OUTPUT else 'out of'} the walk (attempt 29)",
                   split_output(lambda xx=xx: ours(xx))),
-                 (f"{name}: inference forward, float16 walk at 2 stages", two_stages(lambda xx=xx: ours(xx))),
-                 (f"{name}: inference forward, both", two_stages(split_output(lambda xx=xx: ours(xx))))]
+                 (f"{name}: inference forward, float16 walk at {other_stages} stages",
+                  walk_stages(lambda xx=xx: ours(xx))),
+                 (f"{name}: inference forward, both", walk_stages(split_output(lambda xx=xx: ours(xx))))]
     print(f"Whole-chunk forms (intra, key): {WHOLE_CHUNK}, {KEY_WHOLE}; key tiles per launch {KEY_TILES[KEY_WHOLE]}\n")
     print(f"| stage ({a.B}x{a.T}, {torch.cuda.get_device_name()}) | ms |")
     print("|---|---|")

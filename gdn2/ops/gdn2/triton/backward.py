@@ -192,8 +192,9 @@ def chunk_bwd_value_kernel(
 # 8 3.68); 64 on 8 warps 3.10; 16 on 4 warps 2.87; inline: 32 on 4 warps 2.12, 64 on 4 warps 5.7
 # (spills). The split form's walk launch may take the walk's own 64 columns (``key_block=(32, 64)``,
 # attempt 28: it walks a 64-column tile where either 32-column half failed the bound, remaking the
-# other half); not the default until the GPU tests have run it on a card.
-KEY_TILES = {"off": (64,), "inline": (32,), "split": (32, 32)}
+# other half). Default since an H100 timed it (2026-12-06 16:05, GPU tests passed): backward at 2x8K
+# 7.600 -> 7.606 ms at the benchmark's gates, 13.761 -> 12.244 ms at g - 2 (every chunk walks).
+KEY_TILES = {"off": (64,), "inline": (32,), "split": (32, 64)}
 KEY_WARPS = 4
 # the key kernel's whole-chunk form ("off", "inline" or "split": ``WHOLE_FORMS`` in common). "split"
 # since the GPU tests passed with it on an H100 (2026-12-06-1403 results): -19% forward+backward at

@@ -120,15 +120,18 @@ def state_tiles(K: int):
 
 # Pipeline stages of the walk over float16 operands (the one-pass forward): 2 loads the next
 # chunk's operands while this chunk's products run, in 112 KB of shared memory (ptxas, sm_90a; with
-# float32 operands it needs 288 KB and does not fit). 1 until a card has timed it (the quick phase
-# of scripts/gpu_session.sh; predicted 1.03 -> ~0.7 ms at 2x8K, attempt 23) and the GPU tests
-# have run it (test_triton_float16_walk_two_stages).
-F16_WALK_STAGES = 1
+# float32 operands it needs 288 KB and does not fit). Timed on an H100 (2026-12-06 16:05, quick
+# phase of scripts/gpu_session.sh): the walk 0.716 -> 0.655 ms at 2x8K, the inference forward
+# 1.758 -> 1.695 ms at 2x8K and 2.386 -> 2.165 ms at 1x16K; test_triton_float16_walk_two_stages
+# passed in the same call.
+F16_WALK_STAGES = 2
 # The output out of the walk (attempt 29, FLA's split): the walk stores every chunk's entering state
 # and R (float32) and a parallel kernel makes o, so the serial loop runs three products a chunk
 # instead of five. For sequences long against the batch (1x16K: 64 programs walk 256 chunks each)
-# where the walk's latency is the forward's; off until a card has timed it. Memory: the states and R
-# of the whole batch, float32 (0.4 GB at 2x8K, H = 16, K = V = 128), alive until o is made.
+# where the walk's latency is the forward's. Memory: the states and R of the whole batch, float32
+# (0.4 GB at 2x8K, H = 16, K = V = 128), alive until o is made. Off: slower on an H100 (2026-12-06
+# 16:05): inference forward 1.758 -> 2.103 ms at 2x8K, 2.386 -> 2.633 ms at 1x16K (the walk without
+# o saves only 0.716 -> 0.699 ms; storing and re-reading h and R costs more than the two products).
 SPLIT_OUTPUT = False
 
 
