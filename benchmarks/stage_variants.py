@@ -19,7 +19,7 @@ import torch
 import triton
 
 from gdn2.bench.gpu import make_inputs, stage_inputs
-from gdn2.ops.gdn2.triton import intra, key
+from gdn2.ops.gdn2.triton import intra, key, state
 from gdn2.ops.gdn2.triton.backward import chunk_bwd_value_kernel, chunk_state_bwd_kernel, chunk_state_pair_kernel
 from gdn2.ops.gdn2.triton.chunk import BT
 from gdn2.ops.gdn2.triton.common import diag_span
@@ -89,6 +89,39 @@ def intra_source(**switches) -> str:
                    "    if ERASE and SOLVE:\n        if mine:\n            b_A = solve_chunk(")
 
 
+STATE_SWITCHES = dict(DOTS=1, CACHED=False)
+# the walk's products through one helper: DOTS 1 as the library's, 2 on float16 operands (the state
+# and R rounded to float16: timing only, as FLA's bfloat16 walk), 0 none (row and column sums keep
+# every operand's load and the chunk-to-chunk dependency, without the tensor cores)
+WALK_DOT = """
+@triton.jit
+def walk_dot(a, b, input_precision: tl.constexpr = None):
+    if DOTS == 0:
+        return tl.sum(a, 1)[:, None] + tl.sum(b, 0)[None, :]
+    elif DOTS == 2:
+        return tl.dot(a.to(tl.float16), b.to(tl.float16))
+    else:
+        return tl.dot(a, b, input_precision=input_precision)
+
+
+"""
+
+
+def state_source(**switches) -> str:
+    """The state module with DOTS (the walk's products: see WALK_DOT) and CACHED (the walk's own
+    loads, A, Y, K_tail, v and w, from the sequence's first chunk every step: served by the caches,
+    so the walk without their memory traffic) switches."""
+    s = inspect.getsource(state).replace("from .", "from gdn2.ops.gdn2.triton.")
+    s = with_switches(s, {**STATE_SWITCHES, **switches})
+    at = find(s, "@triton.jit")
+    s = s[:at] + WALK_DOT + s[at:].replace("tl.dot(", "walk_dot(")
+    loop = "    for t0 in range(bos, eos, BT):\n"
+    s = replace(s, loop, loop + "        t_ld = bos if CACHED else t0\n")
+    for call in ("load_write(v, w, t0,", "load_rows(A, t0,", "load_rows(y, t0,", "load_rows(kt, t0,"):
+        s = replace(s, call, call.replace("t0,", "t_ld,"))
+    return s
+
+
 class Variants:
     """Kernel modules built from the patched sources, one per combination of switches (loaded on
     first use: each is a separate Triton compilation)."""
@@ -99,13 +132,13 @@ class Variants:
     def get(self, kind: str, switches: dict):
         key = (kind, tuple(sorted(switches.items())))
         if key not in self.modules:
-            source = (key_source if kind == "key" else intra_source)(**switches)
+            source = {"key": key_source, "intra": intra_source, "state": state_source}[kind](**switches)
             self.modules[key] = load(f"{kind}_variants_{len(self.modules)}", source, self.folder)
         return self.modules[key]
 
     def split(self, kind: str, flags: dict):
         """``flags`` -> (the module for its switches, the rest as launch arguments)."""
-        names = KEY_SWITCHES if kind == "key" else INTRA_SWITCHES
+        names = {"key": KEY_SWITCHES, "intra": INTRA_SWITCHES, "state": STATE_SWITCHES}[kind]
         switches = {n: flags.pop(n) for n in list(flags) if n in names}
         return self.get(kind, switches), flags
 
@@ -132,10 +165,11 @@ def state_runners(s, A, Aqk, gated):
     # the one-pass walk's operands as the forward stores them now (float16 Q_γ, K_tail, Y)
     half = tuple(t.half() if i < 3 and t is not None else t for i, t in enumerate(gated))
 
-    def state_run(nw, prec, recompute, ns=1, BV=32, f16=False):
+    def state_run(nw, prec, recompute, ns=1, BV=32, f16=False, module=None):
         h = torch.empty(chunks.count, H, K, K, **f32) if recompute else o
         r = torch.empty(T, H, K, **f32) if recompute else o
-        return lambda: chunk_state_fwd_kernel[(cu.numel() - 1, H, triton.cdiv(K, BV))](
+        kernel = chunk_state_fwd_kernel if module is None else module.chunk_state_fwd_kernel
+        return lambda: kernel[(cu.numel() - 1, H, triton.cdiv(K, BV))](
             *(half if f16 else gated), vf, wf, A, Aqk, o, o, o, h, r, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K, BV=BV,
             B_MODE=modes[1], W_MODE=modes[2], USE_H0=False, STORE_HT=False, STORE_O=not recompute, STORE_H=recompute,
             STORE_R=recompute, PREC=prec, num_warps=nw, num_stages=ns)
@@ -176,7 +210,8 @@ def long_sequence_rows():
 def main(only=()):
     """``only``: time just the variants whose names contain one of these words."""
     variants = Variants(Path(tempfile.mkdtemp()))
-    variants.get("key", {}), variants.get("intra", {})   # the sources still take every switch
+    for kind in ("key", "intra", "state"):   # the sources still take every switch
+        variants.get(kind, {})
     if not torch.cuda.is_available():
         print("variants built; timing needs a CUDA device")
         return 0
@@ -235,6 +270,10 @@ def main(only=()):
         return lambda: [run() for run in runs]
 
     state_run, state_bwd_run, state_pair_run, (o, dh, dr, do) = state_runners(s, A, Aqk, gated)
+
+    def walk_run(BV=32, **switches):
+        """The one-pass walk as the library runs it (float16 operands, two stages) with ``switches``."""
+        return state_run(4, "tf32", False, ns=2, BV=BV, f16=True, module=variants.get("state", switches))
 
     h = torch.randn(chunks.count, H, K, K, **f32)
     dv, dw = torch.empty_like(vf), torch.empty(wf.shape, **f32)
@@ -324,6 +363,14 @@ def main(only=()):
         # what the serial part would cost in a one-pass forward
         ("state fwd without o (h, R, one-pass): 4 warps, float16 operands", state_run(4, "tf32", True, f16=True)),
         ("state fwd recompute (h, R, three-pass): 8 warps", state_run(8, "tf32x3", True)),
+        # the walk's anatomy (FLA's walks a chunk in 1.8 us, ours in 5.1: the 1614 results file):
+        # products on float16 operands as FLA's bfloat16 ones, no products, no memory traffic
+        ("walk anatomy: as used (float16 operands, one-pass TF32, 2 stages)", walk_run()),
+        ("walk anatomy: float16 products", walk_run(DOTS=2)),
+        ("walk anatomy: float16 products, 64 value columns", walk_run(BV=64, DOTS=2)),
+        ("walk anatomy: no products", walk_run(DOTS=0)),
+        ("walk anatomy: loads from the caches", walk_run(CACHED=True)),
+        ("walk anatomy: no products, loads from the caches", walk_run(DOTS=0, CACHED=True)),
         ("state bwd (three-pass): 4 warps", state_bwd_run(4)),
         ("state pair (recompute + bwd in one launch, used): 4 warps", state_pair_run()),
         ("state bwd (three-pass): 8 warps", state_bwd_run(8)),

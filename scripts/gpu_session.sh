@@ -121,11 +121,11 @@ case "$PHASE" in
     ;;
   quick)  # settings not yet on by default: the GPU tests that TESTS_K selects (pytest -k), the stage
     # profile (the library's settings against the alternatives, both pipelines' kernel lists), then,
-    # if time is left, the state walk's variants (float16 operands at 1 and 2 pipeline stages and 64
-    # columns, attempt 23; the walk without o, attempt 29's serial part)
+    # if time is left, the stage variants STAGES names (default: the state walk's anatomy, why
+    # FLA's walk takes a third of our time a chunk)
     gpu_tests 200 -k "${TESTS_K:-whole_chunk or two_stages or out_of_the_walk}"
     step 220 profile.log python3 benchmarks/profile_stages.py   # FLA's kernels last: their first compilations are slow
-    step 100 stage.log python3 benchmarks/stage_variants.py "float16 operands" "without o (" "(o, one-pass): 4 warps"
+    step 100 stage.log python3 benchmarks/stage_variants.py ${STAGES:-"walk anatomy"}
     cat "$R/stage.log" 2>/dev/null
     cat "$R/profile.log" 2>/dev/null | head -40
     ;;
