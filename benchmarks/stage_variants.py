@@ -19,7 +19,7 @@ import torch
 import triton
 
 from gdn2.bench.gpu import make_inputs, stage_inputs
-from gdn2.ops.gdn2.triton import intra, key, state
+from gdn2.ops.gdn2.triton import backward, intra, key, state
 from gdn2.ops.gdn2.triton.backward import chunk_bwd_value_kernel, chunk_state_bwd_kernel, chunk_state_pair_kernel
 from gdn2.ops.gdn2.triton.chunk import BT
 from gdn2.ops.gdn2.triton.common import diag_span
@@ -107,18 +107,31 @@ def walk_dot(a, b, input_precision: tl.constexpr = None):
 """
 
 
-def state_source(**switches) -> str:
-    """The state module with DOTS (the walk's products: see WALK_DOT) and CACHED (the walk's own
-    loads, A, Y, K_tail, v and w, from the sequence's first chunk every step: served by the caches,
-    so the walk without their memory traffic) switches."""
-    s = inspect.getsource(state).replace("from .", "from gdn2.ops.gdn2.triton.")
+# per walk module: the line of its chunk loop after which the cached-loads row is set, and the loads
+# that read it
+CACHED_ROW = "t_ld = bos if CACHED else t0\n"
+WALK_LOADS = {
+    "state": ("    for t0 in range(bos, eos, BT):\n        ",
+              ("load_write(v, w, t0,", "load_rows(A, t0,", "load_rows(y, t0,", "load_rows(kt, t0,")),
+    "backward": ("        t0 = bos + idx * BT\n        ",
+                 ("tl.load(do + (t0 +", "load_rows(Aqk, t0,", "load_rows(kt, t0,", "load_rows(qg, t0,",
+                  "load_rows(y, t0,")),
+}
+
+
+def walk_source(module, **switches) -> str:
+    """A walk's module (``state``: the forward walk; ``backward``: the reverse walk, its first
+    kernel) with DOTS (the products: see WALK_DOT) and CACHED (the walk's own loads from the
+    sequence's first chunk every step: served by the caches, so the walk without their memory
+    traffic) switches."""
+    s = inspect.getsource(module).replace("from .", "from gdn2.ops.gdn2.triton.")
     s = with_switches(s, {**STATE_SWITCHES, **switches})
     at = find(s, "@triton.jit")
     s = s[:at] + WALK_DOT + s[at:].replace("tl.dot(", "walk_dot(")
-    loop = "    for t0 in range(bos, eos, BT):\n"
-    s = replace(s, loop, loop + "        t_ld = bos if CACHED else t0\n")
-    for call in ("load_write(v, w, t0,", "load_rows(A, t0,", "load_rows(y, t0,", "load_rows(kt, t0,"):
-        s = replace(s, call, call.replace("t0,", "t_ld,"))
+    line, loads = WALK_LOADS[module.__name__.rsplit(".", 1)[1]]
+    s = replace(s, line, line + CACHED_ROW + line.rsplit("\n", 1)[1])
+    for call in loads:   # the first occurrence of each: inside the walk, the module's first kernel
+        s = replace(s, call, call.replace("t0", "t_ld"))
     return s
 
 
@@ -132,13 +145,15 @@ class Variants:
     def get(self, kind: str, switches: dict):
         key = (kind, tuple(sorted(switches.items())))
         if key not in self.modules:
-            source = {"key": key_source, "intra": intra_source, "state": state_source}[kind](**switches)
+            sources = {"key": key_source, "intra": intra_source,
+                       "state": lambda **sw: walk_source(state, **sw), "reverse": lambda **sw: walk_source(backward, **sw)}
+            source = sources[kind](**switches)
             self.modules[key] = load(f"{kind}_variants_{len(self.modules)}", source, self.folder)
         return self.modules[key]
 
     def split(self, kind: str, flags: dict):
         """``flags`` -> (the module for its switches, the rest as launch arguments)."""
-        names = {"key": KEY_SWITCHES, "intra": INTRA_SWITCHES, "state": STATE_SWITCHES}[kind]
+        names = {"key": KEY_SWITCHES, "intra": INTRA_SWITCHES}.get(kind, STATE_SWITCHES)
         switches = {n: flags.pop(n) for n in list(flags) if n in names}
         return self.get(kind, switches), flags
 
@@ -176,8 +191,9 @@ def state_runners(s, A, Aqk, gated):
 
     dh, dr, do = torch.empty(chunks.count, H, K, K, **f32), torch.empty(T, H, K, **f32), torch.randn_like(vf)
 
-    def state_bwd_run(nw, prec="tf32x3", ns=1, BV=32):
-        return lambda: chunk_state_bwd_kernel[(cu.numel() - 1, H, triton.cdiv(K, BV))](
+    def state_bwd_run(nw, prec="tf32x3", ns=1, BV=32, module=None):
+        kernel = chunk_state_bwd_kernel if module is None else module.chunk_state_bwd_kernel
+        return lambda: kernel[(cu.numel() - 1, H, triton.cdiv(K, BV))](
             *gated, Aqk, do, o, dh, o, dr, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K, BV=BV,
             B_MODE=modes[1], USE_DHT=False, STORE_DH0=False, PREC=prec, num_warps=nw, num_stages=ns)
 
@@ -210,7 +226,7 @@ def long_sequence_rows():
 def main(only=()):
     """``only``: time just the variants whose names contain one of these words."""
     variants = Variants(Path(tempfile.mkdtemp()))
-    for kind in ("key", "intra", "state"):   # the sources still take every switch
+    for kind in ("key", "intra", "state", "reverse"):   # the sources still take every switch
         variants.get(kind, {})
     if not torch.cuda.is_available():
         print("variants built; timing needs a CUDA device")
@@ -274,6 +290,10 @@ def main(only=()):
     def walk_run(BV=32, **switches):
         """The one-pass walk as the library runs it (float16 operands, two stages) with ``switches``."""
         return state_run(4, "tf32", False, ns=2, BV=BV, f16=True, module=variants.get("state", switches))
+
+    def reverse_run(**switches):
+        """The reverse walk as the backward runs it (three-pass, alone rather than paired) with ``switches``."""
+        return state_bwd_run(4, module=variants.get("reverse", switches))
 
     h = torch.randn(chunks.count, H, K, K, **f32)
     dv, dw = torch.empty_like(vf), torch.empty(wf.shape, **f32)
@@ -371,6 +391,12 @@ def main(only=()):
         ("walk anatomy: no products", walk_run(DOTS=0)),
         ("walk anatomy: loads from the caches", walk_run(CACHED=True)),
         ("walk anatomy: no products, loads from the caches", walk_run(DOTS=0, CACHED=True)),
+        # the reverse walk (1.43 ms alone, 2.38 paired with the recompute): what three passes cost
+        ("walk anatomy, reverse: as used (three-pass)", reverse_run()),
+        ("walk anatomy, reverse: one-pass TF32", state_bwd_run(4, "tf32")),
+        ("walk anatomy, reverse: float16 products", reverse_run(DOTS=2)),
+        ("walk anatomy, reverse: no products", reverse_run(DOTS=0)),
+        ("walk anatomy, reverse: loads from the caches", reverse_run(CACHED=True)),
         ("state bwd (three-pass): 4 warps", state_bwd_run(4)),
         ("state pair (recompute + bwd in one launch, used): 4 warps", state_pair_run()),
         ("state bwd (three-pass): 8 warps", state_bwd_run(8)),
