@@ -280,9 +280,9 @@ def main(only=()):
         runs = [intra_run(FORM=form, **flags) for form in forms]
         return lambda: [run() for run in runs]
 
-    def key_forms(BK, nw, forms):
+    def key_forms(BK, nw, forms, **kw):
         """The key kernel as one launch per whole-chunk FORM (two: the split form)."""
-        runs = [key_run(BK, nw, FORM=form) for form in forms]
+        runs = [key_run(BK, nw, FORM=form, **kw) for form in forms]
         return lambda: [run() for run in runs]
 
     state_run, state_bwd_run, state_pair_run, (o, dh, dr, do) = state_runners(s, A, Aqk, gated)
@@ -298,10 +298,10 @@ def main(only=()):
     h = torch.randn(chunks.count, H, K, K, **f32)
     dv, dw = torch.empty_like(vf), torch.empty(wf.shape, **f32)
 
-    def value_run(BK, BV, nw, ns=1):
+    def value_run(BK, BV, nw, ns=1, prec="tf32x3"):
         return lambda: chunk_bwd_value_kernel[(chunks.count, H, triton.cdiv(K, BK) + 1)](
             vf, wf, A, h, dh, dr, dr, do, dv, dw, scratch, chunks.start, chunks.end, H=H, HV=H, K=K, V=K, BT=BT,
-            BK=BK, BV=BV, SCRATCH=stride, B_MODE=modes[1], W_MODE=modes[2], PREC="tf32x3", num_warps=nw, num_stages=ns)
+            BK=BK, BV=BV, SCRATCH=stride, B_MODE=modes[1], W_MODE=modes[2], PREC=prec, num_warps=nw, num_stages=ns)
 
     rows = [
         ("key, 64 columns, 8 warps: all", key_run(64, 8)),
@@ -397,6 +397,12 @@ def main(only=()):
         ("walk anatomy, reverse: float16 products", reverse_run(DOTS=2)),
         ("walk anatomy, reverse: no products", reverse_run(DOTS=0)),
         ("walk anatomy, reverse: loads from the caches", reverse_run(CACHED=True)),
+        # what three passes cost the backward's parallel kernels, as used (the criterion needs them)
+        ("three passes: key, split whole-chunk form, 32 columns (used)", key_forms(32, 4, (2, 3))),
+        ("three passes: key, split whole-chunk form, 32 columns, one-pass TF32",
+         key_forms(32, 4, (2, 3), PREC="tf32", DIAG_SPAN=diag_span("tf32"))),
+        ("three passes: value, 64 key rows, 2 stages (used)", value_run(64, 32, 4, ns=2)),
+        ("three passes: value, 64 key rows, 2 stages, one-pass TF32", value_run(64, 32, 4, ns=2, prec="tf32")),
         ("state bwd (three-pass): 4 warps", state_bwd_run(4)),
         ("state pair (recompute + bwd in one launch, used): 4 warps", state_pair_run()),
         ("state bwd (three-pass): 8 warps", state_bwd_run(8)),

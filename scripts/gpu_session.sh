@@ -121,11 +121,11 @@ case "$PHASE" in
     ;;
   quick)  # settings not yet on by default: the GPU tests that TESTS_K selects (pytest -k), the stage
     # profile (the library's settings against the alternatives, both pipelines' kernel lists), then,
-    # if time is left, the stage variants STAGES names (default: the state walk's anatomy, why
-    # FLA's walk takes a third of our time a chunk)
+    # if time is left, the stage variants STAGES names (default: both state walks' anatomy, why
+    # FLA's walk takes a third of our time a chunk, and what three-pass products cost the backward)
     gpu_tests 200 -k "${TESTS_K:-whole_chunk or two_stages or out_of_the_walk}"
     step 220 profile.log python3 benchmarks/profile_stages.py   # FLA's kernels last: their first compilations are slow
-    step 100 stage.log python3 benchmarks/stage_variants.py ${STAGES:-"walk anatomy"}
+    step 100 stage.log python3 benchmarks/stage_variants.py ${STAGES:-"walk anatomy" "three passes"}
     cat "$R/stage.log" 2>/dev/null
     cat "$R/profile.log" 2>/dev/null | head -40
     ;;
