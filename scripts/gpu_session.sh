@@ -8,8 +8,8 @@
 #   bash scripts/gpu_session.sh sweep OUT   # MQAR (and needle) processes for the whole call
 #   bash scripts/gpu_session.sh verify OUT  # after a kernel change: GPU tests, the variants named in
 #                                           # STAGES, the kernel benchmark
-#   bash scripts/gpu_session.sh quick OUT   # the GPU tests TESTS_K selects, state-walk variants, the
-#                                           # stage profile (~8 min)
+#   bash scripts/gpu_session.sh quick OUT   # stage variants (both walks' anatomy), the stage profile,
+#                                           # the GPU tests TESTS_K selects if set (~8 min)
 #   bash scripts/gpu_session.sh probes OUT  # needle step profile, head-dim probe, criterion check, stage
 #                                           # profile (~7 min)
 #   bash scripts/gpu_session.sh measure OUT # criterion check and kernel benchmark, alone on the card
@@ -119,14 +119,15 @@ case "$PHASE" in
     cat "$R/criterion.log"
     kernel_bench 330
     ;;
-  quick)  # settings not yet on by default: the GPU tests that TESTS_K selects (pytest -k), the stage
-    # profile (the library's settings against the alternatives, both pipelines' kernel lists), then,
-    # if time is left, the stage variants STAGES names (default: both state walks' anatomy, why
-    # FLA's walk takes a third of our time a chunk, and what three-pass products cost the backward)
-    gpu_tests 200 -k "${TESTS_K:-whole_chunk or two_stages or out_of_the_walk}"
-    step 220 profile.log python3 benchmarks/profile_stages.py   # FLA's kernels last: their first compilations are slow
-    step 100 stage.log python3 benchmarks/stage_variants.py ${STAGES:-"walk anatomy" "three passes"}
+  quick)  # where the time goes: the stage variants STAGES names (default: both state walks'
+    # anatomy, why FLA's walk takes a third of our time a chunk, and what three-pass products cost
+    # the backward), then the stage profile (the library's settings against the alternatives, both
+    # pipelines' kernel lists); first the GPU tests TESTS_K selects (pytest -k), if set (settings
+    # not yet on by default)
+    [ -n "${TESTS_K:-}" ] && gpu_tests 200 -k "$TESTS_K"
+    step 240 stage.log python3 benchmarks/stage_variants.py ${STAGES:-"walk anatomy" "three passes"}
     cat "$R/stage.log" 2>/dev/null
+    step 220 profile.log python3 benchmarks/profile_stages.py   # FLA's kernels last: their first compilations are slow
     cat "$R/profile.log" 2>/dev/null | head -40
     ;;
   probes)  # short probes for the warm tail of a session
