@@ -45,7 +45,10 @@ with the model's cache (``gdn2.models.decode``: prefill, then one token per step
 state for the recurrent layers), at most the sample's ``max_new_tokens`` (answer tokens + 1), cut
 at end-of-text; scored with RULER's string match (``gdn2.eval.scoring``), in percent. Samples of
 equal prompt length are decoded together as one batch, which gives each the same tokens as
-decoding it alone. A (task, length) whose prompt cannot fit is left out with a warning.
+decoding it alone. A (task, length) whose prompt cannot fit is left out with a warning. For the
+hybrid the record also keeps the accuracy over the samples whose needle lies beyond its attention
+layers' reach (layers x window tokens before the answer): there only the recurrent state can have
+carried it (``accuracy_beyond_reach``, a table of its own in the summary).
 
 Order and budget: for every (kind, mixer) first seed 0, then seed 1 for all, then seed 2. Before a
 cell starts it is skipped (with a message) when elapsed time plus an estimate of its duration (the
@@ -195,8 +198,30 @@ def build_model(args, cell: Cell, data: NeedleData, device: torch.device):
         return config, GDN2ForCausalLM(config).to(device)
 
 
+def needle_distances(samples: Sequence[dict], tokenizer) -> List[int]:
+    """Tokens from the asked needle's value to the prompt's last token (which generates the answer's
+    first): how far back an attention layer would have to reach to copy it."""
+    prefixes = [s["input"][:s["input"].index(s["answers"][0])] for s in samples]   # unique in the prompt
+    return [s["input_tokens"] - 1 - len(ids) for s, ids in zip(samples, tokenizer.encode_batch(prefixes))]
+
+
+def accuracy_beyond_reach(samples: Sequence[dict], correct: Sequence[float], distances: Sequence[int],
+                          reach: int) -> Dict[str, Dict[str, List[float]]]:
+    """Accuracy (%) and sample count per task and length over the samples whose needle lies ``reach``
+    tokens or more before the answer: out of the attention layers' reach (layers x window, as each
+    attention layer can pass on what its window saw), so only a recurrent state can have carried it."""
+    groups: Dict[Tuple[str, str], List[float]] = defaultdict(list)
+    for s, ok, d in zip(samples, correct, distances):
+        if d >= reach:
+            groups[(s["task"], str(s["context_length"]))].append(ok)
+    out: Dict[str, Dict[str, List[float]]] = defaultdict(dict)
+    for (task, length), oks in groups.items():
+        out[task][length] = [round(100.0 * statistics.fmean(oks), 2), len(oks)]
+    return dict(out)
+
+
 def run_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool) -> dict:
-    from gdn2.eval.scoring import score_ruler
+    from gdn2.eval.scoring import score_ruler, string_match_all
 
     start = time.perf_counter()
     config, model = build_model(args, cell, data, device)
@@ -216,8 +241,15 @@ def run_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool
             task=s["task"], context_length=s["context_length"], depth=s["depth"], answer=s["answers"][0],
             prediction=pred))
     mean = round(statistics.fmean(r["accuracy"] for r in scores), 2) if scores else None
+    attention_layers = config.layer_kinds.count("S")
+    reach = attention_layers * args.sliding_window if attention_layers else 0
+    correct = [string_match_all(p, s["answers"]) for p, s in zip(predictions, data.eval_samples)]
+    beyond = accuracy_beyond_reach(data.eval_samples, correct, needle_distances(data.eval_samples, data.tokenizer),
+                                   reach)
     return dict(
         accuracy=dict(accuracy), mean_accuracy=mean, num_eval=len(predictions), examples=list(first.values()),
+        # the hybrid's accuracy where its attention cannot see the needle ([accuracy %, samples])
+        attention_reach=reach, accuracy_beyond_reach=beyond,
         final_loss=round(statistics.fmean(losses["total"][-10:]), 4) if losses["total"] else None,
         loss_curve=loss_curve(losses["total"]), corpus_loss_curve=loss_curve(losses["corpus"]),
         needle_loss_curve=loss_curve(losses["needle"], points=40),

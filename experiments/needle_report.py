@@ -107,7 +107,7 @@ def summarize(results: Path = ROOT / "experiments" / "results", out: Optional[Pa
                             for r in rs if r["accuracy"]]
                 lines.append(f"| {mixer} | {rs[0].get('state_size', '')} | {len(rs)} | " + " | ".join(cells)
                              + f" | {_mean_std(averages) if averages else ''} | {_exit_steps(rs)} |")
-            lines.append("")
+            lines += [""] + _beyond_reach_table(mixers, columns)
     out.parent.mkdir(parents=True, exist_ok=True)
     if latest:
         png = out.parent / PLOT
@@ -116,6 +116,32 @@ def summarize(results: Path = ROOT / "experiments" / "results", out: Optional[Pa
     text = "\n".join(lines).rstrip() + "\n"
     out.write_text(text, encoding="utf-8")
     return text
+
+
+def _beyond_reach_table(mixers: Dict[str, List[dict]], columns: Sequence[tuple]) -> List[str]:
+    """Markdown lines: the accuracy over the samples whose needle lies beyond the attention layers'
+    reach (``accuracy_beyond_reach``), mean over seeds with the samples per seed; none for models
+    without attention or records made before it was kept."""
+    reach = {r.get("attention_reach") for rs in mixers.values() for r in rs if "accuracy_beyond_reach" in r}
+    if not reach or reach == {0}:
+        return []
+    columns = [(t, n) for t, n in columns
+               if any(str(n) in r.get("accuracy_beyond_reach", {}).get(t, {}) for rs in mixers.values() for r in rs)]
+    lines = [f"Beyond the attention's reach ({', '.join(map(str, sorted(reach)))} tokens: attention layers x window), "
+             "where only the recurrent state can carry the needle: accuracy (%), mean over seeds (samples a seed).", "",
+             "| Mixer | n | " + " | ".join(f"{t} {fmt_length(n)}" for t, n in columns) + " |",
+             "|---|---:|" + "---:|" * len(columns)]
+    for mixer, rs in mixers.items():
+        rs = [r for r in sorted(rs, key=lambda r: r["seed"]) if "accuracy_beyond_reach" in r]
+        if not rs:
+            continue
+        cells = []
+        for task, length in columns:
+            got = [r["accuracy_beyond_reach"].get(task, {}).get(str(length)) for r in rs]
+            got = [g for g in got if g]
+            cells.append(f"{_mean_std([g[0] for g in got])} ({got[0][1]})" if got else "")
+        lines.append(f"| {mixer} | {len(rs)} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def needle_plot(sections: Dict[tuple, Dict[str, Dict[str, List[dict]]]], path: Path) -> Optional[str]:

@@ -52,6 +52,11 @@ def test_cells_are_appended_not_overwritten(tmp_path, capsys):
     assert 1 <= len(r["loss_curve"]) <= 10 and len(r["needle_loss_curve"]) == len(r["corpus_loss_curve"])
     assert r["seconds"] > 0 and r["device_name"] == "cpu"
     assert r["needle_steps_to_1_nat"] is None            # 3 steps: no 50-step mean yet
+    # no attention layer: every evaluated sample lies beyond the (zero) reach
+    assert r["attention_reach"] == 0
+    assert sum(n for by in r["accuracy_beyond_reach"].values() for _, n in by.values()) == r["num_eval"]
+    assert all(r["accuracy_beyond_reach"][t][n][0] == r["accuracy"][t][n]
+               for t, by in r["accuracy"].items() for n in by)
     for key in ("torch", "triton", "transformers", "date", "git_commit", "tokenizer_sha", "examples"):
         assert key in r
 
@@ -207,3 +212,34 @@ def test_summary_mean_and_std(tmp_path):
     assert plotted or "(matplotlib is not installed: no plot)" in text
     assert needle.main(["--summary-only", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "needle_summary.md").read_text() == text
+
+
+def test_needle_distance_and_accuracy_beyond_reach():
+    """Distances count tokens from the asked value to the prompt's last token; only samples at or
+    past the reach count, per task and length."""
+    tokenizer = SimpleNamespace(encode_batch=lambda texts: [list(t) for t in texts])   # one token a character
+    samples = [dict(task="S-NIAH-1", context_length=512, input="ab 123 cdefgh", input_tokens=13, answers=["123"]),
+               dict(task="S-NIAH-1", context_length=512, input="abcdefgh 123 x", input_tokens=14, answers=["123"]),
+               dict(task="S-NIAH-1", context_length=1024, input="a 77 bcdefghij", input_tokens=14, answers=["77"])]
+    distances = needle.needle_distances(samples, tokenizer)
+    assert distances == [13 - 1 - 3, 14 - 1 - 9, 14 - 1 - 2]
+    beyond = needle.accuracy_beyond_reach(samples, [1.0, 0.0, 0.0], distances, reach=9)
+    assert beyond == {"S-NIAH-1": {"512": [100.0, 1], "1024": [0.0, 1]}}
+    assert needle.accuracy_beyond_reach(samples, [1.0, 0.0, 0.0], distances, reach=12) == {}
+
+
+def test_summary_beyond_reach_table(tmp_path):
+    def rec(seed, beyond):
+        return dict(task="needle", kind="hybrid", mixer="kda", seed=seed, steps=100, pattern="LS", state_size=8,
+                    accuracy={"S-NIAH-1": {"512": 90.0, "2048": 50.0}}, attention_reach=1024,
+                    accuracy_beyond_reach={"S-NIAH-1": {"2048": beyond}})
+    old = dict(task="needle", kind="hybrid", mixer="gdn2", seed=0, steps=100, pattern="LS", state_size=8,
+               accuracy={"S-NIAH-1": {"512": 0.0, "2048": 0.0}})   # made before the field: no row
+    path = tmp_path / "needle.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in (rec(0, [40.0, 25]), rec(1, [60.0, 25]), old)))
+    text = needle.summarize(tmp_path)
+    assert "Beyond the attention's reach (1024 tokens" in text
+    assert "| Mixer | n | S-NIAH-1 2K |" in text and "| kda | 2 | 50.0 ± 14.1 (25) |" in text
+    assert "| gdn2 | 1 |" not in text
+    path.write_text(json.dumps(old) + "\n")
+    assert "Beyond the attention" not in needle.summarize(tmp_path)
