@@ -64,14 +64,12 @@ def main():
                                                                store_o=False, store_h=True, store_r=True)),
         ("backward, all stages (intra recomputed)", bwd(s)),
         ("backward from the forward's A, Aqk (used in training)", bwd(s, kept=(A, Aqk))),
-        (f"backward, every key launch on 32 columns (the library: {KEY_TILES[KEY_WHOLE]})", bwd(s, key_block=32)),
-        ("backward, the split key form on (32, 32) (until 2026-12-06)", forms("split", bwd(s, key_block=(32, 32)))),
-        ("backward, the split key form's walk on 64 columns (attempt 28)", forms("split", bwd(s, key_block=(32, 64)))),
+        # the split key form's launches on (32, 32) columns, the library's until attempt 28 gave the
+        # walk launch 64 (KEY_TILES)
+        ("backward, the split key form on (32, 32) columns", forms("split", bwd(s, key_block=(32, 32)))),
         ("backward, whole-chunk forms off", forms("off", bwd(s))),
         ("g - 2 (every chunk walks): backward, all stages", bwd(w)),
-        ("g - 2: backward, every key launch on 32 columns", bwd(w, key_block=32)),
-        ("g - 2: backward, the split key form's walk on 64 columns (attempt 28)",
-         forms("split", bwd(w, key_block=(32, 64)))),
+        ("g - 2: backward, the split key form on (32, 32) columns", forms("split", bwd(w, key_block=(32, 32)))),
         ("g - 2: backward, whole-chunk forms off", forms("off", bwd(w))),
     ]
     # the forward with o out of the walk or in it (attempt 29) and the float16 walk at its other
@@ -81,7 +79,7 @@ def main():
         rows += [(f"{name}: inference forward as used", lambda xx=xx: ours(xx)),
                  (f"{name}: inference forward, o {'in' if state.SPLIT_OUTPUT else 'out of'} the walk (attempt 29)",
                   split_output(lambda xx=xx: ours(xx))),
-                 (f"{name}: inference forward, float16 walk at {other_stages} stages",
+                 (f"{name}: inference forward, float16 walk at {other_stages} stage{'s' * (other_stages > 1)}",
                   walk_stages(lambda xx=xx: ours(xx))),
                  (f"{name}: inference forward, both", walk_stages(split_output(lambda xx=xx: ours(xx))))]
     print(f"Whole-chunk forms (intra, key): {WHOLE_CHUNK}, {KEY_WHOLE}; key tiles per launch {KEY_TILES[KEY_WHOLE]}\n")

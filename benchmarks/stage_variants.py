@@ -112,7 +112,8 @@ def walk_dot(a, b, input_precision: tl.constexpr = None):
 CACHED_ROW = "t_ld = bos if CACHED else t0\n"
 WALK_LOADS = {
     "state": ("    for t0 in range(bos, eos, BT):\n        ",
-              ("load_write(v, w, t0,", "load_rows(A, t0,", "load_rows(y, t0,", "load_rows(kt, t0,")),
+              ("load_write(v, w, t0,", "load_rows(A, t0,", "load_rows(y, t0,", "load_rows(kt, t0,",
+               "            store_output(qg, Aqk, o, b_S, b_R, t0,")),   # Q_γ, Aqk loaded and o stored there
     "backward": ("        t0 = bos + idx * BT\n        ",
                  ("tl.load(do + (t0 +", "load_rows(Aqk, t0,", "load_rows(kt, t0,", "load_rows(qg, t0,",
                   "load_rows(y, t0,")),
@@ -120,17 +121,17 @@ WALK_LOADS = {
 
 
 def walk_source(module, **switches) -> str:
-    """A walk's module (``state``: the forward walk; ``backward``: the reverse walk, its first
-    kernel) with DOTS (the products: see WALK_DOT) and CACHED (the walk's own loads from the
-    sequence's first chunk every step: served by the caches, so the walk without their memory
-    traffic) switches."""
+    """A walk's module (``state``: the forward walk; ``backward``: the reverse walk) with DOTS (the
+    products: see WALK_DOT) and CACHED (every chunk operand the walk loads, and the forward's o,
+    at the sequence's first chunk every step: served by the caches, so the walk without its memory
+    traffic; the per-chunk decays and the reverse walk's dh and dR stores stay) switches."""
     s = inspect.getsource(module).replace("from .", "from gdn2.ops.gdn2.triton.")
     s = with_switches(s, {**STATE_SWITCHES, **switches})
     at = find(s, "@triton.jit")
     s = s[:at] + WALK_DOT + s[at:].replace("tl.dot(", "walk_dot(")
     line, loads = WALK_LOADS[module.__name__.rsplit(".", 1)[1]]
     s = replace(s, line, line + CACHED_ROW + line.rsplit("\n", 1)[1])
-    for call in loads:   # the first occurrence of each: inside the walk, the module's first kernel
+    for call in loads:   # the first occurrence of each is the walk's (state_fwd, state_bwd)
         s = replace(s, call, call.replace("t0", "t_ld"))
     return s
 
@@ -217,7 +218,8 @@ def long_sequence_rows():
     state_run, state_bwd_run, state_pair_run, _ = state_runners(s, A, Aqk, gated)
     return [(f"1x16K: {name}, {BV} value columns", run)
             for BV in (32, 16)
-            for name, run in (("state fwd (o, one-pass), 4 warps", state_run(4, "tf32", False, BV=BV)),
+            for name, run in (("state fwd (o, one-pass, float16 operands, 2 stages: as used)",
+                               state_run(4, "tf32", False, ns=2, BV=BV, f16=True)),
                               ("state fwd recompute (three-pass), 4 warps", state_run(4, "tf32x3", True, BV=BV)),
                               ("state bwd (three-pass), 4 warps", state_bwd_run(4, BV=BV)),
                               ("state pair (recompute + bwd, one launch, used)", state_pair_run(BV=BV)))]
@@ -281,8 +283,10 @@ def main(only=()):
         return lambda: [run() for run in runs]
 
     def key_forms(BK, nw, forms, **kw):
-        """The key kernel as one launch per whole-chunk FORM (two: the split form)."""
-        runs = [key_run(BK, nw, FORM=form, **kw) for form in forms]
+        """The key kernel as one launch per whole-chunk FORM (two: the split form); ``BK`` the columns
+        of every launch, or a tuple of them per launch (as ``backward.KEY_TILES``)."""
+        blocks = BK if isinstance(BK, tuple) else (BK,) * len(forms)
+        runs = [key_run(bk, nw, FORM=form, **kw) for bk, form in zip(blocks, forms)]
         return lambda: [run() for run in runs]
 
     state_run, state_bwd_run, state_pair_run, (o, dh, dr, do) = state_runners(s, A, Aqk, gated)
@@ -384,23 +388,25 @@ def main(only=()):
         ("state fwd without o (h, R, one-pass): 4 warps, float16 operands", state_run(4, "tf32", True, f16=True)),
         ("state fwd recompute (h, R, three-pass): 8 warps", state_run(8, "tf32x3", True)),
         # the walk's anatomy (FLA's walks a chunk in 1.8 us, ours in 5.1: the 1614 results file):
-        # products on float16 operands as FLA's bfloat16 ones, no products, no memory traffic
+        # products on float16 operands as FLA's bfloat16 ones, no products (which also leaves the
+        # two-stage prefetch nothing to overlap: Triton pipelines loads feeding a dot), no memory traffic
         ("walk anatomy: as used (float16 operands, one-pass TF32, 2 stages)", walk_run()),
         ("walk anatomy: float16 products", walk_run(DOTS=2)),
         ("walk anatomy: float16 products, 64 value columns", walk_run(BV=64, DOTS=2)),
-        ("walk anatomy: no products", walk_run(DOTS=0)),
+        ("walk anatomy: no products (nor prefetch)", walk_run(DOTS=0)),
         ("walk anatomy: loads from the caches", walk_run(CACHED=True)),
-        ("walk anatomy: no products, loads from the caches", walk_run(DOTS=0, CACHED=True)),
-        # the reverse walk (1.43 ms alone, 2.38 paired with the recompute): what three passes cost
-        ("walk anatomy, reverse: as used (three-pass)", reverse_run()),
-        ("walk anatomy, reverse: one-pass TF32", state_bwd_run(4, "tf32")),
+        ("walk anatomy: no products (nor prefetch), loads from the caches", walk_run(DOTS=0, CACHED=True)),
+        # the reverse walk, alone (the backward pairs it with the recompute: 1.43 ms alone, 2.38
+        # paired): what three passes cost
+        ("walk anatomy, reverse: alone, three-pass (as the pair runs it)", reverse_run()),
+        ("walk anatomy, reverse: one-pass TF32", state_bwd_run(4, "tf32", module=variants.get("reverse", {}))),
         ("walk anatomy, reverse: float16 products", reverse_run(DOTS=2)),
         ("walk anatomy, reverse: no products", reverse_run(DOTS=0)),
         ("walk anatomy, reverse: loads from the caches", reverse_run(CACHED=True)),
         # what three passes cost the backward's parallel kernels, as used (the criterion needs them)
-        ("three passes: key, split whole-chunk form, 32 columns (used)", key_forms(32, 4, (2, 3))),
-        ("three passes: key, split whole-chunk form, 32 columns, one-pass TF32",
-         key_forms(32, 4, (2, 3), PREC="tf32", DIAG_SPAN=diag_span("tf32"))),
+        ("three passes: key, split whole-chunk form on (32, 64) columns (used)", key_forms((32, 64), 4, (2, 3))),
+        ("three passes: key, split whole-chunk form on (32, 64) columns, one-pass TF32",
+         key_forms((32, 64), 4, (2, 3), PREC="tf32", DIAG_SPAN=diag_span("tf32"))),
         ("three passes: value, 64 key rows, 2 stages (used)", value_run(64, 32, 4, ns=2)),
         ("three passes: value, 64 key rows, 2 stages, one-pass TF32", value_run(64, 32, 4, ns=2, prec="tf32")),
         ("state bwd (three-pass): 4 warps", state_bwd_run(4)),

@@ -47,8 +47,8 @@ at end-of-text; scored with RULER's string match (``gdn2.eval.scoring``), in per
 equal prompt length are decoded together as one batch, which gives each the same tokens as
 decoding it alone. A (task, length) whose prompt cannot fit is left out with a warning. For the
 hybrid the record also keeps the accuracy over the samples whose needle lies beyond its attention
-layers' reach (layers x window tokens before the answer): there only the recurrent state can have
-carried it (``accuracy_beyond_reach``, a table of its own in the summary).
+layers' reach (layers x window tokens before the answer, plus the short convolutions' few): there
+only the recurrent state can have carried it (``accuracy_beyond_reach``, a table of its own in the summary).
 
 Order and budget: for every (kind, mixer) first seed 0, then seed 1 for all, then seed 2. Before a
 cell starts it is skipped (with a message) when elapsed time plus an estimate of its duration (the
@@ -200,16 +200,18 @@ def build_model(args, cell: Cell, data: NeedleData, device: torch.device):
 
 def needle_distances(samples: Sequence[dict], tokenizer) -> List[int]:
     """Tokens from the asked needle's value to the prompt's last token (which generates the answer's
-    first): how far back an attention layer would have to reach to copy it."""
-    prefixes = [s["input"][:s["input"].index(s["answers"][0])] for s in samples]   # unique in the prompt
+    first): how far back an attention layer would have to reach to copy it. The text before the
+    value is tokenised without its trailing space, which the byte-level BPE merges into the value's
+    first token (" 123") in the whole prompt."""
+    prefixes = [s["input"][:s["input"].index(s["answers"][0])].rstrip(" ") for s in samples]   # unique in the prompt
     return [s["input_tokens"] - 1 - len(ids) for s, ids in zip(samples, tokenizer.encode_batch(prefixes))]
 
 
 def accuracy_beyond_reach(samples: Sequence[dict], correct: Sequence[float], distances: Sequence[int],
                           reach: int) -> Dict[str, Dict[str, List[float]]]:
     """Accuracy (%) and sample count per task and length over the samples whose needle lies ``reach``
-    tokens or more before the answer: out of the attention layers' reach (layers x window, as each
-    attention layer can pass on what its window saw), so only a recurrent state can have carried it."""
+    tokens or more before the answer: out of the reach of every layer but the recurrent state (each
+    attention layer passes on what its window saw, each short convolution its last few tokens)."""
     groups: Dict[Tuple[str, str], List[float]] = defaultdict(list)
     for s, ok, d in zip(samples, correct, distances):
         if d >= reach:
@@ -242,7 +244,8 @@ def run_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool
             prediction=pred))
     mean = round(statistics.fmean(r["accuracy"] for r in scores), 2) if scores else None
     attention_layers = config.layer_kinds.count("S")
-    reach = attention_layers * args.sliding_window if attention_layers else 0
+    reach = (attention_layers * args.sliding_window + config.layer_kinds.count("L") * (config.conv_size - 1)
+             if attention_layers else 0)
     correct = [string_match_all(p, s["answers"]) for p, s in zip(predictions, data.eval_samples)]
     beyond = accuracy_beyond_reach(data.eval_samples, correct, needle_distances(data.eval_samples, data.tokenizer),
                                    reach)

@@ -122,12 +122,15 @@ def _beyond_reach_table(mixers: Dict[str, List[dict]], columns: Sequence[tuple])
     """Markdown lines: the accuracy over the samples whose needle lies beyond the attention layers'
     reach (``accuracy_beyond_reach``), mean over seeds with the samples per seed; none for models
     without attention or records made before it was kept."""
-    reach = {r.get("attention_reach") for rs in mixers.values() for r in rs if "accuracy_beyond_reach" in r}
+    reach = {r.get("attention_reach") for rs in mixers.values() for r in rs if "accuracy_beyond_reach" in r} - {None}
     if not reach or reach == {0}:
         return []
     columns = [(t, n) for t, n in columns
                if any(str(n) in r.get("accuracy_beyond_reach", {}).get(t, {}) for rs in mixers.values() for r in rs)]
-    lines = [f"Beyond the attention's reach ({', '.join(map(str, sorted(reach)))} tokens: attention layers x window), "
+    if not columns:   # every needle within reach (short evaluation lengths)
+        return []
+    lines = [f"Beyond the attention's reach ({', '.join(map(str, sorted(reach)))} tokens: attention layers x window "
+             "+ the short convolutions), "
              "where only the recurrent state can carry the needle: accuracy (%), mean over seeds (samples a seed).", "",
              "| Mixer | n | " + " | ".join(f"{t} {fmt_length(n)}" for t, n in columns) + " |",
              "|---|---:|" + "---:|" * len(columns)]

@@ -8,8 +8,9 @@
 #   bash scripts/gpu_session.sh sweep OUT   # MQAR (and needle) processes for the whole call
 #   bash scripts/gpu_session.sh verify OUT  # after a kernel change: GPU tests, the variants named in
 #                                           # STAGES, the kernel benchmark
-#   bash scripts/gpu_session.sh quick OUT   # stage variants (both walks' anatomy), the stage profile,
-#                                           # the GPU tests TESTS_K selects if set (~8 min)
+#   bash scripts/gpu_session.sh quick OUT   # stage variants (both walks' anatomy), the stage profile
+#                                           # (~8 min); TESTS_K: those GPU tests first (then the
+#                                           # profile may not fit the call)
 #   bash scripts/gpu_session.sh probes OUT  # needle step profile, head-dim probe, criterion check, stage
 #                                           # profile (~7 min)
 #   bash scripts/gpu_session.sh measure OUT # criterion check and kernel benchmark, alone on the card

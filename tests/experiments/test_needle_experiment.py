@@ -222,10 +222,10 @@ def test_needle_distance_and_accuracy_beyond_reach():
                dict(task="S-NIAH-1", context_length=512, input="abcdefgh 123 x", input_tokens=14, answers=["123"]),
                dict(task="S-NIAH-1", context_length=1024, input="a 77 bcdefghij", input_tokens=14, answers=["77"])]
     distances = needle.needle_distances(samples, tokenizer)
-    assert distances == [13 - 1 - 3, 14 - 1 - 9, 14 - 1 - 2]
-    beyond = needle.accuracy_beyond_reach(samples, [1.0, 0.0, 0.0], distances, reach=9)
+    assert distances == [13 - 1 - 2, 14 - 1 - 8, 14 - 1 - 1]   # the space before the value goes with it
+    beyond = needle.accuracy_beyond_reach(samples, [1.0, 0.0, 0.0], distances, reach=10)
     assert beyond == {"S-NIAH-1": {"512": [100.0, 1], "1024": [0.0, 1]}}
-    assert needle.accuracy_beyond_reach(samples, [1.0, 0.0, 0.0], distances, reach=12) == {}
+    assert needle.accuracy_beyond_reach(samples, [1.0, 0.0, 0.0], distances, reach=13) == {}
 
 
 def test_summary_beyond_reach_table(tmp_path):
@@ -242,4 +242,8 @@ def test_summary_beyond_reach_table(tmp_path):
     assert "| Mixer | n | S-NIAH-1 2K |" in text and "| kda | 2 | 50.0 ± 14.1 (25) |" in text
     assert "| gdn2 | 1 |" not in text
     path.write_text(json.dumps(old) + "\n")
+    assert "Beyond the attention" not in needle.summarize(tmp_path)
+    within = rec(0, None)
+    within["accuracy_beyond_reach"] = {}   # every needle within reach: no table, not an empty one
+    path.write_text(json.dumps(within) + "\n")
     assert "Beyond the attention" not in needle.summarize(tmp_path)

@@ -198,8 +198,8 @@ KEY_TILES = {"off": (64,), "inline": (32,), "split": (32, 64)}
 KEY_WARPS = 4
 # the key kernel's whole-chunk form ("off", "inline" or "split": ``WHOLE_FORMS`` in common). "split"
 # since the GPU tests passed with it on an H100 (2026-12-06-1403 results): -19% forward+backward at
-# the benchmark's gates, +14% where every chunk's span exceeds the bound (the walk then runs at 32
-# columns, not its best 64)
+# the benchmark's gates; where every chunk's span exceeds the bound (g - 2) +14% while the walk ran
+# at 32 columns, +3% since its launch takes 64 (``KEY_TILES``, attempt 28)
 KEY_WHOLE = "split"
 
 
