@@ -393,6 +393,9 @@ def main(only=()):
         ("walk anatomy: as used (float16 operands, one-pass TF32, 2 stages)", walk_run()),
         ("walk anatomy: float16 products", walk_run(DOTS=2)),
         ("walk anatomy: float16 products, 64 value columns", walk_run(BV=64, DOTS=2)),
+        # twice the programs (256 at 2x8K: two a multiprocessor fit, by registers and shared memory),
+        # half the work each: does the walk gain from a second program to hide its latency?
+        ("walk anatomy: 16 value columns", walk_run(BV=16)),
         ("walk anatomy: no products (nor prefetch)", walk_run(DOTS=0)),
         ("walk anatomy: loads from the caches", walk_run(CACHED=True)),
         ("walk anatomy: no products (nor prefetch), loads from the caches", walk_run(DOTS=0, CACHED=True)),
