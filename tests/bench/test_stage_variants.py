@@ -52,3 +52,44 @@ def test_cumulative_product_tile_matches_the_kernels():
         outs[cumprod] = bufs
     for name, a, b_ in zip(("A", "Aqk", "qg", "kt", "y"), outs[True], outs[False]):
         assert_close(name, a, b_, rtol=1e-5)
+
+
+def test_walk_variants_time_the_library_walks():
+    """The walks' anatomy (interpreter, tiny shape): with no switch set, the patched forward and
+    reverse walks give the library's results bit for bit (so the rows time the library's walks);
+    each switch changes them (so it reaches the code it names)."""
+    import torch
+    from gdn2.ops.gdn2.triton import backward, state
+    from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
+    from gdn2.ops.gdn2.triton.common import gate_mode
+    from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
+    from gdn2.testing import random_inputs
+    spec = importlib.util.spec_from_file_location("stage_variants", ROOT / "benchmarks" / "stage_variants.py")
+    sv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sv)
+    variants = sv.Variants(Path(tempfile.mkdtemp()))
+    x = random_inputs(B=1, T=130, H=1, K=32, V=32, b_max=2.0, seed=3)
+    q, k, v, g, b, w, _, cu, uT, _ = _prepare(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], None, None)
+    chunks, modes = _chunks(cu, uT), tuple(gate_mode(t, 3) for t in (g, b, w))
+    A, Aqk, gated = chunk_intra_fwd(q, k, g, b, 32 ** -0.5, chunks, modes[0], modes[1], prec="tf32x3")
+    do = torch.randn_like(v)
+    consts = dict(H=1, HV=1, K=32, V=32, BT=64, BK=32, BV=32, B_MODE=modes[1], PREC="tf32x3")
+
+    def forward(module):
+        o = torch.zeros_like(v)
+        module.chunk_state_fwd_kernel[(1, 1, 1)](*gated, v, w, A, Aqk, o, o, o, o, o, cu, chunks.first, W_MODE=modes[2],
+                                                 USE_H0=False, STORE_HT=False, STORE_O=True, STORE_H=False,
+                                                 STORE_R=False, **consts)
+        return o
+
+    def reverse(module):
+        dh, dr = torch.zeros(chunks.count, 1, 32, 32), torch.zeros_like(v)
+        module.chunk_state_bwd_kernel[(1, 1, 1)](*gated, Aqk, do, dh, dh, dh, dr, cu, chunks.first, USE_DHT=False,
+                                                 STORE_DH0=False, **consts)
+        return torch.cat([dh.flatten(), dr.flatten()])
+
+    for kind, run, library in (("state", forward, state), ("reverse", reverse, backward)):
+        expected = run(library)
+        assert torch.equal(run(variants.get(kind, {})), expected), kind
+        for switch in ({"DOTS": 2}, {"DOTS": 0}, {"CACHED": True}):
+            assert not torch.equal(run(variants.get(kind, switch)), expected), (kind, switch)
