@@ -406,6 +406,16 @@ def main(only=()):
         ("walk anatomy, reverse: float16 products", reverse_run(DOTS=2)),
         ("walk anatomy, reverse: no products", reverse_run(DOTS=0)),
         ("walk anatomy, reverse: loads from the caches", reverse_run(CACHED=True)),
+        # the whole-chunk forms' launches (one-pass intra as the inference forward runs it): the
+        # solve's share, and what the second launch costs where every program returns at once
+        # (it recomputes the chunk's decay span to decide; a flag from the first launch would not)
+        ("intra anatomy: whole form launch (one-pass, capped: as used)",
+         intra_run(FORM=2, FUSE_GATED=False, maxnreg=168)),
+        ("intra anatomy: whole form launch without the solve", intra_run(FORM=2, FUSE_GATED=False, maxnreg=168,
+                                                                          SOLVE=False)),
+        ("intra anatomy: walk-for-the-rest launch, every program returning",
+         intra_run(FORM=3, FUSE_GATED=False, maxnreg=168)),
+        ("key anatomy: walk-for-the-rest launch (64 columns), every program returning", key_run(64, 4, FORM=3)),
         # what three passes cost the backward's parallel kernels, as used (the criterion needs them)
         ("three passes: key, split whole-chunk form on (32, 64) columns (used)", key_forms((32, 64), 4, (2, 3))),
         ("three passes: key, split whole-chunk form on (32, 64) columns, one-pass TF32",

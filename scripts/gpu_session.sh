@@ -126,7 +126,7 @@ case "$PHASE" in
     # pipelines' kernel lists); first the GPU tests TESTS_K selects (pytest -k), if set (settings
     # not yet on by default)
     [ -n "${TESTS_K:-}" ] && gpu_tests 200 -k "$TESTS_K"
-    step 240 stage.log python3 benchmarks/stage_variants.py ${STAGES:-"walk anatomy" "three passes"}
+    step 240 stage.log python3 benchmarks/stage_variants.py ${STAGES:-anatomy "three passes"}
     cat "$R/stage.log" 2>/dev/null
     step 220 profile.log python3 benchmarks/profile_stages.py   # FLA's kernels last: their first compilations are slow
     cat "$R/profile.log" 2>/dev/null | head -40
