@@ -47,6 +47,8 @@ def main():
     split_output = mock.patch.object(state, "SPLIT_OUTPUT", not state.SPLIT_OUTPUT)
     other_stages = 3 - state.F16_WALK_STAGES   # the float16 walk's other pipeline depth (1 or 2)
     walk_stages = mock.patch.object(state, "F16_WALK_STAGES", other_stages)
+    other_columns = 48 - state.F16_WALK_COLUMNS   # the float16 walk's other tile (16 or 32 value columns)
+    walk_columns = mock.patch.object(state, "F16_WALK_COLUMNS", other_columns)
 
     def forms(mode, fn):
         def run():
@@ -72,8 +74,9 @@ def main():
         ("g - 2: backward, the split key form on (32, 32) columns", forms("split", bwd(w, key_block=(32, 32)))),
         ("g - 2: backward, whole-chunk forms off", forms("off", bwd(w))),
     ]
-    # the forward with o out of the walk or in it (attempt 29) and the float16 walk at its other
-    # pipeline depth (attempt 23), against the forward as used, here and at 1x16K (64 walks of 256 chunks)
+    # the forward with o out of the walk or in it (attempt 29), the float16 walk at its other
+    # pipeline depth (attempt 23) and on its other tile width, against the forward as used, here and
+    # at 1x16K (64 walks of 256 chunks)
     long = make_inputs(1, 16384)
     for name, xx in ((f"{a.B}x{a.T}", x), ("1x16384", long)):
         rows += [(f"{name}: inference forward as used", lambda xx=xx: ours(xx)),
@@ -81,7 +84,8 @@ def main():
                   split_output(lambda xx=xx: ours(xx))),
                  (f"{name}: inference forward, float16 walk at {other_stages} stage{'s' * (other_stages > 1)}",
                   walk_stages(lambda xx=xx: ours(xx))),
-                 (f"{name}: inference forward, both", walk_stages(split_output(lambda xx=xx: ours(xx))))]
+                 (f"{name}: inference forward, float16 walk on {other_columns} value columns",
+                  walk_columns(lambda xx=xx: ours(xx)))]
     print(f"Whole-chunk forms (intra, key): {WHOLE_CHUNK}, {KEY_WHOLE}; key tiles per launch {KEY_TILES[KEY_WHOLE]}\n")
     print(f"| stage ({a.B}x{a.T}, {torch.cuda.get_device_name()}) | ms |")
     print("|---|---|")

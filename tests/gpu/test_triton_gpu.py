@@ -152,14 +152,17 @@ def test_triton_whole_chunk_forms(dtype, case, monkeypatch):
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 
+@pytest.mark.parametrize("columns", [32, 16])
 @pytest.mark.parametrize("stages", [1, 2])
 @pytest.mark.parametrize("case", ["uniform", "packed"])
-def test_triton_float16_walk_two_stages(case, stages, monkeypatch):
+def test_triton_float16_walk_two_stages(case, stages, columns, monkeypatch):
     """The one-pass forward's state walk (float16 operands: bfloat16 inputs, normalised q and k,
     no final state; ``o (forward only)`` of the check) at one and two pipeline stages
-    (``state.F16_WALK_STAGES``: 2 since 2026-12-06)."""
+    (``state.F16_WALK_STAGES``: 2 since 2026-12-06) and on 32 and 16 value columns a program
+    (``state.F16_WALK_COLUMNS``: 16 not yet timed)."""
     from gdn2.ops.gdn2.triton import state
     monkeypatch.setattr(state, "F16_WALK_STAGES", stages)
+    monkeypatch.setattr(state, "F16_WALK_COLUMNS", columns)
     x, cu = case_inputs(case == "packed", torch.bfloat16, seed=13, b_max=2.0)
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 

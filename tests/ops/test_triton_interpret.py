@@ -86,6 +86,25 @@ def test_output_out_of_the_walk(case, monkeypatch):
     # and split equal); the GPU tests hold the one-pass forward to the criterion on the card
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["grouped", "packed"])
+def test_float16_walk_on_16_columns(packed, monkeypatch):
+    """``state.F16_WALK_COLUMNS = 16``: the one-pass walk (bfloat16 inputs, normalised q and k, no
+    final state) on twice the programs gives the same o as on 32 columns (four value tiles of a
+    64-wide head instead of two; grouped value heads; packed sequences of unequal length)."""
+    from gdn2.ops.gdn2.triton import state
+    from gdn2.testing import assert_close
+    lengths = [7, 64, 1, 50]
+    cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device=DEVICE) if packed else None
+    x = random_inputs(B=1 if packed else 2, T=sum(lengths) if packed else 70, H=2, HV=4, K=32, V=64, b_max=2.0,
+                      N=len(lengths) if packed else None, seed=33, device=DEVICE, dtype=torch.bfloat16)
+    with torch.no_grad():
+        wide = gated_delta_rule2(**x, backend="triton", cu_seqlens=cu, use_qk_l2norm=True)
+        monkeypatch.setattr(state, "F16_WALK_COLUMNS", 16)
+        narrow = gated_delta_rule2(**x, backend="triton", cu_seqlens=cu, use_qk_l2norm=True)
+    o_wide, o_narrow = (o[0] if isinstance(o, tuple) else o for o in (wide, narrow))
+    assert_close("o", o_narrow.float(), o_wide.float(), rtol=1e-2)
+
+
 def test_triton_packed_l2norm():
     lengths = [7, 64, 1, 50]
     cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device=DEVICE)

@@ -133,6 +133,12 @@ F16_WALK_STAGES = 2
 # 16:05): inference forward 1.758 -> 2.103 ms at 2x8K, 2.386 -> 2.633 ms at 1x16K (the walk without
 # o saves only 0.716 -> 0.699 ms; storing and re-reading h and R costs more than the two products).
 SPLIT_OUTPUT = False
+# Value columns per program of the one-pass float16 walk. 16 doubles the programs (256 at 2x8K
+# for 132 multiprocessors; two fit one, by registers (223) and shared memory (96 KB at two stages,
+# ptxas, sm_90a)), so a second program can hide the walk's latency; each still reads all of Q_γ,
+# K_tail and Y, so their traffic doubles. 32 until a card has timed it ("walk anatomy: 16 value
+# columns", benchmarks/stage_variants.py) and the GPU tests have run it.
+F16_WALK_COLUMNS = 32
 
 
 def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_final_state,
@@ -145,6 +151,8 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
     N = cu_seqlens.numel() - 1
     dev = v.device
     BK, BV = state_tiles(K)
+    if qg.dtype == torch.float16:
+        BV = F16_WALK_COLUMNS
     split = store_o and SPLIT_OUTPUT
     wanted = store_h, store_r
     if split:   # the walk stores what the output kernel needs instead of the output
