@@ -49,6 +49,7 @@ def main():
     walk_stages = mock.patch.object(state, "F16_WALK_STAGES", other_stages)
     other_columns = 48 - state.F16_WALK_COLUMNS   # the float16 walk's other tile (16 or 32 value columns)
     walk_columns = mock.patch.object(state, "F16_WALK_COLUMNS", other_columns)
+    fold = mock.patch.object(state, "FOLD_OUTPUT", not state.FOLD_OUTPUT)
 
     def forms(mode, fn):
         def run():
@@ -85,7 +86,9 @@ def main():
                  (f"{name}: inference forward, float16 walk at {other_stages} stage{'s' * (other_stages > 1)}",
                   walk_stages(lambda xx=xx: ours(xx))),
                  (f"{name}: inference forward, float16 walk on {other_columns} value columns",
-                  walk_columns(lambda xx=xx: ours(xx)))]
+                  walk_columns(lambda xx=xx: ours(xx))),
+                 (f"{name}: inference forward, the walk's output {'not ' * state.FOLD_OUTPUT}folded (attempt 30)",
+                  fold(lambda xx=xx: ours(xx)))]
     print(f"Whole-chunk forms (intra, key): {WHOLE_CHUNK}, {KEY_WHOLE}; key tiles per launch {KEY_TILES[KEY_WHOLE]}\n")
     print(f"| stage ({a.B}x{a.T}, {torch.cuda.get_device_name()}) | ms |")
     print("|---|---|")
@@ -98,6 +101,8 @@ def main():
     # stages differ in time, not only in total)
     runs = [("gdn2: backward (intra recomputed)", bwd(s)),
             ("gdn2: inference forward (no_grad, bfloat16 output)", lambda: ours(x)),
+            (f"gdn2: inference forward, the walk's output {'not ' * state.FOLD_OUTPUT}folded (attempt 30)",
+             fold(lambda: ours(x))),
             ("gdn2: training step (forward + backward, autograd)", train_step(ours, x))]
     if not a.no_fla and importlib.util.find_spec("fla") is not None:
         from importlib import metadata

@@ -167,6 +167,22 @@ def test_triton_float16_walk_two_stages(case, stages, columns, monkeypatch):
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 
+@pytest.mark.parametrize("case", ["uniform", "packed", "K48V48", "scalar", "16 columns"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_triton_folded_walk(dtype, case, monkeypatch):
+    """``state.FOLD_OUTPUT`` (attempt 30): the walk's output folded, Q_γ - Aqk Y from the gated
+    kernel and U = A Z, Aqk U from ``chunk_fold_kernel``, for the training forward, the one-pass
+    forward (bfloat16: ``o (forward only)``, float16 operands) and the final state; per-head gates;
+    "16 columns": the one-pass walk on 16 value columns as well (``F16_WALK_COLUMNS``)."""
+    from gdn2.ops.gdn2.triton import state
+    monkeypatch.setattr(state, "FOLD_OUTPUT", True)
+    if case == "16 columns":
+        monkeypatch.setattr(state, "F16_WALK_COLUMNS", 16)
+    gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar" else {}
+    x, cu = case_inputs(case == "packed", dtype, seed=15, dim=48 if case == "K48V48" else 128, b_max=2.0, **gates)
+    check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
+
+
 @pytest.mark.parametrize("case", ["uniform", "packed", "long", "K48V48", "two stages"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_triton_output_out_of_the_walk(dtype, case, monkeypatch):

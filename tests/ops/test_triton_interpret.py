@@ -86,6 +86,38 @@ def test_output_out_of_the_walk(case, monkeypatch):
     # and split equal); the GPU tests hold the one-pass forward to the criterion on the card
 
 
+@pytest.mark.parametrize("case", ["grouped", "packed", "scalar gates", "bf16 one-pass"])
+def test_folded_walk_output(case, monkeypatch):
+    """``state.FOLD_OUTPUT`` (attempt 30): Q_γ - Aqk Y in Q_γ's place, U = A Z and Aqk U made before
+    the walk, which then runs three products a chunk. The same o as the walk's own (grouped value
+    heads, two value tiles, packed sequences of unequal length, per-head gates, the one-pass
+    bfloat16 forward), the same final state, and (float32) the whole backend against float64."""
+    from gdn2.ops.gdn2.triton import state
+    from gdn2.testing import assert_close
+    packed = case == "packed"
+    lengths = [7, 64, 1, 50]
+    cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device=DEVICE) if packed else None
+    dtype = torch.bfloat16 if case == "bf16 one-pass" else torch.float32
+    gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar gates" else {}
+    x = random_inputs(B=1 if packed else 2, T=sum(lengths) if packed else 70, H=2, HV=4, K=32, V=64, b_max=2.0,
+                      initial_state=True, N=len(lengths) if packed else None, seed=35, device=DEVICE, dtype=dtype,
+                      **gates)
+    kw = dict(cu_seqlens=cu, use_qk_l2norm=True)
+    with torch.no_grad():
+        walk = gated_delta_rule2(**x, backend="triton", output_final_state=True, **kw)
+        fwd = gated_delta_rule2(**x, backend="triton", **kw)
+        monkeypatch.setattr(state, "FOLD_OUTPUT", True)
+        folded = gated_delta_rule2(**x, backend="triton", output_final_state=True, **kw)
+        folded_fwd = gated_delta_rule2(**x, backend="triton", **kw)
+    assert torch.equal(folded[1], walk[1])
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert_close("o", folded[0].float(), walk[0].float(), rtol=tol)
+    assert_close("o (forward only)", (folded_fwd[0] if isinstance(folded_fwd, tuple) else folded_fwd).float(),
+                 (fwd[0] if isinstance(fwd, tuple) else fwd).float(), rtol=tol)
+    if dtype == torch.float32:
+        check(x, **kw)
+
+
 @pytest.mark.parametrize("packed", [False, True], ids=["grouped", "packed"])
 def test_float16_walk_on_16_columns(packed, monkeypatch):
     """``state.F16_WALK_COLUMNS = 16``: the one-pass walk (bfloat16 inputs, normalised q and k, no

@@ -18,12 +18,18 @@ from .common import GATE_ZERO, MIN_TILE, cdiv, chunk_rows, load_rows, load_write
 @triton.jit
 def store_output(qg, Aqk, o, b_S, b_R, t0, o_t, L, i_h, i_hv, o_k, o_v,
                  H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
-                 PREC: tl.constexpr):
+                 PREC: tl.constexpr, oin=None, FOLDED: tl.constexpr = False):
     """``O = Q_γ S + Aqk R`` of one chunk's rows and value columns ``o_v``, stored (``b_S``: the
-    state entering the chunk, ``b_R``: the chunk's R): in the walk, or after it (``chunk_out_kernel``)."""
-    b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, tl.arange(0, BT), BT)
-    b_o = tl.dot(load_rows(qg, t0, o_t, L, i_h, H, o_k, K), b_S, input_precision=PREC) \
-        + tl.dot(b_Aqk, b_R, input_precision=PREC)
+    state entering the chunk, ``b_R``: the chunk's R): in the walk, or after it (``chunk_out_kernel``).
+    ``FOLDED``: ``qg`` holds ``Q_γ - Aqk Y`` and ``oin`` the chunk's ``Aqk U`` (``chunk_fold_kernel``),
+    so that ``O = qg S + oin``: the same output, one product instead of two."""
+    if FOLDED:
+        b_o = tl.dot(load_rows(qg, t0, o_t, L, i_h, H, o_k, K), b_S, input_precision=PREC) \
+            + load_rows(oin, t0, o_t, L, i_hv, HV, o_v, V)
+    else:
+        b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, tl.arange(0, BT), BT)
+        b_o = tl.dot(load_rows(qg, t0, o_t, L, i_h, H, o_k, K), b_S, input_precision=PREC) \
+            + tl.dot(b_Aqk, b_R, input_precision=PREC)
     tl.store(o + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_o.to(o.dtype.element_ty),
              mask=(o_t < L)[:, None] & (o_v < V)[None, :])
 
@@ -34,9 +40,11 @@ def state_fwd(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, B_MODE: tl.constexpr, W_MODE: tl.constexpr,
     USE_H0: tl.constexpr, STORE_HT: tl.constexpr, STORE_O: tl.constexpr, STORE_H: tl.constexpr,
-    STORE_R: tl.constexpr, PREC: tl.constexpr,
+    STORE_R: tl.constexpr, PREC: tl.constexpr, u=None, oin=None, FOLDED: tl.constexpr = False,
 ):
-    """One (sequence ``i_n`` (int64), value head, block ``i_v`` of V columns) walk over the chunks."""
+    """One (sequence ``i_n`` (int64), value head, block ``i_v`` of V columns) walk over the chunks.
+    ``FOLDED`` (with erase): ``u`` holds ``U = A Z`` and the output is folded (``store_output``), so
+    the walk runs three products a chunk instead of five and loads neither A, v, w nor Aqk."""
     i_h = i_hv // (HV // H)
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
@@ -57,18 +65,22 @@ def state_fwd(
         i_c = c0 + (t0 - bos) // BT
         if STORE_H:
             tl.store(h + (i_c * HV + i_hv) * K * V + p_kv, b_S, mask=m_kv)
-        b_z = load_write(v, w, t0, o_t, L, i_hv, HV, o_v, V, W_MODE)
-        if ERASE:
-            b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
+        if FOLDED:
             b_Y = load_rows(y, t0, o_t, L, i_h, H, o_k, K)
-            b_R = tl.dot(b_A, b_z, input_precision=PREC) - tl.dot(b_Y, b_S, input_precision=PREC)
+            b_R = load_rows(u, t0, o_t, L, i_hv, HV, o_v, V) - tl.dot(b_Y, b_S, input_precision=PREC)
         else:
-            b_R = b_z
+            b_z = load_write(v, w, t0, o_t, L, i_hv, HV, o_v, V, W_MODE)
+            if ERASE:
+                b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
+                b_Y = load_rows(y, t0, o_t, L, i_h, H, o_k, K)
+                b_R = tl.dot(b_A, b_z, input_precision=PREC) - tl.dot(b_Y, b_S, input_precision=PREC)
+            else:
+                b_R = b_z
         if STORE_R:
             tl.store(r + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_R,
                      mask=(o_t < L)[:, None] & (o_v < V)[None, :])
         if STORE_O:
-            store_output(qg, Aqk, o, b_S, b_R, t0, o_t, L, i_h, i_hv, o_k, o_v, H, HV, K, V, BT, PREC)
+            store_output(qg, Aqk, o, b_S, b_R, t0, o_t, L, i_h, i_hv, o_k, o_v, H, HV, K, V, BT, PREC, oin, FOLDED)
         b_dec = tl.load(dec + (i_c * H + i_h) * K + o_k, mask=o_k < K, other=0.0)
         b_S = b_S * b_dec[:, None] + tl.dot(tl.trans(load_rows(kt, t0, o_t, L, i_h, H, o_k, K)), b_R,
                                             input_precision=PREC)
@@ -82,12 +94,40 @@ def chunk_state_fwd_kernel(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, B_MODE: tl.constexpr, W_MODE: tl.constexpr,
     USE_H0: tl.constexpr, STORE_HT: tl.constexpr, STORE_O: tl.constexpr, STORE_H: tl.constexpr,
-    STORE_R: tl.constexpr, PREC: tl.constexpr,
+    STORE_R: tl.constexpr, PREC: tl.constexpr, u=None, oin=None, FOLDED: tl.constexpr = False,
 ):
     # int64: offsets of N x HV x K x V states may pass 2^31
     state_fwd(qg, kt, y, dec, v, w, A, Aqk, o, h0, ht, h, r, cu_seqlens, chunk_first,
               tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2), H, HV, K, V, BT, BK, BV,
-              B_MODE, W_MODE, USE_H0, STORE_HT, STORE_O, STORE_H, STORE_R, PREC)
+              B_MODE, W_MODE, USE_H0, STORE_HT, STORE_O, STORE_H, STORE_R, PREC, u, oin, FOLDED)
+
+
+@triton.jit
+def value_program(chunk_start, chunk_end, H: tl.constexpr, HV: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr):
+    """The (chunk, value head, block of V columns) of a program on the grid (chunks, HV, V blocks):
+    its indices (chunk as int64), key head, rows and columns."""
+    i_c, i_hv, i_v = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    t0, L = chunk_rows(chunk_start, chunk_end, i_c)
+    return i_c, i_hv, i_hv // (HV // H), t0, L, tl.arange(0, BT), i_v * BV + tl.arange(0, BV)
+
+
+@triton.jit
+def chunk_fold_kernel(
+    A, Aqk, v, w, u, oin, chunk_start, chunk_end,
+    H: tl.constexpr, HV: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+    W_MODE: tl.constexpr, PREC: tl.constexpr,
+):
+    """What the folded walk reads instead of A, v, w and Aqk, one program per (chunk, value head,
+    block of V columns): ``U = A Z`` and ``Aqk U`` (float32)."""
+    _, i_hv, i_h, t0, L, o_t, o_v = value_program(chunk_start, chunk_end, H, HV, BT, BV)
+    o_c = tl.arange(0, BT)
+    b_U = tl.dot(load_rows(A, t0, o_t, L, i_h, H, o_c, BT), load_write(v, w, t0, o_t, L, i_hv, HV, o_v, V, W_MODE),
+                 input_precision=PREC)
+    b_O = tl.dot(load_rows(Aqk, t0, o_t, L, i_h, H, o_c, BT), b_U, input_precision=PREC)
+    p = (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :]
+    m = (o_t < L)[:, None] & (o_v < V)[None, :]
+    tl.store(u + p, b_U, mask=m)
+    tl.store(oin + p, b_O, mask=m)
 
 
 @triton.jit
@@ -99,12 +139,8 @@ def chunk_out_kernel(
     """The walk's output out of the walk, one program per (chunk, value head, block of V columns):
     ``O = Q_γ S + Aqk R`` from the state entering the chunk and the chunk's R, both stored by the
     walk, so that the serial walk carries only what the next chunk needs."""
-    i_c, i_hv, i_v = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
-    i_h = i_hv // (HV // H)
-    t0, L = chunk_rows(chunk_start, chunk_end, i_c)
-    o_t = tl.arange(0, BT)
+    i_c, i_hv, i_h, t0, L, o_t, o_v = value_program(chunk_start, chunk_end, H, HV, BT, BV)
     o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
     b_S = tl.load(h + (i_c * HV + i_hv) * K * V + o_k[:, None] * V + o_v[None, :],
                   mask=(o_k < K)[:, None] & (o_v < V)[None, :], other=0.0)
     b_R = tl.load(r + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :],
@@ -139,12 +175,20 @@ SPLIT_OUTPUT = False
 # K_tail and Y, so their traffic doubles. 32 until a card has timed it ("walk anatomy: 16 value
 # columns", benchmarks/stage_variants.py) and the GPU tests have run it.
 F16_WALK_COLUMNS = 32
+# The walk's output folded (attempt 30): O = Q_γ S + Aqk (U - Y S) = (Q_γ - Aqk Y) S + Aqk U, with
+# U = A Z. The gated-operands kernel stores Q_γ - Aqk Y in Q_γ's place and ``chunk_fold_kernel``
+# makes U and Aqk U in parallel, so the walk runs three products a chunk instead of five (two on
+# the state's dependency chain, as FLA's walk) and loads U, Aqk U (float32, 8 KB each a program and
+# chunk) instead of A, Aqk (16 KB each), v and w. Memory: U and Aqk U, float32 [T, HV, V]. Read by
+# ``chunk._chunk_fwd_op`` (it decides the gated operands too); off until a card has timed it.
+FOLD_OUTPUT = False
 
 
 def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_final_state,
-                    store_o=True, store_h=False, store_r=False, BT=64, prec="tf32x3"):
+                    store_o=True, store_h=False, store_r=False, BT=64, prec="tf32x3", folded=False):
     """Launch the inter-chunk stage over the flattened layout; ``gated`` = (Q_γ, K_tail, Y,
-    exp(G_C)) from the intra stage. Returns (o, final_state, h, r)."""
+    exp(G_C)) from the intra stage (``folded``: Q_γ - Aqk Y in Q_γ's place, see ``FOLD_OUTPUT``;
+    only with erase and the output, o in the walk). Returns (o, final_state, h, r)."""
     qg, kt, y, dec = gated
     T, H, K = kt.shape
     HV, V = v.shape[1], v.shape[2]
@@ -163,6 +207,18 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
     r = torch.empty(T, HV, V, dtype=torch.float32, device=dev) if store_r else None
     dummy = kt
     _, b_mode, w_mode = modes
+    if folded:
+        if not (store_o and not split and A is not None):
+            raise ValueError("chunk_state_fwd: folded gated operands need erase and the output made in the walk")
+        u, oin = (torch.empty(T, HV, V, dtype=torch.float32, device=dev) for _ in range(2))
+        BVf = min(64, max(MIN_TILE, next_pow2(V)))
+        if chunks.count:
+            chunk_fold_kernel[(chunks.count, HV, cdiv(V, BVf))](
+                A, Aqk, v, w if isinstance(w, torch.Tensor) else dummy, u, oin, chunks.start, chunks.end,
+                H=H, HV=HV, V=V, BT=BT, BV=BVf, W_MODE=w_mode, PREC=prec, num_warps=4, num_stages=1)
+        folding = dict(u=u, oin=oin, FOLDED=True)
+    else:
+        folding = {}
     chunk_state_fwd_kernel[(N, HV, cdiv(V, BV))](
         qg, kt, y if y is not None else dummy, dec, v, w if isinstance(w, torch.Tensor) else dummy,
         A if A is not None else dummy, Aqk, o if o is not None else dummy, h0 if h0 is not None else dummy,
@@ -170,7 +226,8 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
         cu_seqlens, chunks.first,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=b_mode, W_MODE=w_mode,
         USE_H0=h0 is not None, STORE_HT=output_final_state, STORE_O=store_o, STORE_H=store_h,
-        STORE_R=store_r, PREC=prec, num_warps=4, num_stages=F16_WALK_STAGES if qg.dtype == torch.float16 else 1)
+        STORE_R=store_r, PREC=prec, num_warps=4, num_stages=F16_WALK_STAGES if qg.dtype == torch.float16 else 1,
+        **folding)
     if split:
         if chunks.count:
             chunk_out_kernel[(chunks.count, HV, cdiv(V, BV))](
