@@ -14,7 +14,7 @@ import triton
 from gdn2.bench.gpu import fla_chunk, make_inputs, ours, stage_inputs
 from gdn2.ops.gdn2.triton.backward import KEY_TILES, KEY_WHOLE, chunk_bwd
 from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
-from gdn2.ops.gdn2.triton import state
+from gdn2.ops.gdn2.triton import backward, state
 from gdn2.ops.gdn2.triton.intra import WHOLE_CHUNK, chunk_intra_fwd
 from gdn2.ops.gdn2.triton.state import chunk_state_fwd
 from gdn2.ops.gdn2.triton.l2norm import l2norm as l2norm_triton
@@ -50,6 +50,7 @@ def main():
     other_columns = 48 - state.F16_WALK_COLUMNS   # the float16 walk's other tile (16 or 32 value columns)
     walk_columns = mock.patch.object(state, "F16_WALK_COLUMNS", other_columns)
     fold = mock.patch.object(state, "FOLD_OUTPUT", not state.FOLD_OUTPUT)
+    fold_walks = mock.patch.object(backward, "FOLD_WALKS", not backward.FOLD_WALKS)
 
     def forms(mode, fn):
         def run():
@@ -67,6 +68,8 @@ def main():
                                                                store_o=False, store_h=True, store_r=True)),
         ("backward, all stages (intra recomputed)", bwd(s)),
         ("backward from the forward's A, Aqk (used in training)", bwd(s, kept=(A, Aqk))),
+        (f"backward from the forward's A, Aqk, both walks {'not ' * backward.FOLD_WALKS}folded (attempt 32)",
+         fold_walks(bwd(s, kept=(A, Aqk)))),
         # the split key form's launches on (32, 32) columns, the library's until attempt 28 gave the
         # walk launch 64 (KEY_TILES)
         ("backward, the split key form on (32, 32) columns", forms("split", bwd(s, key_block=(32, 32)))),

@@ -125,6 +125,12 @@ def main(Ks=(128, 256)):
         # two programs of it share a multiprocessor only within half its shared memory
         ok &= check(chunk_state_pair_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
                                                   USE_H0=True, USE_DHT=True, STORE_DH0=True, PREC=PREC))
+        # both walks folded (attempt 32), and the fold kernel's backward form
+        ok &= check(chunk_state_pair_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
+                                                  USE_H0=True, USE_DHT=True, STORE_DH0=True, PREC=PREC, FOLDED=True),
+                    note=" (folded)")
+        ok &= check(chunk_fold_kernel, dict(H=16, HV=16, V=K, BT=64, BV=64, W_MODE=2, PREC=PREC, BACKWARD=True),
+                    note=" (backward)")
         ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=64, BV=32, SCRATCH=1, B_MODE=2, W_MODE=2,
                                                  PREC=PREC), num_warps=4, num_stages=2)
         ok &= check(chunk_bwd_dt_kernel, dict(H=16, K=K, BT=64, BK=32, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC))

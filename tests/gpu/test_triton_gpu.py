@@ -183,6 +183,21 @@ def test_triton_folded_walk(dtype, case, monkeypatch):
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 
+@pytest.mark.parametrize("case", ["uniform", "packed", "K48V48", "scalar", "both folds"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_triton_folded_backward_walks(dtype, case, monkeypatch):
+    """``backward.FOLD_WALKS`` (attempt 32): the backward's recompute and reverse walks folded
+    (U = A Z and Aqk^T dO made before them, Q_γ - Aqk Y in the gated operands); every gradient,
+    the initial state's included; "both folds": with the forward's (``state.FOLD_OUTPUT``) too."""
+    from gdn2.ops.gdn2.triton import backward, state
+    monkeypatch.setattr(backward, "FOLD_WALKS", True)
+    if case == "both folds":
+        monkeypatch.setattr(state, "FOLD_OUTPUT", True)
+    gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar" else {}
+    x, cu = case_inputs(case == "packed", dtype, seed=16, dim=48 if case == "K48V48" else 128, b_max=2.0, **gates)
+    check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
+
+
 @pytest.mark.parametrize("case", ["uniform", "packed", "long", "K48V48", "two stages"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_triton_output_out_of_the_walk(dtype, case, monkeypatch):

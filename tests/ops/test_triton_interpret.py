@@ -118,6 +118,36 @@ def test_folded_walk_output(case, monkeypatch):
         check(x, **kw)
 
 
+@pytest.mark.parametrize("case", ["grouped", "packed", "scalar gates", "intra recomputed"])
+def test_folded_backward_walks(case, monkeypatch):
+    """``backward.FOLD_WALKS`` (attempt 32): the gated operands carry Q_γ - Aqk Y, U = A Z and
+    Aqk^T dO are made before the paired walks. Every gradient (initial state and final-state
+    cotangent included) as the unfolded walks give it, and the whole backend against the float64
+    recurrence; "intra recomputed": the backward's own intra stage (no kept A, Aqk)."""
+    from gdn2.ops.gdn2.triton import backward, chunk
+    from gdn2.testing import assert_close, backend_outputs
+    packed = case == "packed"
+    lengths = [7, 64, 1, 50]
+    cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device=DEVICE) if packed else None
+    gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar gates" else {}
+    x = random_inputs(B=1 if packed else 2, T=sum(lengths) if packed else 70, H=2, HV=4, K=32, V=64, b_max=2.0,
+                      initial_state=True, N=len(lengths) if packed else None, seed=37, device=DEVICE, **gates)
+    if case == "intra recomputed":
+        monkeypatch.setattr(chunk, "chunk_bwd", _without_kept(chunk.chunk_bwd))
+    plain = backend_outputs(x, "triton", cu_seqlens=cu)
+    monkeypatch.setattr(backward, "FOLD_WALKS", True)
+    folded = backend_outputs(x, "triton", cu_seqlens=cu)
+    for name, (fast, _, _) in folded.items():
+        assert_close(name, fast, plain[name][0], rtol=1e-5)
+    check(x, cu_seqlens=cu)
+
+
+def _without_kept(chunk_bwd):
+    def call(*args, kept=None, **kwargs):
+        return chunk_bwd(*args, **kwargs)
+    return call
+
+
 @pytest.mark.parametrize("packed", [False, True], ids=["grouped", "packed"])
 def test_float16_walk_on_16_columns(packed, monkeypatch):
     """``state.F16_WALK_COLUMNS = 16``: the one-pass walk (bfloat16 inputs, normalised q and k, no

@@ -23,13 +23,13 @@ def store_output(qg, Aqk, o, b_S, b_R, t0, o_t, L, i_h, i_hv, o_k, o_v,
     state entering the chunk, ``b_R``: the chunk's R): in the walk, or after it (``chunk_out_kernel``).
     ``FOLDED``: ``qg`` holds ``Q_γ - Aqk Y`` and ``oin`` the chunk's ``Aqk U`` (``chunk_fold_kernel``),
     so that ``O = qg S + oin``: the same output, one product instead of two."""
-    if FOLDED:
-        b_o = tl.dot(load_rows(qg, t0, o_t, L, i_h, H, o_k, K), b_S, input_precision=PREC) \
-            + load_rows(oin, t0, o_t, L, i_hv, HV, o_v, V)
-    else:
+    if not FOLDED:
         b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, tl.arange(0, BT), BT)
         b_o = tl.dot(load_rows(qg, t0, o_t, L, i_h, H, o_k, K), b_S, input_precision=PREC) \
             + tl.dot(b_Aqk, b_R, input_precision=PREC)
+    else:
+        b_o = tl.dot(load_rows(qg, t0, o_t, L, i_h, H, o_k, K), b_S, input_precision=PREC) \
+            + load_rows(oin, t0, o_t, L, i_hv, HV, o_v, V)
     tl.store(o + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_o.to(o.dtype.element_ty),
              mask=(o_t < L)[:, None] & (o_v < V)[None, :])
 
@@ -65,10 +65,8 @@ def state_fwd(
         i_c = c0 + (t0 - bos) // BT
         if STORE_H:
             tl.store(h + (i_c * HV + i_hv) * K * V + p_kv, b_S, mask=m_kv)
-        if FOLDED:
-            b_Y = load_rows(y, t0, o_t, L, i_h, H, o_k, K)
-            b_R = load_rows(u, t0, o_t, L, i_hv, HV, o_v, V) - tl.dot(b_Y, b_S, input_precision=PREC)
-        else:
+        # the unfolded branch first: benchmarks/stage_variants.py patches the first load of each kind
+        if not FOLDED:
             b_z = load_write(v, w, t0, o_t, L, i_hv, HV, o_v, V, W_MODE)
             if ERASE:
                 b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
@@ -76,6 +74,9 @@ def state_fwd(
                 b_R = tl.dot(b_A, b_z, input_precision=PREC) - tl.dot(b_Y, b_S, input_precision=PREC)
             else:
                 b_R = b_z
+        else:
+            b_Y = load_rows(y, t0, o_t, L, i_h, H, o_k, K)
+            b_R = load_rows(u, t0, o_t, L, i_hv, HV, o_v, V) - tl.dot(b_Y, b_S, input_precision=PREC)
         if STORE_R:
             tl.store(r + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_R,
                      mask=(o_t < L)[:, None] & (o_v < V)[None, :])
@@ -113,21 +114,26 @@ def value_program(chunk_start, chunk_end, H: tl.constexpr, HV: tl.constexpr, BT:
 
 @triton.jit
 def chunk_fold_kernel(
-    A, Aqk, v, w, u, oin, chunk_start, chunk_end,
+    A, Aqk, v, w, u, second, chunk_start, chunk_end,
     H: tl.constexpr, HV: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-    W_MODE: tl.constexpr, PREC: tl.constexpr,
+    W_MODE: tl.constexpr, PREC: tl.constexpr, do=None, BACKWARD: tl.constexpr = False,
 ):
-    """What the folded walk reads instead of A, v, w and Aqk, one program per (chunk, value head,
-    block of V columns): ``U = A Z`` and ``Aqk U`` (float32)."""
+    """What the folded walks read instead of A, v, w and Aqk, one program per (chunk, value head,
+    block of V columns), float32: ``U = A Z`` and, for the forward walk, ``Aqk U``, or for the
+    reverse walk (``BACKWARD``), ``Aqk^T dO``."""
     _, i_hv, i_h, t0, L, o_t, o_v = value_program(chunk_start, chunk_end, H, HV, BT, BV)
     o_c = tl.arange(0, BT)
     b_U = tl.dot(load_rows(A, t0, o_t, L, i_h, H, o_c, BT), load_write(v, w, t0, o_t, L, i_hv, HV, o_v, V, W_MODE),
                  input_precision=PREC)
-    b_O = tl.dot(load_rows(Aqk, t0, o_t, L, i_h, H, o_c, BT), b_U, input_precision=PREC)
+    b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, o_c, BT)
+    if BACKWARD:
+        b_2 = tl.dot(tl.trans(b_Aqk), load_rows(do, t0, o_t, L, i_hv, HV, o_v, V), input_precision=PREC)
+    else:
+        b_2 = tl.dot(b_Aqk, b_U, input_precision=PREC)
     p = (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :]
     m = (o_t < L)[:, None] & (o_v < V)[None, :]
     tl.store(u + p, b_U, mask=m)
-    tl.store(oin + p, b_O, mask=m)
+    tl.store(second + p, b_2, mask=m)
 
 
 @triton.jit
@@ -184,6 +190,20 @@ F16_WALK_COLUMNS = 32
 FOLD_OUTPUT = False
 
 
+def chunk_fold(A, Aqk, v, w, chunks, w_mode, BT=64, prec="tf32x3", do=None):
+    """Launch ``chunk_fold_kernel``: (U = A Z, Aqk U) for the folded forward walk, or with ``do``
+    (U, Aqk^T dO) for the backward's two folded walks; float32 ``[T, HV, V]`` each."""
+    T, HV, V = v.shape
+    u, second = (torch.empty(T, HV, V, dtype=torch.float32, device=v.device) for _ in range(2))
+    BV = min(64, max(MIN_TILE, next_pow2(V)))
+    if chunks.count:
+        chunk_fold_kernel[(chunks.count, HV, cdiv(V, BV))](
+            A, Aqk, v, w if isinstance(w, torch.Tensor) else v, u, second, chunks.start, chunks.end,
+            H=Aqk.shape[1], HV=HV, V=V, BT=BT, BV=BV, W_MODE=w_mode, PREC=prec, num_warps=4, num_stages=1,
+            **(dict(do=do, BACKWARD=True) if do is not None else {}))
+    return u, second
+
+
 def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_final_state,
                     store_o=True, store_h=False, store_r=False, BT=64, prec="tf32x3", folded=False):
     """Launch the inter-chunk stage over the flattened layout; ``gated`` = (Q_γ, K_tail, Y,
@@ -210,12 +230,7 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
     if folded:
         if not (store_o and not split and A is not None):
             raise ValueError("chunk_state_fwd: folded gated operands need erase and the output made in the walk")
-        u, oin = (torch.empty(T, HV, V, dtype=torch.float32, device=dev) for _ in range(2))
-        BVf = min(64, max(MIN_TILE, next_pow2(V)))
-        if chunks.count:
-            chunk_fold_kernel[(chunks.count, HV, cdiv(V, BVf))](
-                A, Aqk, v, w if isinstance(w, torch.Tensor) else dummy, u, oin, chunks.start, chunks.end,
-                H=H, HV=HV, V=V, BT=BT, BV=BVf, W_MODE=w_mode, PREC=prec, num_warps=4, num_stages=1)
+        u, oin = chunk_fold(A, Aqk, v, w, chunks, w_mode, BT=BT, prec=prec)
         folding = dict(u=u, oin=oin, FOLDED=True)
     else:
         folding = {}
