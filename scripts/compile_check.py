@@ -1,7 +1,10 @@
 """Compile every Triton kernel for sm_90 on a machine without a GPU and report shared memory
 and registers (ptxas), so resource failures show up before a GPU call.
 
-    python scripts/compile_check.py
+    PYTHONPATH=/tmp/tri36:. python scripts/compile_check.py   # after pip install --no-deps --target /tmp/tri36 triton==3.6.0
+
+Run it with the Triton the card has (3.6.0 on the lent H100): registers and spills differ between
+versions (3.6 spills in kernels where 3.7 does not).
 """
 
 import re
@@ -114,7 +117,7 @@ def main(Ks=(128, 256)):
         # kernel, the walk at 1 and 2 stages
         ok &= check(chunk_gated_kernel, dict(H=16, K=K, BT=64, BK=32, G_MODE=2, B_MODE=2, PREC="tf32", FOLD=True),
                     overrides={"qg": "*fp16", "kt": "*fp16", "y": "*fp16"}, note=" (fold)")
-        ok &= check(chunk_fold_kernel, dict(H=16, HV=16, V=K, BT=64, BV=64, W_MODE=2, PREC="tf32"))
+        ok &= check(chunk_fold_kernel, dict(H=16, HV=16, V=K, BT=64, BV=32, W_MODE=2, PREC="tf32"), num_warps=8)
         for stages in (1, 2):
             ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
                                                      USE_H0=False, STORE_HT=False, STORE_O=True, STORE_H=False,
@@ -129,8 +132,8 @@ def main(Ks=(128, 256)):
         ok &= check(chunk_state_pair_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
                                                   USE_H0=True, USE_DHT=True, STORE_DH0=True, PREC=PREC, FOLDED=True),
                     note=" (folded)")
-        ok &= check(chunk_fold_kernel, dict(H=16, HV=16, V=K, BT=64, BV=64, W_MODE=2, PREC=PREC, BACKWARD=True),
-                    note=" (backward)")
+        ok &= check(chunk_fold_kernel, dict(H=16, HV=16, V=K, BT=64, BV=32, W_MODE=2, PREC=PREC, BACKWARD=True),
+                    num_warps=8, note=" (backward)")
         ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=64, BV=32, SCRATCH=1, B_MODE=2, W_MODE=2,
                                                  PREC=PREC), num_warps=4, num_stages=2)
         ok &= check(chunk_bwd_dt_kernel, dict(H=16, K=K, BT=64, BK=32, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC))

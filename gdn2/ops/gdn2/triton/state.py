@@ -176,8 +176,8 @@ F16_WALK_STAGES = 2
 # o saves only 0.716 -> 0.699 ms; storing and re-reading h and R costs more than the two products).
 SPLIT_OUTPUT = False
 # Value columns per program of the one-pass float16 walk. 16 doubles the programs (256 at 2x8K
-# for 132 multiprocessors; two fit one, by registers (223) and shared memory (96 KB at two stages,
-# ptxas, sm_90a)), so a second program can hide the walk's latency; each still reads all of Q_γ,
+# for 132 multiprocessors; two fit one, by registers (254) and shared memory (96 KB at two stages,
+# ptxas, sm_90a, Triton 3.6)), so a second program can hide the walk's latency; each still reads all of Q_γ,
 # K_tail and Y, so their traffic doubles. 32 until a card has timed it ("walk anatomy: 16 value
 # columns", benchmarks/stage_variants.py) and the GPU tests have run it.
 F16_WALK_COLUMNS = 32
@@ -195,11 +195,12 @@ def chunk_fold(A, Aqk, v, w, chunks, w_mode, BT=64, prec="tf32x3", do=None):
     (U, Aqk^T dO) for the backward's two folded walks; float32 ``[T, HV, V]`` each."""
     T, HV, V = v.shape
     u, second = (torch.empty(T, HV, V, dtype=torch.float32, device=v.device) for _ in range(2))
-    BV = min(64, max(MIN_TILE, next_pow2(V)))
+    # 32 columns on 8 warps: no spills with Triton 3.6 (the H100's) in either form, where 64 columns
+    # on 4 warps spill 76 (forward) and 368 bytes (backward, three-pass) (ptxas, sm_90a)
     if chunks.count:
-        chunk_fold_kernel[(chunks.count, HV, cdiv(V, BV))](
+        chunk_fold_kernel[(chunks.count, HV, cdiv(V, MIN_TILE))](
             A, Aqk, v, w if isinstance(w, torch.Tensor) else v, u, second, chunks.start, chunks.end,
-            H=Aqk.shape[1], HV=HV, V=V, BT=BT, BV=BV, W_MODE=w_mode, PREC=prec, num_warps=4, num_stages=1,
+            H=Aqk.shape[1], HV=HV, V=V, BT=BT, BV=MIN_TILE, W_MODE=w_mode, PREC=prec, num_warps=8, num_stages=1,
             **(dict(do=do, BACKWARD=True) if do is not None else {}))
     return u, second
 
