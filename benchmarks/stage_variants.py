@@ -420,6 +420,10 @@ def main(only=()):
         ("three passes: key, split whole-chunk form on (32, 64) columns (used)", key_forms((32, 64), 4, (2, 3))),
         ("three passes: key, split whole-chunk form on (32, 64) columns, one-pass TF32",
          key_forms((32, 64), 4, (2, 3), PREC="tf32", DIAG_SPAN=diag_span("tf32"))),
+        # the backward's gated operands (three-pass): 255 registers and 132 bytes of spill stores on
+        # 4 warps with Triton 3.6 (the card's; none with 3.7), 154 registers and none on 8
+        ("three passes: gated operands (the backward's), 4 warps (used)", gated_run(prec="tf32x3")),
+        ("three passes: gated operands (the backward's), 8 warps", gated_run(nw=8, prec="tf32x3")),
         ("three passes: value, 64 key rows, 2 stages (used)", value_run(64, 32, 4, ns=2)),
         ("three passes: value, 64 key rows, 2 stages, one-pass TF32", value_run(64, 32, 4, ns=2, prec="tf32")),
         ("state bwd (three-pass): 4 warps", state_bwd_run(4)),
