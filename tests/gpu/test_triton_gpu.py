@@ -167,34 +167,24 @@ def test_triton_float16_walk_two_stages(case, stages, columns, monkeypatch):
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 
-@pytest.mark.parametrize("case", ["uniform", "packed", "K48V48", "scalar", "16 columns"])
+@pytest.mark.parametrize("fold, case", [(f, c) for f in ("output", "walks") for c in ("uniform", "packed", "K48V48", "scalar")]
+                         + [("output", "16 columns"), ("walks", "both folds")])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_triton_folded_walk(dtype, case, monkeypatch):
-    """``state.FOLD_OUTPUT`` (attempt 30): the walk's output folded, Q_γ - Aqk Y from the gated
-    kernel and U = A Z, Aqk U from ``chunk_fold_kernel``, for the training forward, the one-pass
-    forward (bfloat16: ``o (forward only)``, float16 operands) and the final state; per-head gates;
-    "16 columns": the one-pass walk on 16 value columns as well (``F16_WALK_COLUMNS``)."""
-    from gdn2.ops.gdn2.triton import state
-    monkeypatch.setattr(state, "FOLD_OUTPUT", True)
+def test_triton_folded_walks(dtype, fold, case, monkeypatch):
+    """The folded walks, every output and gradient: "output", ``state.FOLD_OUTPUT`` (attempt 30:
+    Q_γ - Aqk Y from the gated kernel, U = A Z and Aqk U from ``chunk_fold_kernel``; the training
+    forward, the one-pass forward (bfloat16: ``o (forward only)``, float16 operands) and the final
+    state); "walks", ``backward.FOLD_WALKS`` (attempt 32: the backward's recompute and reverse
+    walks from U and Aqk^T dO). Per-head gates; "16 columns": the one-pass walk on 16 value
+    columns as well (``F16_WALK_COLUMNS``); "both folds": the forward's fold too."""
+    from gdn2.ops.gdn2.triton import backward, state
+    monkeypatch.setattr(state, "FOLD_OUTPUT", fold == "output" or case == "both folds")
+    monkeypatch.setattr(backward, "FOLD_WALKS", fold == "walks")
     if case == "16 columns":
         monkeypatch.setattr(state, "F16_WALK_COLUMNS", 16)
     gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar" else {}
-    x, cu = case_inputs(case == "packed", dtype, seed=15, dim=48 if case == "K48V48" else 128, b_max=2.0, **gates)
-    check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
-
-
-@pytest.mark.parametrize("case", ["uniform", "packed", "K48V48", "scalar", "both folds"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_triton_folded_backward_walks(dtype, case, monkeypatch):
-    """``backward.FOLD_WALKS`` (attempt 32): the backward's recompute and reverse walks folded
-    (U = A Z and Aqk^T dO made before them, Q_γ - Aqk Y in the gated operands); every gradient,
-    the initial state's included; "both folds": with the forward's (``state.FOLD_OUTPUT``) too."""
-    from gdn2.ops.gdn2.triton import backward, state
-    monkeypatch.setattr(backward, "FOLD_WALKS", True)
-    if case == "both folds":
-        monkeypatch.setattr(state, "FOLD_OUTPUT", True)
-    gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar" else {}
-    x, cu = case_inputs(case == "packed", dtype, seed=16, dim=48 if case == "K48V48" else 128, b_max=2.0, **gates)
+    x, cu = case_inputs(case == "packed", dtype, seed=15 if fold == "output" else 16,
+                        dim=48 if case == "K48V48" else 128, b_max=2.0, **gates)
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 

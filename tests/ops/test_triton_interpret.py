@@ -53,69 +53,51 @@ def test_triton_several_value_tiles():
     check(x)
 
 
-@pytest.mark.parametrize("case", ["grouped", "packed", "bf16 one-pass"])
-def test_output_out_of_the_walk(case, monkeypatch):
-    """``state.SPLIT_OUTPUT`` (attempt 29): the walk stores the entering states and R, a parallel
-    kernel makes o. The same o as the walk's own (grouped value heads, two value tiles, packed
-    sequences of unequal length, the one-pass bfloat16 forward), the final state untouched, and
-    (float32) the whole backend against the float64 recurrence."""
-    from gdn2.ops.gdn2.triton import state
-    from gdn2.testing import assert_close
-    packed = case == "packed"
+def _walk_inputs(packed, seed, dtype=torch.float32, initial_state=True, **kwargs):
+    """Inputs and offsets for the walk settings' tests: two sequences of 70 tokens, or four packed
+    ones of unequal length (7, 64, 1, 50); H = 2, HV = 4, K = 32, V = 64 (two value tiles)."""
     lengths = [7, 64, 1, 50]
     cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device=DEVICE) if packed else None
-    dtype = torch.bfloat16 if case == "bf16 one-pass" else torch.float32
     x = random_inputs(B=1 if packed else 2, T=sum(lengths) if packed else 70, H=2, HV=4, K=32, V=64, b_max=2.0,
-                      initial_state=True, N=len(lengths) if packed else None, seed=31, device=DEVICE, dtype=dtype)
-    kw = dict(cu_seqlens=cu, use_qk_l2norm=True, output_final_state=True)
-    with torch.no_grad():
-        walk = gated_delta_rule2(**x, backend="triton", **kw)
-        fwd = gated_delta_rule2(**x, backend="triton", **{**kw, "output_final_state": False})
-        monkeypatch.setattr(state, "SPLIT_OUTPUT", True)
-        split = gated_delta_rule2(**x, backend="triton", **kw)
-        split_fwd = gated_delta_rule2(**x, backend="triton", **{**kw, "output_final_state": False})
-    assert torch.equal(split[1], walk[1])     # the walk itself is unchanged
-    assert_close("o", split[0].float(), walk[0].float(), rtol=1e-5 if dtype == torch.float32 else 1e-2)
-    assert_close("o (one-pass forward)", split_fwd[0].float(), fwd[0].float(),
-                 rtol=1e-5 if dtype == torch.float32 else 1e-2)
-    if dtype == torch.float32:
-        check(x, cu_seqlens=cu, use_qk_l2norm=True)
-    # bfloat16: the walk's own one-pass output is the reference here. Against float64 the
-    # interpreter's truncation of the normalised q and k to bfloat16 (a GPU rounds to nearest)
-    # biases both alike, 9.1e-3 against 3.3e-3 for the truncated float64 output (this case, walk
-    # and split equal); the GPU tests hold the one-pass forward to the criterion on the card
+                      initial_state=initial_state, N=len(lengths) if packed else None, seed=seed, device=DEVICE,
+                      dtype=dtype, **kwargs)
+    return x, cu
 
 
-@pytest.mark.parametrize("case", ["grouped", "packed", "scalar gates", "bf16 one-pass"])
-def test_folded_walk_output(case, monkeypatch):
-    """``state.FOLD_OUTPUT`` (attempt 30): Q_γ - Aqk Y in Q_γ's place, U = A Z and Aqk U made before
-    the walk, which then runs three products a chunk. The same o as the walk's own (grouped value
-    heads, two value tiles, packed sequences of unequal length, per-head gates, the one-pass
-    bfloat16 forward), the same final state, and (float32) the whole backend against float64."""
+@pytest.mark.parametrize("setting, case", [
+    ("SPLIT_OUTPUT", "grouped"), ("SPLIT_OUTPUT", "packed"), ("SPLIT_OUTPUT", "bf16 one-pass"),
+    ("FOLD_OUTPUT", "grouped"), ("FOLD_OUTPUT", "packed"), ("FOLD_OUTPUT", "scalar gates"),
+    ("FOLD_OUTPUT", "bf16 one-pass"),
+])
+def test_walk_output_forms(setting, case, monkeypatch):
+    """The walk's output made another way, against the walk's own o: ``state.SPLIT_OUTPUT``
+    (attempt 29: the walk stores the entering states and R, a parallel kernel makes o) and
+    ``state.FOLD_OUTPUT`` (attempt 30: Q_γ - Aqk Y in Q_γ's place, U = A Z and Aqk U made before
+    the walk, which then runs three products a chunk). Grouped value heads, two value tiles,
+    packed sequences of unequal length, per-head gates, the one-pass bfloat16 forward; the final
+    state untouched, and (float32) the whole backend against the float64 recurrence."""
     from gdn2.ops.gdn2.triton import state
     from gdn2.testing import assert_close
-    packed = case == "packed"
-    lengths = [7, 64, 1, 50]
-    cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device=DEVICE) if packed else None
     dtype = torch.bfloat16 if case == "bf16 one-pass" else torch.float32
     gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar gates" else {}
-    x = random_inputs(B=1 if packed else 2, T=sum(lengths) if packed else 70, H=2, HV=4, K=32, V=64, b_max=2.0,
-                      initial_state=True, N=len(lengths) if packed else None, seed=35, device=DEVICE, dtype=dtype,
-                      **gates)
+    x, cu = _walk_inputs(case == "packed", {"SPLIT_OUTPUT": 31, "FOLD_OUTPUT": 35}[setting], dtype, **gates)
     kw = dict(cu_seqlens=cu, use_qk_l2norm=True)
     with torch.no_grad():
         walk = gated_delta_rule2(**x, backend="triton", output_final_state=True, **kw)
         fwd = gated_delta_rule2(**x, backend="triton", **kw)
-        monkeypatch.setattr(state, "FOLD_OUTPUT", True)
-        folded = gated_delta_rule2(**x, backend="triton", output_final_state=True, **kw)
-        folded_fwd = gated_delta_rule2(**x, backend="triton", **kw)
-    assert torch.equal(folded[1], walk[1])
+        monkeypatch.setattr(state, setting, True)
+        other = gated_delta_rule2(**x, backend="triton", output_final_state=True, **kw)
+        other_fwd = gated_delta_rule2(**x, backend="triton", **kw)
+    assert torch.equal(other[1], walk[1])     # the walk's state is unchanged
     tol = 1e-5 if dtype == torch.float32 else 1e-2
-    assert_close("o", folded[0].float(), walk[0].float(), rtol=tol)
-    assert_close("o (forward only)", (folded_fwd[0] if isinstance(folded_fwd, tuple) else folded_fwd).float(),
-                 (fwd[0] if isinstance(fwd, tuple) else fwd).float(), rtol=tol)
+    assert_close("o", other[0].float(), walk[0].float(), rtol=tol)
+    assert_close("o (one-pass forward)", other_fwd[0].float(), fwd[0].float(), rtol=tol)
     if dtype == torch.float32:
         check(x, **kw)
+    # bfloat16: the walk's own one-pass output is the reference here. Against float64 the
+    # interpreter's truncation of the normalised q and k to bfloat16 (a GPU rounds to nearest)
+    # biases both alike, 9.1e-3 against 3.3e-3 for the truncated float64 output (the split case,
+    # walk and split equal); the GPU tests hold the one-pass forward to the criterion on the card
 
 
 @pytest.mark.parametrize("case", ["grouped", "packed", "scalar gates", "intra recomputed"])
@@ -126,12 +108,8 @@ def test_folded_backward_walks(case, monkeypatch):
     recurrence; "intra recomputed": the backward's own intra stage (no kept A, Aqk)."""
     from gdn2.ops.gdn2.triton import backward, chunk
     from gdn2.testing import assert_close, backend_outputs
-    packed = case == "packed"
-    lengths = [7, 64, 1, 50]
-    cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device=DEVICE) if packed else None
     gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar gates" else {}
-    x = random_inputs(B=1 if packed else 2, T=sum(lengths) if packed else 70, H=2, HV=4, K=32, V=64, b_max=2.0,
-                      initial_state=True, N=len(lengths) if packed else None, seed=37, device=DEVICE, **gates)
+    x, cu = _walk_inputs(case == "packed", 37, **gates)
     if case == "intra recomputed":
         monkeypatch.setattr(chunk, "chunk_bwd", _without_kept(chunk.chunk_bwd))
     plain = backend_outputs(x, "triton", cu_seqlens=cu)
@@ -155,10 +133,7 @@ def test_float16_walk_on_16_columns(packed, monkeypatch):
     64-wide head instead of two; grouped value heads; packed sequences of unequal length)."""
     from gdn2.ops.gdn2.triton import state
     from gdn2.testing import assert_close
-    lengths = [7, 64, 1, 50]
-    cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device=DEVICE) if packed else None
-    x = random_inputs(B=1 if packed else 2, T=sum(lengths) if packed else 70, H=2, HV=4, K=32, V=64, b_max=2.0,
-                      N=len(lengths) if packed else None, seed=33, device=DEVICE, dtype=torch.bfloat16)
+    x, cu = _walk_inputs(packed, 33, torch.bfloat16, initial_state=False)
     with torch.no_grad():
         wide = gated_delta_rule2(**x, backend="triton", cu_seqlens=cu, use_qk_l2norm=True)
         monkeypatch.setattr(state, "F16_WALK_COLUMNS", 16)

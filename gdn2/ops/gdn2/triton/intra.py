@@ -298,6 +298,8 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32
     made by a second launch (``chunk_gated_fwd``) unless ``fuse_gated``; ``gated_dtype`` and
     ``fold`` as there."""
     import torch
+    if fold and fuse_gated:   # before any launch: the fused kernel has no folded form
+        raise ValueError("chunk_intra_fwd: fold needs the gated operands' own launch (fuse_gated=False)")
     T, H, K = k.shape
     erase = b_mode != 3
     A = torch.empty(T, H, BT, dtype=torch.float32, device=k.device) if erase else None
@@ -314,8 +316,6 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32
             qg, kt, y if y is not None else qg, dec, chunks.start, chunks.end, scale,
             H=H, K=K, BT=BT, BK=MIN_TILE, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=prec,
             DIAG_SPAN=diag_span(prec), FUSE_GATED=fuse_gated, FORM=form, num_warps=4, num_stages=1, **cap)
-    if fold and fuse_gated:
-        raise ValueError("chunk_intra_fwd: fold needs the gated operands' own launch (fuse_gated=False)")
     if not fuse_gated:
         gated = chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=BT, prec=prec, dtype=gated_dtype,
                                 Aqk=Aqk if fold else None)
