@@ -136,6 +136,11 @@ def walk_source(module, **switches) -> str:
     return s
 
 
+# the patched source of each kind of variant
+SOURCES = {"key": key_source, "intra": intra_source,
+           "state": lambda **sw: walk_source(state, **sw), "reverse": lambda **sw: walk_source(backward, **sw)}
+
+
 class Variants:
     """Kernel modules built from the patched sources, one per combination of switches (loaded on
     first use: each is a separate Triton compilation)."""
@@ -146,9 +151,7 @@ class Variants:
     def get(self, kind: str, switches: dict):
         key = (kind, tuple(sorted(switches.items())))
         if key not in self.modules:
-            sources = {"key": key_source, "intra": intra_source,
-                       "state": lambda **sw: walk_source(state, **sw), "reverse": lambda **sw: walk_source(backward, **sw)}
-            source = sources[kind](**switches)
+            source = SOURCES[kind](**switches)
             self.modules[key] = load(f"{kind}_variants_{len(self.modules)}", source, self.folder)
         return self.modules[key]
 
