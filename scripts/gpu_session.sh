@@ -8,7 +8,7 @@
 #   bash scripts/gpu_session.sh sweep OUT   # MQAR (and needle) processes for the whole call
 #   bash scripts/gpu_session.sh verify OUT  # after a kernel change: GPU tests, the variants named in
 #                                           # STAGES, the kernel benchmark
-#   bash scripts/gpu_session.sh quick OUT   # stage variants (both walks' anatomy), the stage profile
+#   bash scripts/gpu_session.sh quick OUT   # the stage profile, then stage variants (both walks' anatomy)
 #                                           # (~8 min); TESTS_K: those GPU tests first (then the
 #                                           # profile may not fit the call)
 #   bash scripts/gpu_session.sh probes OUT  # needle step profile, head-dim probe, criterion check, stage
@@ -122,16 +122,17 @@ case "$PHASE" in
     cat "$R/criterion.log"
     kernel_bench 330
     ;;
-  quick)  # where the time goes: the stage variants STAGES names (default: both state walks'
+  quick)  # where the time goes: the stage profile (the library's settings against the alternatives,
+    # both pipelines' kernel lists), then the stage variants STAGES names (default: both state walks'
     # anatomy, why FLA's walk takes a third of our time a chunk, and what three-pass products cost
-    # the backward), then the stage profile (the library's settings against the alternatives, both
-    # pipelines' kernel lists); first the GPU tests TESTS_K selects (pytest -k), if set (settings
+    # the backward); first the GPU tests TESTS_K selects (pytest -k), if set (settings
     # not yet on by default)
     [ -n "${TESTS_K:-}" ] && gpu_tests 200 -k "$TESTS_K"
-    step 240 stage.log python3 benchmarks/stage_variants.py ${STAGES:-anatomy "three passes"}
-    cat "$R/stage.log" 2>/dev/null
+    # the profile first: its rows decide which settings go on; the variants only explain them
     step 220 profile.log python3 benchmarks/profile_stages.py   # FLA's kernels last: their first compilations are slow
     cat "$R/profile.log" 2>/dev/null | head -40
+    step 240 stage.log python3 benchmarks/stage_variants.py ${STAGES:-anatomy "three passes"}
+    cat "$R/stage.log" 2>/dev/null
     ;;
   probes)  # short probes for the warm tail of a session
     needle_profile 150
