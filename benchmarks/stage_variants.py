@@ -90,9 +90,10 @@ def intra_source(**switches) -> str:
 
 
 STATE_SWITCHES = dict(DOTS=1, CACHED=False)
-# the walk's products through one helper: DOTS 1 as the library's, 2 on float16 operands (the state
-# and R rounded to float16: timing only, as FLA's bfloat16 walk), 0 none (row and column sums keep
-# every operand's load and the chunk-to-chunk dependency, without the tensor cores)
+# the walk's products through one helper (``tl.dot`` in the reverse walk, ``mma`` in the forward
+# one): DOTS 1 as the library's, 2 on float16 operands (the reverse walk's state and dR rounded to
+# float16: timing only; the forward walk's "f16" precision, attempt 33), 0 none (row and column sums
+# keep every operand's load and the chunk-to-chunk dependency, without the tensor cores)
 WALK_DOT = """
 @triton.jit
 def walk_dot(a, b, input_precision: tl.constexpr = None):
@@ -102,6 +103,16 @@ def walk_dot(a, b, input_precision: tl.constexpr = None):
         return tl.dot(a.to(tl.float16), b.to(tl.float16))
     else:
         return tl.dot(a, b, input_precision=input_precision)
+
+
+@triton.jit
+def walk_mma(a, b, PREC: tl.constexpr):
+    if DOTS == 0:
+        return tl.sum(a, 1)[:, None] + tl.sum(b, 0)[None, :]
+    elif DOTS == 2:
+        return tl.dot(a.to(tl.float16), b.to(tl.float16))
+    else:
+        return mma(a, b, PREC)
 
 
 """
@@ -128,7 +139,7 @@ def walk_source(module, **switches) -> str:
     s = inspect.getsource(module).replace("from .", "from gdn2.ops.gdn2.triton.")
     s = with_switches(s, {**STATE_SWITCHES, **switches})
     at = find(s, "@triton.jit")
-    s = s[:at] + WALK_DOT + s[at:].replace("tl.dot(", "walk_dot(")
+    s = s[:at] + WALK_DOT + s[at:].replace("tl.dot(", "walk_dot(").replace("mma(", "walk_mma(")
     line, loads = WALK_LOADS[module.__name__.rsplit(".", 1)[1]]
     s = replace(s, line, line + CACHED_ROW + line.rsplit("\n", 1)[1])
     for call in loads:   # the first occurrence of each is the walk's (state_fwd, state_bwd)
@@ -222,7 +233,7 @@ def long_sequence_rows():
     return [(f"1x16K: {name}, {BV} value columns", run)
             for BV in (32, 16)
             for name, run in (("state fwd (o, one-pass, float16 operands, 2 stages: as used)",
-                               state_run(4, "tf32", False, ns=2, BV=BV, f16=True)),
+                               state_run(4, "f16" if state.F16_PRODUCTS else "tf32", False, ns=2, BV=BV, f16=True)),
                               ("state fwd recompute (three-pass), 4 warps", state_run(4, "tf32x3", True, BV=BV)),
                               ("state bwd (three-pass), 4 warps", state_bwd_run(4, BV=BV)),
                               ("state pair (recompute + bwd, one launch, used)", state_pair_run(BV=BV)))]
@@ -294,9 +305,11 @@ def main(only=()):
 
     state_run, state_bwd_run, state_pair_run, (o, dh, dr, do) = state_runners(s, A, Aqk, gated)
 
-    def walk_run(BV=32, **switches):
-        """The one-pass walk as the library runs it (float16 operands, two stages) with ``switches``."""
-        return state_run(4, "tf32", False, ns=2, BV=BV, f16=True, module=variants.get("state", switches))
+    def walk_run(BV=32, prec=None, **switches):
+        """The one-pass walk as the library runs it (float16 operands, two stages; its products'
+        precision ``prec``, default the library's) with ``switches``."""
+        prec = prec or ("f16" if state.F16_PRODUCTS else "tf32")
+        return state_run(4, prec, False, ns=2, BV=BV, f16=True, module=variants.get("state", switches))
 
     def reverse_run(**switches):
         """The reverse walk as the backward runs it (three-pass, alone rather than paired) with ``switches``."""
@@ -380,7 +393,7 @@ def main(only=()):
         ("intra: 16 columns, 4 warps", intra_run(BK=16)),
         ("intra: 32 columns, 8 warps", intra_run(nw=8)),
         ("state fwd (o, one-pass): 4 warps, float32 operands (used until attempt 23)", state_run(4, "tf32", False)),
-        ("state fwd (o, one-pass): 4 warps, float16 operands (attempt 23, used)", state_run(4, "tf32", False, f16=True)),
+        ("state fwd (o, one-pass): 4 warps, float16 operands (attempt 23), one-pass TF32 products", state_run(4, "tf32", False, f16=True)),
         ("state fwd (o, one-pass): 4 warps, float16 operands, 2 stages", state_run(4, "tf32", False, ns=2, f16=True)),
         ("state fwd (o, one-pass): 4 warps, float16 operands, 64 value columns",
          state_run(4, "tf32", False, BV=64, f16=True)),
@@ -393,9 +406,10 @@ def main(only=()):
         # the walk's anatomy (FLA's walks a chunk in 1.8 us, ours in 5.1: the 1614 results file):
         # products on float16 operands as FLA's bfloat16 ones, no products (which also leaves the
         # two-stage prefetch nothing to overlap: Triton pipelines loads feeding a dot), no memory traffic
-        ("walk anatomy: as used (float16 operands, one-pass TF32, 2 stages)", walk_run()),
-        ("walk anatomy: float16 products", walk_run(DOTS=2)),
-        ("walk anatomy: float16 products, 64 value columns", walk_run(BV=64, DOTS=2)),
+        ("walk anatomy: as used (float16 operands, 2 stages)", walk_run()),
+        ("walk anatomy: one-pass TF32 products", walk_run(prec="tf32")),
+        ("walk anatomy: float16 products", walk_run(prec="f16")),
+        ("walk anatomy: float16 products, 64 value columns", walk_run(BV=64, prec="f16")),
         # twice the programs (256 at 2x8K: two a multiprocessor fit, by registers and shared memory),
         # half the work each: does the walk gain from a second program to hide its latency?
         ("walk anatomy: 16 value columns", walk_run(BV=16)),

@@ -98,13 +98,16 @@ def main(Ks=(128, 256)):
                                                  USE_H0=True,
                                                  STORE_HT=True, STORE_O=True, STORE_H=True, STORE_R=True,
                                                  PREC=PREC))
-        # the one-pass forward walk as used: float16 gated operands (attempt 23), and its 2-stage form
+        # the one-pass forward walk: float16 gated operands (attempt 23) at 1 and 2 stages, with
+        # one-pass TF32 products (the range guard's second walk) and float16 ones (attempt 33, the
+        # first walk)
         half = {"qg": "*fp16", "kt": "*fp16", "y": "*fp16"}
-        for stages in (1, 2):
+        for stages, prec, guard in ((1, "tf32", 0), (2, "tf32", 2), (1, "f16", 1), (2, "f16", 1)):
             ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
-                                               USE_H0=False, STORE_HT=False, STORE_O=True, STORE_H=False,
-                                               STORE_R=False, PREC="tf32"),
-                  num_stages=stages, overrides=half, note=f" (f16, one-pass, {stages} st)")
+                                                     USE_H0=False, STORE_HT=False, STORE_O=True, STORE_H=False,
+                                                     STORE_R=False, PREC=prec, GUARD=guard),
+                        num_stages=stages, overrides={**half, "flag": "*i32"},
+                        note=f" (f16, {prec} products, guard {guard}, {stages} st)")
         # o out of the walk (attempt 29): the walk storing h and R (at 1 and 2 stages), then the output kernel
         for stages in (1, 2):
             ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,

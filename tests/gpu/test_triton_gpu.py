@@ -167,6 +167,21 @@ def test_triton_float16_walk_two_stages(case, stages, columns, monkeypatch):
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 
+@pytest.mark.parametrize("erase", ["channel", "zero"])
+@pytest.mark.parametrize("products", ["float16", "tf32"])
+def test_triton_walk_products(products, erase, monkeypatch):
+    """The one-pass walk's products (``state.F16_PRODUCTS``, attempt 33: float16, on by default, or
+    one-pass TF32), in range and with one sequence's v at ~3e5 (bfloat16 holds it, float16 does
+    not: the range guard walks its programs again with TF32 products); every output and gradient
+    within the criterion (``o (forward only)`` is the one-pass forward)."""
+    from gdn2.ops.gdn2.triton import state
+    monkeypatch.setattr(state, "F16_PRODUCTS", products == "float16")
+    for scale in (1.0, 3e5):
+        x, cu = case_inputs(False, torch.bfloat16, seed=17, b_max=2.0, erase=erase)
+        x["v"][0] = (x["v"][0].float() * scale).to(torch.bfloat16)
+        check(x, "split", use_qk_l2norm=True)
+
+
 @pytest.mark.parametrize("fold, case", [(f, c) for f in ("output", "walks") for c in ("uniform", "packed", "K48V48", "scalar")]
                          + [("output", "16 columns"), ("walks", "both folds")])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

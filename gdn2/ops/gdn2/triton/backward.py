@@ -213,8 +213,10 @@ KEY_WHOLE = "split"
 # Both walks of the backward folded (attempt 32, the backward's side of ``state.FOLD_OUTPUT``): the
 # gated operands carry Q_γ - Aqk Y, and ``chunk_fold`` makes U = A Z and Aqk^T dO before the walks,
 # so the recompute walk runs two three-pass products a chunk instead of three and the reverse walk
-# three instead of four, neither loading A or Aqk. Memory: U and Aqk^T dO, float32 [T, HV, V]. Off
-# until a card has timed it.
+# three instead of four, neither loading A or Aqk. Memory: U and Aqk^T dO, float32 [T, HV, V]. Off:
+# slower on an H100 (2026-12-06 18:50, benchmarks/profile_stages.py): the backward from the forward's
+# A, Aqk 6.564 -> 7.231 ms at 2x8K (the fold kernel's three-pass products and the float32 U and
+# Aqk^T dO traffic cost more than the walks save).
 FOLD_WALKS = False
 
 

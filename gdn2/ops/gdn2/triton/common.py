@@ -41,6 +41,18 @@ def walk_needed(b_wide, DIAG_SPAN: tl.constexpr, FORM: tl.constexpr):
     return (b_wide > bound) | (b_wide != b_wide)
 
 
+@triton.jit
+def mma(a, b, PREC: tl.constexpr):
+    """``a @ b`` accumulated in float32. ``PREC`` as ``tl.dot``'s input precision, or "f16": both
+    operands rounded to float16 first, one tensor-core pass at twice TF32's rate and half its
+    operand registers, with TF32's 10 mantissa bits (so one-pass TF32's accuracy) for operands
+    inside float16's range."""
+    if PREC == "f16":
+        return tl.dot(a.to(tl.float16), b.to(tl.float16))
+    else:
+        return tl.dot(a, b, input_precision=PREC)
+
+
 def on_device_of(x: torch.Tensor):
     """The CUDA device of ``x`` made current for the launches inside, when it is not already:
     Triton launches on the current device, so a tensor on another card would be read from the

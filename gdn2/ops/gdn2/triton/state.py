@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import GATE_ZERO, MIN_TILE, cdiv, chunk_rows, load_rows, load_write, next_pow2
+from .common import GATE_ZERO, MIN_TILE, cdiv, chunk_rows, load_rows, load_write, mma, next_pow2
 
 
 @triton.jit
@@ -25,13 +25,14 @@ def store_output(qg, Aqk, o, b_S, b_R, t0, o_t, L, i_h, i_hv, o_k, o_v,
     so that ``O = qg S + oin``: the same output, one product instead of two."""
     if not FOLDED:
         b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, tl.arange(0, BT), BT)
-        b_o = tl.dot(load_rows(qg, t0, o_t, L, i_h, H, o_k, K), b_S, input_precision=PREC) \
-            + tl.dot(b_Aqk, b_R, input_precision=PREC)
+        b_o = mma(load_rows(qg, t0, o_t, L, i_h, H, o_k, K), b_S, PREC) \
+            + mma(b_Aqk, b_R, PREC)
     else:
-        b_o = tl.dot(load_rows(qg, t0, o_t, L, i_h, H, o_k, K), b_S, input_precision=PREC) \
+        b_o = mma(load_rows(qg, t0, o_t, L, i_h, H, o_k, K), b_S, PREC) \
             + load_rows(oin, t0, o_t, L, i_hv, HV, o_v, V)
     tl.store(o + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_o.to(o.dtype.element_ty),
              mask=(o_t < L)[:, None] & (o_v < V)[None, :])
+    return b_o
 
 
 @triton.jit
@@ -41,10 +42,13 @@ def state_fwd(
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, B_MODE: tl.constexpr, W_MODE: tl.constexpr,
     USE_H0: tl.constexpr, STORE_HT: tl.constexpr, STORE_O: tl.constexpr, STORE_H: tl.constexpr,
     STORE_R: tl.constexpr, PREC: tl.constexpr, u=None, oin=None, FOLDED: tl.constexpr = False,
+    flag=None, GUARD: tl.constexpr = 0,
 ):
     """One (sequence ``i_n`` (int64), value head, block ``i_v`` of V columns) walk over the chunks.
     ``FOLDED`` (with erase): ``u`` holds ``U = A Z`` and the output is folded (``store_output``), so
-    the walk runs three products a chunk instead of five and loads neither A, v, w nor Aqk."""
+    the walk runs three products a chunk instead of five and loads neither A, v, w nor Aqk.
+    ``GUARD`` (float16 products, ``F16_PRODUCTS``): 1 records in ``flag`` whether any output or the
+    state left the finite range, 2 walks again only the programs so recorded."""
     i_h = i_hv // (HV // H)
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
@@ -56,6 +60,13 @@ def state_fwd(
     m_kv = (o_k < K)[:, None] & (o_v < V)[None, :]
     p_kv = o_k[:, None] * V + o_v[None, :]
     ERASE: tl.constexpr = B_MODE != GATE_ZERO
+    i_flag = (i_n * HV + i_hv) * tl.cdiv(V, BV) + i_v
+    run = True
+    if GUARD == 2:   # a walk of no chunks, and no final state, where the first walk stayed finite
+        run = tl.load(flag + i_flag) != 0
+        eos = tl.where(run, eos, bos)
+    if GUARD == 1:   # x * 0 is 0 for finite x, NaN for inf and NaN: one accumulator catches every output
+        b_bad = tl.zeros([BT, BV], dtype=tl.float32)
 
     b_S = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_H0:
@@ -71,22 +82,27 @@ def state_fwd(
             if ERASE:
                 b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
                 b_Y = load_rows(y, t0, o_t, L, i_h, H, o_k, K)
-                b_R = tl.dot(b_A, b_z, input_precision=PREC) - tl.dot(b_Y, b_S, input_precision=PREC)
+                b_R = mma(b_A, b_z, PREC) - mma(b_Y, b_S, PREC)
             else:
                 b_R = b_z
         else:
             b_Y = load_rows(y, t0, o_t, L, i_h, H, o_k, K)
-            b_R = load_rows(u, t0, o_t, L, i_hv, HV, o_v, V) - tl.dot(b_Y, b_S, input_precision=PREC)
+            b_R = load_rows(u, t0, o_t, L, i_hv, HV, o_v, V) - mma(b_Y, b_S, PREC)
         if STORE_R:
             tl.store(r + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_R,
                      mask=(o_t < L)[:, None] & (o_v < V)[None, :])
         if STORE_O:
-            store_output(qg, Aqk, o, b_S, b_R, t0, o_t, L, i_h, i_hv, o_k, o_v, H, HV, K, V, BT, PREC, oin, FOLDED)
+            b_o = store_output(qg, Aqk, o, b_S, b_R, t0, o_t, L, i_h, i_hv, o_k, o_v, H, HV, K, V, BT, PREC, oin,
+                               FOLDED)
+            if GUARD == 1:
+                b_bad += b_o * 0.0
         b_dec = tl.load(dec + (i_c * H + i_h) * K + o_k, mask=o_k < K, other=0.0)
-        b_S = b_S * b_dec[:, None] + tl.dot(tl.trans(load_rows(kt, t0, o_t, L, i_h, H, o_k, K)), b_R,
-                                            input_precision=PREC)
+        b_S = b_S * b_dec[:, None] + mma(tl.trans(load_rows(kt, t0, o_t, L, i_h, H, o_k, K)), b_R, PREC)
     if STORE_HT:
-        tl.store(ht + (i_n * HV + i_hv) * K * V + p_kv, b_S, mask=m_kv)
+        tl.store(ht + (i_n * HV + i_hv) * K * V + p_kv, b_S, mask=m_kv & run)
+    if GUARD == 1:
+        b_check = tl.sum(tl.sum(b_bad, 1), 0) + tl.sum(tl.sum(b_S * 0.0, 1), 0)
+        tl.store(flag + i_flag, (b_check != b_check).to(tl.int32))
 
 
 @triton.jit
@@ -96,11 +112,12 @@ def chunk_state_fwd_kernel(
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, B_MODE: tl.constexpr, W_MODE: tl.constexpr,
     USE_H0: tl.constexpr, STORE_HT: tl.constexpr, STORE_O: tl.constexpr, STORE_H: tl.constexpr,
     STORE_R: tl.constexpr, PREC: tl.constexpr, u=None, oin=None, FOLDED: tl.constexpr = False,
+    flag=None, GUARD: tl.constexpr = 0,
 ):
     # int64: offsets of N x HV x K x V states may pass 2^31
     state_fwd(qg, kt, y, dec, v, w, A, Aqk, o, h0, ht, h, r, cu_seqlens, chunk_first,
               tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2), H, HV, K, V, BT, BK, BV,
-              B_MODE, W_MODE, USE_H0, STORE_HT, STORE_O, STORE_H, STORE_R, PREC, u, oin, FOLDED)
+              B_MODE, W_MODE, USE_H0, STORE_HT, STORE_O, STORE_H, STORE_R, PREC, u, oin, FOLDED, flag, GUARD)
 
 
 @triton.jit
@@ -123,13 +140,12 @@ def chunk_fold_kernel(
     reverse walk (``BACKWARD``), ``Aqk^T dO``."""
     _, i_hv, i_h, t0, L, o_t, o_v = value_program(chunk_start, chunk_end, H, HV, BT, BV)
     o_c = tl.arange(0, BT)
-    b_U = tl.dot(load_rows(A, t0, o_t, L, i_h, H, o_c, BT), load_write(v, w, t0, o_t, L, i_hv, HV, o_v, V, W_MODE),
-                 input_precision=PREC)
+    b_U = mma(load_rows(A, t0, o_t, L, i_h, H, o_c, BT), load_write(v, w, t0, o_t, L, i_hv, HV, o_v, V, W_MODE), PREC)
     b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, o_c, BT)
     if BACKWARD:
-        b_2 = tl.dot(tl.trans(b_Aqk), load_rows(do, t0, o_t, L, i_hv, HV, o_v, V), input_precision=PREC)
+        b_2 = mma(tl.trans(b_Aqk), load_rows(do, t0, o_t, L, i_hv, HV, o_v, V), PREC)
     else:
-        b_2 = tl.dot(b_Aqk, b_U, input_precision=PREC)
+        b_2 = mma(b_Aqk, b_U, PREC)
     p = (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :]
     m = (o_t < L)[:, None] & (o_v < V)[None, :]
     tl.store(u + p, b_U, mask=m)
@@ -178,15 +194,30 @@ SPLIT_OUTPUT = False
 # Value columns per program of the one-pass float16 walk. 16 doubles the programs (256 at 2x8K
 # for 132 multiprocessors; two fit one, by registers (254) and shared memory (96 KB at two stages,
 # ptxas, sm_90a, Triton 3.6)), so a second program can hide the walk's latency; each still reads all of Q_γ,
-# K_tail and Y, so their traffic doubles. 32 until a card has timed it ("walk anatomy: 16 value
-# columns", benchmarks/stage_variants.py) and the GPU tests have run it.
+# K_tail and Y, so their traffic doubles. 32: on an H100 (2026-12-06 18:50, before float16
+# products) 16 made the walk 0.656 -> 1.096 ms and the inference forward 1.699 -> 2.134 ms at 2x8K,
+# 2.196 -> 2.130 ms at 1x16K (64 programs); the GPU tests passed with 16 (16:05).
 F16_WALK_COLUMNS = 32
+# The one-pass walk's products on float16 operands (attempt 33): the state, R, A and z rounded to
+# float16 as the gated operands already are. Same 10 mantissa bits as the one-pass TF32 products
+# it replaces, so the same accuracy, at twice the tensor-core rate and with half the operand
+# registers and shared memory: on an H100 (2026-12-06 18:50, "walk anatomy: float16 products",
+# benchmarks/stage_variants.py) the walk 0.656 -> 0.439 ms at 2x8K, FLA's bfloat16 walk's form
+# with two more mantissa bits. Range: the state's and z's entries must stay under 65504 (float16's
+# largest). The walk runs so only where the gated operands are float16 (bfloat16 inputs, unit q and
+# k, no float32 output). Past that range a product turns o or the state into inf or NaN (never into
+# finite garbage): the walk records it per program (GUARD 1) and a second launch walks those
+# programs again with one-pass TF32 products (GUARD 2; its other programs return at once, ~5 us),
+# so that the result never depends on the range, and no host synchronisation is needed.
+F16_PRODUCTS = True
 # The walk's output folded (attempt 30): O = Q_γ S + Aqk (U - Y S) = (Q_γ - Aqk Y) S + Aqk U, with
 # U = A Z. The gated-operands kernel stores Q_γ - Aqk Y in Q_γ's place and ``chunk_fold_kernel``
 # makes U and Aqk U in parallel, so the walk runs three products a chunk instead of five (two on
 # the state's dependency chain, as FLA's walk) and loads U, Aqk U (float32, 8 KB each a program and
 # chunk) instead of A, Aqk (16 KB each), v and w. Memory: U and Aqk U, float32 [T, HV, V]. Read by
-# ``chunk._chunk_fwd_op`` (it decides the gated operands too); off until a card has timed it.
+# ``chunk._chunk_fwd_op`` (it decides the gated operands too). Off: slower on an H100 (2026-12-06
+# 18:50, before float16 products): inference forward 1.699 -> 2.015 ms at 2x8K, 2.196 -> 2.438 ms at
+# 1x16K (the fold kernel and U, Aqk U's float32 traffic cost more than the two products saved).
 FOLD_OUTPUT = False
 
 
@@ -216,9 +247,11 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
     N = cu_seqlens.numel() - 1
     dev = v.device
     BK, BV = state_tiles(K)
+    split = store_o and SPLIT_OUTPUT
+    guard = False
     if qg.dtype == torch.float16:
         BV = F16_WALK_COLUMNS
-    split = store_o and SPLIT_OUTPUT
+        guard = F16_PRODUCTS and not (split or folded)
     wanted = store_h, store_r
     if split:   # the walk stores what the output kernel needs instead of the output
         store_o, store_h, store_r = False, True, True
@@ -235,7 +268,10 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
         folding = dict(u=u, oin=oin, FOLDED=True)
     else:
         folding = {}
-    chunk_state_fwd_kernel[(N, HV, cdiv(V, BV))](
+    grid = (N, HV, cdiv(V, BV))
+    if guard:   # float16 products, then the programs whose outputs or state left the range walk again
+        folding = dict(flag=torch.empty(grid[0] * grid[1] * grid[2], dtype=torch.int32, device=dev), GUARD=1)
+    walk = lambda prec, **kw: chunk_state_fwd_kernel[grid](  # noqa: E731
         qg, kt, y if y is not None else dummy, dec, v, w if isinstance(w, torch.Tensor) else dummy,
         A if A is not None else dummy, Aqk, o if o is not None else dummy, h0 if h0 is not None else dummy,
         ht if ht is not None else dummy, h if h is not None else dummy, r if r is not None else dummy,
@@ -243,7 +279,10 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=b_mode, W_MODE=w_mode,
         USE_H0=h0 is not None, STORE_HT=output_final_state, STORE_O=store_o, STORE_H=store_h,
         STORE_R=store_r, PREC=prec, num_warps=4, num_stages=F16_WALK_STAGES if qg.dtype == torch.float16 else 1,
-        **folding)
+        **kw)
+    walk("f16" if guard else prec, **folding)
+    if guard:
+        walk(prec, flag=folding["flag"], GUARD=2)
     if split:
         if chunks.count:
             chunk_out_kernel[(chunks.count, HV, cdiv(V, BV))](
