@@ -81,3 +81,13 @@ def test_values_past_float16_range_walk_again(erase, monkeypatch):
     assert torch.equal(o[0], o_tf32[0])
     err = error(o[1], o_tf32[1])
     assert 0 < err.rel_rms < 2e-3, err
+
+
+def test_one_stage_walk_keeps_tf32_products(monkeypatch):
+    """At one pipeline stage the walk launches once, with TF32 products: float16 ones there gave
+    finite garbage under Triton 3.6 on an H100 (test_triton_float16_walk_two_stages, 2026-12-06)."""
+    from gdn2.ops.gdn2.triton import state
+    monkeypatch.setattr(state, "F16_WALK_STAGES", 1)
+    x = random_inputs(B=1, T=70, H=2, K=32, V=32, b_max=2.0, dtype=torch.bfloat16, seed=43, device=DEVICE)
+    _, seen = one_pass_forward(x, monkeypatch)
+    assert seen == [(0, None)], seen
