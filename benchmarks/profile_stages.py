@@ -14,7 +14,7 @@ import triton
 from gdn2.bench.gpu import fla_chunk, make_inputs, ours, stage_inputs
 from gdn2.ops.gdn2.triton.backward import KEY_TILES, KEY_WHOLE, chunk_bwd
 from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
-from gdn2.ops.gdn2.triton import backward, state
+from gdn2.ops.gdn2.triton import state
 from gdn2.ops.gdn2.triton.intra import WHOLE_CHUNK, chunk_intra_fwd
 from gdn2.ops.gdn2.triton.state import chunk_state_fwd
 from gdn2.ops.gdn2.triton.l2norm import l2norm as l2norm_triton
@@ -44,13 +44,11 @@ def main():
         return lambda: chunk_bwd(t.q, t.k, t.v, t.g, t.b, t.w, None, t.scale, t.cu, t.chunks, do, None, **kw)
 
     # settings other than the library's, each set around one call of the function it wraps
-    split_output = mock.patch.object(state, "SPLIT_OUTPUT", not state.SPLIT_OUTPUT)
     other_stages = 3 - state.F16_WALK_STAGES   # the float16 walk's other pipeline depth (1 or 2)
     walk_stages = mock.patch.object(state, "F16_WALK_STAGES", other_stages)
     other_columns = 48 - state.F16_WALK_COLUMNS   # the float16 walk's other tile (16 or 32 value columns)
     walk_columns = mock.patch.object(state, "F16_WALK_COLUMNS", other_columns)
-    fold = mock.patch.object(state, "FOLD_OUTPUT", not state.FOLD_OUTPUT)
-    fold_walks = mock.patch.object(backward, "FOLD_WALKS", not backward.FOLD_WALKS)
+    products = mock.patch.object(state, "F16_PRODUCTS", not state.F16_PRODUCTS)
 
     def forms(mode, fn):
         def run():
@@ -68,8 +66,6 @@ def main():
                                                                store_o=False, store_h=True, store_r=True)),
         ("backward, all stages (intra recomputed)", bwd(s)),
         ("backward from the forward's A, Aqk (used in training)", bwd(s, kept=(A, Aqk))),
-        (f"backward from the forward's A, Aqk, both walks {'not ' * backward.FOLD_WALKS}folded (attempt 32)",
-         fold_walks(bwd(s, kept=(A, Aqk)))),
         # the split key form's launches on (32, 32) columns, the library's until attempt 28 gave the
         # walk launch 64 (KEY_TILES)
         ("backward, the split key form on (32, 32) columns", forms("split", bwd(s, key_block=(32, 32)))),
@@ -78,20 +74,19 @@ def main():
         ("g - 2: backward, the split key form on (32, 32) columns", forms("split", bwd(w, key_block=(32, 32)))),
         ("g - 2: backward, whole-chunk forms off", forms("off", bwd(w))),
     ]
-    # the forward with o out of the walk or in it (attempt 29), the float16 walk at its other
-    # pipeline depth (attempt 23) and on its other tile width, against the forward as used, here and
-    # at 1x16K (64 walks of 256 chunks)
+    # the float16 walk at its other pipeline depth (attempt 23), on its other tile width and with
+    # the other products (attempt 33: float16 or one-pass TF32), against the forward as used, here
+    # and at 1x16K (64 walks of 256 chunks)
     long = make_inputs(1, 16384)
     for name, xx in ((f"{a.B}x{a.T}", x), ("1x16384", long)):
         rows += [(f"{name}: inference forward as used", lambda xx=xx: ours(xx)),
-                 (f"{name}: inference forward, o {'in' if state.SPLIT_OUTPUT else 'out of'} the walk (attempt 29)",
-                  split_output(lambda xx=xx: ours(xx))),
                  (f"{name}: inference forward, float16 walk at {other_stages} stage{'s' * (other_stages > 1)}",
                   walk_stages(lambda xx=xx: ours(xx))),
                  (f"{name}: inference forward, float16 walk on {other_columns} value columns",
                   walk_columns(lambda xx=xx: ours(xx))),
-                 (f"{name}: inference forward, the walk's output {'not ' * state.FOLD_OUTPUT}folded (attempt 30)",
-                  fold(lambda xx=xx: ours(xx)))]
+                 (f"{name}: inference forward, the walk's products "
+                  f"{'one-pass TF32' if state.F16_PRODUCTS else 'float16'} (attempt 33)",
+                  products(lambda xx=xx: ours(xx)))]
     print(f"Whole-chunk forms (intra, key): {WHOLE_CHUNK}, {KEY_WHOLE}; key tiles per launch {KEY_TILES[KEY_WHOLE]}\n")
     print(f"| stage ({a.B}x{a.T}, {torch.cuda.get_device_name()}) | ms |")
     print("|---|---|")
@@ -104,8 +99,6 @@ def main():
     # stages differ in time, not only in total)
     runs = [("gdn2: backward (intra recomputed)", bwd(s)),
             ("gdn2: inference forward (no_grad, bfloat16 output)", lambda: ours(x)),
-            (f"gdn2: inference forward, the walk's output {'not ' * state.FOLD_OUTPUT}folded (attempt 30)",
-             fold(lambda: ours(x))),
             ("gdn2: training step (forward + backward, autograd)", train_step(ours, x))]
     if not a.no_fla and importlib.util.find_spec("fla") is not None:
         from importlib import metadata

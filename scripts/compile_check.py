@@ -23,7 +23,7 @@ from gdn2.ops.gdn2.triton.common import diag_span
 from gdn2.ops.gdn2.triton.key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
 from gdn2.ops.gdn2.triton.decode import fused_recurrent_fwd_kernel
 from gdn2.ops.gdn2.triton.intra import chunk_gated_kernel, chunk_intra_fwd_kernel
-from gdn2.ops.gdn2.triton.state import chunk_fold_kernel, chunk_out_kernel, chunk_state_fwd_kernel
+from gdn2.ops.gdn2.triton.state import chunk_state_fwd_kernel
 
 SMEM_LIMIT = 232448
 INT_ARGS = {"cu_seqlens", "chunk_first", "chunk_start", "chunk_end"}
@@ -108,35 +108,11 @@ def main(Ks=(128, 256)):
                                                      STORE_R=False, PREC=prec, GUARD=guard),
                         num_stages=stages, overrides={**half, "flag": "*i32"},
                         note=f" (f16, {prec} products, guard {guard}, {stages} st)")
-        # o out of the walk (attempt 29): the walk storing h and R (at 1 and 2 stages), then the output kernel
-        for stages in (1, 2):
-            ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
-                                                     USE_H0=False, STORE_HT=False, STORE_O=False, STORE_H=True,
-                                                     STORE_R=True, PREC="tf32"),
-                        num_stages=stages, overrides=half, note=f" (f16, one-pass, h and R, {stages} st)")
-        ok &= check(chunk_out_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, PREC="tf32"),
-                    overrides={"qg": "*fp16"})
-        # the folded output (attempt 30): Q_γ - Aqk Y from the gated kernel, U and Aqk U from the fold
-        # kernel, the walk at 1 and 2 stages
-        ok &= check(chunk_gated_kernel, dict(H=16, K=K, BT=64, BK=32, G_MODE=2, B_MODE=2, PREC="tf32", FOLD=True),
-                    overrides={"qg": "*fp16", "kt": "*fp16", "y": "*fp16"}, note=" (fold)")
-        ok &= check(chunk_fold_kernel, dict(H=16, HV=16, V=K, BT=64, BV=32, W_MODE=2, PREC="tf32"), num_warps=8)
-        for stages in (1, 2):
-            ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
-                                                     USE_H0=False, STORE_HT=False, STORE_O=True, STORE_H=False,
-                                                     STORE_R=False, PREC="tf32", FOLDED=True),
-                        num_stages=stages, overrides=half, note=f" (f16, one-pass, folded, {stages} st)")
         ok &= check(chunk_state_bwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2,
                                                  USE_DHT=True, STORE_DH0=True, PREC=PREC))
         # two programs of it share a multiprocessor only within half its shared memory
         ok &= check(chunk_state_pair_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
                                                   USE_H0=True, USE_DHT=True, STORE_DH0=True, PREC=PREC))
-        # both walks folded (attempt 32), and the fold kernel's backward form
-        ok &= check(chunk_state_pair_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
-                                                  USE_H0=True, USE_DHT=True, STORE_DH0=True, PREC=PREC, FOLDED=True),
-                    note=" (folded)")
-        ok &= check(chunk_fold_kernel, dict(H=16, HV=16, V=K, BT=64, BV=32, W_MODE=2, PREC=PREC, BACKWARD=True),
-                    num_warps=8, note=" (backward)")
         ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=64, BV=32, SCRATCH=1, B_MODE=2, W_MODE=2,
                                                  PREC=PREC), num_warps=4, num_stages=2)
         ok &= check(chunk_bwd_dt_kernel, dict(H=16, K=K, BT=64, BK=32, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC))

@@ -17,7 +17,7 @@ from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, WHOLE_FORMS
                      dot_precision, gate_mode, load_rows, load_scalar_rows, load_write, value_tile)
 from .intra import chunk_gated_fwd, chunk_intra_fwd
 from .key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
-from .state import chunk_fold, state_fwd, state_tiles
+from .state import state_fwd, state_tiles
 
 
 @triton.jit
@@ -25,12 +25,10 @@ def state_bwd(
     qg, kt, y, dec, Aqk, do, dht, dh, dh0, dr, cu_seqlens, chunk_first, i_n, i_hv, i_v,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, B_MODE: tl.constexpr,
-    USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr, p=None, FOLDED: tl.constexpr = False,
+    USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
 ):
     """dR = Aqk^T dO + K_tail dS_C;  dS_0 = Q_γ^T dO + exp(G_C) dS_C - Y^T dR, chunks in reverse,
-    for sequence ``i_n`` (int64), value head ``i_hv`` and block ``i_v`` of V columns. ``FOLDED``
-    (with erase): ``p`` holds Aqk^T dO and ``qg`` Q_γ - Aqk Y, so dR = p + K_tail dS_C and
-    dS_0 = (Q_γ - Aqk Y)^T dO + exp(G_C) dS_C - Y^T K_tail dS_C: three products a chunk, not four."""
+    for sequence ``i_n`` (int64), value head ``i_hv`` and block ``i_v`` of V columns."""
     i_h = i_hv // (HV // H)
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
@@ -53,21 +51,15 @@ def state_bwd(
         tl.store(dh + ((c0 + idx) * HV + i_hv) * K * V + p_kv, b_dS, mask=m_kv)
         m_tv = (o_t < L)[:, None] & (o_v < V)[None, :]
         b_do = tl.load(do + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
-        # the unfolded branches first: benchmarks/stage_variants.py patches the first load of each kind
-        if not FOLDED:
-            b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, o_c, BT)
-            b_dR = tl.dot(tl.trans(b_Aqk), b_do, input_precision=PREC) \
-                + tl.dot(load_rows(kt, t0, o_t, L, i_h, H, o_k, K), b_dS, input_precision=PREC)
-            b_back = b_dR
-        else:
-            b_back = tl.dot(load_rows(kt, t0, o_t, L, i_h, H, o_k, K), b_dS, input_precision=PREC)
-            b_dR = load_rows(p, t0, o_t, L, i_hv, HV, o_v, V) + b_back
+        b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, o_c, BT)
+        b_dR = tl.dot(tl.trans(b_Aqk), b_do, input_precision=PREC) \
+            + tl.dot(load_rows(kt, t0, o_t, L, i_h, H, o_k, K), b_dS, input_precision=PREC)
         tl.store(dr + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_dR, mask=m_tv)
         b_dec = tl.load(dec + ((c0 + idx) * H + i_h) * K + o_k, mask=o_k < K, other=0.0)
         b_dS = b_dS * b_dec[:, None] + tl.dot(tl.trans(load_rows(qg, t0, o_t, L, i_h, H, o_k, K)), b_do,
                                               input_precision=PREC)
         if B_MODE != GATE_ZERO:
-            b_dS -= tl.dot(tl.trans(load_rows(y, t0, o_t, L, i_h, H, o_k, K)), b_back, input_precision=PREC)
+            b_dS -= tl.dot(tl.trans(load_rows(y, t0, o_t, L, i_h, H, o_k, K)), b_dR, input_precision=PREC)
     if STORE_DH0:
         tl.store(dh0 + (i_n * HV + i_hv) * K * V + p_kv, b_dS, mask=m_kv)
 
@@ -92,21 +84,20 @@ def chunk_state_pair_kernel(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, B_MODE: tl.constexpr, W_MODE: tl.constexpr,
     USE_H0: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
-    u=None, p=None, FOLDED: tl.constexpr = False,
 ):
     """The backward's two sequential walks in one launch: value blocks ``0 .. NV-1`` of the third grid
     axis recompute the chunk-start states h and residuals R (forward order), blocks ``NV .. 2NV-1``
     run the reverse state recurrence. Neither reads what the other writes, and each alone leaves a
     multiprocessor one 4-warp program (a latency-bound walk), or none at 1x16K; together two
-    programs share it. ``FOLDED``: both walks folded (``FOLD_WALKS``; ``u``: U = A Z, ``p``: Aqk^T dO)."""
+    programs share it."""
     i_n, i_hv, i_v = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     NV: tl.constexpr = (V + BV - 1) // BV
     if i_v < NV:
         state_fwd(qg, kt, y, dec, v, w, A, Aqk, qg, h0, qg, h, r, cu_seqlens, chunk_first, i_n, i_hv, i_v,
-                  H, HV, K, V, BT, BK, BV, B_MODE, W_MODE, USE_H0, False, False, True, True, PREC, u, qg, FOLDED)
+                  H, HV, K, V, BT, BK, BV, B_MODE, W_MODE, USE_H0, False, False, True, True, PREC)
     else:
         state_bwd(qg, kt, y, dec, Aqk, do, dht, dh, dh0, dr, cu_seqlens, chunk_first, i_n, i_hv, i_v - NV,
-                  H, HV, K, V, BT, BK, BV, B_MODE, USE_DHT, STORE_DH0, PREC, p, FOLDED)
+                  H, HV, K, V, BT, BK, BV, B_MODE, USE_DHT, STORE_DH0, PREC)
 
 
 @triton.jit
@@ -210,14 +201,6 @@ KEY_WARPS = 4
 # the benchmark's gates; where every chunk's span exceeds the bound (g - 2) +14% while the walk ran
 # at 32 columns, +3% since its launch takes 64 (``KEY_TILES``, attempt 28)
 KEY_WHOLE = "split"
-# Both walks of the backward folded (attempt 32, the backward's side of ``state.FOLD_OUTPUT``): the
-# gated operands carry Q_γ - Aqk Y, and ``chunk_fold`` makes U = A Z and Aqk^T dO before the walks,
-# so the recompute walk runs two three-pass products a chunk instead of three and the reverse walk
-# three instead of four, neither loading A or Aqk. Memory: U and Aqk^T dO, float32 [T, HV, V]. Off:
-# slower on an H100 (2026-12-06 18:50, benchmarks/profile_stages.py): the backward from the forward's
-# A, Aqk 6.564 -> 7.231 ms at 2x8K (the fold kernel's three-pass products and the float32 U and
-# Aqk^T dO traffic cost more than the walks save).
-FOLD_WALKS = False
 
 
 def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block=None, kept=None):
@@ -232,13 +215,11 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     modes = (gate_mode(g, 3), gate_mode(b, 3), gate_mode(w, 3))
     dev = k.device
     prec = dot_precision(q.dtype, float32_outputs=True)  # dg and dh0 are float32
-    fold = FOLD_WALKS and modes[1] != GATE_ZERO
     if kept is None:
-        A, Aqk, gated = chunk_intra_fwd(q, k, g, b, scale, chunks, modes[0], modes[1], BT=BT, prec=prec, fold=fold)
+        A, Aqk, gated = chunk_intra_fwd(q, k, g, b, scale, chunks, modes[0], modes[1], BT=BT, prec=prec)
     else:
         A, Aqk = kept
-        gated = chunk_gated_fwd(q, k, g, b, A, scale, chunks, modes[0], modes[1], BT=BT, prec=prec,
-                                Aqk=Aqk if fold else None)
+        gated = chunk_gated_fwd(q, k, g, b, A, scale, chunks, modes[0], modes[1], BT=BT, prec=prec)
     qg, kt, y, dec = gated
     BK, BV = state_tiles(K)
     f32 = dict(dtype=torch.float32, device=dev)
@@ -250,16 +231,12 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     gt = g if g is not None else dummy
     bt = b if isinstance(b, torch.Tensor) else dummy
     wt = w if isinstance(w, torch.Tensor) else dummy
-    folding = {}
-    if fold:
-        u, pq = chunk_fold(A, Aqk, v, w, chunks, modes[2], BT=BT, prec=prec, do=do)
-        folding = dict(u=u, p=pq, FOLDED=True)
     chunk_state_pair_kernel[(N, HV, 2 * cdiv(V, BV))](
         qg, kt, y if y is not None else qg, dec, v, wt, A if A is not None else dummy, Aqk,
         h0 if h0 is not None else dummy, h, r, do, dht if dht is not None else dummy, dh,
         dh0 if dh0 is not None else dummy, dr, cu, chunks.first,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=modes[1], W_MODE=modes[2], USE_H0=h0 is not None,
-        USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=prec, num_warps=4, num_stages=1, **folding)
+        USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=prec, num_warps=4, num_stages=1)
 
     # 64 key rows a program: half the key-side programs, each reading the value tiles once for
     # twice the rows; 1.395 -> 1.128 ms at 2x8K, and two pipeline stages (the next value tile's

@@ -17,7 +17,7 @@ import torch
 
 from ...utils import last_tensor_cache
 from ..checks import Gate
-from . import backward, intra, state
+from . import backward, intra
 from .backward import chunk_bwd
 from .common import WHOLE_FORMS, Chunks, dot_precision, gate_mode, make_chunks, on_device_of
 from .decode import fused_recurrent_fwd
@@ -92,12 +92,11 @@ def _chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional
     # the walk's operands in float16 when its products are one-pass (see chunk_gated_fwd) and
     # unit q and k keep them far inside its range (arbitrary ones could pass 65504)
     gated_dtype = torch.float16 if prec == "tf32" and normalized else torch.float32
-    fold = state.FOLD_OUTPUT and not b_zero and not state.SPLIT_OUTPUT   # the walk's output folded (attempt 30)
     with on_device_of(q):
         A, Aqk, gated = chunk_intra_fwd(q, k, g, b_arg, scale, chunks, modes[0], modes[1], BT=BT, prec=intra_prec,
-                                        gated_dtype=gated_dtype, fold=fold)
+                                        gated_dtype=gated_dtype)
         o, ht, _, _ = chunk_state_fwd(gated, v, w, A, Aqk, h0, cu, chunks, modes, output_final_state, BT=BT,
-                                      prec=prec, folded=fold)
+                                      prec=prec)
     empty = lambda: q.new_empty(0, dtype=torch.float32)  # noqa: E731  (one each: outputs may not alias)
     kept = [A if A is not None else empty(), Aqk] if keep_intra else [empty(), empty()]
     return [o, ht if ht is not None else empty()] + kept

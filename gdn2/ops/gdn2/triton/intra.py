@@ -26,24 +26,17 @@ from .decay import anchor_factor, centred_factors, in_block_decay
 @triton.jit
 def gated_tile(q, k, g, b, qg, kt, y, dec, b_A, t0, o_t, L, i_c, i_h, o_k, scale,
                H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-               G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr, b_Aqk=None,
-               FOLD: tl.constexpr = False):
+               G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr):
     """The sequential stages' gated operands for key columns ``o_k`` of one chunk: Q_γ, K_tail,
-    Y = A Ē and exp(G_C) (``b_A`` = A of the chunk, ignored without erase). ``FOLD`` (with erase):
-    Q_γ - Aqk Y in Q_γ's place, for the folded walk (``state.FOLD_OUTPUT``; ``b_Aqk``: the chunk's Aqk)."""
+    Y = A Ē and exp(G_C) (``b_A`` = A of the chunk, ignored without erase)."""
     b_k, b_e, b_gam, b_tail, b_dec = chunk_gates(g, b, k, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE, B_MODE)
     p_tk = (t0 + o_t[:, None]) * H * K + i_h * K + o_k[None, :]
     m_tk = (o_t < L)[:, None] & (o_k < K)[None, :]
-    b_qg = load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale * b_gam
-    if not FOLD:
-        tl.store(qg + p_tk, b_qg, mask=m_tk)
+    tl.store(qg + p_tk, load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale * b_gam, mask=m_tk)
     tl.store(kt + p_tk, b_k * b_tail, mask=m_tk)
     tl.store(dec + (i_c * H + i_h) * K + o_k, b_dec, mask=o_k < K)
     if B_MODE != GATE_ZERO:
-        b_Y = tl.dot(b_A, b_e * b_gam, input_precision=PREC)
-        tl.store(y + p_tk, b_Y, mask=m_tk)
-        if FOLD:
-            tl.store(qg + p_tk, b_qg - tl.dot(b_Aqk, b_Y, input_precision=PREC), mask=m_tk)
+        tl.store(y + p_tk, tl.dot(b_A, b_e * b_gam, input_precision=PREC), mask=m_tk)
 
 
 @triton.jit
@@ -261,7 +254,7 @@ def chunk_intra_fwd_kernel(
 def chunk_gated_kernel(
     q, k, g, b, A, qg, kt, y, dec, chunk_start, chunk_end, scale,
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-    G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr, Aqk=None, FOLD: tl.constexpr = False,
+    G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
 ):
     """The gated operands in their own launch, one program per (chunk, key head, BK columns):
     small programs, many a multiprocessor, where inside the intra kernel (255 registers, two
@@ -274,14 +267,11 @@ def chunk_gated_kernel(
     t0, L = chunk_rows(chunk_start, chunk_end, i_c)
     o_t = tl.arange(0, BT)
     b_A = tl.zeros([BT, BT], dtype=tl.float32)
-    b_Aqk = b_A
-    p_row = (t0 + o_t[:, None]) * H * BT + i_h * BT + o_t[None, :]
     if B_MODE != GATE_ZERO:
+        p_row = (t0 + o_t[:, None]) * H * BT + i_h * BT + o_t[None, :]
         b_A = tl.load(A + p_row, mask=(o_t < L)[:, None], other=0.0)
-        if FOLD:
-            b_Aqk = tl.load(Aqk + p_row, mask=(o_t < L)[:, None], other=0.0)
     gated_tile(q, k, g, b, qg, kt, y, dec, b_A, t0, o_t, L, i_c, i_h, i_k * BK + tl.arange(0, BK), scale,
-               H, K, BT, BK, G_MODE, B_MODE, PREC, b_Aqk, FOLD)
+               H, K, BT, BK, G_MODE, B_MODE, PREC)
 
 
 # the whole-chunk form of channel-gate chunks ("off", "inline" or "split": ``WHOLE_FORMS`` in
@@ -292,14 +282,11 @@ WHOLE_CHUNK = "split"
 
 
 def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3", fuse_gated=False,
-                    gated_dtype=None, fold=False):
+                    gated_dtype=None):
     """Launch the intra-chunk stage over the flattened layout ``[T_total, H, K]``. Returns
     ``A`` (None without erase), ``Aqk`` and the gated operands ``(Q_γ, K_tail, Y, exp(G_C))``,
-    made by a second launch (``chunk_gated_fwd``) unless ``fuse_gated``; ``gated_dtype`` and
-    ``fold`` as there."""
+    made by a second launch (``chunk_gated_fwd``) unless ``fuse_gated``; ``gated_dtype`` as there."""
     import torch
-    if fold and fuse_gated:   # before any launch: the fused kernel has no folded form
-        raise ValueError("chunk_intra_fwd: fold needs the gated operands' own launch (fuse_gated=False)")
     T, H, K = k.shape
     erase = b_mode != 3
     A = torch.empty(T, H, BT, dtype=torch.float32, device=k.device) if erase else None
@@ -317,12 +304,11 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32
             H=H, K=K, BT=BT, BK=MIN_TILE, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=prec,
             DIAG_SPAN=diag_span(prec), FUSE_GATED=fuse_gated, FORM=form, num_warps=4, num_stages=1, **cap)
     if not fuse_gated:
-        gated = chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=BT, prec=prec, dtype=gated_dtype,
-                                Aqk=Aqk if fold else None)
+        gated = chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=BT, prec=prec, dtype=gated_dtype)
     return A, Aqk, gated
 
 
-def chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3", dtype=None, Aqk=None):
+def chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3", dtype=None):
     """The gated operands ``(Q_γ, K_tail, Y, exp(G_C))`` from ``A`` (None without erase) in their
     own launch: after the intra kernel, or in the backward when the forward kept ``A`` and ``Aqk``.
 
@@ -332,18 +318,14 @@ def chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=64, prec="t
     for every block of value columns, moves half the bytes. Only for L2-normalised q and k: then
     Q_γ and K_tail are at most 1 in magnitude (q and k times decays at most 1) and Y is A times
     such a product, far inside float16's range (65504); values under its normal range (6e-5)
-    keep an absolute error below 3e-8.
-
-    ``Aqk`` (with erase): Q_γ - Aqk Y in Q_γ's place, for the folded walk (``state.FOLD_OUTPUT``).
-    Its range is Y's, so the float16 argument holds for it too."""
+    keep an absolute error below 3e-8."""
     import torch
     H, K = k.shape[1], k.shape[2]
     qg, kt, y, dec = gated = _gated_buffers(k, chunks, A is not None, dtype)
     chunk_gated_kernel[(chunks.count * cdiv(K, MIN_TILE), H)](
         q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A if A is not None else qg,
         qg, kt, y if y is not None else qg, dec, chunks.start, chunks.end, scale,
-        H=H, K=K, BT=BT, BK=MIN_TILE, G_MODE=g_mode, B_MODE=b_mode, PREC=prec, num_warps=4, num_stages=1,
-        **(dict(Aqk=Aqk, FOLD=True) if Aqk is not None and A is not None else {}))
+        H=H, K=K, BT=BT, BK=MIN_TILE, G_MODE=g_mode, B_MODE=b_mode, PREC=prec, num_warps=4, num_stages=1)
     return gated
 
 
