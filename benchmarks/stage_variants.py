@@ -10,6 +10,7 @@ a change to a marked line makes this script fail rather than time something else
 
 import importlib.util
 import inspect
+import re
 import sys
 import tempfile
 import textwrap
@@ -59,15 +60,15 @@ def with_switches(src: str, switches: dict) -> str:
     return src[:at] + lines + "\n\n" + src[at:]
 
 
-KEY_SWITCHES = dict(DIAG=True, EARLY=True, LATE=True, CUMPROD=False)
-INTRA_SWITCHES = dict(OFF=True, DIAG=True, SOLVE=True, CUMPROD=False)
+KEY_SWITCHES = dict(DIAG=True, EARLY=True, LATE=True, CUMPROD=False, DOTS=1)
+INTRA_SWITCHES = dict(OFF=True, DIAG=True, SOLVE=True, CUMPROD=False, DOTS=1)
 
 
 def key_source(**switches) -> str:
     """The key kernel with DIAG (diagonal blocks), EARLY and LATE (the two block loops) switches,
     acting on the sub-block walk (the whole-chunk form has none)."""
     s = inspect.getsource(key).replace("from .", "from gdn2.ops.gdn2.triton.")
-    s = with_switches(s, {**KEY_SWITCHES, **switches})
+    s = with_dots(with_switches(s, {**KEY_SWITCHES, **switches}))
     start = find(s, "        # pairs inside block i")
     end = find(s, "        # earlier blocks", start)
     zeros = "".join(f"        {n} = tl.zeros([SUB, BK], dtype=tl.float32)\n" for n in ("b_pq", "b_pk", "b_pe", "b_pke", "b_ady"))
@@ -80,7 +81,7 @@ def intra_source(**switches) -> str:
     """The intra kernel with OFF, DIAG (on the sub-block walk) and SOLVE switches (the gated
     operands: its own FUSE_GATED)."""
     s = inspect.getsource(intra).replace("from .", "from gdn2.ops.gdn2.triton.")
-    s = with_cumprod(with_switches(s, {**INTRA_SWITCHES, **switches}))
+    s = with_cumprod(with_dots(with_switches(s, {**INTRA_SWITCHES, **switches})))
     s = replace(s, "            if i_b > 0:\n", "            if i_b * OFF > 0:\n")
     start = find(s, "            b_lft, b_rgt, b_span = centred_factors(b_lc)")
     end = find(s, "        # the rows' columns outside the block", start)
@@ -90,10 +91,12 @@ def intra_source(**switches) -> str:
 
 
 STATE_SWITCHES = dict(DOTS=1, CACHED=False)
-# the walk's products through one helper (``tl.dot`` in the reverse walk, ``mma`` in the forward
-# one): DOTS 1 as the library's, 2 on float16 operands (the reverse walk's state and dR rounded to
-# float16: timing only; the forward walk's "f16" precision, attempt 33), 0 none (row and column sums
-# keep every operand's load and the chunk-to-chunk dependency, without the tensor cores)
+# a module's products through one helper (``tl.dot``, and ``mma`` in the forward walk): DOTS 1 as
+# the library's, 2 on float16 operands (one pass; the forward walk's "f16" precision, attempt 33;
+# elsewhere timing only, as it rounds what the backward needs in float32), 3 a two-term float16
+# split, hi*hi + hi*lo + lo*hi (three float16 passes, ~22 bits like three-pass TF32; timing only:
+# without a scale, values outside float16's range are lost), 0 none (row and column sums keep every
+# operand's load and the chunk-to-chunk dependency, without the tensor cores)
 WALK_DOT = """
 @triton.jit
 def walk_dot(a, b, input_precision: tl.constexpr = None):
@@ -101,8 +104,19 @@ def walk_dot(a, b, input_precision: tl.constexpr = None):
         return tl.sum(a, 1)[:, None] + tl.sum(b, 0)[None, :]
     elif DOTS == 2:
         return tl.dot(a.to(tl.float16), b.to(tl.float16))
+    elif DOTS == 3:
+        return split_dot(a, b)
     else:
         return tl.dot(a, b, input_precision=input_precision)
+
+
+@triton.jit
+def split_dot(a, b):
+    a_hi = a.to(tl.float16)
+    b_hi = b.to(tl.float16)
+    a_lo = (a - a_hi.to(tl.float32)).to(tl.float16)
+    b_lo = (b - b_hi.to(tl.float32)).to(tl.float16)
+    return tl.dot(a_hi, b_hi) + tl.dot(a_hi, b_lo) + tl.dot(a_lo, b_hi)
 
 
 @triton.jit
@@ -111,11 +125,19 @@ def walk_mma(a, b, PREC: tl.constexpr):
         return tl.sum(a, 1)[:, None] + tl.sum(b, 0)[None, :]
     elif DOTS == 2:
         return tl.dot(a.to(tl.float16), b.to(tl.float16))
+    elif DOTS == 3:
+        return split_dot(a, b)
     else:
         return mma(a, b, PREC)
 
 
 """
+
+
+def with_dots(src: str) -> str:
+    """Every product of a kernel module through ``walk_dot`` / ``walk_mma`` (the DOTS switch)."""
+    at = find(src, "@triton.jit")
+    return src[:at] + WALK_DOT + re.sub(r"\bmma\(", "walk_mma(", src[at:].replace("tl.dot(", "walk_dot("))
 
 
 # per walk module: the line of its chunk loop after which the cached-loads row is set, and the loads
@@ -137,9 +159,7 @@ def walk_source(module, **switches) -> str:
     at the sequence's first chunk every step: served by the caches, so the walk without its memory
     traffic; the per-chunk decays and the reverse walk's dh and dR stores stay) switches."""
     s = inspect.getsource(module).replace("from .", "from gdn2.ops.gdn2.triton.")
-    s = with_switches(s, {**STATE_SWITCHES, **switches})
-    at = find(s, "@triton.jit")
-    s = s[:at] + WALK_DOT + s[at:].replace("tl.dot(", "walk_dot(").replace("mma(", "walk_mma(")
+    s = with_dots(with_switches(s, {**STATE_SWITCHES, **switches}))
     line, loads = WALK_LOADS[module.__name__.rsplit(".", 1)[1]]
     s = replace(s, line, line + CACHED_ROW + line.rsplit("\n", 1)[1])
     for call in loads:   # the first occurrence of each is the walk's (state_fwd, state_bwd)
@@ -217,9 +237,10 @@ def state_runners(s, A, Aqk, gated):
             *gated, Aqk, do, o, dh, o, dr, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K, BV=BV,
             B_MODE=modes[1], USE_DHT=False, STORE_DH0=False, PREC=prec, num_warps=nw, num_stages=ns)
 
-    def state_pair_run(BV=32):
+    def state_pair_run(BV=32, module=None):
         h, r = torch.empty(chunks.count, H, K, K, **f32), torch.empty(T, H, K, **f32)
-        return lambda: chunk_state_pair_kernel[(cu.numel() - 1, H, 2 * triton.cdiv(K, BV))](
+        kernel = chunk_state_pair_kernel if module is None else module.chunk_state_pair_kernel
+        return lambda: kernel[(cu.numel() - 1, H, 2 * triton.cdiv(K, BV))](
             *gated, vf, wf, A, Aqk, o, h, r, do, o, dh, o, dr, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K,
             BV=BV, B_MODE=modes[1], W_MODE=modes[2], USE_H0=False, USE_DHT=False, STORE_DH0=False, PREC="tf32x3",
             num_warps=4, num_stages=1)
@@ -284,8 +305,9 @@ def main(only=()):
             G_MODE=modes[0], B_MODE=modes[1], PREC=prec, DIAG_SPAN=diag_span(prec) if DIAG_SPAN is None else DIAG_SPAN,
             num_warps=nw, num_stages=ns, **flags)
 
-    def gated_run(BK=32, nw=4, prec="tf32", f16=False):
-        return lambda: intra.chunk_gated_kernel[(chunks.count * triton.cdiv(K, BK), H)](
+    def gated_run(BK=32, nw=4, prec="tf32", f16=False, DOTS=1):
+        kernel = (intra if DOTS == 1 else variants.get("intra", {"DOTS": DOTS})).chunk_gated_kernel
+        return lambda: kernel[(chunks.count * triton.cdiv(K, BK), H)](
             qf, kf, gf, bf, outs[0], *(outs16 if f16 else outs[2:]), dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK,
             G_MODE=modes[0], B_MODE=modes[1], PREC=prec, num_warps=nw, num_stages=1)
 
@@ -323,8 +345,9 @@ def main(only=()):
     h = torch.randn(chunks.count, H, K, K, **f32)
     dv, dw = torch.empty_like(vf), torch.empty(wf.shape, **f32)
 
-    def value_run(BK, BV, nw, ns=1, prec="tf32x3"):
-        return lambda: chunk_bwd_value_kernel[(chunks.count, H, triton.cdiv(K, BK) + 1)](
+    def value_run(BK, BV, nw, ns=1, prec="tf32x3", module=None):
+        kernel = chunk_bwd_value_kernel if module is None else module.chunk_bwd_value_kernel
+        return lambda: kernel[(chunks.count, H, triton.cdiv(K, BK) + 1)](
             vf, wf, A, h, dh, dr, dr, do, dv, dw, scratch, chunks.start, chunks.end, H=H, HV=H, K=K, V=K, BT=BT,
             BK=BK, BV=BV, SCRATCH=stride, B_MODE=modes[1], W_MODE=modes[2], PREC=prec, num_warps=nw, num_stages=ns)
 
@@ -448,6 +471,30 @@ def main(only=()):
         ("three passes: gated operands (the backward's), 8 warps", gated_run(nw=8, prec="tf32x3")),
         ("three passes: value, 64 key rows, 2 stages (used)", value_run(64, 32, 4, ns=2)),
         ("three passes: value, 64 key rows, 2 stages, one-pass TF32", value_run(64, 32, 4, ns=2, prec="tf32")),
+        # ("hilo") products on float16 operands: one pass (where the outputs are bfloat16: the inference
+        # forward's intra and gated kernels), and a two-term split (hi*hi + hi*lo + lo*hi, ~22 bits:
+        # the lead for the three-pass kernels, twice the rate of TF32 and half its operand bytes a
+        # term; timed here without the scaling that would keep gradients in float16's range)
+        ("hilo: intra whole form, one-pass TF32 (inference, used)",
+         intra_run(FORM=2, FUSE_GATED=False, maxnreg=168)),
+        ("hilo: intra whole form, float16 one pass", intra_run(FORM=2, FUSE_GATED=False, maxnreg=168,
+                                                                          DOTS=2)),
+        ("hilo: gated operands, one-pass TF32 (inference, used)", gated_run(f16=True)),
+        ("hilo: gated operands, float16 one pass", gated_run(f16=True, DOTS=2)),
+        ("hilo: intra whole form, three-pass TF32 (training, used)",
+         intra_run(FORM=2, FUSE_GATED=False, prec="tf32x3", DIAG_SPAN=diag_span("tf32x3"))),
+        ("hilo: intra whole form, float16 hi/lo", intra_run(FORM=2, FUSE_GATED=False, prec="tf32x3",
+                                                                       DIAG_SPAN=diag_span("tf32x3"), DOTS=3)),
+        ("hilo: gated operands (the backward's), three-pass TF32 (used)", gated_run(prec="tf32x3")),
+        ("hilo: gated operands (the backward's), float16 hi/lo", gated_run(prec="tf32x3", DOTS=3)),
+        ("hilo: key, split form on (32, 64) columns, three-pass TF32 (used)", key_forms((32, 64), 4, (2, 3))),
+        ("hilo: key, split form on (32, 64) columns, float16 hi/lo", key_forms((32, 64), 4, (2, 3), DOTS=3)),
+        ("hilo: value, 64 key rows, 2 stages, three-pass TF32 (used)", value_run(64, 32, 4, ns=2)),
+        ("hilo: value, 64 key rows, 2 stages, float16 hi/lo",
+         value_run(64, 32, 4, ns=2, module=variants.get("reverse", {"DOTS": 3}))),
+        ("hilo: state pair, three-pass TF32 (used)", state_pair_run()),
+        ("hilo: state pair, float16 hi/lo", state_pair_run(module=variants.get("reverse", {"DOTS": 3}))),
+        ("hilo: reverse walk alone, float16 hi/lo", reverse_run(DOTS=3)),
         ("state bwd (three-pass): 4 warps", state_bwd_run(4)),
         ("state pair (recompute + bwd in one launch, used): 4 warps", state_pair_run()),
         ("state bwd (three-pass): 8 warps", state_bwd_run(8)),

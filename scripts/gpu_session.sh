@@ -8,7 +8,7 @@
 #   bash scripts/gpu_session.sh sweep OUT   # MQAR (and needle) processes for the whole call
 #   bash scripts/gpu_session.sh verify OUT  # after a kernel change: GPU tests, the variants named in
 #                                           # STAGES, the kernel benchmark
-#   bash scripts/gpu_session.sh quick OUT   # the stage profile, then stage variants (both walks' anatomy)
+#   bash scripts/gpu_session.sh quick OUT   # the stage profile, then stage variants (the float16 products)
 #                                           # (~8 min); TESTS_K: those GPU tests first (then the
 #                                           # profile may not fit the call)
 #   bash scripts/gpu_session.sh probes OUT  # needle step profile, head-dim probe, criterion check, stage
@@ -123,15 +123,15 @@ case "$PHASE" in
     kernel_bench 330
     ;;
   quick)  # where the time goes: the stage profile (the library's settings against the alternatives,
-    # both pipelines' kernel lists), then the stage variants STAGES names (default: both state walks'
-    # anatomy, why FLA's walk takes a third of our time a chunk, and what three-pass products cost
-    # the backward); first the GPU tests TESTS_K selects (pytest -k), if set (settings
+    # both pipelines' kernel lists), then the stage variants STAGES names (default "hilo": every
+    # three-pass kernel on float16 hi/lo products, the one-pass intra and gated kernels on float16
+    # ones; "anatomy": where the walks' time goes); first the GPU tests TESTS_K selects (pytest -k), if set (settings
     # not yet on by default)
     [ -n "${TESTS_K:-}" ] && gpu_tests 200 -k "$TESTS_K"
     # the profile first: its rows decide which settings go on; the variants only explain them
     step 220 profile.log python3 benchmarks/profile_stages.py   # FLA's kernels last: their first compilations are slow
     cat "$R/profile.log" 2>/dev/null | head -40
-    step 240 stage.log python3 benchmarks/stage_variants.py ${STAGES:-anatomy "three passes"}
+    step 240 stage.log python3 benchmarks/stage_variants.py ${STAGES:-hilo}
     cat "$R/stage.log" 2>/dev/null
     ;;
   probes)  # short probes for the warm tail of a session
