@@ -93,3 +93,30 @@ def test_walk_variants_time_the_library_walks():
         assert torch.equal(run(variants.get(kind, {})), expected), kind
         for switch in ({"DOTS": 2}, {"DOTS": 0}, {"CACHED": True}):
             assert not torch.equal(run(variants.get(kind, switch)), expected), (kind, switch)
+
+
+def test_float16_product_switches_round_as_claimed():
+    """The "hilo" rows time products the library does not run yet; they must compute what their
+    names say (interpreter, tiny shape): the two-term float16 split near float32 (the library's
+    three-pass form), one float16 pass at float16's rounding, both not exact (the switch is on)."""
+    import torch
+    from gdn2.ops.gdn2.triton import intra
+    from gdn2.ops.gdn2.triton.common import gate_mode, make_chunks
+    from gdn2.testing import error, random_inputs
+    spec = importlib.util.spec_from_file_location("stage_variants", ROOT / "benchmarks" / "stage_variants.py")
+    sv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sv)
+    variants = sv.Variants(Path(tempfile.mkdtemp()))
+    x = random_inputs(B=1, T=100, H=1, K=32, V=16, b_max=2.0, seed=5)
+    q, k, g, b = (x[n][0].float().contiguous() for n in ("q", "k", "g", "b"))
+    chunks = make_chunks([0, 100], 64, "cpu")
+    modes = (gate_mode(g, 3), gate_mode(b, 3))
+    # Aqk [T, 1, 64]: the columns past the last chunk's 36 rows are never written
+    valid = (torch.arange(64)[None, :] < torch.tensor([64] * 64 + [36] * 36)[:, None])[:, None, :]
+    _, ref, _ = intra.chunk_intra_fwd(q, k, g, b, 0.2, chunks, *modes, prec="tf32x3")
+    errs = {}
+    for dots in (2, 3):
+        module = variants.get("intra", {"DOTS": dots})
+        aqk = module.chunk_intra_fwd(q, k, g, b, 0.2, chunks, *modes, prec="tf32x3")[1]
+        errs[dots] = error(aqk[valid], ref[valid]).rel_rms
+    assert 0 < errs[3] < 1e-5 and 1e-4 < errs[2] < 2e-3, errs
