@@ -220,10 +220,11 @@ def state_runners(s, A, Aqk, gated):
         r = torch.empty(T, H, K, **f32) if recompute else o
         kernel = chunk_state_fwd_kernel if module is None else module.chunk_state_fwd_kernel
         grid = (cu.numel() - 1, H, triton.cdiv(K, BV))
-        # float16 products with the range guard's record, as the library runs them (its second walk,
-        # where nothing is recorded, returns at once: not timed here)
+        # float16 products with the range guard's record and scale, as the library runs them (its
+        # second walk, where nothing is recorded, returns at once, and the scale's reductions: not
+        # timed here)
         guard = dict(flag=torch.empty(grid[0] * grid[1] * grid[2], dtype=torch.int32, device="cuda"),
-                     GUARD=1) if prec == "f16" else {}
+                     zscale=torch.ones(grid[0], H, device="cuda"), GUARD=1) if prec == "f16" else {}
         return lambda: kernel[grid](
             *(half if f16 else gated), vf, wf, A, Aqk, o, o, o, h, r, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K, BV=BV,
             B_MODE=modes[1], W_MODE=modes[2], USE_H0=False, STORE_HT=False, STORE_O=not recompute, STORE_H=recompute,

@@ -169,19 +169,55 @@ def test_triton_float16_walk_two_stages(case, stages, columns, monkeypatch):
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 
+def check_training_forward(x, **kwargs):
+    """o of a forward that will be differentiated, without the final state (as a layer trains):
+    the walk of the one-pass forward, float16 products included, against float64 with the
+    criterion (``check_backend``'s gradients run with the final state, so with three passes)."""
+    x64 = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in x.items()}
+    with torch.no_grad():
+        ref, _ = gated_delta_rule2(**x64, backend="recurrent", **kwargs)
+        base, _ = gated_delta_rule2(**x, backend="chunk", **kwargs)
+    xg = {k: (v.detach().clone().requires_grad_(True) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+          for k, v in x.items()}
+    o, S = gated_delta_rule2(**xg, backend="triton", **kwargs)
+    assert S is None and o.requires_grad
+    assert_no_worse("o (training forward)", o.detach(), base, ref)
+
+
 @pytest.mark.parametrize("erase", ["channel", "zero"])
 @pytest.mark.parametrize("products", ["float16", "tf32"])
 def test_triton_walk_products(products, erase, monkeypatch):
     """The one-pass walk's products (``state.F16_PRODUCTS``, attempt 33: float16, on by default, or
-    one-pass TF32), in range and with one sequence's v at ~3e5 (bfloat16 holds it, float16 does
-    not: the range guard walks its programs again with TF32 products); every output and gradient
-    within the criterion (``o (forward only)`` is the one-pass forward)."""
+    one-pass TF32) with one sequence's v at 1, 1e-6 and 3e5 (under and past float16's range: the
+    walk's per-sequence power-of-two scale brings both back); every output and gradient, and the
+    training forward's o, within the criterion."""
     from gdn2.ops.gdn2.triton import state
     monkeypatch.setattr(state, "F16_PRODUCTS", products == "float16")
-    for scale in (1.0, 3e5):
+    for scale in (1.0, 1e-6, 3e5):
         x, cu = case_inputs(False, torch.bfloat16, seed=17, b_max=2.0, erase=erase)
         x["v"][0] = (x["v"][0].float() * scale).to(torch.bfloat16)
         check(x, "split", use_qk_l2norm=True)
+        with whole_chunk_forms("split"):
+            check_training_forward(x, use_qk_l2norm=True)
+
+
+@pytest.mark.parametrize("erase", ["channel", "zero"])
+def test_triton_walk_range_guard(erase, monkeypatch):
+    """The range guard on the card: sequence 0 scaled 2^20 past what the walk would choose, so its
+    float16 products overflow; its programs walk again with TF32 products and every output stays
+    within the criterion."""
+    from gdn2.ops.gdn2.triton import state
+    scale = state.power_of_two_scale
+
+    def too_large(*args):
+        s = scale(*args)
+        s[0] *= 2.0 ** 20
+        return s
+    monkeypatch.setattr(state, "power_of_two_scale", too_large)
+    x, cu = case_inputs(False, torch.bfloat16, seed=18, b_max=2.0, erase=erase)
+    check(x, "split", use_qk_l2norm=True)
+    with whole_chunk_forms("split"):
+        check_training_forward(x, use_qk_l2norm=True)
 
 
 @pytest.mark.parametrize("case", ["packed", "long", "K48V48", "scalar", "16 columns"])
@@ -189,8 +225,8 @@ def test_triton_float16_products_shapes(case, monkeypatch):
     """The one-pass walk's float16 products (``state.F16_PRODUCTS``, attempt 33, with its range
     guard) where the tiles and the walk differ: packed sequences, 4100 tokens, partly masked
     48-wide tiles, per-head gates, 16 value columns a program; every output and gradient within
-    the criterion (``o (forward only)`` is the one-pass forward, the training forward's o the same
-    walk)."""
+    the criterion (``o (forward only)`` is the one-pass forward), and the training forward's o
+    (the same walk: ``check``'s gradients run with the final state, three-pass)."""
     from gdn2.ops.gdn2.triton import state
     if case == "16 columns":
         monkeypatch.setattr(state, "F16_WALK_COLUMNS", 16)
@@ -199,6 +235,8 @@ def test_triton_float16_products_shapes(case, monkeypatch):
     x, cu = case_inputs(case == "packed", torch.bfloat16, seed=14, B=1 if long else 2, T=4100 if long else 300,
                         dim=48 if case == "K48V48" else 128, b_max=2.0, **gates)
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
+    with whole_chunk_forms("split"):
+        check_training_forward(x, cu_seqlens=cu, use_qk_l2norm=True)
 
 
 @pytest.mark.parametrize("HV", [16, 32], ids=lambda n: f"HV{n}")

@@ -420,8 +420,9 @@ def test_float16_gated_operands_round_the_float32_ones(erase):
 
 def test_float16_operands_move_the_walk_by_their_rounding_only():
     """The one-pass walk over float16 operands against the same walk over float32 ones (float32
-    values, so nothing else rounds): they differ by float16's rounding (2^-11 relative), no
-    more (bfloat16 operands, 2^-8, would fail) and not zero (the float16 path is the one run)."""
+    values, so nothing else rounds but the float16 path's own products, on float16 operands too:
+    ``state.F16_PRODUCTS``): they differ by float16's rounding (2^-11 relative), no more
+    (bfloat16 operands, 2^-8, would fail) and not zero (the float16 path is the one run)."""
     from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
     from gdn2.ops.gdn2.triton.state import chunk_state_fwd
     from gdn2.testing import error

@@ -66,20 +66,47 @@ def test_float16_products_round_like_tf32(erase, monkeypatch):
 
 @pytest.mark.parametrize("erase", ["channel", "zero"])
 def test_values_past_float16_range_walk_again(erase, monkeypatch):
-    """v of magnitude ~3e5 in one sequence of two (bfloat16 holds it, float16 does not): the first
-    walk's products overflow and flag that sequence's programs, and only those; the second walk's
-    TF32 products make its o finite and equal to the TF32 forward's, while the other sequence
-    keeps its float16 products."""
+    """The guard, where the scale cannot keep the walk in float16's range (a state grown past 65504
+    times the largest z: here forced by scaling sequence 0 by 2^20 more than the walk would): the
+    first walk's products overflow and flag that sequence's programs, and only those; the second
+    walk's TF32 products make its o finite and equal to the TF32 forward's (a power of two scales
+    exactly), while the other sequence keeps its float16 products."""
+    from gdn2.ops.gdn2.triton import state
+    scale = state.power_of_two_scale
+
+    def too_large(*args):
+        s = scale(*args)
+        s[0] *= 2.0 ** 20
+        return s
+    monkeypatch.setattr(state, "power_of_two_scale", too_large)
     x = random_inputs(B=2, T=100, H=2, HV=4, K=32, V=64, b_max=2.0, erase=erase, dtype=torch.bfloat16, seed=42,
                       device=DEVICE)
-    x["v"][0] = (x["v"][0].float() * 3e5).to(torch.bfloat16)
     o, seen = one_pass_forward(x, monkeypatch)
-    programs = 4 * 2   # value heads x value tiles of the scaled sequence
+    programs = 4 * 2   # value heads x value tiles of sequence 0
     assert seen == [(1, programs), (2, programs)], seen
     assert torch.isfinite(o).all()
     o_tf32, _ = one_pass_forward(x, monkeypatch, f16=False)
     assert torch.equal(o[0], o_tf32[0])
     err = error(o[1], o_tf32[1])
+    assert 0 < err.rel_rms < 2e-3, err
+
+
+@pytest.mark.parametrize("case", ["v at 1e-6", "v at 1e4", "initial state at 1e3"])
+def test_float16_products_at_any_scale(case, monkeypatch):
+    """Below float16's normal range (6e-5) its products keep fewer bits, and far above it they
+    overflow: the walk runs on z and the initial state scaled by a power of two (the largest near 1),
+    so o at v ~ 1e-6 or 1e4, or beside an initial state 1e3 times v, is as close to the TF32
+    products' as at unit scale, without a second walk (without the scale: 4e-2 at 1e-6)."""
+    x = random_inputs(B=2, T=100, H=2, HV=4, K=32, V=64, b_max=2.0, dtype=torch.bfloat16, seed=44, device=DEVICE,
+                      initial_state=case.startswith("initial"))
+    if case.startswith("v"):
+        x["v"] = (x["v"].float() * float(case.split()[-1])).to(torch.bfloat16)
+    else:
+        x["initial_state"] = x["initial_state"] * 1e3
+    o, seen = one_pass_forward(x, monkeypatch)
+    assert seen == [(1, 0), (2, 0)], seen
+    o_tf32, _ = one_pass_forward(x, monkeypatch, f16=False)
+    err = error(o, o_tf32)
     assert 0 < err.rel_rms < 2e-3, err
 
 

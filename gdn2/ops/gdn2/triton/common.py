@@ -46,7 +46,8 @@ def mma(a, b, PREC: tl.constexpr):
     """``a @ b`` accumulated in float32. ``PREC`` as ``tl.dot``'s input precision, or "f16": both
     operands rounded to float16 first, one tensor-core pass at twice TF32's rate and half its
     operand registers, with TF32's 10 mantissa bits (so one-pass TF32's accuracy) for operands
-    inside float16's range."""
+    inside float16's normal range (6e-5 to 65504: the caller scales them there and guards the
+    rest, as ``state.chunk_state_fwd`` does)."""
     if PREC == "f16":
         return tl.dot(a.to(tl.float16), b.to(tl.float16))
     else:

@@ -21,11 +21,14 @@ def state_fwd(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, B_MODE: tl.constexpr, W_MODE: tl.constexpr,
     USE_H0: tl.constexpr, STORE_HT: tl.constexpr, STORE_O: tl.constexpr, STORE_H: tl.constexpr,
-    STORE_R: tl.constexpr, PREC: tl.constexpr, flag=None, GUARD: tl.constexpr = 0,
+    STORE_R: tl.constexpr, PREC: tl.constexpr, flag=None, zscale=None, GUARD: tl.constexpr = 0,
 ):
     """One (sequence ``i_n`` (int64), value head, block ``i_v`` of V columns) walk over the chunks.
     ``GUARD`` (float16 products, ``F16_PRODUCTS``): 1 records in ``flag`` whether any output or the
-    state left the finite range, 2 walks again only the programs so recorded."""
+    state left the finite range, 2 walks again only the programs so recorded. With a guard, z and
+    the initial state are multiplied by ``zscale`` (a power of two: o and the state are linear in
+    them, so the walk runs in units where the largest |z| is near 1, and float16's range sits around
+    the values) and everything stored is divided by it again."""
     i_h = i_hv // (HV // H)
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
@@ -44,16 +47,24 @@ def state_fwd(
         eos = tl.where(run, eos, bos)
     if GUARD == 1:   # x * 0 is 0 for finite x, NaN for inf and NaN: one accumulator catches every output
         b_bad = tl.zeros([BT, BV], dtype=tl.float32)
+    sc = 1.0
+    if GUARD != 0:
+        sc = tl.load(zscale + i_n * HV + i_hv)
+    unsc = 1.0 / sc   # exact: a power of two
 
     b_S = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_H0:
         b_S = tl.load(h0 + (i_n * HV + i_hv) * K * V + p_kv, mask=m_kv, other=0.0).to(tl.float32)
+        if GUARD != 0:
+            b_S *= sc
     for t0 in range(bos, eos, BT):
         L = tl.minimum(eos - t0, BT).to(tl.int32)
         i_c = c0 + (t0 - bos) // BT
         if STORE_H:
-            tl.store(h + (i_c * HV + i_hv) * K * V + p_kv, b_S, mask=m_kv)
+            tl.store(h + (i_c * HV + i_hv) * K * V + p_kv, b_S * unsc if GUARD != 0 else b_S, mask=m_kv)
         b_z = load_write(v, w, t0, o_t, L, i_hv, HV, o_v, V, W_MODE)
+        if GUARD != 0:
+            b_z *= sc
         if ERASE:
             b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
             b_Y = load_rows(y, t0, o_t, L, i_h, H, o_k, K)
@@ -62,10 +73,13 @@ def state_fwd(
             b_R = b_z
         m_tv = (o_t < L)[:, None] & (o_v < V)[None, :]
         if STORE_R:
-            tl.store(r + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_R, mask=m_tv)
+            tl.store(r + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_R * unsc if GUARD != 0 else b_R,
+                     mask=m_tv)
         if STORE_O:   # O = Q_γ S + Aqk R, S the state entering the chunk
             b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, o_c, BT)
             b_o = mma(load_rows(qg, t0, o_t, L, i_h, H, o_k, K), b_S, PREC) + mma(b_Aqk, b_R, PREC)
+            if GUARD != 0:
+                b_o *= unsc
             tl.store(o + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_o.to(o.dtype.element_ty),
                      mask=m_tv)
             if GUARD == 1:
@@ -73,7 +87,7 @@ def state_fwd(
         b_dec = tl.load(dec + (i_c * H + i_h) * K + o_k, mask=o_k < K, other=0.0)
         b_S = b_S * b_dec[:, None] + mma(tl.trans(load_rows(kt, t0, o_t, L, i_h, H, o_k, K)), b_R, PREC)
     if STORE_HT:
-        tl.store(ht + (i_n * HV + i_hv) * K * V + p_kv, b_S, mask=m_kv & run)
+        tl.store(ht + (i_n * HV + i_hv) * K * V + p_kv, b_S * unsc if GUARD != 0 else b_S, mask=m_kv & run)
     if GUARD == 1:
         b_check = tl.sum(tl.sum(b_bad, 1), 0) + tl.sum(tl.sum(b_S * 0.0, 1), 0)
         tl.store(flag + i_flag, (b_check != b_check).to(tl.int32))
@@ -85,12 +99,12 @@ def chunk_state_fwd_kernel(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, B_MODE: tl.constexpr, W_MODE: tl.constexpr,
     USE_H0: tl.constexpr, STORE_HT: tl.constexpr, STORE_O: tl.constexpr, STORE_H: tl.constexpr,
-    STORE_R: tl.constexpr, PREC: tl.constexpr, flag=None, GUARD: tl.constexpr = 0,
+    STORE_R: tl.constexpr, PREC: tl.constexpr, flag=None, zscale=None, GUARD: tl.constexpr = 0,
 ):
     # int64: offsets of N x HV x K x V states may pass 2^31
     state_fwd(qg, kt, y, dec, v, w, A, Aqk, o, h0, ht, h, r, cu_seqlens, chunk_first,
               tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2), H, HV, K, V, BT, BK, BV,
-              B_MODE, W_MODE, USE_H0, STORE_HT, STORE_O, STORE_H, STORE_R, PREC, flag, GUARD)
+              B_MODE, W_MODE, USE_H0, STORE_HT, STORE_O, STORE_H, STORE_R, PREC, flag, zscale, GUARD)
 
 
 def state_tiles(K: int):
@@ -118,16 +132,44 @@ F16_WALK_COLUMNS = 32
 # it replaces, so the same accuracy, at twice the tensor-core rate and with half the operand
 # registers and shared memory: on an H100 (2026-12-06 18:50, "walk anatomy: float16 products",
 # benchmarks/stage_variants.py) the walk 0.656 -> 0.439 ms at 2x8K, FLA's bfloat16 walk's form
-# with two more mantissa bits. Range: the state's and z's entries must stay under 65504 (float16's
-# largest). The walk runs so only where the gated operands are float16 (bfloat16 inputs, unit q and
-# k, no float32 output). Past that range a product turns o or the state into inf or NaN (never into
-# finite garbage): the walk records it per program (GUARD 1) and a second launch walks those
-# programs again with one-pass TF32 products (GUARD 2; its other programs return at once, ~5 us),
-# so that the result never depends on the range, and no host synchronisation is needed. Only with
-# ``F16_WALK_STAGES`` 2 (see ``chunk_state_fwd``). Timed with the guard in the kernel benchmark on an
-# H100 (2026-12-06 19:05, benchmarks/results/2026-12-06-1905-H100-80GB-HBM3.md): inference forward
-# 1.698 -> 1.484 ms at 2x8K, 2.195 -> 1.784 ms at 1x16K; forward+backward 8.949 -> 8.700 ms at 2x8K.
+# with two more mantissa bits. Only where the gated operands are float16 (bfloat16 inputs, unit q
+# and k, no float32 output) and at two pipeline stages (see ``chunk_state_fwd``). Range, float16's
+# normal one being 6e-5 to 65504:
+# - the walk runs on z and the initial state scaled by a power of two that brings their largest
+#   magnitude near 1, per sequence and value head (``power_of_two_scale``, small reductions on the
+#   device; o and the state are linear in them), so small values keep their bits;
+# - what still passes 65504 (a state grown far past the largest z) turns o or the state into inf or
+#   NaN, never into finite garbage: the walk records it per program (GUARD 1) and a second launch
+#   walks those programs again with one-pass TF32 products (GUARD 2; the others return at once).
+# So the result depends on neither end of the range, with no host synchronisation. Timed (before
+# the scale) in the kernel benchmark on an H100 (2026-12-06 19:05,
+# benchmarks/results/2026-12-06-1905-H100-80GB-HBM3.md): inference forward 1.698 -> 1.484 ms at
+# 2x8K, 2.195 -> 1.784 ms at 1x16K; forward+backward 8.949 -> 8.700 ms at 2x8K.
 F16_PRODUCTS = True
+
+
+def power_of_two_scale(v, w, h0, cu_seqlens):
+    """Per (sequence, value head), float32 ``[N, HV]`` on the device (no synchronisation): ``2^-e``
+    with ``e`` the exponent of the largest magnitude of that sequence's z = w v (bounded by
+    max|v| max|w| per token) and initial state, so that the largest scaled value lies in [0.5, 1);
+    1 where they are all zero or not finite (then the guard's second walk decides). Per sequence,
+    so that one sequence's large values do not push another's under float16's range."""
+    T, HV, _ = v.shape
+    N = cu_seqlens.numel() - 1
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    seq = torch.repeat_interleave(torch.arange(N, device=v.device), lengths, output_size=T)
+    top = torch.linalg.vector_norm(v.detach(), float("inf"), dim=-1).float()             # [T, HV]
+    if isinstance(w, torch.Tensor):   # [T, HV, V] per channel, [T, HV] per head
+        top = top * (torch.linalg.vector_norm(w.detach(), float("inf"), dim=-1) if w.dim() == 3 else w.abs()).float()
+    elif w is not None:
+        top = top * abs(float(w))
+    m = torch.zeros(N, HV, dtype=torch.float32, device=v.device)
+    m = m.scatter_reduce(0, seq[:, None].expand(T, HV), top, "amax")
+    if h0 is not None:
+        m = torch.maximum(m, torch.linalg.vector_norm(h0.detach(), float("inf"), dim=(-2, -1)).float())
+    _, e = torch.frexp(m)
+    scale = torch.ldexp(torch.ones_like(m), -e)
+    return torch.where(torch.isfinite(scale) & (scale > 0) & torch.isfinite(m), scale, torch.ones_like(scale))
 
 
 def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_final_state,
@@ -145,7 +187,7 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
         BV = F16_WALK_COLUMNS
         # float16 products only at two stages: at one, Triton 3.6 made finite garbage of o on an H100
         # (test_triton_float16_walk_two_stages, 2026-12-06 19:14; two stages passed every GPU test)
-        guard = F16_PRODUCTS and F16_WALK_STAGES > 1
+        guard = F16_PRODUCTS and F16_WALK_STAGES > 1 and prec == "tf32"   # in place of one-pass TF32 only
     o = torch.empty(T, HV, V, dtype=v.dtype, device=dev) if store_o else None
     ht = torch.empty(N, HV, K, V, dtype=torch.float32, device=dev) if output_final_state else None
     h = torch.empty(max(chunks.count, 1), HV, K, V, dtype=torch.float32, device=dev) if store_h else None
@@ -155,6 +197,7 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
     grid = (N, HV, cdiv(V, BV))
     # float16 products, then the programs whose outputs or state left their range walk again
     flag = torch.empty(grid[0] * grid[1] * grid[2], dtype=torch.int32, device=dev) if guard else None
+    zscale = power_of_two_scale(v, w, h0, cu_seqlens) if guard else None
     walk = lambda prec, **kw: chunk_state_fwd_kernel[grid](  # noqa: E731
         qg, kt, y if y is not None else dummy, dec, v, w if isinstance(w, torch.Tensor) else dummy,
         A if A is not None else dummy, Aqk, o if o is not None else dummy, h0 if h0 is not None else dummy,
@@ -165,8 +208,8 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
         STORE_R=store_r, PREC=prec, num_warps=4, num_stages=F16_WALK_STAGES if qg.dtype == torch.float16 else 1,
         **kw)
     if guard:
-        walk("f16", flag=flag, GUARD=1)
-        walk(prec, flag=flag, GUARD=2)
+        walk("f16", flag=flag, zscale=zscale, GUARD=1)
+        walk(prec, flag=flag, zscale=zscale, GUARD=2)
     else:
         walk(prec)
     return o, ht, h, r
