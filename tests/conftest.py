@@ -37,3 +37,17 @@ def _one_thread(request):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def walk_scale_past_range(monkeypatch):
+    """The one-pass walk's power-of-two scale of sequence 0 made 2^20 too large, so that its float16
+    products overflow: the range guard's case (``state.F16_PRODUCTS``)."""
+    from gdn2.ops.gdn2.triton import state
+    scale = state.power_of_two_scale
+
+    def too_large(*args):
+        s = scale(*args)
+        s[0] *= 2.0 ** 20
+        return s
+    monkeypatch.setattr(state, "power_of_two_scale", too_large)
