@@ -14,7 +14,7 @@ import triton
 from gdn2.bench.gpu import fla_chunk, make_inputs, ours, stage_inputs
 from gdn2.ops.gdn2.triton.backward import KEY_TILES, KEY_WHOLE, chunk_bwd
 from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
-from gdn2.ops.gdn2.triton import state
+from gdn2.ops.gdn2.triton import backward, state
 from gdn2.ops.gdn2.triton.intra import WHOLE_CHUNK, chunk_intra_fwd
 from gdn2.ops.gdn2.triton.state import chunk_state_fwd
 from gdn2.ops.gdn2.triton.l2norm import l2norm as l2norm_triton
@@ -49,6 +49,8 @@ def main():
     other_columns = 48 - state.F16_WALK_COLUMNS   # the float16 walk's other tile (16 or 32 value columns)
     walk_columns = mock.patch.object(state, "F16_WALK_COLUMNS", other_columns)
     products = mock.patch.object(state, "F16_PRODUCTS", not state.F16_PRODUCTS)
+    other_pair = "tf32x3" if backward.PAIR_PRODUCTS == "f16x3" else "f16x3"
+    pair_products = mock.patch.object(backward, "PAIR_PRODUCTS", other_pair)
 
     def forms(mode, fn):
         def run():
@@ -66,6 +68,9 @@ def main():
                                                                store_o=False, store_h=True, store_r=True)),
         ("backward, all stages (intra recomputed)", bwd(s)),
         ("backward from the forward's A, Aqk (used in training)", bwd(s, kept=(A, Aqk))),
+        (f"backward from the forward's A, Aqk, the walks' products {other_pair} (PAIR_PRODUCTS)",
+         pair_products(bwd(s, kept=(A, Aqk)))),
+        (f"g - 2: backward, the walks' products {other_pair} (PAIR_PRODUCTS)", pair_products(bwd(w))),
         # the split key form's launches on (32, 32) columns, the library's until attempt 28 gave the
         # walk launch 64 (KEY_TILES)
         ("backward, the split key form on (32, 32) columns", forms("split", bwd(s, key_block=(32, 32)))),

@@ -113,6 +113,13 @@ def main(Ks=(128, 256)):
         # two programs of it share a multiprocessor only within half its shared memory
         ok &= check(chunk_state_pair_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
                                                   USE_H0=True, USE_DHT=True, STORE_DH0=True, PREC=PREC))
+        # the walks on float16 hi/lo products with their guard (backward.PAIR_PRODUCTS), and the guard's
+        # second launch
+        for prec, guard in (("f16x3", 1), (PREC, 2)):
+            ok &= check(chunk_state_pair_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2,
+                                                      W_MODE=2, USE_H0=True, USE_DHT=True, STORE_DH0=True, PREC=prec,
+                                                      GUARD=guard), overrides={"flag": "*i32"},
+                        note=f" ({prec}, guard {guard})")
         ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=64, BV=32, SCRATCH=1, B_MODE=2, W_MODE=2,
                                                  PREC=PREC), num_warps=4, num_stages=2)
         ok &= check(chunk_bwd_dt_kernel, dict(H=16, K=K, BT=64, BK=32, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC))

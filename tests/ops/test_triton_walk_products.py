@@ -110,3 +110,67 @@ def test_one_stage_walk_keeps_tf32_products(monkeypatch):
     x = random_inputs(B=1, T=70, H=2, K=32, V=32, b_max=2.0, dtype=torch.bfloat16, seed=43, device=DEVICE)
     _, seen = one_pass_forward(x, monkeypatch)
     assert seen == [(0, None)], seen
+
+
+def pair_gradients(x, monkeypatch, products, cu=None):
+    """Every output and gradient of the float32 backend (the backward's two walks on ``products``),
+    with the pair kernel's launches."""
+    from gdn2.ops.gdn2.triton import backward
+    from gdn2.testing import backend_outputs
+    launches = Launches(backward.chunk_state_pair_kernel)
+    with monkeypatch.context() as m:
+        m.setattr(backward, "chunk_state_pair_kernel", launches)
+        m.setattr(backward, "PAIR_PRODUCTS", products)
+        out = backend_outputs(x, "triton", cu_seqlens=cu)
+    return out, launches.seen
+
+
+@pytest.mark.parametrize("case", ["grouped", "packed", "no erase", "dO at 1e-7"])
+def test_backward_walks_on_float16_hilo_products(case, monkeypatch):
+    """``backward.PAIR_PRODUCTS = "f16x3"``: the backward's walks on two-term float16 products over
+    scaled operands give every gradient (initial state and final-state cotangent included) as the
+    three-pass walks do, to float32's level, and meet the criterion against float64; "dO at 1e-7":
+    gradients far under float16's range (a mean loss over many tokens) keep their bits."""
+    import itertools
+    from gdn2.testing import check_backend
+    lengths = [7, 64, 1, 50]
+    cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device=DEVICE) if case == "packed" else None
+    x = random_inputs(B=1 if cu is not None else 2, T=sum(lengths) if cu is not None else 70, H=2, HV=4, K=32, V=64,
+                      b_max=2.0, erase="zero" if case == "no erase" else "channel", initial_state=True,
+                      N=len(lengths) if cu is not None else None, seed=45, device=DEVICE)
+    if case == "dO at 1e-7":
+        from gdn2.ops.gdn2.triton import chunk
+        bwd = chunk.chunk_bwd
+        # a loss scaled by 1e-7: dO and the final-state cotangent alike
+        monkeypatch.setattr(chunk, "chunk_bwd", lambda *a, **k: bwd(*a[:10], a[10] * 1e-7,
+                                                                    a[11] * 1e-7 if a[11] is not None else None,
+                                                                    *a[12:], **k))
+    plain, seen = pair_gradients(x, monkeypatch, "tf32x3", cu)
+    assert seen == [(0, None)], seen
+    hilo, seen = pair_gradients(x, monkeypatch, "f16x3", cu)
+    assert [guard for guard, _ in seen] == [1, 2] and seen[0][1] == 0, seen
+    for name, (fast, _, _) in hilo.items():
+        if name.startswith("d") or name == "final_state":
+            err = error(fast, plain[name][0])
+            assert err.rel_rms < 1e-5, (name, err)
+    if case != "dO at 1e-7":
+        from gdn2.ops.gdn2.triton import backward
+        monkeypatch.setattr(backward, "PAIR_PRODUCTS", "f16x3")
+        check_backend(x, "triton", cu_seqlens=cu)
+
+
+@pytest.mark.parametrize("erase", ["channel", "zero"])
+def test_backward_walks_range_guard(erase, walk_scale_past_range, monkeypatch):
+    """The backward walks' guard: sequence 0's scales 2^20 past what the walks would choose, so its
+    float16 hi/lo products overflow; its programs (both walks) walk again three-pass, and every
+    gradient stays as the three-pass walks give it."""
+    x = random_inputs(B=2, T=70, H=2, HV=4, K=32, V=64, b_max=2.0, erase=erase, initial_state=True, seed=46,
+                      device=DEVICE)
+    plain, _ = pair_gradients(x, monkeypatch, "tf32x3")
+    hilo, seen = pair_gradients(x, monkeypatch, "f16x3")
+    programs = 2 * 4 * 2   # both walks x value heads x value tiles of sequence 0
+    assert seen == [(1, programs), (2, programs)], seen
+    for name, (fast, _, _) in hilo.items():
+        if name.startswith("d") or name == "final_state":
+            err = error(fast, plain[name][0])
+            assert err.rel_rms < 1e-5, (name, err)

@@ -14,9 +14,10 @@ import triton
 import triton.language as tl
 
 from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, WHOLE_FORMS, cdiv, chunk_rows, diag_span,
-                     dot_precision, gate_mode, load_rows, load_scalar_rows, load_write, value_tile)
+                     dot_precision, gate_mode, load_rows, load_scalar_rows, load_write, mma, value_tile)
 from .intra import chunk_gated_fwd, chunk_intra_fwd
 from .key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
+from . import state
 from .state import state_fwd, state_tiles
 
 
@@ -26,9 +27,12 @@ def state_bwd(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, B_MODE: tl.constexpr,
     USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
+    flag=None, doscale=None, GUARD: tl.constexpr = 0,
 ):
     """dR = Aqk^T dO + K_tail dS_C;  dS_0 = Q_γ^T dO + exp(G_C) dS_C - Y^T dR, chunks in reverse,
-    for sequence ``i_n`` (int64), value head ``i_hv`` and block ``i_v`` of V columns."""
+    for sequence ``i_n`` (int64), value head ``i_hv`` and block ``i_v`` of V columns. ``GUARD``
+    as in ``state.state_fwd`` (float16 products: dO and dS_T scaled by ``doscale``, what is stored
+    unscaled, non-finite results recorded in ``flag`` and walked again)."""
     i_h = i_hv // (HV // H)
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
@@ -39,29 +43,49 @@ def state_bwd(
     o_v = i_v * BV + tl.arange(0, BV)
     m_kv = (o_k < K)[:, None] & (o_v < V)[None, :]
     p_kv = o_k[:, None] * V + o_v[None, :]
+    i_flag = (i_n * HV + i_hv) * tl.cdiv(V, BV) + i_v
+    run = True
+    NC = tl.cdiv(eos - bos, BT)
+    if GUARD == 2:
+        run = tl.load(flag + i_flag) != 0
+        NC = tl.where(run, NC, 0)
+    if GUARD == 1:
+        b_bad = tl.zeros([BT, BV], dtype=tl.float32)
+    sc = 1.0
+    if GUARD != 0:
+        sc = tl.load(doscale + i_n * HV + i_hv)
+    unsc = 1.0 / sc
 
     b_dS = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_DHT:
         b_dS = tl.load(dht + (i_n * HV + i_hv) * K * V + p_kv, mask=m_kv, other=0.0).to(tl.float32)
-    NC = tl.cdiv(eos - bos, BT)
+        if GUARD != 0:
+            b_dS *= sc
     for i in range(0, NC):
         idx = NC - 1 - i
         t0 = bos + idx * BT
         L = tl.minimum(eos - t0, BT).to(tl.int32)
-        tl.store(dh + ((c0 + idx) * HV + i_hv) * K * V + p_kv, b_dS, mask=m_kv)
+        tl.store(dh + ((c0 + idx) * HV + i_hv) * K * V + p_kv, b_dS * unsc if GUARD != 0 else b_dS, mask=m_kv)
         m_tv = (o_t < L)[:, None] & (o_v < V)[None, :]
         b_do = tl.load(do + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
+        if GUARD != 0:
+            b_do *= sc
         b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, o_c, BT)
-        b_dR = tl.dot(tl.trans(b_Aqk), b_do, input_precision=PREC) \
-            + tl.dot(load_rows(kt, t0, o_t, L, i_h, H, o_k, K), b_dS, input_precision=PREC)
-        tl.store(dr + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_dR, mask=m_tv)
+        b_dR = mma(tl.trans(b_Aqk), b_do, PREC) + mma(load_rows(kt, t0, o_t, L, i_h, H, o_k, K), b_dS, PREC)
+        if GUARD == 1:
+            b_bad += b_dR * 0.0
+        tl.store(dr + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_dR * unsc if GUARD != 0 else b_dR,
+                 mask=m_tv)
         b_dec = tl.load(dec + ((c0 + idx) * H + i_h) * K + o_k, mask=o_k < K, other=0.0)
-        b_dS = b_dS * b_dec[:, None] + tl.dot(tl.trans(load_rows(qg, t0, o_t, L, i_h, H, o_k, K)), b_do,
-                                              input_precision=PREC)
+        b_dS = b_dS * b_dec[:, None] + mma(tl.trans(load_rows(qg, t0, o_t, L, i_h, H, o_k, K)), b_do, PREC)
         if B_MODE != GATE_ZERO:
-            b_dS -= tl.dot(tl.trans(load_rows(y, t0, o_t, L, i_h, H, o_k, K)), b_dR, input_precision=PREC)
+            b_dS -= mma(tl.trans(load_rows(y, t0, o_t, L, i_h, H, o_k, K)), b_dR, PREC)
     if STORE_DH0:
-        tl.store(dh0 + (i_n * HV + i_hv) * K * V + p_kv, b_dS, mask=m_kv)
+        if run:   # a walk of no chunks writes nothing
+            tl.store(dh0 + (i_n * HV + i_hv) * K * V + p_kv, b_dS * unsc if GUARD != 0 else b_dS, mask=m_kv)
+    if GUARD == 1:
+        b_check = tl.sum(tl.sum(b_bad, 1), 0) + tl.sum(tl.sum(b_dS * 0.0, 1), 0)
+        tl.store(flag + i_flag, (b_check != b_check).to(tl.int32))
 
 
 @triton.jit
@@ -84,20 +108,24 @@ def chunk_state_pair_kernel(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, B_MODE: tl.constexpr, W_MODE: tl.constexpr,
     USE_H0: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
+    flag=None, zscale=None, doscale=None, GUARD: tl.constexpr = 0,
 ):
     """The backward's two sequential walks in one launch: value blocks ``0 .. NV-1`` of the third grid
     axis recompute the chunk-start states h and residuals R (forward order), blocks ``NV .. 2NV-1``
     run the reverse state recurrence. Neither reads what the other writes, and each alone leaves a
     multiprocessor one 4-warp program (a latency-bound walk), or none at 1x16K; together two
-    programs share it."""
+    programs share it. ``GUARD``: the walks' range guard (``PAIR_PRODUCTS``), each half's flags in
+    its own half of ``flag``."""
     i_n, i_hv, i_v = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     NV: tl.constexpr = (V + BV - 1) // BV
     if i_v < NV:
         state_fwd(qg, kt, y, dec, v, w, A, Aqk, qg, h0, qg, h, r, cu_seqlens, chunk_first, i_n, i_hv, i_v,
-                  H, HV, K, V, BT, BK, BV, B_MODE, W_MODE, USE_H0, False, False, True, True, PREC)
+                  H, HV, K, V, BT, BK, BV, B_MODE, W_MODE, USE_H0, False, False, True, True, PREC,
+                  flag, zscale, GUARD)
     else:
         state_bwd(qg, kt, y, dec, Aqk, do, dht, dh, dh0, dr, cu_seqlens, chunk_first, i_n, i_hv, i_v - NV,
-                  H, HV, K, V, BT, BK, BV, B_MODE, USE_DHT, STORE_DH0, PREC)
+                  H, HV, K, V, BT, BK, BV, B_MODE, USE_DHT, STORE_DH0, PREC,
+                  flag + tl.num_programs(0) * HV * NV if GUARD != 0 else flag, doscale, GUARD)
 
 
 @triton.jit
@@ -196,6 +224,13 @@ def chunk_bwd_value_kernel(
 # 7.600 -> 7.606 ms at the benchmark's gates, 13.761 -> 12.244 ms at g - 2 (every chunk walks).
 KEY_TILES = {"off": (64,), "inline": (32,), "split": (32, 64)}
 KEY_WARPS = 4
+# The backward's two walks (``chunk_state_pair_kernel``) on two-term float16 products, "f16x3"
+# (``common.mma``: ~22 bits, as three-pass TF32's, in three float16 passes at twice TF32's rate),
+# with the forward walk's per-sequence power-of-two scales (z and h0; dO and dht) and range guard.
+# "tf32x3" (off) until a card has timed it: the stage rows "hilo: state pair" in
+# benchmarks/stage_variants.py time the products alone (no scale, no guard); the float16 anatomy
+# row put the reverse walk at 0.801 ms one-pass against 1.440 three-pass TF32 (H100, 2026-12-06).
+PAIR_PRODUCTS = "tf32x3"
 # the key kernel's whole-chunk form ("off", "inline" or "split": ``WHOLE_FORMS`` in common). "split"
 # since the GPU tests passed with it on an H100 (2026-12-06-1403 results): -19% forward+backward at
 # the benchmark's gates; where every chunk's span exceeds the bound (g - 2) +14% while the walk ran
@@ -231,12 +266,23 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     gt = g if g is not None else dummy
     bt = b if isinstance(b, torch.Tensor) else dummy
     wt = w if isinstance(w, torch.Tensor) else dummy
-    chunk_state_pair_kernel[(N, HV, 2 * cdiv(V, BV))](
+    grid = (N, HV, 2 * cdiv(V, BV))
+    pair = lambda prec, **kw: chunk_state_pair_kernel[grid](  # noqa: E731
         qg, kt, y if y is not None else qg, dec, v, wt, A if A is not None else dummy, Aqk,
         h0 if h0 is not None else dummy, h, r, do, dht if dht is not None else dummy, dh,
         dh0 if dh0 is not None else dummy, dr, cu, chunks.first,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=modes[1], W_MODE=modes[2], USE_H0=h0 is not None,
-        USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=prec, num_warps=4, num_stages=1)
+        USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=prec, num_warps=4, num_stages=1, **kw)
+    if PAIR_PRODUCTS == "f16x3" and prec == "tf32x3":
+        # both walks on float16 hi/lo products over scaled operands; programs whose values left
+        # float16's range walk again three-pass (see state.F16_PRODUCTS)
+        guard = dict(flag=torch.empty(grid[0] * grid[1] * grid[2], dtype=torch.int32, device=dev),
+                     zscale=state.power_of_two_scale(v, w, h0, cu),
+                     doscale=state.power_of_two_scale(do, None, dht, cu))
+        pair("f16x3", GUARD=1, **guard)
+        pair(prec, GUARD=2, **guard)
+    else:
+        pair(prec)
 
     # 64 key rows a program: half the key-side programs, each reading the value tiles once for
     # twice the rows; 1.395 -> 1.128 ms at 2x8K, and two pipeline stages (the next value tile's

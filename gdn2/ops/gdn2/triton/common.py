@@ -45,11 +45,19 @@ def walk_needed(b_wide, DIAG_SPAN: tl.constexpr, FORM: tl.constexpr):
 def mma(a, b, PREC: tl.constexpr):
     """``a @ b`` accumulated in float32. ``PREC`` as ``tl.dot``'s input precision, or "f16": both
     operands rounded to float16 first, one tensor-core pass at twice TF32's rate and half its
-    operand registers, with TF32's 10 mantissa bits (so one-pass TF32's accuracy) for operands
-    inside float16's normal range (6e-5 to 65504: the caller scales them there and guards the
-    rest, as ``state.chunk_state_fwd`` does)."""
+    operand registers, with TF32's 10 mantissa bits (so one-pass TF32's accuracy); or "f16x3":
+    each operand split into float16 hi + lo, three passes (hi hi, hi lo, lo hi) of ~22 bits, as
+    three-pass TF32's. For operands inside float16's normal range (6e-5 to 65504; lo parts under
+    it keep an absolute error of 6e-8): the caller scales them there and guards the rest, as
+    ``state.chunk_state_fwd`` does."""
     if PREC == "f16":
         return tl.dot(a.to(tl.float16), b.to(tl.float16))
+    elif PREC == "f16x3":
+        a_hi = a.to(tl.float16)
+        b_hi = b.to(tl.float16)
+        a_lo = (a - a_hi.to(tl.float32)).to(tl.float16)
+        b_lo = (b - b_hi.to(tl.float32)).to(tl.float16)
+        return tl.dot(a_hi, b_hi, tl.dot(a_lo, b_hi, tl.dot(a_hi, b_lo)))   # the small terms first
     else:
         return tl.dot(a, b, input_precision=PREC)
 

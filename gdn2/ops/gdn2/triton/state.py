@@ -72,6 +72,9 @@ def state_fwd(
         else:
             b_R = b_z
         m_tv = (o_t < L)[:, None] & (o_v < V)[None, :]
+        if GUARD == 1:
+            if not STORE_O:   # the recompute walk (no o): R carries the state's products
+                b_bad += b_R * 0.0
         if STORE_R:
             tl.store(r + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_R * unsc if GUARD != 0 else b_R,
                      mask=m_tv)
@@ -87,7 +90,8 @@ def state_fwd(
         b_dec = tl.load(dec + (i_c * H + i_h) * K + o_k, mask=o_k < K, other=0.0)
         b_S = b_S * b_dec[:, None] + mma(tl.trans(load_rows(kt, t0, o_t, L, i_h, H, o_k, K)), b_R, PREC)
     if STORE_HT:
-        tl.store(ht + (i_n * HV + i_hv) * K * V + p_kv, b_S * unsc if GUARD != 0 else b_S, mask=m_kv & run)
+        if run:   # a walk of no chunks writes nothing
+            tl.store(ht + (i_n * HV + i_hv) * K * V + p_kv, b_S * unsc if GUARD != 0 else b_S, mask=m_kv)
     if GUARD == 1:
         b_check = tl.sum(tl.sum(b_bad, 1), 0) + tl.sum(tl.sum(b_S * 0.0, 1), 0)
         tl.store(flag + i_flag, (b_check != b_check).to(tl.int32))
@@ -135,7 +139,7 @@ F16_WALK_COLUMNS = 32
 # with two more mantissa bits. Only where the gated operands are float16 (bfloat16 inputs, unit q
 # and k, no float32 output) and at two pipeline stages (see ``chunk_state_fwd``). Range, float16's
 # normal one being 6e-5 to 65504:
-# - the walk runs on z and the initial state scaled by a power of two that brings their largest
+# - the walk runs on z and the initial state scaled by a power of two that brings z's largest
 #   magnitude near 1, per sequence and value head (``power_of_two_scale``, small reductions on the
 #   device; o and the state are linear in them), so small values keep their bits;
 # - what still passes 65504 (a state grown far past the largest z) turns o or the state into inf or
@@ -151,9 +155,12 @@ F16_PRODUCTS = True
 def power_of_two_scale(v, w, h0, cu_seqlens):
     """Per (sequence, value head), float32 ``[N, HV]`` on the device (no synchronisation): ``2^-e``
     with ``e`` the exponent of the largest magnitude of that sequence's z = w v (bounded by
-    max|v| max|w| per token) and initial state, so that the largest scaled value lies in [0.5, 1);
-    1 where they are all zero or not finite (then the guard's second walk decides). Per sequence,
-    so that one sequence's large values do not push another's under float16's range."""
+    max|v| max|w| per token), so that the largest scaled value lies in [0.5, 1). Per sequence, so
+    that one sequence's large values do not push another's under float16's range. From z, not
+    the initial state ``h0``: a state far above z then overflows and the guard walks it again,
+    where scaling by the state would push z under the range unnoticed; from ``h0`` only where z is
+    zero, and 1 where both are zero or not finite (then the guard decides). The backward passes
+    dO and the final-state cotangent in their places."""
     T, HV, _ = v.shape
     N = cu_seqlens.numel() - 1
     lengths = cu_seqlens[1:] - cu_seqlens[:-1]
@@ -166,7 +173,7 @@ def power_of_two_scale(v, w, h0, cu_seqlens):
     m = torch.zeros(N, HV, dtype=torch.float32, device=v.device)
     m = m.scatter_reduce(0, seq[:, None].expand(T, HV), top, "amax")
     if h0 is not None:
-        m = torch.maximum(m, torch.linalg.vector_norm(h0.detach(), float("inf"), dim=(-2, -1)).float())
+        m = torch.where(m > 0, m, torch.linalg.vector_norm(h0.detach(), float("inf"), dim=(-2, -1)).float())
     _, e = torch.frexp(m)
     scale = torch.ldexp(torch.ones_like(m), -e)
     return torch.where(torch.isfinite(scale) & (scale > 0) & torch.isfinite(m), scale, torch.ones_like(scale))
