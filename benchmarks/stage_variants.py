@@ -238,12 +238,12 @@ def state_runners(s, A, Aqk, gated):
             *gated, Aqk, do, o, dh, o, dr, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K, BV=BV,
             B_MODE=modes[1], USE_DHT=False, STORE_DH0=False, PREC=prec, num_warps=nw, num_stages=ns)
 
-    def state_pair_run(BV=32, module=None):
+    def state_pair_run(BV=32, module=None, prec="tf32x3"):
         h, r = torch.empty(chunks.count, H, K, K, **f32), torch.empty(T, H, K, **f32)
         kernel = chunk_state_pair_kernel if module is None else module.chunk_state_pair_kernel
         return lambda: kernel[(cu.numel() - 1, H, 2 * triton.cdiv(K, BV))](
             *gated, vf, wf, A, Aqk, o, h, r, do, o, dh, o, dr, cu, chunks.first, H=H, HV=H, K=K, V=K, BT=BT, BK=K,
-            BV=BV, B_MODE=modes[1], W_MODE=modes[2], USE_H0=False, USE_DHT=False, STORE_DH0=False, PREC="tf32x3",
+            BV=BV, B_MODE=modes[1], W_MODE=modes[2], USE_H0=False, USE_DHT=False, STORE_DH0=False, PREC=prec,
             num_warps=4, num_stages=1)
 
     return state_run, state_bwd_run, state_pair_run, (o, dh, dr, do)
@@ -494,8 +494,10 @@ def main(only=()):
         ("hilo: value, 64 key rows, 2 stages, float16 hi/lo",
          value_run(64, 32, 4, ns=2, module=variants.get("reverse", {"DOTS": 3}))),
         ("hilo: state pair, three-pass TF32 (used)", state_pair_run()),
-        ("hilo: state pair, float16 hi/lo", state_pair_run(module=variants.get("reverse", {"DOTS": 3}))),
-        ("hilo: reverse walk alone, float16 hi/lo", reverse_run(DOTS=3)),
+        # both walks ("f16x3" in common.mma, as backward.PAIR_PRODUCTS runs them, without its scales' two
+        # reductions and the guard's second launch)
+        ("hilo: state pair, float16 hi/lo", state_pair_run(prec="f16x3")),
+        ("hilo: reverse walk alone, float16 hi/lo", state_bwd_run(4, "f16x3")),
         ("state bwd (three-pass): 4 warps", state_bwd_run(4)),
         ("state pair (recompute + bwd in one launch, used): 4 warps", state_pair_run()),
         ("state bwd (three-pass): 8 warps", state_bwd_run(8)),
