@@ -53,6 +53,12 @@ def with_cumprod(src: str) -> str:
     return replace(src, PAIRWISE, f"if CUMPROD:\n{indent}    {CUMPROD}\n{indent}else:\n{indent}    {PAIRWISE}")
 
 
+def module_source(module) -> str:
+    """A kernel module's source with its relative imports made absolute (it is loaded from a file)."""
+    s = inspect.getsource(module).replace("from . import ", "from gdn2.ops.gdn2.triton import ")
+    return s.replace("from .", "from gdn2.ops.gdn2.triton.")
+
+
 def with_switches(src: str, switches: dict) -> str:
     """Module-level compile-time switches before the first kernel (the kernels' helpers read them)."""
     lines = "".join(f"{name}: tl.constexpr = tl.constexpr({value!r})\n" for name, value in switches.items())
@@ -67,7 +73,7 @@ INTRA_SWITCHES = dict(OFF=True, DIAG=True, SOLVE=True, CUMPROD=False, DOTS=1)
 def key_source(**switches) -> str:
     """The key kernel with DIAG (diagonal blocks), EARLY and LATE (the two block loops) switches,
     acting on the sub-block walk (the whole-chunk form has none)."""
-    s = inspect.getsource(key).replace("from .", "from gdn2.ops.gdn2.triton.")
+    s = module_source(key)
     s = with_dots(with_switches(s, {**KEY_SWITCHES, **switches}))
     start = find(s, "        # pairs inside block i")
     end = find(s, "        # earlier blocks", start)
@@ -80,7 +86,7 @@ def key_source(**switches) -> str:
 def intra_source(**switches) -> str:
     """The intra kernel with OFF, DIAG (on the sub-block walk) and SOLVE switches (the gated
     operands: its own FUSE_GATED)."""
-    s = inspect.getsource(intra).replace("from .", "from gdn2.ops.gdn2.triton.")
+    s = module_source(intra)
     s = with_cumprod(with_dots(with_switches(s, {**INTRA_SWITCHES, **switches})))
     s = replace(s, "            if i_b > 0:\n", "            if i_b * OFF > 0:\n")
     start = find(s, "            b_lft, b_rgt, b_span = centred_factors(b_lc)")
@@ -158,7 +164,7 @@ def walk_source(module, **switches) -> str:
     products: see WALK_DOT) and CACHED (every chunk operand the walk loads, and the forward's o,
     at the sequence's first chunk every step: served by the caches, so the walk without its memory
     traffic; the per-chunk decays and the reverse walk's dh and dR stores stay) switches."""
-    s = inspect.getsource(module).replace("from .", "from gdn2.ops.gdn2.triton.")
+    s = module_source(module)
     s = with_dots(with_switches(s, {**STATE_SWITCHES, **switches}))
     line, loads = WALK_LOADS[module.__name__.rsplit(".", 1)[1]]
     s = replace(s, line, line + CACHED_ROW + line.rsplit("\n", 1)[1])
