@@ -41,7 +41,9 @@ def main():
     w = stage_inputs(dict(x, g=x["g"] - 2.0), qn, kn)
 
     def bwd(t, **kw):
-        return lambda: chunk_bwd(t.q, t.k, t.v, t.g, t.b, t.w, None, t.scale, t.cu, t.chunks, do, None, **kw)
+        # normalized: the stage inputs' q and k are L2-normalised (the float16 walks' precondition)
+        return lambda: chunk_bwd(t.q, t.k, t.v, t.g, t.b, t.w, None, t.scale, t.cu, t.chunks, do, None,
+                                 normalized=True, **kw)
 
     # settings other than the library's, each set around one call of the function it wraps
     other_stages = 3 - state.F16_WALK_STAGES   # the float16 walk's other pipeline depth (1 or 2)

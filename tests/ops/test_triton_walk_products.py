@@ -113,15 +113,15 @@ def test_one_stage_walk_keeps_tf32_products(monkeypatch):
 
 
 def pair_gradients(x, monkeypatch, products, cu=None):
-    """Every output and gradient of the float32 backend (the backward's two walks on ``products``),
-    with the pair kernel's launches."""
+    """Every output and gradient of the float32 backend (normalised q and k; the backward's two walks
+    on ``products``), with the pair kernel's launches."""
     from gdn2.ops.gdn2.triton import backward
     from gdn2.testing import backend_outputs
     launches = Launches(backward.chunk_state_pair_kernel)
     with monkeypatch.context() as m:
         m.setattr(backward, "chunk_state_pair_kernel", launches)
         m.setattr(backward, "PAIR_PRODUCTS", products)
-        out = backend_outputs(x, "triton", cu_seqlens=cu)
+        out = backend_outputs(x, "triton", cu_seqlens=cu, use_qk_l2norm=True)
     return out, launches.seen
 
 
@@ -156,7 +156,7 @@ def test_backward_walks_on_float16_hilo_products(case, monkeypatch):
     if case != "dO at 1e-7":
         from gdn2.ops.gdn2.triton import backward
         monkeypatch.setattr(backward, "PAIR_PRODUCTS", "f16x3")
-        check_backend(x, "triton", cu_seqlens=cu)
+        check_backend(x, "triton", cu_seqlens=cu, use_qk_l2norm=True)
 
 
 @pytest.mark.parametrize("erase", ["channel", "zero"])
@@ -174,3 +174,36 @@ def test_backward_walks_range_guard(erase, walk_scale_past_range, monkeypatch):
         if name.startswith("d") or name == "final_state":
             err = error(fast, plain[name][0])
             assert err.rel_rms < 1e-5, (name, err)
+
+
+@pytest.mark.parametrize("walk", ["recompute", "reverse"])
+def test_backward_walks_guard_one_walk(walk, monkeypatch):
+    """Only one of the two walks past float16's range (sequence 0's z scale, or its dO scale, forced
+    2^20 too large): only that walk's programs are flagged, in its own half of the flag buffer, and
+    walk again; every gradient as the three-pass walks give it. And without L2-normalised q and k
+    the walks keep three-pass products (their gated operands are not scaled)."""
+    from gdn2.ops.gdn2.triton import state
+    scale, calls = state.power_of_two_scale, []
+
+    def one_too_large(*args):   # the backward asks for z's scale first, then dO's
+        s = scale(*args)
+        calls.append(len(calls))
+        if calls[-1] == {"recompute": 0, "reverse": 1}[walk]:
+            s[0] *= 2.0 ** 20
+        return s
+    x = random_inputs(B=2, T=70, H=2, HV=4, K=32, V=64, b_max=2.0, initial_state=True, seed=47, device=DEVICE)
+    plain, _ = pair_gradients(x, monkeypatch, "tf32x3")
+    monkeypatch.setattr(state, "power_of_two_scale", one_too_large)
+    hilo, seen = pair_gradients(x, monkeypatch, "f16x3")
+    assert seen == [(1, 4 * 2), (2, 4 * 2)], seen   # value heads x value tiles of sequence 0, one walk
+    for name, (fast, _, _) in hilo.items():
+        if name.startswith("d") or name == "final_state":
+            err = error(fast, plain[name][0])
+            assert err.rel_rms < 1e-5, (name, err)
+    from gdn2.ops.gdn2.triton import backward
+    from gdn2.testing import backend_outputs
+    launches = Launches(backward.chunk_state_pair_kernel)
+    monkeypatch.setattr(backward, "chunk_state_pair_kernel", launches)
+    monkeypatch.setattr(backward, "PAIR_PRODUCTS", "f16x3")
+    backend_outputs(x, "triton")
+    assert launches.seen == [(0, None)], launches.seen

@@ -32,7 +32,7 @@ def state_bwd(
     """dR = Aqk^T dO + K_tail dS_C;  dS_0 = Q_γ^T dO + exp(G_C) dS_C - Y^T dR, chunks in reverse,
     for sequence ``i_n`` (int64), value head ``i_hv`` and block ``i_v`` of V columns. ``GUARD``
     as in ``state.state_fwd`` (float16 products: dO and dS_T scaled by ``doscale``, what is stored
-    unscaled, non-finite results recorded in ``flag`` and walked again)."""
+    unscaled, non-finite results recorded in ``flag`` and walked again, unscaled)."""
     i_h = i_hv // (HV // H)
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
@@ -52,29 +52,29 @@ def state_bwd(
     if GUARD == 1:
         b_bad = tl.zeros([BT, BV], dtype=tl.float32)
     sc = 1.0
-    if GUARD != 0:
+    if GUARD == 1:
         sc = tl.load(doscale + i_n * HV + i_hv)
     unsc = 1.0 / sc
 
     b_dS = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_DHT:
         b_dS = tl.load(dht + (i_n * HV + i_hv) * K * V + p_kv, mask=m_kv, other=0.0).to(tl.float32)
-        if GUARD != 0:
+        if GUARD == 1:
             b_dS *= sc
     for i in range(0, NC):
         idx = NC - 1 - i
         t0 = bos + idx * BT
         L = tl.minimum(eos - t0, BT).to(tl.int32)
-        tl.store(dh + ((c0 + idx) * HV + i_hv) * K * V + p_kv, b_dS * unsc if GUARD != 0 else b_dS, mask=m_kv)
+        tl.store(dh + ((c0 + idx) * HV + i_hv) * K * V + p_kv, b_dS * unsc if GUARD == 1 else b_dS, mask=m_kv)
         m_tv = (o_t < L)[:, None] & (o_v < V)[None, :]
         b_do = tl.load(do + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
-        if GUARD != 0:
+        if GUARD == 1:
             b_do *= sc
         b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, o_c, BT)
         b_dR = mma(tl.trans(b_Aqk), b_do, PREC) + mma(load_rows(kt, t0, o_t, L, i_h, H, o_k, K), b_dS, PREC)
         if GUARD == 1:
             b_bad += b_dR * 0.0
-        tl.store(dr + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_dR * unsc if GUARD != 0 else b_dR,
+        tl.store(dr + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_dR * unsc if GUARD == 1 else b_dR,
                  mask=m_tv)
         b_dec = tl.load(dec + ((c0 + idx) * H + i_h) * K + o_k, mask=o_k < K, other=0.0)
         b_dS = b_dS * b_dec[:, None] + mma(tl.trans(load_rows(qg, t0, o_t, L, i_h, H, o_k, K)), b_do, PREC)
@@ -82,7 +82,7 @@ def state_bwd(
             b_dS -= mma(tl.trans(load_rows(y, t0, o_t, L, i_h, H, o_k, K)), b_dR, PREC)
     if STORE_DH0:
         if run:   # a walk of no chunks writes nothing
-            tl.store(dh0 + (i_n * HV + i_hv) * K * V + p_kv, b_dS * unsc if GUARD != 0 else b_dS, mask=m_kv)
+            tl.store(dh0 + (i_n * HV + i_hv) * K * V + p_kv, b_dS * unsc if GUARD == 1 else b_dS, mask=m_kv)
     if GUARD == 1:
         b_check = tl.sum(tl.sum(b_bad, 1), 0) + tl.sum(tl.sum(b_dS * 0.0, 1), 0)
         tl.store(flag + i_flag, (b_check != b_check).to(tl.int32))
@@ -226,7 +226,8 @@ KEY_TILES = {"off": (64,), "inline": (32,), "split": (32, 64)}
 KEY_WARPS = 4
 # The backward's two walks (``chunk_state_pair_kernel``) on two-term float16 products, "f16x3"
 # (``common.mma``: ~22 bits, as three-pass TF32's, in three float16 passes at twice TF32's rate),
-# with the forward walk's per-sequence power-of-two scales (z and h0; dO and dht) and range guard.
+# with the forward walk's per-sequence power-of-two scales (z and h0; dO and dht) and range guard;
+# only for L2-normalised q and k, whose gated operands (not scaled) then sit inside float16's range.
 # "tf32x3" (off) until a card has timed it: the stage rows "hilo: state pair" in
 # benchmarks/stage_variants.py time the products alone (no scale, no guard); the float16 anatomy
 # row put the reverse walk at 0.801 ms one-pass against 1.440 three-pass TF32 (H100, 2026-12-06).
@@ -238,8 +239,10 @@ PAIR_PRODUCTS = "tf32x3"
 KEY_WHOLE = "split"
 
 
-def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block=None, kept=None):
+def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block=None, kept=None,
+              normalized=False):
     """Gradients (dq, dk, dv, dg, db, dw, dh0) over the flattened layout ``[T_total, H, K]``.
+    ``normalized``: q and k are L2-normalised (the float16 walks' precondition, ``PAIR_PRODUCTS``).
     ``kept``: ``(A, Aqk)`` from a forward that made them at this backward's precision (A None
     without erase), so only the gated operands are recomputed. ``key_block``: the key kernel's
     columns per program, for every launch or one per launch (default: ``KEY_TILES`` of the
@@ -273,7 +276,7 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
         dh0 if dh0 is not None else dummy, dr, cu, chunks.first,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=modes[1], W_MODE=modes[2], USE_H0=h0 is not None,
         USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=prec, num_warps=4, num_stages=1, **kw)
-    if PAIR_PRODUCTS == "f16x3" and prec == "tf32x3":
+    if PAIR_PRODUCTS == "f16x3" and prec == "tf32x3" and normalized:
         # both walks on float16 hi/lo products over scaled operands; programs whose values left
         # float16's range walk again three-pass (see state.F16_PRODUCTS)
         guard = dict(flag=torch.empty(grid[0] * grid[1] * grid[2], dtype=torch.int32, device=dev),

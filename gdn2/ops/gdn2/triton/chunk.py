@@ -119,36 +119,37 @@ def _(q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, output_final_state, ke
 def _chunk_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor],
                   b: Optional[torch.Tensor], w: Optional[torch.Tensor], h0: Optional[torch.Tensor],
                   cu: torch.Tensor, uniform_T: int, scale: float, b_zero: bool, do: torch.Tensor,
-                  dht: Optional[torch.Tensor], A: torch.Tensor, Aqk: torch.Tensor) -> List[torch.Tensor]:
+                  dht: Optional[torch.Tensor], A: torch.Tensor, Aqk: torch.Tensor,
+                  normalized: bool) -> List[torch.Tensor]:
     kept = (_opt(A), Aqk) if Aqk.numel() > 0 else None
     with on_device_of(q):
         grads = chunk_bwd(q, k, v, g, 0.0 if b_zero else b, w, h0, scale, cu, _chunks(cu, uniform_T), do,
-                          _opt(dht), BT=BT, kept=kept)
+                          _opt(dht), BT=BT, kept=kept, normalized=normalized)
     return [x if x is not None else q.new_empty(0) for x in grads]
 
 
 @_chunk_bwd_op.register_fake
-def _(q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, do, dht, A, Aqk):
+def _(q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, do, dht, A, Aqk, normalized):
     like = lambda x, dt=None: x.new_empty(x.shape, dtype=dt or x.dtype) if x is not None else q.new_empty(0)  # noqa: E731
     return [like(q), like(k), like(v), like(g), like(b, torch.float32), like(w, torch.float32),
             like(h0, torch.float32)]
 
 
 def _setup(ctx, inputs, output):
-    q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, _, _, _ = inputs
+    q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero, _, _, normalized = inputs
     ctx.save_for_backward(q, k, v, g, b, w, h0, cu, output[2], output[3])
-    ctx.consts = (uniform_T, scale, b_zero)
+    ctx.consts = (uniform_T, scale, b_zero, normalized)
 
 
 def _backward(ctx, grads):
     do, dht = grads[:2]   # A and Aqk are kept for the backward, not differentiated
     q, k, v, g, b, w, h0, cu, A, Aqk = ctx.saved_tensors
-    uniform_T, scale, b_zero = ctx.consts
+    uniform_T, scale, b_zero, normalized = ctx.consts
     # the kernels index dense memory: a cotangent may be a broadcast view (S.sum() gives one of
     # stride 0, one element of storage), which read as dense is garbage or out of bounds
     dht = dht.contiguous() if dht is not None else None
     dq, dk, dv, dg, db, dw, dh0 = _chunk_bwd_op(q, k, v, g, b, w, h0, cu, uniform_T, scale, b_zero,
-                                                do.contiguous(), dht, A, Aqk)
+                                                do.contiguous(), dht, A, Aqk, normalized)
     cast = lambda d, x: d.to(x.dtype) if x is not None else None  # noqa: E731
     return (dq, dk, dv, cast(dg, g), cast(db, b), cast(dw, w), cast(dh0, h0), None, None, None, None, None, None,
             None)

@@ -25,10 +25,11 @@ def state_fwd(
 ):
     """One (sequence ``i_n`` (int64), value head, block ``i_v`` of V columns) walk over the chunks.
     ``GUARD`` (float16 products, ``F16_PRODUCTS``): 1 records in ``flag`` whether any output or the
-    state left the finite range, 2 walks again only the programs so recorded. With a guard, z and
-    the initial state are multiplied by ``zscale`` (a power of two: o and the state are linear in
-    them, so the walk runs in units where the largest |z| is near 1, and float16's range sits around
-    the values) and everything stored is divided by it again."""
+    state left the finite range, 2 walks again only the programs so recorded (unscaled: the safe
+    walk depends on no scale). In the first walk z and the initial state are multiplied by
+    ``zscale`` (a power of two: o and the state are linear in them, so the walk runs in units where
+    the largest |z| is near 1, and float16's range sits around the values) and everything stored is
+    divided by it again."""
     i_h = i_hv // (HV // H)
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
@@ -48,22 +49,22 @@ def state_fwd(
     if GUARD == 1:   # x * 0 is 0 for finite x, NaN for inf and NaN: one accumulator catches every output
         b_bad = tl.zeros([BT, BV], dtype=tl.float32)
     sc = 1.0
-    if GUARD != 0:
+    if GUARD == 1:
         sc = tl.load(zscale + i_n * HV + i_hv)
     unsc = 1.0 / sc   # exact: a power of two
 
     b_S = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_H0:
         b_S = tl.load(h0 + (i_n * HV + i_hv) * K * V + p_kv, mask=m_kv, other=0.0).to(tl.float32)
-        if GUARD != 0:
+        if GUARD == 1:
             b_S *= sc
     for t0 in range(bos, eos, BT):
         L = tl.minimum(eos - t0, BT).to(tl.int32)
         i_c = c0 + (t0 - bos) // BT
         if STORE_H:
-            tl.store(h + (i_c * HV + i_hv) * K * V + p_kv, b_S * unsc if GUARD != 0 else b_S, mask=m_kv)
+            tl.store(h + (i_c * HV + i_hv) * K * V + p_kv, b_S * unsc if GUARD == 1 else b_S, mask=m_kv)
         b_z = load_write(v, w, t0, o_t, L, i_hv, HV, o_v, V, W_MODE)
-        if GUARD != 0:
+        if GUARD == 1:
             b_z *= sc
         if ERASE:
             b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
@@ -76,12 +77,12 @@ def state_fwd(
             if not STORE_O:   # the recompute walk (no o): R carries the state's products
                 b_bad += b_R * 0.0
         if STORE_R:
-            tl.store(r + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_R * unsc if GUARD != 0 else b_R,
+            tl.store(r + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_R * unsc if GUARD == 1 else b_R,
                      mask=m_tv)
         if STORE_O:   # O = Q_γ S + Aqk R, S the state entering the chunk
             b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, o_c, BT)
             b_o = mma(load_rows(qg, t0, o_t, L, i_h, H, o_k, K), b_S, PREC) + mma(b_Aqk, b_R, PREC)
-            if GUARD != 0:
+            if GUARD == 1:
                 b_o *= unsc
             tl.store(o + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_o.to(o.dtype.element_ty),
                      mask=m_tv)
@@ -91,7 +92,7 @@ def state_fwd(
         b_S = b_S * b_dec[:, None] + mma(tl.trans(load_rows(kt, t0, o_t, L, i_h, H, o_k, K)), b_R, PREC)
     if STORE_HT:
         if run:   # a walk of no chunks writes nothing
-            tl.store(ht + (i_n * HV + i_hv) * K * V + p_kv, b_S * unsc if GUARD != 0 else b_S, mask=m_kv)
+            tl.store(ht + (i_n * HV + i_hv) * K * V + p_kv, b_S * unsc if GUARD == 1 else b_S, mask=m_kv)
     if GUARD == 1:
         b_check = tl.sum(tl.sum(b_bad, 1), 0) + tl.sum(tl.sum(b_S * 0.0, 1), 0)
         tl.store(flag + i_flag, (b_check != b_check).to(tl.int32))
