@@ -97,32 +97,13 @@ def intra_source(**switches) -> str:
 
 
 STATE_SWITCHES = dict(DOTS=1, CACHED=False)
-# a module's products through one helper (``tl.dot``, and ``mma`` in the forward walk): DOTS 1 as
-# the library's, 2 on float16 operands (one pass; the forward walk's "f16" precision, attempt 33;
-# elsewhere timing only, as it rounds what the backward needs in float32), 3 a two-term float16
-# split, hi*hi + hi*lo + lo*hi (three float16 passes, ~22 bits like three-pass TF32; timing only:
-# without a scale, values outside float16's range are lost), 0 none (row and column sums keep every
-# operand's load and the chunk-to-chunk dependency, without the tensor cores)
+# a module's products (its ``tl.dot`` and ``common.mma`` calls) through ``walk_mma``: DOTS 1 as the
+# library's, 2 ``mma``'s "f16" (one float16 pass; elsewhere than the forward walk timing only, as it
+# rounds what the backward needs in float32), 3 its "f16x3" (the two-term float16 split; timing only
+# here: without the walks' scale, values outside float16's range are lost), 0 none (row and column
+# sums keep every operand's load and the chunk-to-chunk dependency, without the tensor cores)
 WALK_DOT = """
-@triton.jit
-def walk_dot(a, b, input_precision: tl.constexpr = None):
-    if DOTS == 0:
-        return tl.sum(a, 1)[:, None] + tl.sum(b, 0)[None, :]
-    elif DOTS == 2:
-        return tl.dot(a.to(tl.float16), b.to(tl.float16))
-    elif DOTS == 3:
-        return split_dot(a, b)
-    else:
-        return tl.dot(a, b, input_precision=input_precision)
-
-
-@triton.jit
-def split_dot(a, b):
-    a_hi = a.to(tl.float16)
-    b_hi = b.to(tl.float16)
-    a_lo = (a - a_hi.to(tl.float32)).to(tl.float16)
-    b_lo = (b - b_hi.to(tl.float32)).to(tl.float16)
-    return tl.dot(a_hi, b_hi) + tl.dot(a_hi, b_lo) + tl.dot(a_lo, b_hi)
+from gdn2.ops.gdn2.triton.common import mma
 
 
 @triton.jit
@@ -130,11 +111,16 @@ def walk_mma(a, b, PREC: tl.constexpr):
     if DOTS == 0:
         return tl.sum(a, 1)[:, None] + tl.sum(b, 0)[None, :]
     elif DOTS == 2:
-        return tl.dot(a.to(tl.float16), b.to(tl.float16))
+        return mma(a, b, "f16")
     elif DOTS == 3:
-        return split_dot(a, b)
+        return mma(a, b, "f16x3")
     else:
         return mma(a, b, PREC)
+
+
+@triton.jit
+def walk_dot(a, b, input_precision: tl.constexpr = None):
+    return walk_mma(a, b, input_precision)
 
 
 """
