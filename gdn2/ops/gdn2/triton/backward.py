@@ -14,7 +14,8 @@ import triton
 import triton.language as tl
 
 from .common import (GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, WHOLE_FORMS, cdiv, chunk_rows, diag_span,
-                     dot_precision, gate_mode, load_rows, load_scalar_rows, load_write, mma, value_tile)
+                     dot_precision, gate_mode, guard_record, guard_start, load_rows, load_scalar_rows, load_write,
+                     mma, value_tile)
 from .intra import chunk_gated_fwd, chunk_intra_fwd
 from .key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
 from . import state
@@ -43,18 +44,12 @@ def state_bwd(
     o_v = i_v * BV + tl.arange(0, BV)
     m_kv = (o_k < K)[:, None] & (o_v < V)[None, :]
     p_kv = o_k[:, None] * V + o_v[None, :]
-    i_flag = (i_n * HV + i_hv) * tl.cdiv(V, BV) + i_v
-    run = True
+    i_flag, run, sc, unsc = guard_start(flag, doscale, i_n, i_hv, i_v, HV, V, BV, GUARD)
     NC = tl.cdiv(eos - bos, BT)
     if GUARD == 2:
-        run = tl.load(flag + i_flag) != 0
         NC = tl.where(run, NC, 0)
     if GUARD == 1:
         b_bad = tl.zeros([BT, BV], dtype=tl.float32)
-    sc = 1.0
-    if GUARD == 1:
-        sc = tl.load(doscale + i_n * HV + i_hv)
-    unsc = 1.0 / sc
 
     b_dS = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_DHT:
@@ -84,8 +79,7 @@ def state_bwd(
         if run:   # a walk of no chunks writes nothing
             tl.store(dh0 + (i_n * HV + i_hv) * K * V + p_kv, b_dS * unsc if GUARD == 1 else b_dS, mask=m_kv)
     if GUARD == 1:
-        b_check = tl.sum(tl.sum(b_bad, 1), 0) + tl.sum(tl.sum(b_dS * 0.0, 1), 0)
-        tl.store(flag + i_flag, (b_check != b_check).to(tl.int32))
+        guard_record(flag, i_flag, b_bad, b_dS)
 
 
 @triton.jit
@@ -276,7 +270,7 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
         dh0 if dh0 is not None else dummy, dr, cu, chunks.first,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=modes[1], W_MODE=modes[2], USE_H0=h0 is not None,
         USE_DHT=dht is not None, STORE_DH0=dh0 is not None, PREC=prec, num_warps=4, num_stages=1, **kw)
-    if PAIR_PRODUCTS == "f16x3" and prec == "tf32x3" and normalized:
+    if PAIR_PRODUCTS == "f16x3" and normalized:
         # both walks on float16 hi/lo products over scaled operands; programs whose values left
         # float16's range walk again three-pass (see state.F16_PRODUCTS)
         guard = dict(flag=torch.empty(grid[0] * grid[1] * grid[2], dtype=torch.int32, device=dev),

@@ -62,6 +62,31 @@ def mma(a, b, PREC: tl.constexpr):
         return tl.dot(a, b, input_precision=PREC)
 
 
+@triton.jit
+def guard_start(flag, scale, i_n, i_hv, i_v, HV: tl.constexpr, V: tl.constexpr, BV: tl.constexpr,
+                GUARD: tl.constexpr):
+    """A walk program's part in the range guard of float16 products (``state.F16_PRODUCTS``): its
+    flag's index; whether it walks (GUARD 2: only where its first walk recorded a non-finite
+    value); the power-of-two scale of its sequence and value head in the first walk (GUARD 1; 1
+    otherwise) and the scale's inverse (exact)."""
+    i_flag = (i_n * HV + i_hv) * tl.cdiv(V, BV) + i_v
+    run = True
+    if GUARD == 2:
+        run = tl.load(flag + i_flag) != 0
+    sc = 1.0
+    if GUARD == 1:
+        sc = tl.load(scale + i_n * HV + i_hv)
+    return i_flag, run, sc, 1.0 / sc
+
+
+@triton.jit
+def guard_record(flag, i_flag, b_bad, b_S):
+    """The first walk's record: whether anything accumulated in ``b_bad`` (as x * 0: 0 for finite
+    x, NaN for inf and NaN) or the final state ``b_S`` left the finite range."""
+    b_check = tl.sum(tl.sum(b_bad, 1), 0) + tl.sum(tl.sum(b_S * 0.0, 1), 0)
+    tl.store(flag + i_flag, (b_check != b_check).to(tl.int32))
+
+
 def on_device_of(x: torch.Tensor):
     """The CUDA device of ``x`` made current for the launches inside, when it is not already:
     Triton launches on the current device, so a tensor on another card would be read from the

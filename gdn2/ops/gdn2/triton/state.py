@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import GATE_ZERO, MIN_TILE, cdiv, load_rows, load_write, mma, next_pow2
+from .common import GATE_ZERO, MIN_TILE, cdiv, guard_record, guard_start, load_rows, load_write, mma, next_pow2
 
 
 @triton.jit
@@ -41,17 +41,11 @@ def state_fwd(
     m_kv = (o_k < K)[:, None] & (o_v < V)[None, :]
     p_kv = o_k[:, None] * V + o_v[None, :]
     ERASE: tl.constexpr = B_MODE != GATE_ZERO
-    i_flag = (i_n * HV + i_hv) * tl.cdiv(V, BV) + i_v
-    run = True
+    i_flag, run, sc, unsc = guard_start(flag, zscale, i_n, i_hv, i_v, HV, V, BV, GUARD)
     if GUARD == 2:   # a walk of no chunks, and no final state, where the first walk stayed finite
-        run = tl.load(flag + i_flag) != 0
         eos = tl.where(run, eos, bos)
-    if GUARD == 1:   # x * 0 is 0 for finite x, NaN for inf and NaN: one accumulator catches every output
+    if GUARD == 1:   # every output (or R) as x * 0: see guard_record
         b_bad = tl.zeros([BT, BV], dtype=tl.float32)
-    sc = 1.0
-    if GUARD == 1:
-        sc = tl.load(zscale + i_n * HV + i_hv)
-    unsc = 1.0 / sc   # exact: a power of two
 
     b_S = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_H0:
@@ -94,8 +88,7 @@ def state_fwd(
         if run:   # a walk of no chunks writes nothing
             tl.store(ht + (i_n * HV + i_hv) * K * V + p_kv, b_S * unsc if GUARD == 1 else b_S, mask=m_kv)
     if GUARD == 1:
-        b_check = tl.sum(tl.sum(b_bad, 1), 0) + tl.sum(tl.sum(b_S * 0.0, 1), 0)
-        tl.store(flag + i_flag, (b_check != b_check).to(tl.int32))
+        guard_record(flag, i_flag, b_bad, b_S)
 
 
 @triton.jit
