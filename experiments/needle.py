@@ -207,23 +207,21 @@ def needle_distances(samples: Sequence[dict], tokenizer) -> List[int]:
     return [s["input_tokens"] - 1 - len(ids) for s, ids in zip(samples, tokenizer.encode_batch(prefixes))]
 
 
-def accuracy_beyond_reach(samples: Sequence[dict], correct: Sequence[float], distances: Sequence[int],
+def accuracy_beyond_reach(samples: Sequence[dict], predictions: Sequence[str], distances: Sequence[int],
                           reach: int) -> Dict[str, Dict[str, List[float]]]:
     """Accuracy (%) and sample count per task and length over the samples whose needle lies ``reach``
     tokens or more before the answer: out of the reach of every layer but the recurrent state (each
     attention layer passes on what its window saw, each short convolution its last few tokens)."""
-    groups: Dict[Tuple[str, str], List[float]] = defaultdict(list)
-    for s, ok, d in zip(samples, correct, distances):
-        if d >= reach:
-            groups[(s["task"], str(s["context_length"]))].append(ok)
+    from gdn2.eval.scoring import score_ruler
+    far = [(p, s) for p, s, d in zip(predictions, samples, distances) if d >= reach]
     out: Dict[str, Dict[str, List[float]]] = defaultdict(dict)
-    for (task, length), oks in groups.items():
-        out[task][length] = [round(100.0 * statistics.fmean(oks), 2), len(oks)]
+    for row in score_ruler([p for p, _ in far], [s for _, s in far]):
+        out[row["task"]][str(row["context_length"])] = [round(row["accuracy"], 2), row["num_samples"]]
     return dict(out)
 
 
 def run_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool) -> dict:
-    from gdn2.eval.scoring import score_ruler, string_match_all
+    from gdn2.eval.scoring import score_ruler
 
     start = time.perf_counter()
     config, model = build_model(args, cell, data, device)
@@ -246,9 +244,8 @@ def run_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool
     attention_layers = config.layer_kinds.count("S")
     reach = (attention_layers * args.sliding_window + config.layer_kinds.count("L") * (config.conv_size - 1)
              if attention_layers else 0)
-    correct = [string_match_all(p, s["answers"]) for p, s in zip(predictions, data.eval_samples)]
-    beyond = accuracy_beyond_reach(data.eval_samples, correct, needle_distances(data.eval_samples, data.tokenizer),
-                                   reach)
+    beyond = accuracy_beyond_reach(data.eval_samples, predictions,
+                                   needle_distances(data.eval_samples, data.tokenizer), reach)
     return dict(
         accuracy=dict(accuracy), mean_accuracy=mean, num_eval=len(predictions), examples=list(first.values()),
         # the hybrid's accuracy where its attention cannot see the needle ([accuracy %, samples])

@@ -223,9 +223,9 @@ def test_needle_distance_and_accuracy_beyond_reach():
                dict(task="S-NIAH-1", context_length=1024, input="a 77 bcdefghij", input_tokens=14, answers=["77"])]
     distances = needle.needle_distances(samples, tokenizer)
     assert distances == [13 - 1 - 2, 14 - 1 - 8, 14 - 1 - 1]   # the space before the value goes with it
-    beyond = needle.accuracy_beyond_reach(samples, [1.0, 0.0, 0.0], distances, reach=10)
+    beyond = needle.accuracy_beyond_reach(samples, ["123", "12", "7"], distances, reach=10)
     assert beyond == {"S-NIAH-1": {"512": [100.0, 1], "1024": [0.0, 1]}}
-    assert needle.accuracy_beyond_reach(samples, [1.0, 0.0, 0.0], distances, reach=13) == {}
+    assert needle.accuracy_beyond_reach(samples, ["123", "12", "7"], distances, reach=13) == {}
 
 
 def test_summary_beyond_reach_table(tmp_path):
