@@ -51,3 +51,16 @@ def walk_scale_past_range(monkeypatch):
         s[0] *= 2.0 ** 20
         return s
     monkeypatch.setattr(state, "power_of_two_scale", too_large)
+
+
+@pytest.fixture
+def loss_at_1e7(monkeypatch):
+    """The Triton backward handed dO and the final-state cotangent scaled by 1e-7, as a loss averaged
+    over many tokens gives them: gradients far under float16's normal range (6e-5)."""
+    from gdn2.ops.gdn2.triton import chunk
+    bwd = chunk.chunk_bwd
+
+    def small(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, **kwargs):
+        return bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do * 1e-7, dht * 1e-7 if dht is not None else None,
+                   **kwargs)
+    monkeypatch.setattr(chunk, "chunk_bwd", small)

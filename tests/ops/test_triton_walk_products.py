@@ -126,7 +126,7 @@ def pair_gradients(x, monkeypatch, products, cu=None):
 
 
 @pytest.mark.parametrize("case", ["grouped", "packed", "no erase", "dO at 1e-7"])
-def test_backward_walks_on_float16_hilo_products(case, monkeypatch):
+def test_backward_walks_on_float16_hilo_products(case, monkeypatch, request):
     """``backward.PAIR_PRODUCTS = "f16x3"``: the backward's walks on two-term float16 products over
     scaled operands give every gradient (initial state and final-state cotangent included) as the
     three-pass walks do, to float32's level, and meet the criterion against float64; "dO at 1e-7":
@@ -139,12 +139,7 @@ def test_backward_walks_on_float16_hilo_products(case, monkeypatch):
                       b_max=2.0, erase="zero" if case == "no erase" else "channel", initial_state=True,
                       N=len(lengths) if cu is not None else None, seed=45, device=DEVICE)
     if case == "dO at 1e-7":
-        from gdn2.ops.gdn2.triton import chunk
-        bwd = chunk.chunk_bwd
-        # a loss scaled by 1e-7: dO and the final-state cotangent alike
-        monkeypatch.setattr(chunk, "chunk_bwd", lambda *a, **k: bwd(*a[:10], a[10] * 1e-7,
-                                                                    a[11] * 1e-7 if a[11] is not None else None,
-                                                                    *a[12:], **k))
+        request.getfixturevalue("loss_at_1e7")
     plain, seen = pair_gradients(x, monkeypatch, "tf32x3", cu)
     assert seen == [(0, None)], seen
     hilo, seen = pair_gradients(x, monkeypatch, "f16x3", cu)
