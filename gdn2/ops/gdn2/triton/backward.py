@@ -222,10 +222,11 @@ KEY_WARPS = 4
 # (``common.mma``: ~22 bits, as three-pass TF32's, in three float16 passes at twice TF32's rate),
 # with the forward walk's per-sequence power-of-two scales (z and h0; dO and dht) and range guard;
 # only for L2-normalised q and k, whose gated operands (not scaled) then sit inside float16's range.
-# "tf32x3" (off) until a card has timed it: the stage rows "hilo: state pair" in
-# benchmarks/stage_variants.py time the products alone (no scale, no guard); the float16 anatomy
-# row put the reverse walk at 0.801 ms one-pass against 1.440 three-pass TF32 (H100, 2026-12-06).
-PAIR_PRODUCTS = "tf32x3"
+# The float16 anatomy row put the reverse walk at 0.801 ms one-pass against 1.440 three-pass TF32
+# (H100, 2026-12-06); the GPU tests passed with it at bfloat16 and float16 inputs on an H100
+# (2026-12-06 21:00), float32's dh0 only once the lo parts were carried 2^11 up (``common.mma``).
+# "tf32x3": three-pass TF32 walks, as before (the stage profile's PAIR_PRODUCTS rows time both).
+PAIR_PRODUCTS = "f16x3"
 # the key kernel's whole-chunk form ("off", "inline" or "split": ``WHOLE_FORMS`` in common). "split"
 # since the GPU tests passed with it on an H100 (2026-12-06-1403 results): -19% forward+backward at
 # the benchmark's gates; where every chunk's span exceeds the bound (g - 2) +14% while the walk ran
