@@ -139,9 +139,10 @@ case "$PHASE" in
     # three-pass kernel on float16 hi/lo products, the one-pass intra and gated kernels on float16
     # ones; "anatomy": where the walks' time goes); first the GPU tests TESTS_K selects (pytest -k), if set (settings
     # not yet on by default)
-    [ -n "${TESTS_K:-}" ] && gpu_tests 200 -k "$TESTS_K"
+    # (TESTS_LIMIT, PROFILE_LIMIT: the two steps' seconds, for a call shortened to the budget left)
+    [ -n "${TESTS_K:-}" ] && gpu_tests "${TESTS_LIMIT:-200}" -k "$TESTS_K"
     # the profile first: its rows decide which settings go on; the variants only explain them
-    step 220 profile.log python3 benchmarks/profile_stages.py   # FLA's kernels last: their first compilations are slow
+    step "${PROFILE_LIMIT:-220}" profile.log python3 benchmarks/profile_stages.py   # FLA's kernels last: their first compilations are slow
     cat "$R/profile.log" 2>/dev/null | head -40
     step 240 stage.log python3 benchmarks/stage_variants.py ${STAGES:-hilo}
     cat "$R/stage.log" 2>/dev/null
