@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gdn2.ops import gated_delta_rule2
-from gdn2.testing import error, random_inputs
+from gdn2.testing import assert_close, error, random_inputs
 
 triton = pytest.importorskip("triton")
 pytestmark = pytest.mark.interpret
@@ -202,3 +202,32 @@ def test_backward_walks_guard_one_walk(walk, monkeypatch):
     monkeypatch.setattr(backward, "PAIR_PRODUCTS", "f16x3")
     backend_outputs(x, "triton")
     assert launches.seen == [(0, None)], launches.seen
+
+
+tl = pytest.importorskip("triton.language")
+from gdn2.ops.gdn2.triton.common import mma  # noqa: E402  (after the skip: needs triton)
+
+
+@triton.jit
+def _mma_kernel(a, b, c, N: tl.constexpr, PREC: tl.constexpr):
+    o = tl.arange(0, N)
+    p = o[:, None] * N + o[None, :]
+    tl.store(c + p, mma(tl.load(a + p), tl.load(b + p), PREC))
+
+
+@pytest.mark.parametrize("magnitude", [1.0, 1e-3, 3e-5])
+def test_float16_hilo_products_keep_22_bits(magnitude):
+    """``common.mma``'s "f16x3": a product of float32 operands to ~22 bits, as three-pass TF32's,
+    whatever their magnitude inside float16's range. At 1e-3 an unscaled lo part (x - hi, 2^11
+    below x) lies in float16's subnormals and keeps ~2 bits: 3e-5 relative error, which put an
+    H100's float32 dh0 past the criterion (2026-12-06 20:55); carried 2^11 up it keeps 11. And
+    "f16": one float16 pass, 10 bits, at unit magnitude."""
+    g = torch.Generator().manual_seed(50)
+    a, b = (torch.randn(32, 32, generator=g) * magnitude for _ in range(2))
+    expected = a.double() @ b.double()
+    for prec, rtol in (("f16x3", 2e-6), ("f16", 2e-3)):
+        if prec == "f16" and magnitude != 1.0:
+            continue
+        c = torch.empty(32, 32, device=DEVICE)
+        _mma_kernel[(1,)](a.to(DEVICE), b.to(DEVICE), c, N=32, PREC=prec)
+        assert_close(f"{prec} at {magnitude:g}", c, expected, rtol=rtol)
