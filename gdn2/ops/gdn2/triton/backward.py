@@ -54,30 +54,27 @@ def state_bwd(
     b_dS = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_DHT:
         b_dS = tl.load(dht + (i_n * HV + i_hv) * K * V + p_kv, mask=m_kv, other=0.0).to(tl.float32)
-        if GUARD == 1:
-            b_dS *= sc
+        b_dS *= sc
     for i in range(0, NC):
         idx = NC - 1 - i
         t0 = bos + idx * BT
         L = tl.minimum(eos - t0, BT).to(tl.int32)
-        tl.store(dh + ((c0 + idx) * HV + i_hv) * K * V + p_kv, b_dS * unsc if GUARD == 1 else b_dS, mask=m_kv)
+        tl.store(dh + ((c0 + idx) * HV + i_hv) * K * V + p_kv, b_dS * unsc, mask=m_kv)
         m_tv = (o_t < L)[:, None] & (o_v < V)[None, :]
         b_do = tl.load(do + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
-        if GUARD == 1:
-            b_do *= sc
+        b_do *= sc
         b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, o_c, BT)
         b_dR = mma(tl.trans(b_Aqk), b_do, PREC) + mma(load_rows(kt, t0, o_t, L, i_h, H, o_k, K), b_dS, PREC)
         if GUARD == 1:
             b_bad += b_dR * 0.0
-        tl.store(dr + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_dR * unsc if GUARD == 1 else b_dR,
-                 mask=m_tv)
+        tl.store(dr + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_dR * unsc, mask=m_tv)
         b_dec = tl.load(dec + ((c0 + idx) * H + i_h) * K + o_k, mask=o_k < K, other=0.0)
         b_dS = b_dS * b_dec[:, None] + mma(tl.trans(load_rows(qg, t0, o_t, L, i_h, H, o_k, K)), b_do, PREC)
         if B_MODE != GATE_ZERO:
             b_dS -= mma(tl.trans(load_rows(y, t0, o_t, L, i_h, H, o_k, K)), b_dR, PREC)
     if STORE_DH0:
         if run:   # a walk of no chunks writes nothing
-            tl.store(dh0 + (i_n * HV + i_hv) * K * V + p_kv, b_dS * unsc if GUARD == 1 else b_dS, mask=m_kv)
+            tl.store(dh0 + (i_n * HV + i_hv) * K * V + p_kv, b_dS * unsc, mask=m_kv)
     if GUARD == 1:
         guard_record(flag, i_flag, b_bad, b_dS)
 

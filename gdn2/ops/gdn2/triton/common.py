@@ -69,8 +69,9 @@ def guard_start(flag, scale, i_n, i_hv, i_v, HV: tl.constexpr, V: tl.constexpr, 
                 GUARD: tl.constexpr):
     """A walk program's part in the range guard of float16 products (``state.F16_PRODUCTS``): its
     flag's index; whether it walks (GUARD 2: only where its first walk recorded a non-finite
-    value); the power-of-two scale of its sequence and value head in the first walk (GUARD 1; 1
-    otherwise) and the scale's inverse (exact)."""
+    value); the power-of-two scale of its sequence and value head in the first walk (GUARD 1) and
+    the scale's inverse (exact). Outside GUARD 1 both are the constant 1.0, so a walk multiplies by
+    them unconditionally: the products fold away (the same PTX as without them, Triton 3.6)."""
     i_flag = (i_n * HV + i_hv) * tl.cdiv(V, BV) + i_v
     run = True
     if GUARD == 2:

@@ -50,16 +50,14 @@ def state_fwd(
     b_S = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_H0:
         b_S = tl.load(h0 + (i_n * HV + i_hv) * K * V + p_kv, mask=m_kv, other=0.0).to(tl.float32)
-        if GUARD == 1:
-            b_S *= sc
+        b_S *= sc
     for t0 in range(bos, eos, BT):
         L = tl.minimum(eos - t0, BT).to(tl.int32)
         i_c = c0 + (t0 - bos) // BT
         if STORE_H:
-            tl.store(h + (i_c * HV + i_hv) * K * V + p_kv, b_S * unsc if GUARD == 1 else b_S, mask=m_kv)
+            tl.store(h + (i_c * HV + i_hv) * K * V + p_kv, b_S * unsc, mask=m_kv)
         b_z = load_write(v, w, t0, o_t, L, i_hv, HV, o_v, V, W_MODE)
-        if GUARD == 1:
-            b_z *= sc
+        b_z *= sc
         if ERASE:
             b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
             b_Y = load_rows(y, t0, o_t, L, i_h, H, o_k, K)
@@ -71,13 +69,11 @@ def state_fwd(
             if not STORE_O:   # the recompute walk (no o): R carries the state's products
                 b_bad += b_R * 0.0
         if STORE_R:
-            tl.store(r + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_R * unsc if GUARD == 1 else b_R,
-                     mask=m_tv)
+            tl.store(r + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_R * unsc, mask=m_tv)
         if STORE_O:   # O = Q_γ S + Aqk R, S the state entering the chunk
             b_Aqk = load_rows(Aqk, t0, o_t, L, i_h, H, o_c, BT)
             b_o = mma(load_rows(qg, t0, o_t, L, i_h, H, o_k, K), b_S, PREC) + mma(b_Aqk, b_R, PREC)
-            if GUARD == 1:
-                b_o *= unsc
+            b_o *= unsc
             tl.store(o + (t0 + o_t[:, None]) * HV * V + i_hv * V + o_v[None, :], b_o.to(o.dtype.element_ty),
                      mask=m_tv)
             if GUARD == 1:
@@ -86,7 +82,7 @@ def state_fwd(
         b_S = b_S * b_dec[:, None] + mma(tl.trans(load_rows(kt, t0, o_t, L, i_h, H, o_k, K)), b_R, PREC)
     if STORE_HT:
         if run:   # a walk of no chunks writes nothing
-            tl.store(ht + (i_n * HV + i_hv) * K * V + p_kv, b_S * unsc if GUARD == 1 else b_S, mask=m_kv)
+            tl.store(ht + (i_n * HV + i_hv) * K * V + p_kv, b_S * unsc, mask=m_kv)
     if GUARD == 1:
         guard_record(flag, i_flag, b_bad, b_S)
 
