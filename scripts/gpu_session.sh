@@ -83,6 +83,11 @@ needle_profile() {  # $1: time limit; the needle probe's protocol (docs/results.
     --profile-steps 10
   grep -h "^## " "$R/needle-profile.log" 2>/dev/null
 }
+stage_profile() {  # $1: time limit; the library's settings against the alternatives, both pipelines'
+  # kernel lists (FLA's last: their first compilations are slow)
+  step "$1" profile.log python3 benchmarks/profile_stages.py ${PROFILE_ARGS:-}
+  head -40 "$R/profile.log" 2>/dev/null
+}
 kernel_bench() {  # $1: time limit
   step "$1" bench.log python3 benchmarks/gpu_ops.py --out "$R" ${BENCH_ARGS:-}
   tail -30 "$R/bench.log"
@@ -126,8 +131,7 @@ case "$PHASE" in
   settle)  # a setting just switched on: every GPU test, then the stage profile (its rows time the
     # library's settings against the alternatives)
     gpu_tests 330
-    step 220 profile.log python3 benchmarks/profile_stages.py ${PROFILE_ARGS:-}
-    cat "$R/profile.log" 2>/dev/null | head -40
+    stage_profile 220
     ;;
   measure)  # the state of the kernels as it stands: the criterion check (FLA's compilations and a
     # float64 recurrence of 1000 tokens; it never finished beside the MQAR sweep) and the benchmark
@@ -143,8 +147,7 @@ case "$PHASE" in
     # (TESTS_LIMIT, PROFILE_LIMIT: the two steps' seconds, for a call shortened to the budget left)
     [ -n "${TESTS_K:-}" ] && gpu_tests "${TESTS_LIMIT:-200}" -k "$TESTS_K"
     # the profile first: its rows decide which settings go on; the variants only explain them
-    step "${PROFILE_LIMIT:-220}" profile.log python3 benchmarks/profile_stages.py ${PROFILE_ARGS:-}   # FLA's kernels last: their first compilations are slow
-    cat "$R/profile.log" 2>/dev/null | head -40
+    stage_profile "${PROFILE_LIMIT:-220}"
     step 240 stage.log python3 benchmarks/stage_variants.py ${STAGES:-hilo}
     cat "$R/stage.log" 2>/dev/null
     ;;

@@ -168,7 +168,8 @@ def power_of_two_scale(v, w, h0, cu_seqlens):
         m = torch.where(m > 0, m, torch.linalg.vector_norm(h0.detach(), float("inf"), dim=(-2, -1)).float())
     _, e = torch.frexp(m)
     scale = torch.ldexp(torch.ones_like(m), -e)
-    return torch.where(torch.isfinite(scale) & (scale > 0) & torch.isfinite(m), scale, torch.ones_like(scale))
+    # a subnormal m gives an infinite scale; float32's exponents keep it above 0
+    return torch.where(torch.isfinite(scale) & torch.isfinite(m), scale, torch.ones_like(scale))
 
 
 def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_final_state,
