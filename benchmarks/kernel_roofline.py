@@ -26,7 +26,7 @@ from gdn2.ops.gdn2.triton.state import state_tiles
 BF16, F16, F32 = 2, 2, 4        # q, k, v, b, w, do, o, dq, dk, dv: bfloat16; g, A, scratch: float32
 SUB = 16                        # sub-block rows of the intra and key walks
 # in TF32 passes; ieee products run on CUDA cores (not in the TC floor), float16 at twice TF32's rate
-PASSES = {"tf32": 1, "tf32x3": 3, "ieee": 0, "f16": 0.5}
+PASSES = {"tf32": 1, "tf32x3": 3, "ieee": 0, "f16": 0.5, "f16x3": 1.5}
 BENCH = (2, 8192, 16, 128, 128)
 
 # H100 80GB HBM3, 2x8K, ms. "~": not measured in exactly this configuration (see the note).
@@ -303,7 +303,7 @@ def pipelines(s, forms=None):
              gated_row(s, "tf32x3", F16, "fwd: gated operands (f16)", "gated x3 f16"),
              state_row(s, walk_prec, F16, "fwd: state + o (f16 operands)", "state o x1 f16"),
              gated_row(s, "tf32x3", F32, "bwd: gated operands (f32)", "gated x3 f32"),
-             pair_row(s, "tf32x3"), value_row(s, "tf32x3"), dt_row(s, "tf32x3"),
+             pair_row(s, backward.PAIR_PRODUCTS), value_row(s, "tf32x3"), dt_row(s, "tf32x3"),
              key_whole_row(s, "tf32x3") if key_whole else key_row(s, "tf32x3"), l2b]
     infer = [l2f,
              intra1,
