@@ -67,8 +67,8 @@ def main():
          lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1])),
         ("state fwd (o)", lambda: chunk_state_fwd(gated, vf, wf, A, Aqk, None, cu, chunks, modes, False)),
         # inside the row above since the walk's float16 products took them (untimed alone before)
-        ("the float16 walk's per-sequence scales (power_of_two_scale of z)",
-         lambda: state.power_of_two_scale(vf, wf, None, cu)),
+        ("the float16 walk's per-sequence scales (power_of_two_scale of z, two Triton kernels)",
+         lambda: state.power_of_two_scale(vf, wf, None, cu, chunks)),
         ("state fwd recompute (h, R)", lambda: chunk_state_fwd(gated, vf, wf, A, Aqk, None, cu, chunks, modes, False,
                                                                store_o=False, store_h=True, store_r=True)),
         ("backward, all stages (intra recomputed)", bwd(s)),

@@ -23,7 +23,7 @@ from gdn2.ops.gdn2.triton.common import diag_span
 from gdn2.ops.gdn2.triton.key import chunk_bwd_dt_kernel, chunk_bwd_key_kernel
 from gdn2.ops.gdn2.triton.decode import fused_recurrent_fwd_kernel
 from gdn2.ops.gdn2.triton.intra import chunk_gated_kernel, chunk_intra_fwd_kernel
-from gdn2.ops.gdn2.triton.state import chunk_state_fwd_kernel
+from gdn2.ops.gdn2.triton.state import chunk_state_fwd_kernel, chunk_zmax_kernel, sequence_scale_kernel
 
 SMEM_LIMIT = 232448
 INT_ARGS = {"cu_seqlens", "chunk_first", "chunk_start", "chunk_end"}
@@ -108,6 +108,10 @@ def main(Ks=(128, 256)):
                                                      STORE_R=False, PREC=prec, GUARD=guard),
                         num_stages=stages, overrides={**half, "flag": "*i32"},
                         note=f" (f16, {prec} products, guard {guard}, {stages} st)")
+        # the float16 walks' per-sequence scales (state.power_of_two_scale)
+        ok &= check(chunk_zmax_kernel, dict(HV=16, V=K, BT=64, BV=128, W_MODE=2), num_warps=8)
+        ok &= check(sequence_scale_kernel, dict(HV=16, K=K, V=K, BT=64, NV=K // 128, BJ=K // 128, BC=128, BK=32, BV=64,
+                                                USE_H0=True))
         ok &= check(chunk_state_bwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2,
                                                  USE_DHT=True, STORE_DH0=True, PREC=PREC))
         # two programs of it share a multiprocessor only within half its shared memory

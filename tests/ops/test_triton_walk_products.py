@@ -231,3 +231,40 @@ def test_float16_hilo_products_keep_22_bits(magnitude):
         c = torch.empty(32, 32, device=DEVICE)
         _mma_kernel[(1,)](a.to(DEVICE), b.to(DEVICE), c, N=32, PREC=prec)
         assert_close(f"{prec} at {magnitude:g}", c, expected, rtol=rtol)
+
+
+@pytest.mark.parametrize("w_mode", ["channel", "per head", "none"])
+def test_power_of_two_scale_per_sequence(w_mode):
+    """The walks' scales (``state.power_of_two_scale``, two kernels) equal 2^-e for e the exponent
+    of each sequence's and value head's largest |w v| (computed here in float64), exactly: packed
+    sequences of lengths off the chunk size at magnitudes 1e-6 to 1e4, an empty sequence, one whose
+    z is zero (its scale from the initial state), and one with an infinite v (scale 1)."""
+    from gdn2.ops.gdn2.triton import state
+    from gdn2.ops.gdn2.triton.common import make_chunks
+    lengths, HV, V, K = [70, 0, 130, 5, 64, 33], 3, 48, 16
+    offsets = [sum(lengths[:i]) for i in range(len(lengths) + 1)]
+    T, g = offsets[-1], torch.Generator().manual_seed(52)
+    v = torch.randn(T, HV, V, generator=g)
+    for n, mag in enumerate([1e-6, 1.0, 1e4, 0.0, 3.0, 1.0]):
+        v[offsets[n]:offsets[n + 1]] *= mag
+    v[offsets[5] + 7, 2, 3] = float("inf")
+    w = {"channel": torch.rand(T, HV, V, generator=g), "per head": torch.rand(T, HV, generator=g) * 4,
+         "none": None}[w_mode]
+    h0 = torch.randn(len(lengths), HV, K, V, generator=g) * 1e-3
+    v = v.to(torch.bfloat16)
+    z = v.double() * (1.0 if w is None else (w.double() if w.dim() == 3 else w.double()[..., None]))
+    expected = torch.ones(len(lengths), HV, dtype=torch.float64)
+    for n in range(len(lengths)):
+        top = z[offsets[n]:offsets[n + 1]].abs().amax(dim=(0, 2)) if lengths[n] else torch.zeros(HV).double()
+        top = torch.where(top > 0, top, h0[n].double().abs().amax(dim=(-2, -1)))
+        _, e = torch.frexp(top)
+        expected[n] = torch.where(torch.isfinite(top), torch.ldexp(torch.ones_like(top), -e), 1.0)
+    cu = torch.tensor(offsets, dtype=torch.int32, device=DEVICE)
+    chunks = make_chunks(offsets, 64, DEVICE)
+    dev = lambda x: x.to(DEVICE) if x is not None else None  # noqa: E731
+    scale = state.power_of_two_scale(dev(v), dev(w), dev(h0), cu, chunks)
+    torch.testing.assert_close(scale.double().cpu(), expected, rtol=0, atol=0)
+    assert (scale[3] >= 2.0 ** 7).all()   # from h0 at ~1e-3 (z there is zero)
+    assert scale[5, 2] == 1.0 and scale[5, 0] < 1.0
+    without_h0 = state.power_of_two_scale(dev(v), dev(w), None, cu, chunks)
+    assert without_h0[3].tolist() == [1.0] * HV and without_h0[1].tolist() == [1.0] * HV

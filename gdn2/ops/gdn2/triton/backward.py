@@ -274,8 +274,8 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
         # both walks on float16 hi/lo products over scaled operands; programs whose values left
         # float16's range walk again three-pass (see state.F16_PRODUCTS)
         guard = dict(flag=torch.empty(grid[0] * grid[1] * grid[2], dtype=torch.int32, device=dev),
-                     zscale=state.power_of_two_scale(v, w, h0, cu),
-                     doscale=state.power_of_two_scale(do, None, dht, cu))
+                     zscale=state.power_of_two_scale(v, w, h0, cu, chunks, BT),
+                     doscale=state.power_of_two_scale(do, None, dht, cu, chunks, BT))
         pair("f16x3", GUARD=1, **guard)
         pair(prec, GUARD=2, **guard)
     else:

@@ -12,7 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import GATE_ZERO, MIN_TILE, cdiv, guard_record, guard_start, load_rows, load_write, mma, next_pow2
+from .common import (GATE_ZERO, MIN_TILE, cdiv, chunk_rows, gate_mode, guard_record, guard_start, load_rows, load_write,
+                     mma, next_pow2)
 
 
 @triton.jit
@@ -130,8 +131,8 @@ F16_WALK_COLUMNS = 32
 # and k, no float32 output) and at two pipeline stages (see ``chunk_state_fwd``). Range, float16's
 # normal one being 6e-5 to 65504:
 # - the walk runs on z and the initial state scaled by a power of two that brings z's largest
-#   magnitude near 1, per sequence and value head (``power_of_two_scale``, small reductions on the
-#   device; o and the state are linear in them), so small values keep their bits;
+#   magnitude near 1, per sequence and value head (``power_of_two_scale``: two small kernels that
+#   replaced ~18 PyTorch launches; o and the state are linear in them), so small values keep their bits;
 # - what still passes 65504 (a state grown far past the largest z) turns o or the state into inf or
 #   NaN, never into finite garbage: the walk records it per program (GUARD 1) and a second launch
 #   walks those programs again with one-pass TF32 products (GUARD 2; the others return at once).
@@ -144,32 +145,77 @@ F16_WALK_COLUMNS = 32
 F16_PRODUCTS = True
 
 
-def power_of_two_scale(v, w, h0, cu_seqlens):
-    """Per (sequence, value head), float32 ``[N, HV]`` on the device (no synchronisation): ``2^-e``
-    with ``e`` the exponent of the largest magnitude of that sequence's z = w v (bounded by
-    max|v| max|w| per token), so that the largest scaled value lies in [0.5, 1). Per sequence, so
-    that one sequence's large values do not push another's under float16's range. From z, not
-    the initial state ``h0``: a state far above z then overflows and the guard walks it again,
-    where scaling by the state would push z under the range unnoticed; from ``h0`` only where z is
-    zero, and 1 where both are zero or not finite (then the guard decides). The backward passes
-    dO and the final-state cotangent in their places."""
-    T, HV, _ = v.shape
+@triton.jit
+def chunk_zmax_kernel(v, w, zmax, chunk_start, chunk_end, HV: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+                      BV: tl.constexpr, W_MODE: tl.constexpr):
+    """max |z| of one chunk, value head and block of V columns, z = w v as the walk forms it (float32).
+    The blocks on the grid, not in a loop: a loop over two blocks took 255 registers and spilled
+    (ptxas, sm_90a, Triton 3.6), one block of 128 columns at 8 warps 80."""
+    i_c, i_hv, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    t0, L = chunk_rows(chunk_start, chunk_end, i_c)
+    b_z = load_write(v, w, t0, tl.arange(0, BT), L, i_hv, HV, i_v * BV + tl.arange(0, BV), V, W_MODE)
+    tl.store(zmax + (i_c * HV + i_hv) * tl.num_programs(2) + i_v, tl.max(tl.max(tl.abs(b_z), 1), 0))
+
+
+@triton.jit
+def sequence_scale_kernel(zmax, h0, zscale, cu_seqlens, chunk_first, HV: tl.constexpr, K: tl.constexpr,
+                          V: tl.constexpr, BT: tl.constexpr, NV: tl.constexpr, BJ: tl.constexpr,
+                          BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_H0: tl.constexpr):
+    """``2^-e`` for one (sequence, value head) from its chunks' maxima, e the exponent of the
+    largest (from the initial state where z is zero); 1.0 where that maximum is zero, subnormal
+    or not finite (the guard then decides)."""
+    i_n, i_hv = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    bos = tl.load(cu_seqlens + i_n)
+    n_c = tl.cdiv(tl.load(cu_seqlens + i_n + 1) - bos, BT)
+    c0 = tl.load(chunk_first + i_n).to(tl.int64)
+    o_j = tl.arange(0, BJ)
+    m = tl.zeros([BC, BJ], dtype=tl.float32)
+    for c in range(0, n_c, BC):
+        o_c = c + tl.arange(0, BC)
+        p = zmax + ((c0 + o_c) * HV + i_hv)[:, None] * NV + o_j[None, :]
+        m = tl.maximum(m, tl.load(p, mask=(o_c < n_c)[:, None] & (o_j < NV)[None, :], other=0.0))
+    top = tl.max(tl.max(m, 1), 0)
+    if USE_H0:
+        if top == 0.0:
+            b_m = tl.zeros([BK, BV], dtype=tl.float32)
+            for k0 in range(0, K, BK):
+                for v0 in range(0, V, BV):
+                    o_k, o_v = k0 + tl.arange(0, BK), v0 + tl.arange(0, BV)
+                    p = h0 + (i_n * HV + i_hv) * K * V + o_k[:, None] * V + o_v[None, :]
+                    b_h = tl.load(p, mask=(o_k < K)[:, None] & (o_v < V)[None, :], other=0.0)
+                    b_m = tl.maximum(b_m, tl.abs(b_h))
+            top = tl.max(tl.max(b_m, 1), 0)
+    # float32 bits: a normal top lies in [2^(E-127), 2^(E-126)) for its exponent field E, so
+    # 2^(126-E), exponent field 253-E, puts it in [0.5, 1); a normal scale needs 1 <= E <= 252
+    E = (top.to(tl.int32, bitcast=True) >> 23) & 255
+    sc = ((253 - E) << 23).to(tl.float32, bitcast=True)
+    tl.store(zscale + i_n * HV + i_hv, tl.where((E >= 1) & (E <= 252), sc, 1.0))
+
+
+def power_of_two_scale(v, w, h0, cu_seqlens, chunks, BT=64):
+    """Per (sequence, value head), float32 ``[N, HV]`` on the device (no synchronisation, two
+    launches): ``2^-e`` with ``e`` the exponent of the largest magnitude of that sequence's
+    z = w v, so that the largest scaled value lies in [0.5, 1). Per sequence, so that one
+    sequence's large values do not push another's under float16's range. From z, not the initial
+    state ``h0``: a state far above z then overflows and the guard walks it again, where scaling by
+    the state would push z under the range unnoticed; from ``h0`` only where z is zero, and 1
+    where both are zero or not finite (then the guard decides). The backward passes dO and the
+    final-state cotangent in their places."""
+    T, HV, V = v.shape
     N = cu_seqlens.numel() - 1
-    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
-    seq = torch.repeat_interleave(torch.arange(N, device=v.device), lengths, output_size=T)
-    top = torch.linalg.vector_norm(v.detach(), float("inf"), dim=-1).float()             # [T, HV]
-    if isinstance(w, torch.Tensor):   # [T, HV, V] per channel, [T, HV] per head
-        top = top * (torch.linalg.vector_norm(w.detach(), float("inf"), dim=-1) if w.dim() == 3 else w.abs()).float()
-    elif w is not None:
-        top = top * abs(float(w))
-    m = torch.zeros(N, HV, dtype=torch.float32, device=v.device)
-    m = m.scatter_reduce(0, seq[:, None].expand(T, HV), top, "amax")
-    if h0 is not None:
-        m = torch.where(m > 0, m, torch.linalg.vector_norm(h0.detach(), float("inf"), dim=(-2, -1)).float())
-    _, e = torch.frexp(m)
-    scale = torch.ldexp(torch.ones_like(m), -e)
-    # a subnormal m gives an infinite scale; float32's exponents keep it above 0
-    return torch.where(torch.isfinite(scale) & torch.isfinite(m), scale, torch.ones_like(scale))
+    K = h0.shape[-2] if h0 is not None else V
+    BV = min(128, next_pow2(V))
+    NV = cdiv(V, BV)
+    zmax = torch.empty(max(chunks.count, 1), HV, NV, dtype=torch.float32, device=v.device)
+    scale = torch.empty(N, HV, dtype=torch.float32, device=v.device)
+    chunk_zmax_kernel[(max(chunks.count, 1), HV, NV)](
+        v, w if isinstance(w, torch.Tensor) else v, zmax, chunks.start, chunks.end, HV=HV, V=V, BT=BT, BV=BV,
+        W_MODE=gate_mode(w, 3), num_warps=8)
+    if N > 0:
+        sequence_scale_kernel[(N, HV)](
+            zmax, h0 if h0 is not None else zmax, scale, cu_seqlens, chunks.first, HV=HV, K=K, V=V, BT=BT, NV=NV,
+            BJ=next_pow2(NV), BC=128, BK=min(32, next_pow2(K)), BV=min(64, BV), USE_H0=h0 is not None, num_warps=4)
+    return scale
 
 
 def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_final_state,
@@ -197,7 +243,7 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
     grid = (N, HV, cdiv(V, BV))
     # float16 products, then the programs whose outputs or state left their range walk again
     flag = torch.empty(grid[0] * grid[1] * grid[2], dtype=torch.int32, device=dev) if guard else None
-    zscale = power_of_two_scale(v, w, h0, cu_seqlens) if guard else None
+    zscale = power_of_two_scale(v, w, h0, cu_seqlens, chunks, BT) if guard else None
     walk = lambda prec, **kw: chunk_state_fwd_kernel[grid](  # noqa: E731
         qg, kt, y if y is not None else dummy, dec, v, w if isinstance(w, torch.Tensor) else dummy,
         A if A is not None else dummy, Aqk, o if o is not None else dummy, h0 if h0 is not None else dummy,
