@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_ops.py --out benchmarks/results
     python benchmarks/gpu_ops.py --whole-chunk split    # a setting of the whole-chunk forms, before it is the default
+    python benchmarks/gpu_ops.py --pair-products f16x3  # the backward walks' products, likewise
 """
 
 import argparse
@@ -19,7 +20,12 @@ if __name__ == "__main__":
     p.add_argument("--no-fla", action="store_true", help="skip the FLA baseline (not installed)")
     p.add_argument("--whole-chunk", choices=sorted(WHOLE_FORMS), default=None,
                    help="the intra and key kernels' whole-chunk forms for this run (default: the library's)")
+    p.add_argument("--pair-products", choices=["tf32x3", "f16x3"], default=None,
+                   help="the backward walks' products for this run (backward.PAIR_PRODUCTS; default: the library's)")
     args = p.parse_args()
+    pair_default = backward.PAIR_PRODUCTS
+    if args.pair_products:
+        backward.PAIR_PRODUCTS = args.pair_products
     meta = versions()
     ceilings = machine_ceilings()
     default = intra.WHOLE_CHUNK, backward.KEY_WHOLE
@@ -30,6 +36,8 @@ if __name__ == "__main__":
     head, rest = text.split("\n", 1)
     note = f"Whole-chunk forms (intra, key): {setting[0]}, {setting[1]}"
     note += "." if setting == default else f", set for this run (the library's default: {default[0]}, {default[1]})."
+    note += f" Backward walks' products: {backward.PAIR_PRODUCTS}"
+    note += "." if backward.PAIR_PRODUCTS == pair_default else f", set for this run (the library's: {pair_default})."
     text = f"{head}\n\n{note}\n{rest}"
     print(text)
     out = results_path(args.out, meta)
