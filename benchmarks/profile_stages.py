@@ -50,6 +50,8 @@ def main():
     walk_stages = mock.patch.object(state, "F16_WALK_STAGES", other_stages)
     other_columns = 48 - state.F16_WALK_COLUMNS   # the float16 walk's other tile (16 or 32 value columns)
     walk_columns = mock.patch.object(state, "F16_WALK_COLUMNS", other_columns)
+    other_warps = 12 - state.F16_WALK_WARPS   # 4 or 8 warps a walk program
+    walk_warps = mock.patch.object(state, "F16_WALK_WARPS", other_warps)
     products = mock.patch.object(state, "F16_PRODUCTS", not state.F16_PRODUCTS)
     other_pair = "tf32x3" if backward.PAIR_PRODUCTS == "f16x3" else "f16x3"
     pair_products = mock.patch.object(backward, "PAIR_PRODUCTS", other_pair)
@@ -94,6 +96,7 @@ def main():
                   walk_stages(lambda xx=xx: ours(xx))),
                  (f"{name}: inference forward, float16 walk on {other_columns} value columns",
                   walk_columns(lambda xx=xx: ours(xx))),
+                 (f"{name}: inference forward, float16 walk at {other_warps} warps", walk_warps(lambda xx=xx: ours(xx))),
                  (f"{name}: inference forward, the walk's products "
                   f"{'one-pass TF32' if state.F16_PRODUCTS else 'float16'} (attempt 33)",
                   products(lambda xx=xx: ours(xx)))]

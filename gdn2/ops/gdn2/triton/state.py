@@ -122,6 +122,10 @@ F16_WALK_STAGES = 2
 # products) 16 made the walk 0.656 -> 1.096 ms and the inference forward 1.699 -> 2.134 ms at 2x8K,
 # 2.196 -> 2.130 ms at 1x16K (64 programs); the GPU tests passed with 16 (16:05).
 F16_WALK_COLUMNS = 32
+# Warps per program of the float16 walk. 4: two programs a multiprocessor (255 registers each), the
+# first walk spilling 264 bytes; 8: one program, no spills (ptxas, sm_90a, Triton 3.6, K = V = 128).
+# Untimed at 8 (benchmarks/profile_stages.py has the row).
+F16_WALK_WARPS = 4
 # The one-pass walk's products on float16 operands (attempt 33): the state, R, A and z rounded to
 # float16 as the gated operands already are. Same 10 mantissa bits as the one-pass TF32 products
 # it replaces, so the same accuracy, at twice the tensor-core rate and with half the operand
@@ -251,7 +255,8 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
         cu_seqlens, chunks.first,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=b_mode, W_MODE=w_mode,
         USE_H0=h0 is not None, STORE_HT=output_final_state, STORE_O=store_o, STORE_H=store_h,
-        STORE_R=store_r, PREC=prec, num_warps=4, num_stages=F16_WALK_STAGES if qg.dtype == torch.float16 else 1,
+        STORE_R=store_r, PREC=prec, num_warps=F16_WALK_WARPS if qg.dtype == torch.float16 else 4,
+        num_stages=F16_WALK_STAGES if qg.dtype == torch.float16 else 1,
         **kw)
     if guard:
         walk("f16", flag=flag, zscale=zscale, GUARD=1)
