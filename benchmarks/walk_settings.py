@@ -12,7 +12,7 @@ import triton
 from gdn2.bench.gpu import make_inputs, ours
 from gdn2.ops.gdn2.triton import state
 
-SETTINGS = {"as used": {}, "1 stage": {"F16_WALK_STAGES": 1}, "16 columns": {"F16_WALK_COLUMNS": 16},
+SETTINGS = {"as used": {"F16_WALK_STAGES": state.F16_WALK_STAGES}, "1 stage": {"F16_WALK_STAGES": 1}, "16 columns": {"F16_WALK_COLUMNS": 16},
             "8 warps": {"F16_WALK_WARPS": 8}}
 
 if __name__ == "__main__":
