@@ -46,10 +46,10 @@ def main():
                                  normalized=True, **kw)
 
     # settings other than the library's, each set around one call of the function it wraps
-    other_stages = 3 - state.F16_WALK_STAGES   # the float16 walk's other pipeline depth (1 or 2)
-    walk_stages = mock.patch.object(state, "F16_WALK_STAGES", other_stages)
-    other_columns = 48 - state.F16_WALK_COLUMNS   # the float16 walk's other tile (16 or 32 value columns)
-    walk_columns = mock.patch.object(state, "F16_WALK_COLUMNS", other_columns)
+    # the float16 walk's tilings, each fixed for every shape (the library picks one by shape,
+    # state.f16_walk_tiling)
+    tilings = {"32 columns, 2 stages": (32, 2), "32 columns, 1 stage": (32, 1), "16 columns, 2 stages": (16, 2)}
+    tiling = lambda c, st: mock.patch.multiple(state, F16_WALK_COLUMNS=c, F16_WALK_STAGES=st)  # noqa: E731
     other_warps = 12 - state.F16_WALK_WARPS   # 4 or 8 warps a walk program
     walk_warps = mock.patch.object(state, "F16_WALK_WARPS", other_warps)
     products = mock.patch.object(state, "F16_PRODUCTS", not state.F16_PRODUCTS)
@@ -91,12 +91,10 @@ def main():
     # and at 1x16K (64 walks of 256 chunks)
     long = make_inputs(1, 16384)
     for name, xx in ((f"{a.B}x{a.T}", x), ("1x16384", long)):
-        rows += [(f"{name}: inference forward as used", lambda xx=xx: ours(xx)),
-                 (f"{name}: inference forward, float16 walk at {other_stages} stage{'s' * (other_stages > 1)}",
-                  walk_stages(lambda xx=xx: ours(xx))),
-                 (f"{name}: inference forward, float16 walk on {other_columns} value columns",
-                  walk_columns(lambda xx=xx: ours(xx))),
-                 (f"{name}: inference forward, float16 walk at {other_warps} warps", walk_warps(lambda xx=xx: ours(xx))),
+        rows += [(f"{name}: inference forward as used", lambda xx=xx: ours(xx))]
+        rows += [(f"{name}: inference forward, float16 walk on {t}", tiling(*tilings[t])(lambda xx=xx: ours(xx)))
+                 for t in tilings]
+        rows += [(f"{name}: inference forward, float16 walk at {other_warps} warps", walk_warps(lambda xx=xx: ours(xx))),
                  (f"{name}: inference forward, the walk's products "
                   f"{'one-pass TF32' if state.F16_PRODUCTS else 'float16'} (attempt 33)",
                   products(lambda xx=xx: ours(xx)))]

@@ -12,7 +12,11 @@ import triton
 from gdn2.bench.gpu import make_inputs, ours
 from gdn2.ops.gdn2.triton import state
 
-SETTINGS = {"as used": {"F16_WALK_STAGES": state.F16_WALK_STAGES}, "1 stage": {"F16_WALK_STAGES": 1}, "16 columns": {"F16_WALK_COLUMNS": 16},
+# "as used": the tiling state.f16_walk_tiling picks for the shape; the others fixed for every shape
+SETTINGS = {"as used": {"F16_WALK_COLUMNS": state.F16_WALK_COLUMNS},
+            "32 columns, 2 stages": {"F16_WALK_COLUMNS": 32, "F16_WALK_STAGES": 2},
+            "32 columns, 1 stage": {"F16_WALK_COLUMNS": 32, "F16_WALK_STAGES": 1},
+            "16 columns, 2 stages": {"F16_WALK_COLUMNS": 16, "F16_WALK_STAGES": 2},
             "8 warps": {"F16_WALK_WARPS": 8}}
 
 if __name__ == "__main__":

@@ -268,3 +268,17 @@ def test_power_of_two_scale_per_sequence(w_mode):
     assert scale[5, 2] == 1.0 and scale[5, 0] < 1.0
     without_h0 = state.power_of_two_scale(dev(v), dev(w), None, cu, chunks)
     assert without_h0[3].tolist() == [1.0] * HV and without_h0[1].tolist() == [1.0] * HV
+
+
+def test_float16_walk_tiling_by_programs(monkeypatch):
+    """``state.f16_walk_tiling``: one stage (one-pass TF32 products) where the 32-column walk has more
+    programs than the card has multiprocessors, 16 columns where it fills at most half of them, 32
+    columns at two stages between, and off CUDA; a module setting overrides the rule."""
+    from gdn2.ops.gdn2.triton import state
+    assert [state.f16_walk_tiling(p, 132) for p in (512, 256, 133, 132, 128, 67, 66, 64, 1)] == \
+        [(32, 1)] * 3 + [(32, 2)] * 3 + [(16, 2)] * 3
+    assert state.f16_walk_tiling(64, None) == (32, 2)
+    monkeypatch.setattr(state, "F16_WALK_STAGES", 2)
+    assert state.f16_walk_tiling(512, 132) == (32, 2)
+    monkeypatch.setattr(state, "F16_WALK_COLUMNS", 32)
+    assert state.f16_walk_tiling(64, 132) == (32, 2)

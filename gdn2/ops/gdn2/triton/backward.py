@@ -221,11 +221,12 @@ KEY_WARPS = 4
 # only for L2-normalised q and k, whose gated operands (not scaled) then sit inside float16's range.
 # The float16 anatomy row put the reverse walk at 0.801 ms one-pass against 1.440 three-pass TF32
 # (H100, 2026-12-06). On an H100 (2026-12-06 20:55) the GPU tests passed with "f16x3" at bfloat16
-# and float16 inputs and failed float32's dh0 (1.3e-5 against 1.8e-7 three-pass TF32), since fixed
-# in the interpreter by carrying the lo parts 2^11 up (``common.mma``). "tf32x3" (three-pass TF32
-# walks) until a card has run the GPU tests and the stage profile's PAIR_PRODUCTS rows on the fix
-# (``scripts/gpu_session.sh settle``; no card started in the thirteenth session after that call).
-PAIR_PRODUCTS = "tf32x3"
+# and float16 inputs and failed float32's dh0 (1.3e-5 against 1.8e-7 three-pass TF32), fixed by
+# carrying the lo parts 2^11 up (``common.mma``). On with the fix: on an H100 (2026-12-07 00:16) its
+# GPU tests passed at all three dtypes, and the backward at 8x2K took 5.882 ms against 6.941 with
+# three-pass TF32 walks (from the forward's A and Aqk), 11.541 against 12.582 at g - 2
+# (benchmarks/profile_stages.py). Without L2-normalised q and k the walks stay three-pass TF32.
+PAIR_PRODUCTS = "f16x3"
 # the key kernel's whole-chunk form ("off", "inline" or "split": ``WHOLE_FORMS`` in common). "split"
 # since the GPU tests passed with it on an H100 (2026-12-06-1403 results): -19% forward+backward at
 # the benchmark's gates; where every chunk's span exceeds the bound (g - 2) +14% while the walk ran

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -88,6 +89,15 @@ def guard_record(flag, i_flag, b_bad, b_S):
     x, NaN for inf and NaN) or the final state ``b_S`` left the finite range."""
     b_check = tl.sum(tl.sum(b_bad, 1), 0) + tl.sum(tl.sum(b_S * 0.0, 1), 0)
     tl.store(flag + i_flag, (b_check != b_check).to(tl.int32))
+
+
+@functools.lru_cache(maxsize=16)
+def multiprocessors(device: torch.device):
+    """The CUDA card's multiprocessor count (tilings that depend on how many programs run at once);
+    None elsewhere (the interpreter)."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def on_device_of(x: torch.Tensor):

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from .common import (GATE_ZERO, MIN_TILE, cdiv, chunk_rows, gate_mode, guard_record, guard_start, load_rows, load_write,
-                     mma, next_pow2)
+                     mma, multiprocessors, next_pow2)
 
 
 @triton.jit
@@ -108,20 +108,36 @@ def state_tiles(K: int):
     return max(MIN_TILE, next_pow2(K)), MIN_TILE
 
 
-# Pipeline stages of the walk over float16 operands (the one-pass forward): 2 loads the next
-# chunk's operands while this chunk's products run, in 112 KB of shared memory (ptxas, sm_90a; with
-# float32 operands it needs 288 KB and does not fit). Timed on an H100 (2026-12-06 16:05, quick
-# phase of scripts/gpu_session.sh): the walk 0.716 -> 0.655 ms at 2x8K, the inference forward
-# 1.758 -> 1.695 ms at 2x8K and 2.386 -> 2.165 ms at 1x16K; test_triton_float16_walk_two_stages
-# passed in the same call.
-F16_WALK_STAGES = 2
-# Value columns per program of the one-pass float16 walk. 16 doubles the programs (256 at 2x8K
-# for 132 multiprocessors; two fit one, by registers (254) and shared memory (96 KB at two stages,
-# ptxas, sm_90a, Triton 3.6)), so a second program can hide the walk's latency; each still reads all of Q_γ,
-# K_tail and Y, so their traffic doubles. 32: on an H100 (2026-12-06 18:50, before float16
-# products) 16 made the walk 0.656 -> 1.096 ms and the inference forward 1.699 -> 2.134 ms at 2x8K,
-# 2.196 -> 2.130 ms at 1x16K (64 programs); the GPU tests passed with 16 (16:05).
-F16_WALK_COLUMNS = 32
+# The float16 walk's tiling: value columns per program and pipeline stages, ``None`` for the rule of
+# ``f16_walk_tiling`` (a number sets it for every shape: the tests and benchmarks do).
+# - Two stages load the next chunk's operands while this chunk's products run, and are where the
+#   walk takes float16 products (at one stage Triton 3.6 made finite garbage of o with them on an
+#   H100: test_triton_float16_walk_two_stages, 2026-12-06 19:14), so one stage runs one-pass TF32
+#   products, in less shared memory.
+# - 16 columns double the programs; each still reads all of Q_γ, K_tail and Y, so their traffic
+#   doubles.
+F16_WALK_STAGES = None
+F16_WALK_COLUMNS = None
+
+
+def f16_walk_tiling(programs: int, multiprocessors) -> tuple:
+    """(value columns, pipeline stages) of the float16 walk, by ``programs``, the walk's programs
+    at 32 columns (sequences x value heads x V / 32), against the card's ``multiprocessors`` (None
+    off CUDA: 32 columns, two stages). Timed on an H100 (132 multiprocessors, 2026-12-07 00:22,
+    ``benchmarks/walk_settings.py``, inference forward in ms, 32 columns and two stages first):
+    more programs than multiprocessors (8x2K: 512, 4x4K: 256): one stage, 1.780 -> 1.586 and
+    1.657 -> 1.514 (more programs share a multiprocessor); at most half (1x16K: 64): 16 columns,
+    1.936 -> 1.827; between (2x8K: 128), 32 columns at two stages, 1.576 (one stage 1.737, 16
+    columns 1.840)."""
+    columns, stages = 32, 2
+    if multiprocessors is not None:
+        if programs > multiprocessors:
+            stages = 1
+        elif 2 * programs <= multiprocessors:
+            columns = 16
+    return F16_WALK_COLUMNS or columns, F16_WALK_STAGES or stages
+
+
 # Warps per program of the float16 walk. 4: two programs a multiprocessor (255 registers each), the
 # first walk spilling 264 bytes; 8: one program, no spills (ptxas, sm_90a, Triton 3.6, K = V = 128).
 # Untimed at 8 (benchmarks/profile_stages.py has the row).
@@ -232,12 +248,11 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
     N = cu_seqlens.numel() - 1
     dev = v.device
     BK, BV = state_tiles(K)
-    guard = False
+    guard, stages = False, 1
     if qg.dtype == torch.float16:
-        BV = F16_WALK_COLUMNS
-        # float16 products only at two stages: at one, Triton 3.6 made finite garbage of o on an H100
-        # (test_triton_float16_walk_two_stages, 2026-12-06 19:14; two stages passed every GPU test)
-        guard = F16_PRODUCTS and F16_WALK_STAGES > 1 and prec == "tf32"   # in place of one-pass TF32 only
+        BV, stages = f16_walk_tiling(N * HV * cdiv(V, 32), multiprocessors(dev))
+        # float16 products only at two stages (see F16_WALK_STAGES)
+        guard = F16_PRODUCTS and stages > 1 and prec == "tf32"   # in place of one-pass TF32 only
     o = torch.empty(T, HV, V, dtype=v.dtype, device=dev) if store_o else None
     ht = torch.empty(N, HV, K, V, dtype=torch.float32, device=dev) if output_final_state else None
     h = torch.empty(max(chunks.count, 1), HV, K, V, dtype=torch.float32, device=dev) if store_h else None
@@ -256,7 +271,7 @@ def chunk_state_fwd(gated, v, w, A, Aqk, h0, cu_seqlens, chunks, modes, output_f
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, B_MODE=b_mode, W_MODE=w_mode,
         USE_H0=h0 is not None, STORE_HT=output_final_state, STORE_O=store_o, STORE_H=store_h,
         STORE_R=store_r, PREC=prec, num_warps=F16_WALK_WARPS if qg.dtype == torch.float16 else 4,
-        num_stages=F16_WALK_STAGES if qg.dtype == torch.float16 else 1,
+        num_stages=stages,
         **kw)
     if guard:
         walk("f16", flag=flag, zscale=zscale, GUARD=1)
