@@ -158,8 +158,8 @@ def test_triton_whole_chunk_forms(dtype, case, monkeypatch):
 def test_triton_float16_walk_two_stages(case, stages, columns, monkeypatch):
     """The one-pass forward's state walk (float16 operands: bfloat16 inputs, normalised q and k,
     no final state; ``o (forward only)`` of the check) at one and two pipeline stages
-    (``state.F16_WALK_STAGES``: 2 since 2026-12-06) and on 32 and 16 value columns a program
-    (``state.F16_WALK_COLUMNS``: 32, 16 timed slower). At two stages the products are float16
+    (``state.F16_WALK_STAGES``) and on 32 and 16 value columns a program (``state.F16_WALK_COLUMNS``):
+    each tiling ``state.f16_walk_tiling`` picks by shape, here at every shape. At two stages the products are float16
     (``F16_PRODUCTS``), at one TF32: float16 products at one stage gave finite garbage under
     Triton 3.6 (this test, 2026-12-06 19:14), so the walk no longer takes them there."""
     from gdn2.ops.gdn2.triton import state
@@ -212,16 +212,17 @@ def test_triton_walk_range_guard(erase, walk_scale_past_range):
         check_training_forward(x, use_qk_l2norm=True)
 
 
-@pytest.mark.parametrize("case", ["packed", "long", "K48V48", "scalar", "16 columns"])
+@pytest.mark.parametrize("case", ["packed", "long", "K48V48", "scalar", "32 columns"])
 def test_triton_float16_products_shapes(case, monkeypatch):
     """The one-pass walk's float16 products (``state.F16_PRODUCTS``, attempt 33, with its range
     guard) where the tiles and the walk differ: packed sequences, 4100 tokens, partly masked
-    48-wide tiles, per-head gates, 16 value columns a program; every output and gradient within
+    48-wide tiles, per-head gates; at these shapes ``state.f16_walk_tiling`` picks 16 value columns
+    a program on an H100, so one case forces 32 (the rule's pick at 2x8K); every output and gradient within
     the criterion (``o (forward only)`` is the one-pass forward), and the training forward's o
     (the same walk: ``check``'s gradients run with the final state, three-pass)."""
     from gdn2.ops.gdn2.triton import state
-    if case == "16 columns":
-        monkeypatch.setattr(state, "F16_WALK_COLUMNS", 16)
+    if case == "32 columns":
+        monkeypatch.setattr(state, "F16_WALK_COLUMNS", 32)
     long = case == "long"
     gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar" else {}
     x, cu = case_inputs(case == "packed", torch.bfloat16, seed=14, B=1 if long else 2, T=4100 if long else 300,
