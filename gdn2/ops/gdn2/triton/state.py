@@ -148,8 +148,8 @@ F16_WALK_WARPS = 4
 # registers and shared memory: on an H100 (2026-12-06 18:50, "walk anatomy: float16 products",
 # benchmarks/stage_variants.py) the walk 0.656 -> 0.439 ms at 2x8K, FLA's bfloat16 walk's form
 # with two more mantissa bits. Only where the gated operands are float16 (bfloat16 inputs, unit q
-# and k, no float32 output) and at two pipeline stages (see ``chunk_state_fwd``). Range, float16's
-# normal one being 6e-5 to 65504:
+# and k, no float32 output) and at two pipeline stages (``f16_walk_tiling``: where the walk has at
+# most one program a multiprocessor). Range, float16's normal one being 6e-5 to 65504:
 # - the walk runs on z and the initial state scaled by a power of two that brings z's largest
 #   magnitude near 1, per sequence and value head (``power_of_two_scale``: two small kernels that
 #   replaced ~18 PyTorch launches; o and the state are linear in them), so small values keep their bits;
