@@ -42,9 +42,12 @@ def _one_thread(request):
 @pytest.fixture
 def walk_scale_past_range(monkeypatch):
     """The one-pass walk's power-of-two scale of sequence 0 made 2^20 too large, so that its float16
-    products overflow: the range guard's case (``state.F16_PRODUCTS``)."""
+    products overflow: the range guard's case (``state.F16_PRODUCTS``). The walk at two stages, where
+    it takes float16 products (on a card ``state.f16_walk_tiling`` gives a walk of more programs
+    than multiprocessors one stage and TF32 products, and the guard would not run)."""
     from gdn2.ops.gdn2.triton import state
     scale = state.power_of_two_scale
+    monkeypatch.setattr(state, "F16_WALK_STAGES", 2)
 
     def too_large(*args):
         s = scale(*args)

@@ -193,6 +193,7 @@ def test_triton_walk_products(products, erase, monkeypatch):
     training forward's o, within the criterion."""
     from gdn2.ops.gdn2.triton import state
     monkeypatch.setattr(state, "F16_PRODUCTS", products == "float16")
+    monkeypatch.setattr(state, "F16_WALK_STAGES", 2)   # where the walk takes float16 products
     for scale in (1.0, 1e-6, 3e5):
         x, cu = case_inputs(False, torch.bfloat16, seed=17, b_max=2.0, erase=erase)
         x["v"][0] = (x["v"][0].float() * scale).to(torch.bfloat16)
@@ -216,12 +217,14 @@ def test_triton_walk_range_guard(erase, walk_scale_past_range):
 def test_triton_float16_products_shapes(case, monkeypatch):
     """The one-pass walk's float16 products (``state.F16_PRODUCTS``, attempt 33, with its range
     guard) where the tiles and the walk differ: packed sequences, 4100 tokens, partly masked
-    48-wide tiles, per-head gates; at these shapes ``state.f16_walk_tiling`` picks 16 value columns
-    a program on an H100, so one case forces 32 (the rule's pick at 2x8K); every output and gradient within
+    48-wide tiles, per-head gates; always at two stages (float16 products), and where
+    ``state.f16_walk_tiling`` would pick 16 value columns a program on an H100, the K48V48 case and
+    one more take 32 (the rule's pick at 2x8K); every output and gradient within
     the criterion (``o (forward only)`` is the one-pass forward), and the training forward's o
     (the same walk: ``check``'s gradients run with the final state, three-pass)."""
     from gdn2.ops.gdn2.triton import state
-    if case == "32 columns":
+    monkeypatch.setattr(state, "F16_WALK_STAGES", 2)   # the packed case's 160 programs would get one stage
+    if case in ("32 columns", "K48V48"):   # 16 columns would leave no 48-wide tile partly masked
         monkeypatch.setattr(state, "F16_WALK_COLUMNS", 32)
     long = case == "long"
     gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar" else {}

@@ -31,12 +31,16 @@ class Launches:
 
 def one_pass_forward(x, monkeypatch, f16=True):
     """o of the one-pass forward (bfloat16, normalised q and k, no final state) with float16
-    products or not, and the walk's launches."""
+    products or not, and the walk's launches (32 columns at two stages unless set)."""
     from gdn2.ops.gdn2.triton import state
     launches = Launches(state.chunk_state_fwd_kernel)
     with monkeypatch.context() as m:
         m.setattr(state, "chunk_state_fwd_kernel", launches)
         m.setattr(state, "F16_PRODUCTS", f16)
+        # 32 columns at two stages unless a test sets them: the programs counted below are those of
+        # that tiling, which a card's ``f16_walk_tiling`` would change by shape
+        m.setattr(state, "F16_WALK_COLUMNS", state.F16_WALK_COLUMNS or 32)
+        m.setattr(state, "F16_WALK_STAGES", state.F16_WALK_STAGES or 2)
         with torch.no_grad():
             o, S = gated_delta_rule2(**x, backend="triton", use_qk_l2norm=True)
     assert o.dtype == torch.bfloat16 and S is None

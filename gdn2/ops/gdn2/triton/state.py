@@ -219,8 +219,13 @@ def power_of_two_scale(v, w, h0, cu_seqlens, chunks, BT=64):
     sequence's large values do not push another's under float16's range. From z, not the initial
     state ``h0``: a state far above z then overflows and the guard walks it again, where scaling by
     the state would push z under the range unnoticed; from ``h0`` only where z is zero, and 1
-    where both are zero or not finite (then the guard decides). The backward passes dO and the
-    final-state cotangent in their places."""
+    where both are zero or not finite (then the guard decides). A NaN in z is passed over by the
+    maxima (the walk's o is NaN there whatever the scale, and the guard walks it again). The
+    backward passes dO and the final-state cotangent in their places. ``chunks``: the table of
+    ``cu_seqlens`` at chunk size ``BT``."""
+    if w is not None and not isinstance(w, torch.Tensor):
+        raise TypeError(f"power_of_two_scale: w must be a tensor or None (number gates are made tensors "
+                        f"before the kernels), got {type(w).__name__}")
     T, HV, V = v.shape
     N = cu_seqlens.numel() - 1
     K = h0.shape[-2] if h0 is not None else V
