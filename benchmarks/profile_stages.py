@@ -46,12 +46,6 @@ def main():
                                  normalized=True, **kw)
 
     # settings other than the library's, each set around one call of the function it wraps
-    # the float16 walk's tilings, each fixed for every shape (the library picks one by shape,
-    # state.f16_walk_tiling)
-    tilings = {"32 columns, 2 stages": (32, 2), "32 columns, 1 stage": (32, 1), "16 columns, 2 stages": (16, 2)}
-    tiling = lambda c, st: mock.patch.multiple(state, F16_WALK_COLUMNS=c, F16_WALK_STAGES=st)  # noqa: E731
-    other_warps = 12 - state.F16_WALK_WARPS   # 4 or 8 warps a walk program
-    walk_warps = mock.patch.object(state, "F16_WALK_WARPS", other_warps)
     products = mock.patch.object(state, "F16_PRODUCTS", not state.F16_PRODUCTS)
     other_pair = "tf32x3" if backward.PAIR_PRODUCTS == "f16x3" else "f16x3"
     pair_products = mock.patch.object(backward, "PAIR_PRODUCTS", other_pair)
@@ -86,15 +80,12 @@ def main():
         ("g - 2: backward, the split key form on (32, 32) columns", forms("split", bwd(w, key_block=(32, 32)))),
         ("g - 2: backward, whole-chunk forms off", forms("off", bwd(w))),
     ]
-    # the float16 walk at its other pipeline depth (attempt 23), on its other tile width and with
-    # the other products (attempt 33: float16 or one-pass TF32), against the forward as used, here
-    # and at 1x16K (64 walks of 256 chunks)
+    # the float16 walk with the other products (attempt 33: float16 or one-pass TF32), against the
+    # forward as used, here and at 1x16K (64 walks of 256 chunks); its tilings at every paper shape:
+    # benchmarks/walk_settings.py
     long = make_inputs(1, 16384)
     for name, xx in ((f"{a.B}x{a.T}", x), ("1x16384", long)):
-        rows += [(f"{name}: inference forward as used", lambda xx=xx: ours(xx))]
-        rows += [(f"{name}: inference forward, float16 walk on {t}", tiling(*tilings[t])(lambda xx=xx: ours(xx)))
-                 for t in tilings]
-        rows += [(f"{name}: inference forward, float16 walk at {other_warps} warps", walk_warps(lambda xx=xx: ours(xx))),
+        rows += [(f"{name}: inference forward as used", lambda xx=xx: ours(xx)),
                  (f"{name}: inference forward, the walk's products "
                   f"{'one-pass TF32' if state.F16_PRODUCTS else 'float16'} (attempt 33)",
                   products(lambda xx=xx: ours(xx)))]

@@ -84,9 +84,12 @@ needle_profile() {  # $1: time limit; the needle probe's protocol (docs/results.
   grep -h "^## " "$R/needle-profile.log" 2>/dev/null
 }
 stage_profile() {  # $1: time limit; the library's settings against the alternatives, both pipelines'
-  # kernel lists (FLA's last: their first compilations are slow)
+  # kernel lists (FLA's last: their first compilations are slow); then the float16 walk's tilings at
+  # the four paper shapes (28 s on a warm machine)
   step "$1" profile.log python3 benchmarks/profile_stages.py ${PROFILE_ARGS:-}
   head -40 "$R/profile.log" 2>/dev/null
+  step 60 walk-settings.log python3 benchmarks/walk_settings.py
+  cat "$R/walk-settings.log" 2>/dev/null
 }
 kernel_bench() {  # $1: time limit
   step "$1" bench.log python3 benchmarks/gpu_ops.py --out "$R" ${BENCH_ARGS:-}
