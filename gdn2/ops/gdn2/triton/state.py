@@ -140,7 +140,8 @@ def f16_walk_tiling(programs: int, multiprocessors) -> tuple:
 
 # Warps per program of the float16 walk. 4: two programs a multiprocessor (255 registers each), the
 # first walk spilling 264 bytes; 8: one program, no spills (ptxas, sm_90a, Triton 3.6, K = V = 128).
-# Untimed at 8 (benchmarks/profile_stages.py has the row).
+# At 8 on an H100 (2026-12-07, benchmarks/walk_settings.py, one run): 2x8K 1.576 -> 1.545 ms,
+# 8x2K 1.780 -> 1.725 (both before the tiling rule); left at 4 until a second run agrees.
 F16_WALK_WARPS = 4
 # The one-pass walk's products on float16 operands (attempt 33): the state, R, A and z rounded to
 # float16 as the gated operands already are. Same 10 mantissa bits as the one-pass TF32 products
