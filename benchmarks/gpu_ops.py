@@ -22,10 +22,15 @@ if __name__ == "__main__":
                    help="the intra and key kernels' whole-chunk forms for this run (default: the library's)")
     p.add_argument("--pair-products", choices=["tf32x3", "f16x3"], default=None,
                    help="the backward walks' products for this run (backward.PAIR_PRODUCTS; default: the library's)")
+    p.add_argument("--parallel-products", choices=["tf32x3", "f16x3"], default=None,
+                   help="the backward's value and key kernels' products for this run (backward.PARALLEL_PRODUCTS; "
+                        "default: the library's)")
     args = p.parse_args()
-    pair_default = backward.PAIR_PRODUCTS
+    pair_default, parallel_default = backward.PAIR_PRODUCTS, backward.PARALLEL_PRODUCTS
     if args.pair_products:
         backward.PAIR_PRODUCTS = args.pair_products
+    if args.parallel_products:
+        backward.PARALLEL_PRODUCTS = args.parallel_products
     meta = versions()
     ceilings = machine_ceilings()
     default = intra.WHOLE_CHUNK, backward.KEY_WHOLE
@@ -38,6 +43,9 @@ if __name__ == "__main__":
     note += "." if setting == default else f", set for this run (the library's default: {default[0]}, {default[1]})."
     note += f" Backward walks' products: {backward.PAIR_PRODUCTS}"
     note += "." if backward.PAIR_PRODUCTS == pair_default else f", set for this run (the library's: {pair_default})."
+    note += f" Value and key kernels' products: {backward.PARALLEL_PRODUCTS}"
+    note += ("." if backward.PARALLEL_PRODUCTS == parallel_default
+             else f", set for this run (the library's: {parallel_default}).")
     text = f"{head}\n\n{note}\n{rest}"
     print(text)
     out = results_path(args.out, meta)

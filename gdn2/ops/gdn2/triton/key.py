@@ -25,7 +25,8 @@ import triton
 import triton.language as tl
 
 from .common import (FORM_REST, FORM_WALK, FORM_WHOLE, GATE_CHANNEL, GATE_NONE, GATE_SCALAR, GATE_ZERO, apply_erase,
-                     chunk_gates, chunk_rows, load_rows, load_scalar_rows, walk_needed)
+                     chunk_gates, chunk_rows, load_rows, load_scalar_rows, mma, record_if_bad, sequence_scales,
+                     walk_needed)
 from .decay import centred_factors, in_block_decay
 
 
@@ -78,20 +79,22 @@ def chunk_bwd_dt_kernel(
             o_k = i_k * BK + tl.arange(0, BK)
             b_k, b_e, b_gam, b_tail, b_dec = chunk_gates(g, b, k, t0, o_t, L, i_h, H, o_k, K, BT, BK, G_MODE, B_MODE)
             b_dY = tl.load(p_scr + BT * K + o_t[:, None] * K + o_k[None, :], mask=(o_k < K)[None, :], other=0.0)
-            b_dA += tl.dot(b_dY, tl.trans(b_e * b_gam), input_precision=PREC)
+            b_dA += mma(b_dY, tl.trans(b_e * b_gam), PREC)
         b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
-        b_dT = tl.dot(tl.dot(tl.trans(b_A), b_dA, input_precision=PREC), tl.trans(b_A), input_precision=PREC)
+        b_dT = mma(mma(tl.trans(b_A), b_dA, PREC), tl.trans(b_A), PREC)
         tl.store(p_sq + BT * BT, tl.where(o_t[:, None] > o_c[None, :], -b_dT, 0.0))
 
 
 @triton.jit
 def key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tl, b_dQg, b_dKt, b_carry,
-                  b, dq, dk, dg, db, t0, rows, m_rk, L, i_h, i_k, o_k, scale,
-                  H: tl.constexpr, K: tl.constexpr, NK: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr):
+                  b, dq, dk, dg, db, t0, rows, m_rk, L, i_h, i_k, o_k, scale, unsc, flag,
+                  H: tl.constexpr, K: tl.constexpr, NK: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr,
+                  GUARD: tl.constexpr):
     """dq, dk, db and dg of rows ``rows`` from the decayed products (pq, pk, pe, pke: apply and
     apply_t of dAqk and dT; ady: A^T dY) and the state-side tiles dQ_γ, dK_tail. Returns the
     carry of dg (a reverse cumulative sum) to the rows before these. ``m_rk``: the rows' mask,
-    made by the caller at the top of its row block."""
+    made by the caller at the top of its row block. ``unsc``: the inverse of the scratch's scale
+    (1.0 unscaled), applied to what is stored; the carry stays in the scratch's units."""
     b_dk = b_pk + b_dKt * b_tl
     b_dE = b_pe + b_ady * b_gam                                          # dĒ ⊙ γ + the decayed product
     p_out = (t0 + rows[:, None]) * H * K + i_h * K + o_k[None, :]
@@ -102,21 +105,23 @@ def key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tl, b
         b_dg = tl.cumsum(b_dG, axis=0, reverse=True) + b_carry[None, :]
         b_carry += tl.sum(b_dG, axis=0)
         if G_MODE == GATE_CHANNEL:
-            tl.store(dg + p_out, b_dg, mask=m_rk)
+            tl.store(dg + p_out, b_dg * unsc, mask=m_rk)
         else:
-            tl.store(dg + ((t0 + rows) * H + i_h) * NK + i_k, tl.sum(b_dg, axis=1), mask=rows < L)
-    tl.store(dq + p_out, ((b_pq + b_dQg * b_gam) * scale).to(dq.dtype.element_ty), mask=m_rk)
+            tl.store(dg + ((t0 + rows) * H + i_h) * NK + i_k, tl.sum(b_dg, axis=1) * unsc, mask=rows < L)
+    tl.store(dq + p_out, ((b_pq + b_dQg * b_gam) * (scale * unsc)).to(dq.dtype.element_ty), mask=m_rk)
     if B_MODE != GATE_ZERO:
         b_dk += b_pke
         if B_MODE == GATE_CHANNEL:
             b_dk += b_dE * load_rows(b, t0, rows, L, i_h, H, o_k, K)
-            tl.store(db + p_out, b_dE * b_k, mask=m_rk)
+            tl.store(db + p_out, b_dE * b_k * unsc, mask=m_rk)
         elif B_MODE == GATE_SCALAR:
             b_dk += b_dE * load_scalar_rows(b, t0, rows, L, i_h, H)[:, None]
-            tl.store(db + ((t0 + rows) * H + i_h) * NK + i_k, tl.sum(b_dE * b_k, axis=1), mask=rows < L)
+            tl.store(db + ((t0 + rows) * H + i_h) * NK + i_k, tl.sum(b_dE * b_k, axis=1) * unsc, mask=rows < L)
         else:
             b_dk += b_dE
-    tl.store(dk + p_out, b_dk.to(dk.dtype.element_ty), mask=m_rk)
+    tl.store(dk + p_out, (b_dk * unsc).to(dk.dtype.element_ty), mask=m_rk)
+    # every product reaches dk or dq (dE through dk: e = b * k), the carry dg's next rows
+    record_if_bad(flag, b_dk + b_pq, GUARD)
     return b_carry
 
 
@@ -140,9 +145,10 @@ def key_carry(k, g, b_gw, p_scr, t0, o_t, L, i_h, o_k, m_k, H: tl.constexpr, K: 
 
 
 @triton.jit
-def key_whole(q, b, A, p_scr, dq, dk, dg, db, t0, o_t, L, i_h, i_k, o_k, m_k, scale, b_gw, b_lw, b_rw,
+def key_whole(q, b, A, p_scr, dq, dk, dg, db, t0, o_t, L, i_h, i_k, o_k, m_k, scale, unsc, flag, b_gw, b_lw, b_rw,
               b_kall, b_dkt, b_tail, b_carry, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
-              BK: tl.constexpr, NK: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr):
+              BK: tl.constexpr, NK: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
+              GUARD: tl.constexpr):
     """The whole-chunk form: every pair of the chunk at once as [BT, BT] x [BT, BK] products of
     operands centred on each channel's middle decay (``b_lw``, ``b_rw``), for a key tile whose
     decay span over the chunk allows them."""
@@ -157,31 +163,30 @@ def key_whole(q, b, A, p_scr, dq, dk, dg, db, t0, o_t, L, i_h, i_k, o_k, m_k, sc
     b_e = apply_erase(b_k, b, t0, o_t, L, i_h, H, o_k, K, B_MODE)
     b_dqk = tl.load(p_dqk + p_sq)
     b_kc = b_k * b_rw
-    b_pq = b_lw * tl.dot(b_dqk, b_kc, input_precision=PREC)
-    b_pk = b_rw * tl.dot(tl.trans(b_dqk), b_qs * b_lw, input_precision=PREC)
+    b_pq = b_lw * mma(b_dqk, b_kc, PREC)
+    b_pk = b_rw * mma(tl.trans(b_dqk), b_qs * b_lw, PREC)
     b_pe = tl.zeros([BT, BK], dtype=tl.float32)
     b_pke = tl.zeros([BT, BK], dtype=tl.float32)
     b_ady = tl.zeros([BT, BK], dtype=tl.float32)
     if ERASE:
         b_dt = tl.load(p_dt + p_sq)
-        b_pe = b_lw * tl.dot(b_dt, b_kc, input_precision=PREC)
-        b_pke = b_rw * tl.dot(tl.trans(b_dt), b_e * b_lw, input_precision=PREC)
-        b_ady = tl.dot(tl.trans(load_rows(A, t0, o_t, L, i_h, H, o_c, BT)),
-                       tl.load(p_dy + o_t[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0),
-                       input_precision=PREC)
+        b_pe = b_lw * mma(b_dt, b_kc, PREC)
+        b_pke = b_rw * mma(tl.trans(b_dt), b_e * b_lw, PREC)
+        b_ady = mma(tl.trans(load_rows(A, t0, o_t, L, i_h, H, o_c, BT)),
+                    tl.load(p_dy + o_t[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0), PREC)
     # exp(G_r): the sum over [first row, r], additions only
     b_gam = tl.exp(tl.cumsum(b_gw, axis=0))
     key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tail,
                   tl.load(p_scr + o_t[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0), b_dkt, b_carry,
-                  b, dq, dk, dg, db, t0, o_t, (o_t < L)[:, None] & m_k[None, :], L, i_h, i_k, o_k, scale,
-                  H, K, NK, G_MODE, B_MODE)
+                  b, dq, dk, dg, db, t0, o_t, (o_t < L)[:, None] & m_k[None, :], L, i_h, i_k, o_k, scale, unsc,
+                  flag, H, K, NK, G_MODE, B_MODE, GUARD)
 
 
 @triton.jit
-def key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, scale, b_bs, b_carry, lower, below,
-             H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
+def key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, scale, unsc, flag, b_bs, b_carry,
+             lower, below, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
              NK: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
-             DIAG_SPAN: tl.constexpr):
+             DIAG_SPAN: tl.constexpr, GUARD: tl.constexpr):
     """The sub-block walk, from the last sub-block to the first so that dg (a reverse cumulative
     sum over the chunk) is carried, not stored twice. ``lower``, ``below``: [SUB, SUB, 1] masks of
     r >= s and r > s."""
@@ -217,11 +222,11 @@ def key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, sc
         b_lft, b_rgt, b_span = centred_factors(in_block_decay(b_g))
         if b_span <= DIAG_SPAN:
             b_kc = b_k * b_rgt
-            b_pq = b_lft * tl.dot(b_dqk, b_kc, input_precision=PREC)
-            b_pk = b_rgt * tl.dot(tl.trans(b_dqk), b_qs * b_lft, input_precision=PREC)
+            b_pq = b_lft * mma(b_dqk, b_kc, PREC)
+            b_pk = b_rgt * mma(tl.trans(b_dqk), b_qs * b_lft, PREC)
             if ERASE:
-                b_pe = b_lft * tl.dot(b_dt, b_kc, input_precision=PREC)
-                b_pke = b_rgt * tl.dot(tl.trans(b_dt), b_e * b_lft, input_precision=PREC)
+                b_pe = b_lft * mma(b_dt, b_kc, PREC)
+                b_pke = b_rgt * mma(tl.trans(b_dt), b_e * b_lft, PREC)
         else:
             b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
             b_M = b_dqk[:, :, None] * b_D
@@ -233,9 +238,8 @@ def key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, sc
                 b_pke = tl.sum(b_M * b_e[:, None, :], axis=0)
         b_ady = tl.zeros([SUB, BK], dtype=tl.float32)
         if ERASE:
-            b_ady = tl.dot(tl.trans(load_rows(A, t0, rows, L, i_h, H, rows, BT)),
-                           tl.load(p_dy + rows[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0),
-                           input_precision=PREC)
+            b_ady = mma(tl.trans(load_rows(A, t0, rows, L, i_h, H, rows, BT)),
+                        tl.load(p_dy + rows[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0), PREC)
 
         # earlier blocks j < i (rows of i): exp(G_r - G_s) = exp(sum in i) * exp(sum in j + between)
         b_aq = tl.zeros([SUB, BK], dtype=tl.float32)
@@ -248,9 +252,9 @@ def key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, sc
                                      axis=0, reverse=True) + b_mid[None, :])
             b_right = load_rows(k, t0, rj, L, i_h, H, o_k, K) * b_col
             p_ij = rows[:, None] * BT + rj[None, :]
-            b_aq += tl.dot(tl.load(p_dqk + p_ij), b_right, input_precision=PREC)
+            b_aq += mma(tl.load(p_dqk + p_ij), b_right, PREC)
             if ERASE:
-                b_ae += tl.dot(tl.load(p_dt + p_ij), b_right, input_precision=PREC)
+                b_ae += mma(tl.load(p_dt + p_ij), b_right, PREC)
             b_mid += block_sum(b_bs, o_b, j, j + 1)
         b_pq += b_aq * tl.exp(b_lc)
         b_pe += b_ae * tl.exp(b_lc)
@@ -264,15 +268,14 @@ def key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, sc
             b_left = tl.exp(tl.cumsum(gate_rows(g, t0, rj, L, i_h, H, o_k, K, SUB, BK, G_MODE), axis=0)
                             + b_mid[None, :])
             p_ji = rj[:, None] * BT + rows[None, :]
-            b_ak += tl.dot(tl.trans(tl.load(p_dqk + p_ji)),
-                           load_rows(q, t0, rj, L, i_h, H, o_k, K) * scale * b_left, input_precision=PREC)
+            b_ak += mma(tl.trans(tl.load(p_dqk + p_ji)),
+                        load_rows(q, t0, rj, L, i_h, H, o_k, K) * scale * b_left, PREC)
             if ERASE:
                 b_kj = load_rows(k, t0, rj, L, i_h, H, o_k, K)
                 b_ej = apply_erase(b_kj, b, t0, rj, L, i_h, H, o_k, K, B_MODE)
-                b_ake += tl.dot(tl.trans(tl.load(p_dt + p_ji)), b_ej * b_left, input_precision=PREC)
-                b_ady += tl.dot(tl.trans(load_rows(A, t0, rj, L, i_h, H, rows, BT)),
-                                tl.load(p_dy + rj[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0),
-                                input_precision=PREC)
+                b_ake += mma(tl.trans(tl.load(p_dt + p_ji)), b_ej * b_left, PREC)
+                b_ady += mma(tl.trans(load_rows(A, t0, rj, L, i_h, H, rows, BT)),
+                             tl.load(p_dy + rj[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.0), PREC)
             b_mid += block_sum(b_bs, o_b, j, j + 1)
         b_pk += b_ak * tl.exp(b_lrx)
         b_pke += b_ake * tl.exp(b_lrx)
@@ -282,8 +285,8 @@ def key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, sc
         b_carry = key_gradients(b_pq, b_pk, b_pe, b_pke, b_ady, b_qs, b_k, b_e, b_gam, b_tl,
                                 tl.load(p_scr + p_rk, mask=m_k[None, :], other=0.0),
                                 tl.load(p_dkt + p_rk, mask=m_k[None, :], other=0.0), b_carry,
-                                b, dq, dk, dg, db, t0, rows, m_rk, L, i_h, i_k, o_k, scale, H, K, NK, G_MODE,
-                                B_MODE)
+                                b, dq, dk, dg, db, t0, rows, m_rk, L, i_h, i_k, o_k, scale, unsc, flag, H, K, NK,
+                                G_MODE, B_MODE, GUARD)
 
 
 @triton.jit
@@ -292,11 +295,21 @@ def chunk_bwd_key_kernel(
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
     SCRATCH: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
     DIAG_SPAN: tl.constexpr, FORM: tl.constexpr = 0,
+    chunk_seq=None, doscale=None, zscale=None, flag=None, HV: tl.constexpr = 1, HVP: tl.constexpr = 1,
+    GUARD: tl.constexpr = 0,
 ):
     """One chunk, key head and block of key columns: the sub-block walk, or the whole-chunk form
     where the tile's decay span over the chunk allows (``diag_span``; FORM, see common). Per-head
-    gates write one partial sum per column block ([T, H, NK]; the launcher adds them)."""
+    gates write one partial sum per column block ([T, H, NK]; the launcher adds them). ``GUARD``
+    as in ``chunk_bwd_value_kernel``: the scratch holds its values times the sequence's sd * sz,
+    unscaled as they are stored; flags in ``flag`` per chunk and key head."""
     i_c, i_h, i_k = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    flag = flag + i_c * H + i_h if GUARD != 0 else flag
+    if GUARD == 2:
+        if tl.load(flag) == 0:
+            return
+    sd, sz = sequence_scales(chunk_seq, doscale, zscale, i_c, HV, HVP, GUARD)
+    unsc = 1.0 / (sd * sz)
     t0, L = chunk_rows(chunk_start, chunk_end, i_c)
     NK: tl.constexpr = (K + BK - 1) // BK
     o_t = tl.arange(0, BT)
@@ -323,11 +336,11 @@ def chunk_bwd_key_kernel(
                 # the factors made again after the carry's loads (held across them: 188 bytes more
                 # of spill stores at 32 columns, 4 warps; ptxas, sm_90a, Triton 3.7)
                 b_lw, b_rw, _ = centred_factors(in_block_decay(b_gw))
-                key_whole(q, b, A, p_scr, dq, dk, dg, db, t0, o_t, L, i_h, i_k, o_k, m_k, scale, b_gw, b_lw, b_rw,
-                          b_kall, b_dkt, b_tail, b_carry, H, K, BT, BK, NK, G_MODE, B_MODE, PREC)
+                key_whole(q, b, A, p_scr, dq, dk, dg, db, t0, o_t, L, i_h, i_k, o_k, m_k, scale, unsc, flag, b_gw,
+                          b_lw, b_rw, b_kall, b_dkt, b_tail, b_carry, H, K, BT, BK, NK, G_MODE, B_MODE, PREC, GUARD)
     if FORM != FORM_WHOLE:
         if walk:
             b_bs, b_kall, b_dkt, b_tail, b_carry = key_carry(k, g, b_gw, p_scr, t0, o_t, L, i_h, o_k, m_k, H, K, BT,
                                                              BK, SUB, G_MODE)
-            key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, scale, b_bs, b_carry,
-                     lower, below, H, K, BT, BK, SUB, NK, G_MODE, B_MODE, PREC, DIAG_SPAN)
+            key_walk(q, k, g, b, A, p_scr, dq, dk, dg, db, t0, L, i_h, i_k, o_k, m_k, scale, unsc, flag, b_bs,
+                     b_carry, lower, below, H, K, BT, BK, SUB, NK, G_MODE, B_MODE, PREC, DIAG_SPAN, GUARD)

@@ -1,0 +1,126 @@
+"""The backward's value and key kernels on float16 hi/lo products (``backward.PARALLEL_PRODUCTS``):
+operands scaled per sequence (dO's and z's power-of-two scales), the scratch between the two
+kernels in scaled units, and a range guard that makes a flagged chunk again three-pass. Every
+gradient must come out as the three-pass kernels give it, to float32's level. Interpreter-sized
+shapes (tests/gpu runs the same at full size)."""
+
+import itertools
+
+import pytest
+import torch
+
+from gdn2.testing import backend_outputs, check_backend, error, random_inputs
+
+triton = pytest.importorskip("triton")
+pytestmark = pytest.mark.interpret
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+GRADIENTS = ("dq", "dk", "dv", "dg", "db", "dw", "dinitial_state")
+
+
+class Flagged:
+    """A kernel whose launches are recorded as (GUARD, chunks and heads its flag row marks after it)."""
+
+    def __init__(self, kernel):
+        self.kernel, self.seen = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.kernel[grid](*args, **kwargs)
+            flag = kwargs.get("flag")
+            self.seen.append((kwargs.get("GUARD", 0), int(flag.sum()) if flag is not None else None))
+        return launch
+
+
+def gradients(x, monkeypatch, products, cu=None):
+    """Every gradient of the Triton backend (normalised q and k) with the value and key kernels on
+    ``products`` (the walks three-pass, so that only these kernels differ), and both kernels'
+    launches."""
+    from gdn2.ops.gdn2.triton import backward
+    value, key = Flagged(backward.chunk_bwd_value_kernel), Flagged(backward.chunk_bwd_key_kernel)
+    with monkeypatch.context() as m:
+        m.setattr(backward, "chunk_bwd_value_kernel", value)
+        m.setattr(backward, "chunk_bwd_key_kernel", key)
+        m.setattr(backward, "PAIR_PRODUCTS", "tf32x3")
+        m.setattr(backward, "PARALLEL_PRODUCTS", products)
+        out = backend_outputs(x, "triton", cu_seqlens=cu, use_qk_l2norm=True)
+    return {name: out[name][0] for name in GRADIENTS if name in out}, value.seen, key.seen
+
+
+def assert_as_three_pass(fast, plain, limit=1e-5):
+    assert fast.keys() == plain.keys()
+    for name in fast:
+        err = error(fast[name], plain[name])
+        assert err.rel_rms < limit, (name, err)
+
+
+CASES = {
+    "grouped": dict(B=2, T=70, H=2, HV=4, K=32, V=64),
+    "per-head gates": dict(B=1, T=100, H=2, K=32, V=32, gate="scalar", erase="scalar", write="scalar"),
+    "no erase": dict(B=2, T=70, H=2, K=32, V=32, erase="zero", write="none"),
+    "packed": dict(B=1, T=122, H=2, HV=4, K=32, V=32, N=4),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES) + ["dO at 1e-7", "v at 1e4"])
+def test_parallel_kernels_on_float16_hilo_products(case, monkeypatch, request):
+    """Grouped value heads, per-head gates, no erase, packed sequences (one of a single token),
+    gradients far under float16's range ("dO at 1e-7": a mean loss over many tokens) and values far
+    over it ("v at 1e4"): as three-pass to float32's level, no chunk flagged."""
+    shape = CASES.get(case, CASES["grouped"])
+    cu = None
+    if case == "packed":
+        cu = torch.tensor([0] + list(itertools.accumulate([7, 64, 1, 50])), device=DEVICE)
+    x = random_inputs(**shape, b_max=2.0, initial_state=True, seed=61, device=DEVICE)
+    if case == "dO at 1e-7":
+        request.getfixturevalue("loss_at_1e7")
+    if case == "v at 1e4":
+        x["v"] = x["v"] * 1e4
+        x["initial_state"] = x["initial_state"] * 1e4
+    plain, value, key = gradients(x, monkeypatch, "tf32x3", cu)
+    assert [guard for guard, _ in value + key] == [0] * (1 + len(key)), (value, key)
+    hilo, value, key = gradients(x, monkeypatch, "f16x3", cu)
+    launches = len(key) // 2   # one a whole-chunk form, both passes
+    assert value == [(1, 0), (2, 0)] and key == [(1, 0)] * launches + [(2, 0)] * launches, (value, key)
+    assert_as_three_pass(hilo, plain)
+
+
+def test_parallel_kernels_meet_the_criterion(monkeypatch):
+    """On by setting, against float64: the flash-attention criterion for every gradient."""
+    from gdn2.ops.gdn2.triton import backward
+    monkeypatch.setattr(backward, "PARALLEL_PRODUCTS", "f16x3")
+    x = random_inputs(B=2, T=70, H=2, HV=4, K=32, V=64, b_max=2.0, initial_state=True, seed=62, device=DEVICE)
+    check_backend(x, "triton", use_qk_l2norm=True)
+
+
+@pytest.mark.parametrize("side", ["gradient", "value"])
+def test_parallel_kernels_range_guard(side, monkeypatch):
+    """Sequence 0's dO scale (or z's) 2^20 past what the kernels would choose: its products overflow
+    float16, both kernels flag its chunks (2 chunks x 2 key heads) and make them again three-pass,
+    and every gradient stays as the three-pass kernels give it; sequence 1 is not made twice."""
+    from gdn2.ops.gdn2.triton import state
+    scale, calls = state.power_of_two_scale, []
+
+    def one_too_large(*args):   # the backward asks for z's scale first, then dO's
+        s = scale(*args)
+        calls.append(len(calls))
+        if calls[-1] % 2 == {"value": 0, "gradient": 1}[side]:
+            s[0] *= 2.0 ** 20
+        return s
+    x = random_inputs(B=2, T=70, H=2, HV=4, K=32, V=32, b_max=2.0, initial_state=True, seed=63, device=DEVICE)
+    plain, _, _ = gradients(x, monkeypatch, "tf32x3")
+    monkeypatch.setattr(state, "power_of_two_scale", one_too_large)
+    hilo, value, key = gradients(x, monkeypatch, "f16x3")
+    launches = len(key) // 2   # flags count after each launch: the last first-pass one has them all
+    assert value == [(1, 4), (2, 4)] and key[launches - 1:] == [(1, 4)] + [(2, 4)] * launches, (value, key)
+    assert_as_three_pass(hilo, plain)
+
+
+def test_parallel_kernels_keep_three_pass_without_normalised_keys(monkeypatch):
+    """Without L2-normalised q and k the gated operands are not bounded: the kernels stay three-pass."""
+    from gdn2.ops.gdn2.triton import backward
+    value = Flagged(backward.chunk_bwd_value_kernel)
+    monkeypatch.setattr(backward, "chunk_bwd_value_kernel", value)
+    monkeypatch.setattr(backward, "PARALLEL_PRODUCTS", "f16x3")
+    x = random_inputs(B=1, T=40, H=2, K=32, V=32, seed=64, device=DEVICE)
+    backend_outputs(x, "triton")
+    assert value.seen == [(0, None)], value.seen
