@@ -155,3 +155,19 @@ def check_backend(inputs: Dict[str, object], backend: str, baseline: str = "chun
     :func:`assert_no_worse`), for the output, the final state and every input gradient."""
     for name, (fast, base, ref) in backend_outputs(inputs, backend, baseline, **kwargs).items():
         assert_no_worse(name, fast, base, ref)
+
+
+class GuardedLaunches:
+    """A Triton kernel (``kernel[grid](...)``) whose launches are recorded, in order, as (its GUARD,
+    how many entries its ``flag`` buffer marks after the launch; None without one): the range
+    guards' first launch flags, the second makes again only what was flagged."""
+
+    def __init__(self, kernel):
+        self.kernel, self.seen = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.kernel[grid](*args, **kwargs)
+            flag = kwargs.get("flag")
+            self.seen.append((kwargs.get("GUARD", 0), int(flag.sum()) if flag is not None else None))
+        return launch

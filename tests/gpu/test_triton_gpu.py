@@ -238,12 +238,14 @@ def test_triton_float16_products_shapes(case, monkeypatch):
 @pytest.mark.parametrize("case", ["uniform", "packed", "long", "K48V48", "no erase", "scalar", "loss at 1e-7",
                                   "guard"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_triton_pair_on_float16_hilo(dtype, case, monkeypatch, request):
-    """``backward.PAIR_PRODUCTS = "f16x3"`` (forced here; the library's since 2026-12-07): the backward's two walks on
-    two-term float16 products over per-sequence power-of-two scales, with their range guard; every
-    output and gradient within the criterion. "loss at 1e-7": dO (and the final-state cotangent)
-    far under float16's range, gradients compared with the three-pass walks'; "guard": sequence
-    0's scales forced past the range, so its programs walk again three-pass."""
+@pytest.mark.parametrize("setting", ["PAIR_PRODUCTS", "PARALLEL_PRODUCTS"], ids=["pair", "parallel"])
+def test_triton_float16_hilo(setting, dtype, case, monkeypatch, request):
+    """Two-term float16 products over per-sequence power-of-two scales, with their range guard,
+    forced here: ``backward.PAIR_PRODUCTS = "f16x3"`` (the backward's two walks; the library's since
+    2026-12-07) or ``backward.PARALLEL_PRODUCTS = "f16x3"`` (the value and key kernels); every output
+    and gradient within the criterion. "loss at 1e-7": dO (and the final-state cotangent) far under
+    float16's range, gradients compared with three-pass ones; "guard": sequence 0's scales forced
+    past the range, so its programs are made again three-pass."""
     from gdn2.ops.gdn2.triton import backward
     from gdn2.testing import assert_close, backend_outputs
     if case == "guard":
@@ -257,45 +259,14 @@ def test_triton_pair_on_float16_hilo(dtype, case, monkeypatch, request):
     if case == "loss at 1e-7":
         request.getfixturevalue("loss_at_1e7")
         with whole_chunk_forms("split"):
-            monkeypatch.setattr(backward, "PAIR_PRODUCTS", "tf32x3")
+            monkeypatch.setattr(backward, setting, "tf32x3")
             plain = backend_outputs(x, "triton", cu_seqlens=cu, use_qk_l2norm=True)
-            monkeypatch.setattr(backward, "PAIR_PRODUCTS", "f16x3")
+            monkeypatch.setattr(backward, setting, "f16x3")
             hilo = backend_outputs(x, "triton", cu_seqlens=cu, use_qk_l2norm=True)
         for name, (fast, _, _) in hilo.items():
             assert_close(name, fast.float(), plain[name][0].float(), rtol=2e-3 if dtype != torch.float32 else 1e-5)
         return
-    monkeypatch.setattr(backward, "PAIR_PRODUCTS", "f16x3")
-    check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
-
-
-@pytest.mark.parametrize("case", ["uniform", "packed", "long", "no erase", "scalar", "loss at 1e-7", "guard"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_triton_parallel_on_float16_hilo(dtype, case, monkeypatch, request):
-    """``backward.PARALLEL_PRODUCTS = "f16x3"`` (forced here): the value and key kernels on two-term
-    float16 products over per-sequence scales, with their range guard; every output and gradient
-    within the criterion. "loss at 1e-7": gradients compared with the three-pass kernels'; "guard":
-    sequence 0's scales forced past the range, so its chunks are made again three-pass."""
-    from gdn2.ops.gdn2.triton import backward
-    from gdn2.testing import assert_close, backend_outputs
-    if case == "guard":
-        request.getfixturevalue("walk_scale_past_range")
-    long = case == "long"
-    gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar" else {}
-    if case == "no erase":
-        gates = dict(erase="zero")
-    x, cu = case_inputs(case == "packed", dtype, seed=23, B=1 if long else 2, T=4100 if long else 300, dim=128,
-                        b_max=2.0, **gates)
-    if case == "loss at 1e-7":
-        request.getfixturevalue("loss_at_1e7")
-        with whole_chunk_forms("split"):
-            monkeypatch.setattr(backward, "PARALLEL_PRODUCTS", "tf32x3")
-            plain = backend_outputs(x, "triton", cu_seqlens=cu, use_qk_l2norm=True)
-            monkeypatch.setattr(backward, "PARALLEL_PRODUCTS", "f16x3")
-            hilo = backend_outputs(x, "triton", cu_seqlens=cu, use_qk_l2norm=True)
-        for name, (fast, _, _) in hilo.items():
-            assert_close(name, fast.float(), plain[name][0].float(), rtol=2e-3 if dtype != torch.float32 else 1e-5)
-        return
-    monkeypatch.setattr(backward, "PARALLEL_PRODUCTS", "f16x3")
+    monkeypatch.setattr(backward, setting, "f16x3")
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 

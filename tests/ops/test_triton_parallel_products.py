@@ -9,7 +9,7 @@ import itertools
 import pytest
 import torch
 
-from gdn2.testing import backend_outputs, check_backend, error, random_inputs
+from gdn2.testing import GuardedLaunches, backend_outputs, check_backend, error, random_inputs
 
 triton = pytest.importorskip("triton")
 pytestmark = pytest.mark.interpret
@@ -17,26 +17,12 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 GRADIENTS = ("dq", "dk", "dv", "dg", "db", "dw", "dinitial_state")
 
 
-class Flagged:
-    """A kernel whose launches are recorded as (GUARD, chunks and heads its flag row marks after it)."""
-
-    def __init__(self, kernel):
-        self.kernel, self.seen = kernel, []
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.kernel[grid](*args, **kwargs)
-            flag = kwargs.get("flag")
-            self.seen.append((kwargs.get("GUARD", 0), int(flag.sum()) if flag is not None else None))
-        return launch
-
-
 def gradients(x, monkeypatch, products, cu=None):
     """Every gradient of the Triton backend (normalised q and k) with the value and key kernels on
     ``products`` (the walks three-pass, so that only these kernels differ), and both kernels'
     launches."""
     from gdn2.ops.gdn2.triton import backward
-    value, key = Flagged(backward.chunk_bwd_value_kernel), Flagged(backward.chunk_bwd_key_kernel)
+    value, key = GuardedLaunches(backward.chunk_bwd_value_kernel), GuardedLaunches(backward.chunk_bwd_key_kernel)
     with monkeypatch.context() as m:
         m.setattr(backward, "chunk_bwd_value_kernel", value)
         m.setattr(backward, "chunk_bwd_key_kernel", key)
@@ -118,7 +104,7 @@ def test_parallel_kernels_range_guard(side, monkeypatch):
 def test_parallel_kernels_keep_three_pass_without_normalised_keys(monkeypatch):
     """Without L2-normalised q and k the gated operands are not bounded: the kernels stay three-pass."""
     from gdn2.ops.gdn2.triton import backward
-    value = Flagged(backward.chunk_bwd_value_kernel)
+    value = GuardedLaunches(backward.chunk_bwd_value_kernel)
     monkeypatch.setattr(backward, "chunk_bwd_value_kernel", value)
     monkeypatch.setattr(backward, "PARALLEL_PRODUCTS", "f16x3")
     x = random_inputs(B=1, T=40, H=2, K=32, V=32, seed=64, device=DEVICE)

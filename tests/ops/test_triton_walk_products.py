@@ -7,33 +7,18 @@ import pytest
 import torch
 
 from gdn2.ops import gated_delta_rule2
-from gdn2.testing import assert_close, error, random_inputs
+from gdn2.testing import GuardedLaunches, assert_close, error, random_inputs
 
 triton = pytest.importorskip("triton")
 pytestmark = pytest.mark.interpret
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class Launches:
-    """``chunk_state_fwd_kernel`` with every launch's GUARD and, after it, how many programs its
-    flag marks (launches run in order, so the count is the first walk's record)."""
-
-    def __init__(self, kernel):
-        self.kernel, self.seen = kernel, []
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.kernel[grid](*args, **kwargs)
-            flag = kwargs.get("flag")
-            self.seen.append((kwargs.get("GUARD", 0), int(flag.sum()) if flag is not None else None))
-        return launch
-
-
 def one_pass_forward(x, monkeypatch, f16=True):
     """o of the one-pass forward (bfloat16, normalised q and k, no final state) with float16
     products or not, and the walk's launches (32 columns at two stages unless set)."""
     from gdn2.ops.gdn2.triton import state
-    launches = Launches(state.chunk_state_fwd_kernel)
+    launches = GuardedLaunches(state.chunk_state_fwd_kernel)
     with monkeypatch.context() as m:
         m.setattr(state, "chunk_state_fwd_kernel", launches)
         m.setattr(state, "F16_PRODUCTS", f16)
@@ -121,7 +106,7 @@ def pair_gradients(x, monkeypatch, products, cu=None):
     on ``products``), with the pair kernel's launches."""
     from gdn2.ops.gdn2.triton import backward
     from gdn2.testing import backend_outputs
-    launches = Launches(backward.chunk_state_pair_kernel)
+    launches = GuardedLaunches(backward.chunk_state_pair_kernel)
     with monkeypatch.context() as m:
         m.setattr(backward, "chunk_state_pair_kernel", launches)
         m.setattr(backward, "PAIR_PRODUCTS", products)
@@ -201,7 +186,7 @@ def test_backward_walks_guard_one_walk(walk, monkeypatch):
             assert err.rel_rms < 1e-5, (name, err)
     from gdn2.ops.gdn2.triton import backward
     from gdn2.testing import backend_outputs
-    launches = Launches(backward.chunk_state_pair_kernel)
+    launches = GuardedLaunches(backward.chunk_state_pair_kernel)
     monkeypatch.setattr(backward, "chunk_state_pair_kernel", launches)
     monkeypatch.setattr(backward, "PAIR_PRODUCTS", "f16x3")
     backend_outputs(x, "triton")
