@@ -25,8 +25,13 @@ if __name__ == "__main__":
     p.add_argument("--parallel-products", choices=["tf32x3", "f16x3"], default=None,
                    help="the backward's value and key kernels' products for this run (backward.PARALLEL_PRODUCTS; "
                         "default: the library's)")
+    p.add_argument("--intra-float16", action="store_true",
+                   help="the intra kernel's products on float16 for this run (intra.FLOAT16_PRODUCTS)")
     args = p.parse_args()
     pair_default, parallel_default = backward.PAIR_PRODUCTS, backward.PARALLEL_PRODUCTS
+    intra_default = intra.FLOAT16_PRODUCTS
+    if args.intra_float16:
+        intra.FLOAT16_PRODUCTS = True
     if args.pair_products:
         backward.PAIR_PRODUCTS = args.pair_products
     if args.parallel_products:
@@ -46,6 +51,8 @@ if __name__ == "__main__":
     note += f" Value and key kernels' products: {backward.PARALLEL_PRODUCTS}"
     note += ("." if backward.PARALLEL_PRODUCTS == parallel_default
              else f", set for this run (the library's: {parallel_default}).")
+    note += f" Intra products on float16: {intra.FLOAT16_PRODUCTS}"
+    note += "." if intra.FLOAT16_PRODUCTS == intra_default else f", set for this run (the library's: {intra_default})."
     text = f"{head}\n\n{note}\n{rest}"
     print(text)
     out = results_path(args.out, meta)

@@ -14,7 +14,7 @@ import triton
 from gdn2.bench.gpu import fla_chunk, make_inputs, ours, stage_inputs
 from gdn2.ops.gdn2.triton.backward import KEY_TILES, KEY_WHOLE, chunk_bwd
 from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
-from gdn2.ops.gdn2.triton import backward, state
+from gdn2.ops.gdn2.triton import backward, intra, state
 from gdn2.ops.gdn2.triton.intra import WHOLE_CHUNK, chunk_intra_fwd
 from gdn2.ops.gdn2.triton.state import chunk_state_fwd
 from gdn2.ops.gdn2.triton.l2norm import l2norm as l2norm_triton
@@ -49,6 +49,8 @@ def main():
     products = mock.patch.object(state, "F16_PRODUCTS", not state.F16_PRODUCTS)
     other_pair = "tf32x3" if backward.PAIR_PRODUCTS == "f16x3" else "f16x3"
     pair_products = mock.patch.object(backward, "PAIR_PRODUCTS", other_pair)
+    intra_products = mock.patch.object(intra, "FLOAT16_PRODUCTS", not intra.FLOAT16_PRODUCTS)
+    other_intra = "TF32" if intra.FLOAT16_PRODUCTS else "float16"
     other_parallel = "tf32x3" if backward.PARALLEL_PRODUCTS == "f16x3" else "f16x3"
     parallel_products = mock.patch.object(backward, "PARALLEL_PRODUCTS", other_parallel)
 
@@ -63,6 +65,8 @@ def main():
         ("l2norm q, k (Triton, used)", lambda: (l2norm_triton(x["q"]), l2norm_triton(x["k"]))),
         ("intra fwd (Aqk, A, gated operands; three-pass, as a training forward)",
          lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1])),
+        (f"intra fwd, the products T and Aqk {other_intra} (FLOAT16_PRODUCTS)",
+         intra_products(lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1], normalized=True))),
         ("state fwd (o)", lambda: chunk_state_fwd(gated, vf, wf, A, Aqk, None, cu, chunks, modes, False)),
         # inside the row above since the walk's float16 products took them (untimed alone before)
         ("the float16 walk's per-sequence scales (power_of_two_scale of z, two Triton kernels)",
@@ -92,6 +96,8 @@ def main():
     long = make_inputs(1, 16384)
     for name, xx in ((f"{a.B}x{a.T}", x), ("1x16384", long)):
         rows += [(f"{name}: inference forward as used", lambda xx=xx: ours(xx)),
+                 (f"{name}: inference forward, the intra products {other_intra} (FLOAT16_PRODUCTS)",
+                  intra_products(lambda xx=xx: ours(xx))),
                  (f"{name}: inference forward, the walk's products "
                   f"{'one-pass TF32' if state.F16_PRODUCTS else 'float16'} (attempt 33)",
                   products(lambda xx=xx: ours(xx)))]

@@ -238,16 +238,21 @@ def test_triton_float16_products_shapes(case, monkeypatch):
 @pytest.mark.parametrize("case", ["uniform", "packed", "long", "K48V48", "no erase", "scalar", "loss at 1e-7",
                                   "guard"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("setting", ["PAIR_PRODUCTS", "PARALLEL_PRODUCTS"], ids=["pair", "parallel"])
+@pytest.mark.parametrize("setting", ["pair", "parallel", "intra"])
 def test_triton_float16_hilo(setting, dtype, case, monkeypatch, request):
-    """Two-term float16 products over per-sequence power-of-two scales, with their range guard,
-    forced here: ``backward.PAIR_PRODUCTS = "f16x3"`` (the backward's two walks; the library's since
-    2026-12-07) or ``backward.PARALLEL_PRODUCTS = "f16x3"`` (the value and key kernels); every output
-    and gradient within the criterion. "loss at 1e-7": dO (and the final-state cotangent) far under
-    float16's range, gradients compared with three-pass ones; "guard": sequence 0's scales forced
-    past the range, so its programs are made again three-pass."""
-    from gdn2.ops.gdn2.triton import backward
+    """Float16 products, forced here: two-term (hi/lo) over per-sequence power-of-two scales with
+    their range guard in ``backward.PAIR_PRODUCTS = "f16x3"`` (the backward's two walks; the
+    library's since 2026-12-07) and ``backward.PARALLEL_PRODUCTS = "f16x3"`` (the value and key
+    kernels); unscaled in ``intra.FLOAT16_PRODUCTS`` (the intra kernel's T and Aqk: hi/lo where
+    three-pass, one float16 pass in the inference forward). Every output and gradient within the
+    criterion. "loss at 1e-7": dO (and the final-state cotangent) far under float16's range,
+    gradients compared with TF32 ones; "guard": sequence 0's scales forced past the range, so its
+    programs are made again three-pass."""
+    from gdn2.ops.gdn2.triton import backward, intra
     from gdn2.testing import assert_close, backend_outputs
+    module, name, off, on = {"pair": (backward, "PAIR_PRODUCTS", "tf32x3", "f16x3"),
+                             "parallel": (backward, "PARALLEL_PRODUCTS", "tf32x3", "f16x3"),
+                             "intra": (intra, "FLOAT16_PRODUCTS", False, True)}[setting]
     if case == "guard":
         request.getfixturevalue("walk_scale_past_range")
     long = case == "long"
@@ -259,14 +264,14 @@ def test_triton_float16_hilo(setting, dtype, case, monkeypatch, request):
     if case == "loss at 1e-7":
         request.getfixturevalue("loss_at_1e7")
         with whole_chunk_forms("split"):
-            monkeypatch.setattr(backward, setting, "tf32x3")
+            monkeypatch.setattr(module, name, off)
             plain = backend_outputs(x, "triton", cu_seqlens=cu, use_qk_l2norm=True)
-            monkeypatch.setattr(backward, setting, "f16x3")
+            monkeypatch.setattr(module, name, on)
             hilo = backend_outputs(x, "triton", cu_seqlens=cu, use_qk_l2norm=True)
         for name, (fast, _, _) in hilo.items():
             assert_close(name, fast.float(), plain[name][0].float(), rtol=2e-3 if dtype != torch.float32 else 1e-5)
         return
-    monkeypatch.setattr(backward, setting, "f16x3")
+    monkeypatch.setattr(module, name, on)
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 

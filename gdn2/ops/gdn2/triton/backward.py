@@ -277,7 +277,8 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     dev = k.device
     prec = dot_precision(q.dtype, float32_outputs=True)  # dg and dh0 are float32
     if kept is None:
-        A, Aqk, gated = chunk_intra_fwd(q, k, g, b, scale, chunks, modes[0], modes[1], BT=BT, prec=prec)
+        A, Aqk, gated = chunk_intra_fwd(q, k, g, b, scale, chunks, modes[0], modes[1], BT=BT, prec=prec,
+                                        normalized=normalized)
     else:
         A, Aqk = kept
         gated = chunk_gated_fwd(q, k, g, b, A, scale, chunks, modes[0], modes[1], BT=BT, prec=prec)

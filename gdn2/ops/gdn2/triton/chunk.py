@@ -94,7 +94,7 @@ def _chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional
     gated_dtype = torch.float16 if prec == "tf32" and normalized else torch.float32
     with on_device_of(q):
         A, Aqk, gated = chunk_intra_fwd(q, k, g, b_arg, scale, chunks, modes[0], modes[1], BT=BT, prec=intra_prec,
-                                        gated_dtype=gated_dtype)
+                                        gated_dtype=gated_dtype, normalized=normalized)
         o, ht, _, _ = chunk_state_fwd(gated, v, w, A, Aqk, h0, cu, chunks, modes, output_final_state, BT=BT,
                                       prec=prec)
     empty = lambda: q.new_empty(0, dtype=torch.float32)  # noqa: E731  (one each: outputs may not alias)

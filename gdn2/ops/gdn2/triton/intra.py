@@ -18,8 +18,8 @@ import triton
 import triton.language as tl
 
 from .common import (FORM_REST, FORM_WALK, FORM_WHOLE, GATE_CHANNEL, GATE_SCALAR, GATE_ZERO, MIN_TILE, WHOLE_FORMS,
-                     apply_erase, cdiv, chunk_gates, chunk_rows, diag_span, load_rows, load_scalar_rows, register_cap,
-                     walk_needed)
+                     apply_erase, cdiv, chunk_gates, chunk_rows, diag_span, load_rows, load_scalar_rows, mma,
+                     register_cap, walk_needed)
 from .decay import anchor_factor, centred_factors, in_block_decay
 
 
@@ -36,7 +36,7 @@ def gated_tile(q, k, g, b, qg, kt, y, dec, b_A, t0, o_t, L, i_c, i_h, o_k, scale
     tl.store(kt + p_tk, b_k * b_tail, mask=m_tk)
     tl.store(dec + (i_c * H + i_h) * K + o_k, b_dec, mask=o_k < K)
     if B_MODE != GATE_ZERO:
-        tl.store(y + p_tk, tl.dot(b_A, b_e * b_gam, input_precision=PREC), mask=m_tk)
+        tl.store(y + p_tk, mma(b_A, b_e * b_gam, PREC), mask=m_tk)
 
 
 @triton.jit
@@ -62,10 +62,10 @@ def whole_products(q, k, g, b, A, Aqk, t0, o_t, o_c, L, i_h, p_row, m_row, scale
         b_k = load_rows(k, t0, o_t, L, i_h, H, o_k, K)
         b_lft, b_rgt, _ = centred_factors(in_block_decay(load_rows(g, t0, o_t, L, i_h, H, o_k, K)))
         b_kc = tl.trans(b_k * b_rgt)
-        b_Aqk += tl.dot(load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale * b_lft, b_kc, input_precision=PREC)
+        b_Aqk += mma(load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale * b_lft, b_kc, PREC)
         if ERASE:
             b_e = apply_erase(b_k, b, t0, o_t, L, i_h, H, o_k, K, B_MODE)
-            b_T += tl.dot(b_e * b_lft, b_kc, input_precision=PREC)
+            b_T += mma(b_e * b_lft, b_kc, PREC)
     store_products(A, Aqk, p_row, m_row, b_T, b_Aqk, o_t, o_c, ERASE)
 
 
@@ -103,16 +103,16 @@ def walk_products(q, k, g, b, A, Aqk, t0, o_t, o_c, L, i_h, scale,
                 b_right = load_rows(k, t0, o_t, L, i_h, H, o_k, K) \
                     * anchor_factor(load_rows(g, t0, o_t + 1, L, i_h, H, o_k, K), i_b * SUB, BT)
                 b_fac = tl.exp(b_lc)
-                b_aq += tl.dot(b_qr * b_fac, tl.trans(b_right), input_precision=PREC)
+                b_aq += mma(b_qr * b_fac, tl.trans(b_right), PREC)
                 if ERASE:
-                    b_at += tl.dot(b_e * b_fac, tl.trans(b_right), input_precision=PREC)
+                    b_at += mma(b_e * b_fac, tl.trans(b_right), PREC)
             b_lft, b_rgt, b_span = centred_factors(b_lc)
             if b_span <= DIAG_SPAN:
                 # one product of centred operands (masked to the lower triangle when stored)
                 b_kc = tl.trans(b_kr * b_rgt)
-                b_dqk += tl.dot(b_qr * b_lft, b_kc, input_precision=PREC)
+                b_dqk += mma(b_qr * b_lft, b_kc, PREC)
                 if ERASE:
-                    b_dt += tl.dot(b_e * b_lft, b_kc, input_precision=PREC)
+                    b_dt += mma(b_e * b_lft, b_kc, PREC)
             else:
                 b_D = tl.where(lower, tl.exp(tl.cumsum(tl.where(below, b_g[:, None, :], 0.0), axis=0)), 0.0)
                 b_kD = b_kr[None, :, :] * b_D
@@ -169,12 +169,12 @@ def solve_chunk(A, t0, L, i_h, p_row, m_row, o_c, H: tl.constexpr, BT: tl.conste
     same = blk[:, None] == (o_c // SUB)[None, :]
     b_M = tl.load(A + p_row, mask=m_row, other=0.0)
     b_P = tl.where(same, b_M, 0.0)
-    b_N = tl.dot(b_P, tl.where(same, 0.0, b_M), input_precision=PREC)
-    b_Z = tl.dot(b_N, b_P, input_precision=PREC)
+    b_N = mma(b_P, tl.where(same, 0.0, b_M), PREC)
+    b_Z = mma(b_N, b_P, PREC)
     b_A = b_P - b_Z
-    b_Z = tl.dot(b_N, b_Z, input_precision=PREC)
+    b_Z = mma(b_N, b_Z, PREC)
     b_A += b_Z
-    b_A -= tl.dot(b_N, b_Z, input_precision=PREC)
+    b_A -= mma(b_N, b_Z, PREC)
     tl.debug_barrier()
     tl.store(A + p_row, b_A, mask=m_row)
     return b_A
@@ -185,8 +185,12 @@ def chunk_intra_fwd_kernel(
     q, k, g, b, A, Aqk, qg, kt, y, dec, chunk_start, chunk_end, scale,
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
     G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr, DIAG_SPAN: tl.constexpr,
-    FUSE_GATED: tl.constexpr = True, FORM: tl.constexpr = 0,
+    FUSE_GATED: tl.constexpr = True, FORM: tl.constexpr = 0, SOLVE_PREC: tl.constexpr = "",
 ):
+    """T, Aqk and A = (I + T)^-1 of one chunk and key head (and with ``FUSE_GATED`` the gated
+    operands). ``PREC``: of the products T and Aqk; ``SOLVE_PREC`` (``PREC`` where empty): of the
+    solve and of Y = A Ē, whose operand A has no bound (``FLOAT16_PRODUCTS``)."""
+    SOLVE: tl.constexpr = PREC if SOLVE_PREC == "" else SOLVE_PREC
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1)
     t0, L = chunk_rows(chunk_start, chunk_end, i_c)
     o_t = tl.arange(0, BT)
@@ -226,10 +230,10 @@ def chunk_intra_fwd_kernel(
             o_k = i_k * BK + tl.arange(0, BK)
             b_q = load_rows(q, t0, o_t, L, i_h, H, o_k, K) * scale
             b_k = load_rows(k, t0, o_t, L, i_h, H, o_k, K)
-            b_Aqk += tl.dot(b_q, tl.trans(b_k), input_precision=PREC)
+            b_Aqk += mma(b_q, tl.trans(b_k), PREC)
             if ERASE:
                 b_e = apply_erase(b_k, b, t0, o_t, L, i_h, H, o_k, K, B_MODE)
-                b_T += tl.dot(b_e, tl.trans(b_k), input_precision=PREC)
+                b_T += mma(b_e, tl.trans(b_k), PREC)
         if G_MODE == GATE_SCALAR:
             # exp of sum over (s, r]: cumulative sum down the rows of g_r masked to r > s
             b_g = load_scalar_rows(g, t0, o_t, L, i_h, H)
@@ -241,13 +245,13 @@ def chunk_intra_fwd_kernel(
     b_A = tl.zeros([BT, BT], dtype=tl.float32)
     if ERASE:
         if mine:
-            b_A = solve_chunk(A, t0, L, i_h, p_row, m_row, o_c, H, BT, SUB, PREC)
+            b_A = solve_chunk(A, t0, L, i_h, p_row, m_row, o_c, H, BT, SUB, SOLVE)
 
     if FUSE_GATED:
         if mine:
             for i_k in range(0, tl.cdiv(K, BK)):
                 gated_tile(q, k, g, b, qg, kt, y, dec, b_A, t0, o_t, L, i_c, i_h, i_k * BK + tl.arange(0, BK),
-                           scale, H, K, BT, BK, G_MODE, B_MODE, PREC)
+                           scale, H, K, BT, BK, G_MODE, B_MODE, SOLVE)
 
 
 @triton.jit
@@ -279,13 +283,22 @@ def chunk_gated_kernel(
 # 2x8K, stage_variants (2026-12-06): one-pass, capped, float16 gated operands 0.958 ms split, the
 # walk 1.491 (capped, float32 gated operands, an earlier run); three-pass 1.454 against 2.215
 WHOLE_CHUNK = "split"
+# The products T and Aqk on float16 (``common.mma``): one pass where ``prec`` is one-pass TF32 (the
+# same 10 mantissa bits at twice the rate), two-term hi/lo where it is three-pass; the solve and
+# Y = A Ē keep ``prec``. Only for L2-normalised q and k: the operands are then q scale, k and b k
+# times decay factors of at most exp(diag_span / 2) = e^8 (the whole-chunk and diagonal forms'
+# centring; the bound is 16 for float16, not one-pass TF32's 80, whose e^40 would overflow), under
+# 6000, so no guard is needed. Stage variants (H100, 2026-12-07 01:32, 2x8K, the solve on float16
+# too): the whole form one-pass 0.566 -> 0.497 ms, three-pass 0.898 -> 0.660.
+FLOAT16_PRODUCTS = False
 
 
 def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3", fuse_gated=False,
-                    gated_dtype=None):
+                    gated_dtype=None, normalized=False):
     """Launch the intra-chunk stage over the flattened layout ``[T_total, H, K]``. Returns
     ``A`` (None without erase), ``Aqk`` and the gated operands ``(Q_γ, K_tail, Y, exp(G_C))``,
-    made by a second launch (``chunk_gated_fwd``) unless ``fuse_gated``; ``gated_dtype`` as there."""
+    made by a second launch (``chunk_gated_fwd``) unless ``fuse_gated``; ``gated_dtype`` as there.
+    ``normalized``: q and k are L2-normalised (``FLOAT16_PRODUCTS``' precondition)."""
     import torch
     T, H, K = k.shape
     erase = b_mode != 3
@@ -297,12 +310,14 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32
     # capped at 168, three programs fit a multiprocessor instead of two; 1.735 -> 1.491 ms at 2x8K
     # (H100, 2026-12-06, stage_variants). The three-pass form is not measured capped yet.
     cap = register_cap(k, 168) if prec == "tf32" and not fuse_gated else {}
+    products = {"tf32": "f16", "tf32x3": "f16x3"}[prec] if FLOAT16_PRODUCTS and normalized else prec
     for form in WHOLE_FORMS[WHOLE_CHUNK] if g_mode == GATE_CHANNEL else (FORM_WALK,):
         chunk_intra_fwd_kernel[(chunks.count, H)](
             q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A if erase else Aqk, Aqk,
             qg, kt, y if y is not None else qg, dec, chunks.start, chunks.end, scale,
-            H=H, K=K, BT=BT, BK=MIN_TILE, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=prec,
-            DIAG_SPAN=diag_span(prec), FUSE_GATED=fuse_gated, FORM=form, num_warps=4, num_stages=1, **cap)
+            H=H, K=K, BT=BT, BK=MIN_TILE, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=products,
+            DIAG_SPAN=diag_span(products), FUSE_GATED=fuse_gated, FORM=form,
+            SOLVE_PREC="" if products == prec else prec, num_warps=4, num_stages=1, **cap)
     if not fuse_gated:
         gated = chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=BT, prec=prec, dtype=gated_dtype)
     return A, Aqk, gated

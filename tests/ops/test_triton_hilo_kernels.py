@@ -1,8 +1,10 @@
-"""The backward's value and key kernels on float16 hi/lo products (``backward.PARALLEL_PRODUCTS``):
-operands scaled per sequence (dO's and z's power-of-two scales), the scratch between the two
-kernels in scaled units, and a range guard that makes a flagged chunk again three-pass. Every
-gradient must come out as the three-pass kernels give it, to float32's level. Interpreter-sized
-shapes (tests/gpu runs the same at full size)."""
+"""The parallel kernels on float16 products. The backward's value and key kernels on hi/lo products
+(``backward.PARALLEL_PRODUCTS``): operands scaled per sequence (dO's and z's power-of-two scales),
+the scratch between the two kernels in scaled units, and a range guard that makes a flagged chunk
+again three-pass. The intra kernel's products T and Aqk (``intra.FLOAT16_PRODUCTS``): hi/lo where
+three-pass, one float16 pass where one-pass TF32, unscaled (bounded by normalised q and k). Every
+result must come out as the TF32 kernels give it, to their level. Interpreter-sized shapes
+(tests/gpu runs the same at full size)."""
 
 import itertools
 
@@ -110,3 +112,65 @@ def test_parallel_kernels_keep_three_pass_without_normalised_keys(monkeypatch):
     x = random_inputs(B=1, T=40, H=2, K=32, V=32, seed=64, device=DEVICE)
     backend_outputs(x, "triton")
     assert value.seen == [(0, None)], value.seen
+
+
+class Precisions:
+    """The intra kernel, its launches' product and solve precisions recorded."""
+
+    def __init__(self, kernel):
+        self.kernel, self.seen = kernel, set()
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.seen.add((kwargs["PREC"], kwargs.get("SOLVE_PREC", "")))
+            self.kernel[grid](*args, **kwargs)
+        return launch
+
+
+def intra_outputs(x, monkeypatch, on, **kwargs):
+    from gdn2.ops.gdn2.triton import intra
+    launches = Precisions(intra.chunk_intra_fwd_kernel)
+    with monkeypatch.context() as m:
+        m.setattr(intra, "chunk_intra_fwd_kernel", launches)
+        m.setattr(intra, "FLOAT16_PRODUCTS", on)
+        out = backend_outputs(x, "triton", **kwargs)
+    return out, launches.seen
+
+
+@pytest.mark.parametrize("case", ["channel", "fast decay", "per-head gates", "not normalised"])
+def test_intra_on_float16_hilo_products(case, monkeypatch):
+    """Three-pass (float32 inputs): the products on hi/lo float16, the solve three-pass TF32; every
+    output and gradient as with three-pass products to float32's level. "fast decay": spans past
+    the centred forms' bound, so the sub-block walk with its anchors and pairwise tiles; "not
+    normalised": q and k unbounded, the products stay three-pass TF32."""
+    gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "per-head gates" else {}
+    x = random_inputs(B=2, T=70, H=2, HV=4, K=32, V=32, b_max=2.0, g_min=-3.0 if case == "fast decay" else -0.2,
+                      initial_state=True, seed=65, device=DEVICE, **gates)
+    normalised = case != "not normalised"
+    plain, seen = intra_outputs(x, monkeypatch, False, use_qk_l2norm=normalised)
+    assert seen == {("tf32x3", "")}, seen
+    hilo, seen = intra_outputs(x, monkeypatch, True, use_qk_l2norm=normalised)
+    assert seen == ({("f16x3", "tf32x3")} if normalised else {("tf32x3", "")}), seen
+    for name, (fast, _, _) in hilo.items():
+        err = error(fast, plain[name][0])
+        assert err.rel_rms < 1e-5, (name, err)
+
+
+def test_intra_on_float16_one_pass(monkeypatch):
+    """One pass (the inference forward of bfloat16 inputs): float16 products, the solve one-pass
+    TF32; o as with one-pass TF32 products to their level (2^-11). (The criterion against float64
+    needs a card: the interpreter's bfloat16 paths miss it with or without the setting.)"""
+    from gdn2.ops import gated_delta_rule2
+    from gdn2.ops.gdn2.triton import intra
+    x = random_inputs(B=2, T=70, H=2, K=32, V=32, b_max=2.0, g_min=-0.2, dtype=torch.bfloat16, seed=66,
+                      device=DEVICE)
+    outs = {}
+    for on in (False, True):
+        launches = Precisions(intra.chunk_intra_fwd_kernel)
+        with monkeypatch.context() as m, torch.no_grad():
+            m.setattr(intra, "chunk_intra_fwd_kernel", launches)
+            m.setattr(intra, "FLOAT16_PRODUCTS", on)
+            outs[on] = gated_delta_rule2(**x, backend="triton", use_qk_l2norm=True)[0]
+        assert launches.seen == ({("f16", "tf32")} if on else {("tf32", "")}), launches.seen
+    err = error(outs[True], outs[False])
+    assert 0 < err.rel_rms < 2e-3, err
