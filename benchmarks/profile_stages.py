@@ -64,7 +64,7 @@ def main():
         ("l2norm q, k (PyTorch composite)", lambda: (l2norm(x["q"]), l2norm(x["k"]))),
         ("l2norm q, k (Triton, used)", lambda: (l2norm_triton(x["q"]), l2norm_triton(x["k"]))),
         ("intra fwd (Aqk, A, gated operands; three-pass, as a training forward)",
-         lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1])),
+         lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1], normalized=True)),
         (f"intra fwd, the products T and Aqk {other_intra} (FLOAT16_PRODUCTS)",
          intra_products(lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1], normalized=True))),
         ("state fwd (o)", lambda: chunk_state_fwd(gated, vf, wf, A, Aqk, None, cu, chunks, modes, False)),

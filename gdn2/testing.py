@@ -159,15 +159,18 @@ def check_backend(inputs: Dict[str, object], backend: str, baseline: str = "chun
 
 class GuardedLaunches:
     """A Triton kernel (``kernel[grid](...)``) whose launches are recorded, in order, as (its GUARD,
-    how many entries its ``flag`` buffer marks after the launch; None without one): the range
-    guards' first launch flags, the second makes again only what was flagged."""
+    how many entries its ``flag`` buffer marks after the launch; None without one), and in
+    ``flags`` a copy of that buffer after each guarded launch: the range guards' first launch
+    flags, the second makes again only what was flagged."""
 
     def __init__(self, kernel):
-        self.kernel, self.seen = kernel, []
+        self.kernel, self.seen, self.flags = kernel, [], []
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
             self.kernel[grid](*args, **kwargs)
             flag = kwargs.get("flag")
             self.seen.append((kwargs.get("GUARD", 0), int(flag.sum()) if flag is not None else None))
+            if flag is not None:
+                self.flags.append(flag.detach().cpu().clone())
         return launch

@@ -131,12 +131,12 @@ def main(Ks=(128, 256)):
         guarded = {"flag": "*i32", "chunk_seq": "*i32"}
         for prec, guard in (("f16x3", 1), (PREC, 2)):
             ok &= check(chunk_bwd_value_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=64, BV=32, SCRATCH=1, B_MODE=2,
-                                                     W_MODE=2, PREC=prec, GUARD=guard, HVP=16),
+                                                     W_MODE=2, PREC=prec, GUARD=guard, GQP=1),
                         num_warps=4, num_stages=2, overrides=guarded, note=f" ({prec}, guard {guard})")
             for form, BKk in ((2, KEY_TILES["split"][0]), (3, KEY_TILES["split"][-1])):
                 ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=BKk, SUB=16, SCRATCH=1, G_MODE=2,
                                                        B_MODE=2, PREC=prec, DIAG_SPAN=diag_span(PREC), FORM=form,
-                                                       GUARD=guard, HV=16, HVP=16),
+                                                       GUARD=guard, HV=16, GQP=1),
                             num_warps=KEY_WARPS, overrides=guarded,
                             note=f" ({FORMS[form]}, {BKk} columns, {prec}, guard {guard})")
         ok &= check(chunk_bwd_dt_kernel, dict(H=16, K=K, BT=64, BK=32, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC))

@@ -250,7 +250,7 @@ def test_triton_float16_hilo(setting, dtype, case, monkeypatch, request):
     programs are made again three-pass."""
     from gdn2.ops.gdn2.triton import backward, intra
     from gdn2.testing import assert_close, backend_outputs
-    module, name, off, on = {"pair": (backward, "PAIR_PRODUCTS", "tf32x3", "f16x3"),
+    module, attr, off, on = {"pair": (backward, "PAIR_PRODUCTS", "tf32x3", "f16x3"),
                              "parallel": (backward, "PARALLEL_PRODUCTS", "tf32x3", "f16x3"),
                              "intra": (intra, "FLOAT16_PRODUCTS", False, True)}[setting]
     if case == "guard":
@@ -264,14 +264,14 @@ def test_triton_float16_hilo(setting, dtype, case, monkeypatch, request):
     if case == "loss at 1e-7":
         request.getfixturevalue("loss_at_1e7")
         with whole_chunk_forms("split"):
-            monkeypatch.setattr(module, name, off)
+            monkeypatch.setattr(module, attr, off)
             plain = backend_outputs(x, "triton", cu_seqlens=cu, use_qk_l2norm=True)
-            monkeypatch.setattr(module, name, on)
+            monkeypatch.setattr(module, attr, on)
             hilo = backend_outputs(x, "triton", cu_seqlens=cu, use_qk_l2norm=True)
         for name, (fast, _, _) in hilo.items():
             assert_close(name, fast.float(), plain[name][0].float(), rtol=2e-3 if dtype != torch.float32 else 1e-5)
         return
-    monkeypatch.setattr(module, name, on)
+    monkeypatch.setattr(module, attr, on)
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 

@@ -125,7 +125,7 @@ def chunk_bwd_value_kernel(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, SCRATCH: tl.constexpr,
     B_MODE: tl.constexpr, W_MODE: tl.constexpr, PREC: tl.constexpr,
-    chunk_seq=None, doscale=None, zscale=None, flag=None, GUARD: tl.constexpr = 0, HVP: tl.constexpr = 1,
+    chunk_seq=None, doscale=None, zscale=None, flag=None, GUARD: tl.constexpr = 0, GQP: tl.constexpr = 1,
 ):
     """Products with the value side of one chunk and key head (its HV // H value heads).
 
@@ -144,7 +144,7 @@ def chunk_bwd_value_kernel(
         if tl.load(flag + i_c * H + i_h) == 0:
             return
     t0, L = chunk_rows(chunk_start, chunk_end, i_c)
-    sd, sz = sequence_scales(chunk_seq, doscale, zscale, i_c, HV, HVP, GUARD)
+    sd, sz = sequence_scales(chunk_seq, doscale, zscale, i_c, i_h, HV, HV // H, GQP, GUARD)
     GQ: tl.constexpr = HV // H
     NK: tl.constexpr = (K + BK - 1) // BK
     NV: tl.constexpr = (V + BV - 1) // BV
@@ -346,7 +346,7 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     if PARALLEL_PRODUCTS == "f16x3" and scales is not None:
         flags = torch.zeros(2, max(chunks.count, 1), H, dtype=torch.int32, device=dev)
         passes = [dict(PREC="f16x3", GUARD=1), dict(PREC=prec, GUARD=2)]
-        guard = dict(chunk_seq=chunks.seq, HVP=next_pow2(HV), **scales)
+        guard = dict(chunk_seq=chunks.seq, GQP=next_pow2(HV // H), **scales)
     else:
         flags, passes, guard = (None, None), [dict(PREC=prec)], {}
     for kw in passes:

@@ -92,20 +92,23 @@ def guard_record(flag, i_flag, b_bad, b_S):
 
 
 @triton.jit
-def sequence_scales(chunk_seq, doscale, zscale, i_c, HV: tl.constexpr, HVP: tl.constexpr, GUARD: tl.constexpr):
-    """The gradient-side and value-side power-of-two scales of chunk ``i_c``'s sequence, each the
-    smallest over its value heads (``state.power_of_two_scale`` of dO and of z), for the parallel
-    kernels' float16 hi/lo products (``backward.PARALLEL_PRODUCTS``): every product there is
-    bilinear in one value-side and one gradient-side operand, so with both scaled its tiles sit in
-    float16's range, and one scale a sequence keeps sums over a group's value heads exact. The
-    constant 1.0 twice without the guard (the multiplications fold away)."""
+def sequence_scales(chunk_seq, doscale, zscale, i_c, i_h, HV: tl.constexpr, GQ: tl.constexpr,
+                    GQP: tl.constexpr, GUARD: tl.constexpr):
+    """The gradient-side and value-side power-of-two scales of chunk ``i_c``'s sequence for key
+    head ``i_h``, each the smallest over the head's ``GQ`` value heads (``state.power_of_two_scale``
+    of dO and of z), for the parallel kernels' float16 hi/lo products (``backward.PARALLEL_PRODUCTS``):
+    every product there is bilinear in one value-side and one gradient-side operand, so with both
+    scaled its tiles sit in float16's range, and one scale a group keeps sums over its value heads
+    exact (over the group only: one head's large values would push other groups' under the range).
+    The constant 1.0 twice without the guard (the multiplications fold away)."""
     sd = 1.0
     sz = 1.0
     if GUARD != 0:
         n = tl.load(chunk_seq + i_c)
-        o = tl.arange(0, HVP)
-        sd = tl.min(tl.load(doscale + n * HV + o, mask=o < HV, other=float("inf")), axis=0)
-        sz = tl.min(tl.load(zscale + n * HV + o, mask=o < HV, other=float("inf")), axis=0)
+        o = tl.arange(0, GQP)
+        p = n * HV + i_h * GQ + o
+        sd = tl.min(tl.load(doscale + p, mask=o < GQ, other=float("inf")), axis=0)
+        sz = tl.min(tl.load(zscale + p, mask=o < GQ, other=float("inf")), axis=0)
     return sd, sz
 
 
@@ -160,9 +163,12 @@ def diag_span(prec: str) -> float:
     The centred exponents are differences of in-block sums, so their rounding grows with the span
     where the tile's interval sums do not: 16 keeps it at float32's own level (three-pass
     products); one-pass TF32 products carry 2^-11 errors anyway, and 80 keeps ``exp(span)`` of the
-    masked upper pairs finite. Wider spans (fast-forgetting channels) take the tile.
+    masked upper pairs finite. One float16 pass ("f16") takes 8: its operands, q scale or k times a
+    factor down to exp(-span / 2), must stay above float16's normal range (6e-5; a subnormal keeps
+    a fixed 6e-8, 2% of a K = 128 q scale at e^-8), where the hi/lo split ("f16x3") keeps 2^-35 of
+    it anyway. Wider spans (fast-forgetting channels) take the tile.
     """
-    return 80.0 if prec == "tf32" else 16.0
+    return {"tf32": 80.0, "f16": 8.0}.get(prec, 16.0)
 
 
 def cdiv(a: int, b: int) -> int:

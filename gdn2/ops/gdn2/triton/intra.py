@@ -286,10 +286,11 @@ WHOLE_CHUNK = "split"
 # The products T and Aqk on float16 (``common.mma``): one pass where ``prec`` is one-pass TF32 (the
 # same 10 mantissa bits at twice the rate), two-term hi/lo where it is three-pass; the solve and
 # Y = A Ē keep ``prec``. Only for L2-normalised q and k: the operands are then q scale, k and b k
-# times decay factors of at most exp(diag_span / 2) = e^8 (the whole-chunk and diagonal forms'
-# centring; the bound is 16 for float16, not one-pass TF32's 80, whose e^40 would overflow), under
-# 6000, so no guard is needed. Stage variants (H100, 2026-12-07 01:32, 2x8K, the solve on float16
-# too): the whole form one-pass 0.566 -> 0.497 ms, three-pass 0.898 -> 0.660.
+# times decay factors of at most exp(diag_span / 2) (the whole-chunk and diagonal forms' centring:
+# e^8 hi/lo, e^4 one pass, whose bound ``diag_span`` keeps small operands out of float16's
+# subnormals), under 6000, so no guard is needed. Stage variants (H100, 2026-12-07 01:32, 2x8K,
+# the solve on float16 too, one pass at one-pass TF32's bound 80, where e^40 would overflow): the
+# whole form one-pass 0.566 -> 0.497 ms, three-pass 0.898 -> 0.660.
 FLOAT16_PRODUCTS = False
 
 
@@ -310,7 +311,7 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32
     # capped at 168, three programs fit a multiprocessor instead of two; 1.735 -> 1.491 ms at 2x8K
     # (H100, 2026-12-06, stage_variants). The three-pass form is not measured capped yet.
     cap = register_cap(k, 168) if prec == "tf32" and not fuse_gated else {}
-    products = {"tf32": "f16", "tf32x3": "f16x3"}[prec] if FLOAT16_PRODUCTS and normalized else prec
+    products = {"tf32": "f16", "tf32x3": "f16x3"}.get(prec, prec) if FLOAT16_PRODUCTS and normalized else prec
     for form in WHOLE_FORMS[WHOLE_CHUNK] if g_mode == GATE_CHANNEL else (FORM_WALK,):
         chunk_intra_fwd_kernel[(chunks.count, H)](
             q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A if erase else Aqk, Aqk,

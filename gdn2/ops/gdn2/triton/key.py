@@ -295,7 +295,7 @@ def chunk_bwd_key_kernel(
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
     SCRATCH: tl.constexpr, G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr,
     DIAG_SPAN: tl.constexpr, FORM: tl.constexpr = 0,
-    chunk_seq=None, doscale=None, zscale=None, flag=None, HV: tl.constexpr = 1, HVP: tl.constexpr = 1,
+    chunk_seq=None, doscale=None, zscale=None, flag=None, HV: tl.constexpr = 1, GQP: tl.constexpr = 1,
     GUARD: tl.constexpr = 0,
 ):
     """One chunk, key head and block of key columns: the sub-block walk, or the whole-chunk form
@@ -308,8 +308,8 @@ def chunk_bwd_key_kernel(
     if GUARD == 2:
         if tl.load(flag) == 0:
             return
-    sd, sz = sequence_scales(chunk_seq, doscale, zscale, i_c, HV, HVP, GUARD)
-    unsc = 1.0 / (sd * sz)
+    sd, sz = sequence_scales(chunk_seq, doscale, zscale, i_c, i_h, HV, HV // H, GQP, GUARD)
+    unsc = (1.0 / sd) * (1.0 / sz)   # exact, and no overflow of sd * sz
     t0, L = chunk_rows(chunk_start, chunk_end, i_c)
     NK: tl.constexpr = (K + BK - 1) // BK
     o_t = tl.arange(0, BT)
