@@ -20,22 +20,23 @@ if __name__ == "__main__":
     p.add_argument("--no-fla", action="store_true", help="skip the FLA baseline (not installed)")
     p.add_argument("--whole-chunk", choices=sorted(WHOLE_FORMS), default=None,
                    help="the intra and key kernels' whole-chunk forms for this run (default: the library's)")
-    p.add_argument("--pair-products", choices=["tf32x3", "f16x3"], default=None,
-                   help="the backward walks' products for this run (backward.PAIR_PRODUCTS; default: the library's)")
-    p.add_argument("--parallel-products", choices=["tf32x3", "f16x3"], default=None,
-                   help="the backward's value and key kernels' products for this run (backward.PARALLEL_PRODUCTS; "
-                        "default: the library's)")
-    p.add_argument("--intra-float16", action="store_true",
-                   help="the intra kernel's products on float16 for this run (intra.FLOAT16_PRODUCTS)")
+    # settings of the library a run may force (a setting before it is the default): flag, module,
+    # attribute, choices (None: a switch that sets True), what the results file calls it
+    settings = [("--pair-products", backward, "PAIR_PRODUCTS", ["tf32x3", "f16x3"], "Backward walks' products"),
+                ("--parallel-products", backward, "PARALLEL_PRODUCTS", ["tf32x3", "f16x3"],
+                 "Value and key kernels' products"),
+                ("--intra-float16", intra, "FLOAT16_PRODUCTS", None, "Intra products on float16")]
+    for flag, module, attr, choices, _ in settings:
+        where = f"{module.__name__.rsplit('.', 1)[-1]}.{attr}"
+        if choices is None:
+            p.add_argument(flag, dest=attr, action="store_const", const=True, help=f"{where} on for this run")
+        else:
+            p.add_argument(flag, dest=attr, choices=choices, help=f"{where} for this run (default: the library's)")
     args = p.parse_args()
-    pair_default, parallel_default = backward.PAIR_PRODUCTS, backward.PARALLEL_PRODUCTS
-    intra_default = intra.FLOAT16_PRODUCTS
-    if args.intra_float16:
-        intra.FLOAT16_PRODUCTS = True
-    if args.pair_products:
-        backward.PAIR_PRODUCTS = args.pair_products
-    if args.parallel_products:
-        backward.PARALLEL_PRODUCTS = args.parallel_products
+    library = {attr: getattr(module, attr) for _, module, attr, _, _ in settings}
+    for _, module, attr, _, _ in settings:
+        if getattr(args, attr) is not None:
+            setattr(module, attr, getattr(args, attr))
     meta = versions()
     ceilings = machine_ceilings()
     default = intra.WHOLE_CHUNK, backward.KEY_WHOLE
@@ -46,13 +47,10 @@ if __name__ == "__main__":
     head, rest = text.split("\n", 1)
     note = f"Whole-chunk forms (intra, key): {setting[0]}, {setting[1]}"
     note += "." if setting == default else f", set for this run (the library's default: {default[0]}, {default[1]})."
-    note += f" Backward walks' products: {backward.PAIR_PRODUCTS}"
-    note += "." if backward.PAIR_PRODUCTS == pair_default else f", set for this run (the library's: {pair_default})."
-    note += f" Value and key kernels' products: {backward.PARALLEL_PRODUCTS}"
-    note += ("." if backward.PARALLEL_PRODUCTS == parallel_default
-             else f", set for this run (the library's: {parallel_default}).")
-    note += f" Intra products on float16: {intra.FLOAT16_PRODUCTS}"
-    note += "." if intra.FLOAT16_PRODUCTS == intra_default else f", set for this run (the library's: {intra_default})."
+    for _, module, attr, _, name in settings:
+        value = getattr(module, attr)
+        note += f" {name}: {value}"
+        note += "." if value == library[attr] else f", set for this run (the library's: {library[attr]})."
     text = f"{head}\n\n{note}\n{rest}"
     print(text)
     out = results_path(args.out, meta)

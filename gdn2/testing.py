@@ -157,17 +157,19 @@ def check_backend(inputs: Dict[str, object], backend: str, baseline: str = "chun
         assert_no_worse(name, fast, base, ref)
 
 
-class GuardedLaunches:
+class RecordedLaunches:
     """A Triton kernel (``kernel[grid](...)``) whose launches are recorded, in order, as (its GUARD,
-    how many entries its ``flag`` buffer marks after the launch; None without one), and in
-    ``flags`` a copy of that buffer after each guarded launch: the range guards' first launch
-    flags, the second makes again only what was flagged."""
+    how many entries its ``flag`` buffer marks after the launch; None without one), in
+    ``flags`` a copy of that buffer after each guarded launch (the range guards' first launch
+    flags, the second makes again only what was flagged), and in ``options`` each launch's
+    compile-time string options (``PREC``, say)."""
 
     def __init__(self, kernel):
-        self.kernel, self.seen, self.flags = kernel, [], []
+        self.kernel, self.seen, self.flags, self.options = kernel, [], [], []
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
+            self.options.append({name: x for name, x in kwargs.items() if isinstance(x, str)})
             self.kernel[grid](*args, **kwargs)
             flag = kwargs.get("flag")
             self.seen.append((kwargs.get("GUARD", 0), int(flag.sum()) if flag is not None else None))

@@ -11,7 +11,7 @@ import itertools
 import pytest
 import torch
 
-from gdn2.testing import GuardedLaunches, backend_outputs, check_backend, error, random_inputs
+from gdn2.testing import RecordedLaunches, backend_outputs, check_backend, error, random_inputs
 
 triton = pytest.importorskip("triton")
 pytestmark = pytest.mark.interpret
@@ -24,7 +24,7 @@ def gradients(x, monkeypatch, products, cu=None):
     ``products`` (the walks three-pass, so that only these kernels differ), and both kernels'
     launches."""
     from gdn2.ops.gdn2.triton import backward
-    value, key = GuardedLaunches(backward.chunk_bwd_value_kernel), GuardedLaunches(backward.chunk_bwd_key_kernel)
+    value, key = RecordedLaunches(backward.chunk_bwd_value_kernel), RecordedLaunches(backward.chunk_bwd_key_kernel)
     with monkeypatch.context() as m:
         m.setattr(backward, "chunk_bwd_value_kernel", value)
         m.setattr(backward, "chunk_bwd_key_kernel", key)
@@ -119,7 +119,7 @@ def test_parallel_kernels_range_guard(side, monkeypatch):
 def test_parallel_kernels_keep_three_pass_without_normalised_keys(monkeypatch):
     """Without L2-normalised q and k the gated operands are not bounded: the kernels stay three-pass."""
     from gdn2.ops.gdn2.triton import backward
-    value = GuardedLaunches(backward.chunk_bwd_value_kernel)
+    value = RecordedLaunches(backward.chunk_bwd_value_kernel)
     monkeypatch.setattr(backward, "chunk_bwd_value_kernel", value)
     monkeypatch.setattr(backward, "PARALLEL_PRODUCTS", "f16x3")
     x = random_inputs(B=1, T=40, H=2, K=32, V=32, seed=64, device=DEVICE)
@@ -127,27 +127,19 @@ def test_parallel_kernels_keep_three_pass_without_normalised_keys(monkeypatch):
     assert value.seen == [(0, None)], value.seen
 
 
-class Precisions:
-    """The intra kernel, its launches' product and solve precisions recorded."""
-
-    def __init__(self, kernel):
-        self.kernel, self.seen = kernel, set()
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.seen.add((kwargs["PREC"], kwargs.get("SOLVE_PREC", "")))
-            self.kernel[grid](*args, **kwargs)
-        return launch
+def precisions(launches):
+    """The (products, solve) precisions of the intra kernel's launches ("" for the solve: as the products)."""
+    return {(o["PREC"], o.get("SOLVE_PREC", "")) for o in launches.options}
 
 
 def intra_outputs(x, monkeypatch, on, **kwargs):
     from gdn2.ops.gdn2.triton import intra
-    launches = Precisions(intra.chunk_intra_fwd_kernel)
+    launches = RecordedLaunches(intra.chunk_intra_fwd_kernel)
     with monkeypatch.context() as m:
         m.setattr(intra, "chunk_intra_fwd_kernel", launches)
         m.setattr(intra, "FLOAT16_PRODUCTS", on)
         out = backend_outputs(x, "triton", **kwargs)
-    return out, launches.seen
+    return out, precisions(launches)
 
 
 @pytest.mark.parametrize("case", ["channel", "fast decay", "per-head gates", "not normalised"])
@@ -179,11 +171,12 @@ def test_intra_on_float16_one_pass(monkeypatch):
                       device=DEVICE)
     outs = {}
     for on in (False, True):
-        launches = Precisions(intra.chunk_intra_fwd_kernel)
+        launches = RecordedLaunches(intra.chunk_intra_fwd_kernel)
         with monkeypatch.context() as m, torch.no_grad():
             m.setattr(intra, "chunk_intra_fwd_kernel", launches)
             m.setattr(intra, "FLOAT16_PRODUCTS", on)
             outs[on] = gated_delta_rule2(**x, backend="triton", use_qk_l2norm=True)[0]
-        assert launches.seen == ({("f16", "tf32")} if on else {("tf32", "")}), launches.seen
+        seen = precisions(launches)
+        assert seen == ({("f16", "tf32")} if on else {("tf32", "")}), seen
     err = error(outs[True], outs[False])
     assert 0 < err.rel_rms < 2e-3, err

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gdn2.ops import gated_delta_rule2
-from gdn2.testing import GuardedLaunches, assert_close, error, random_inputs
+from gdn2.testing import RecordedLaunches, assert_close, error, random_inputs
 
 triton = pytest.importorskip("triton")
 pytestmark = pytest.mark.interpret
@@ -18,7 +18,7 @@ def one_pass_forward(x, monkeypatch, f16=True):
     """o of the one-pass forward (bfloat16, normalised q and k, no final state) with float16
     products or not, and the walk's launches (32 columns at two stages unless set)."""
     from gdn2.ops.gdn2.triton import state
-    launches = GuardedLaunches(state.chunk_state_fwd_kernel)
+    launches = RecordedLaunches(state.chunk_state_fwd_kernel)
     with monkeypatch.context() as m:
         m.setattr(state, "chunk_state_fwd_kernel", launches)
         m.setattr(state, "F16_PRODUCTS", f16)
@@ -106,7 +106,7 @@ def pair_gradients(x, monkeypatch, products, cu=None):
     on ``products``), with the pair kernel's launches."""
     from gdn2.ops.gdn2.triton import backward
     from gdn2.testing import backend_outputs
-    launches = GuardedLaunches(backward.chunk_state_pair_kernel)
+    launches = RecordedLaunches(backward.chunk_state_pair_kernel)
     with monkeypatch.context() as m:
         m.setattr(backward, "chunk_state_pair_kernel", launches)
         m.setattr(backward, "PAIR_PRODUCTS", products)
@@ -186,7 +186,7 @@ def test_backward_walks_guard_one_walk(walk, monkeypatch):
             assert err.rel_rms < 1e-5, (name, err)
     from gdn2.ops.gdn2.triton import backward
     from gdn2.testing import backend_outputs
-    launches = GuardedLaunches(backward.chunk_state_pair_kernel)
+    launches = RecordedLaunches(backward.chunk_state_pair_kernel)
     monkeypatch.setattr(backward, "chunk_state_pair_kernel", launches)
     monkeypatch.setattr(backward, "PAIR_PRODUCTS", "f16x3")
     backend_outputs(x, "triton")

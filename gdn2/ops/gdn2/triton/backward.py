@@ -140,12 +140,13 @@ def chunk_bwd_value_kernel(
     GUARD 1 flags the chunk and key head in ``flag`` where a tile left the finite range, GUARD 2
     makes only flagged ones again (at ``PREC``, on the same scaled operands)."""
     i_c, i_h, i_k = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    flag = flag + i_c * H + i_h if GUARD != 0 else flag
     if GUARD == 2:
-        if tl.load(flag + i_c * H + i_h) == 0:
+        if tl.load(flag) == 0:
             return
     t0, L = chunk_rows(chunk_start, chunk_end, i_c)
-    sd, sz = sequence_scales(chunk_seq, doscale, zscale, i_c, i_h, HV, HV // H, GQP, GUARD)
     GQ: tl.constexpr = HV // H
+    sd, sz = sequence_scales(chunk_seq, doscale, zscale, i_c, i_h, HV, GQ, GQP, GUARD)
     NK: tl.constexpr = (K + BK - 1) // BK
     NV: tl.constexpr = (V + BV - 1) // BV
     ERASE: tl.constexpr = B_MODE != GATE_ZERO
@@ -178,15 +179,13 @@ def chunk_bwd_value_kernel(
         tl.store(p_blk + BT * K, b_dY, mask=m_blk)
         tl.store(p_blk + 2 * BT * K, b_dKt, mask=m_blk)
         tl.store(p_scr + 3 * BT * K + o_k, b_dGC, mask=m_k)
-        if GUARD == 1:
-            record_if_bad(flag + i_c * H + i_h, b_dQg + b_dY + b_dKt + b_dGC[None, :], GUARD)
+        record_if_bad(flag, b_dQg + b_dY + b_dKt + b_dGC[None, :], GUARD)
     else:
         if ERASE:
             b_A = load_rows(A, t0, o_t, L, i_h, H, o_c, BT)
         b_dAqk = tl.zeros([BT, BT], dtype=tl.float32)
         b_dA = tl.zeros([BT, BT], dtype=tl.float32)
-        if GUARD == 1:
-            b_bad = tl.zeros([BT, BV], dtype=tl.float32)
+        b_bad = tl.zeros([BT, BV], dtype=tl.float32)   # the guard's (unused without it)
         unsd = 1.0 / sd
         for i_g in range(0, GQ):
             i_hv = i_h * GQ + i_g
@@ -219,9 +218,8 @@ def chunk_bwd_value_kernel(
         p_sq = p_scr + (3 * BT + 1) * K + o_t[:, None] * BT + o_c[None, :]
         tl.store(p_sq, b_dAqk)
         tl.store(p_sq + BT * BT, b_dA)
-        if GUARD == 1:
-            record_if_bad(flag + i_c * H + i_h, b_dAqk + b_dA, GUARD)
-            record_if_bad(flag + i_c * H + i_h, b_bad, GUARD)
+        record_if_bad(flag, b_dAqk + b_dA, GUARD)
+        record_if_bad(flag, b_bad, GUARD)   # dZ: A's products reach no tile above
 
 
 # Key columns per program of each launch of the key kernel, per whole-chunk setting (``KEY_WHOLE``),
