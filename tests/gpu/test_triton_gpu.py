@@ -246,10 +246,10 @@ def test_triton_float16_hilo(setting, dtype, case, monkeypatch, request):
     kernels); unscaled in ``intra.FLOAT16_PRODUCTS`` (the intra kernel's T and Aqk: hi/lo where
     three-pass, one float16 pass in the inference forward). Every output and gradient within the
     criterion. "loss at 1e-7": dO (and the final-state cotangent) far under float16's range,
-    gradients compared with TF32 ones; "guard": sequence 0's scales forced past the range, so its
+    the TF32 products the baseline; "guard": sequence 0's scales forced past the range, so its
     programs are made again three-pass."""
     from gdn2.ops.gdn2.triton import backward, intra
-    from gdn2.testing import assert_close, backend_outputs
+    from gdn2.testing import backend_outputs
     module, attr, off, on = {"pair": (backward, "PAIR_PRODUCTS", "tf32x3", "f16x3"),
                              "parallel": (backward, "PARALLEL_PRODUCTS", "tf32x3", "f16x3"),
                              "intra": (intra, "FLOAT16_PRODUCTS", False, True)}[setting]
@@ -268,8 +268,12 @@ def test_triton_float16_hilo(setting, dtype, case, monkeypatch, request):
             plain = backend_outputs(x, "triton", cu_seqlens=cu, use_qk_l2norm=True)
             monkeypatch.setattr(module, attr, on)
             hilo = backend_outputs(x, "triton", cu_seqlens=cu, use_qk_l2norm=True)
-        for name, (fast, _, _) in hilo.items():
-            assert_close(name, fast.float(), plain[name][0].float(), rtol=2e-3 if dtype != torch.float32 else 1e-5)
+        # against float64 with the TF32 run as the baseline (the criterion): a comparison of the two
+        # runs alone failed on bfloat16 rounding (o 2.03e-3 against 2e-3, H100, 2026-12-07), two
+        # roundings of nearly equal values; the fixture scales only the Triton backward's
+        # cotangents, so the float64 gradients are scaled to match
+        for name, (fast, _, ref) in hilo.items():
+            assert_no_worse(name, fast, plain[name][0], ref * 1e-7 if name.startswith("d") else ref)
         return
     monkeypatch.setattr(module, attr, on)
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)

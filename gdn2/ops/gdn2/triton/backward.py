@@ -256,8 +256,11 @@ KEY_WHOLE = "split"
 # float16 products as the walks (``PAIR_PRODUCTS``), over operands scaled per sequence (dO's and
 # z's scales: every product there pairs a gradient-side and a value-side operand) with their own
 # range guard; only for L2-normalised q and k. Stage variants without the scales (H100, 2026-12-07
-# 01:32, 2x8K): key 2.397 -> 2.099 ms, value 1.042 -> 0.934 against three-pass TF32.
-PARALLEL_PRODUCTS = "tf32x3"
+# 01:32, 2x8K): key 2.397 -> 2.099 ms, value 1.042 -> 0.934 against three-pass TF32. The real form
+# (H100, 2026-12-07 04:45, 2x8K, stage profile): backward 5.728 -> 5.459 ms at the benchmark's gates,
+# 11.364 -> 11.635 at g - 2 (every chunk walks); forward+backward with ``intra.FLOAT16_PRODUCTS``
+# 8x2K 8.135 -> 7.723, 4x4K 7.838 -> 7.448; its GPU tests passed at all three dtypes.
+PARALLEL_PRODUCTS = "f16x3"
 
 
 def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block=None, kept=None,
