@@ -97,9 +97,10 @@ def test_triton_packed(dtype, forms):
     check(x, forms, cu_seqlens=cu, use_qk_l2norm=True)
 
 
+@pytest.mark.parametrize("normalized", [False, True], ids=["raw", "l2norm"])  # l2norm: the float16 settings apply
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @FORMS
-def test_triton_extreme_gates(dtype, forms):
+def test_triton_extreme_gates(dtype, forms, normalized):
     x = random_inputs(B=1, T=300, H=4, K=128, V=128, dtype=dtype, device="cuda", b_max=2.0,
                       initial_state=True, seed=5)
     gen = torch.Generator(device="cuda").manual_seed(6)
@@ -107,7 +108,7 @@ def test_triton_extreme_gates(dtype, forms):
     x["g"] = torch.where(hard, torch.full_like(x["g"], -1e4), x["g"])
     x["b"] = torch.where(torch.rand(x["b"].shape, generator=gen, device="cuda") < 0.5, 2.0, x["b"].float()).to(dtype)
     x["w"] = torch.where(torch.rand(x["w"].shape, generator=gen, device="cuda") < 0.3, 0.0, x["w"].float()).to(dtype)
-    check(x, forms)
+    check(x, forms, use_qk_l2norm=normalized)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -91,13 +91,24 @@ def test_triton_packed_l2norm():
     check(x, cu_seqlens=cu, use_qk_l2norm=True)
 
 
-def test_triton_extreme_gates():
+@pytest.mark.parametrize("normalized", [False, True], ids=["raw", "l2norm"])
+def test_triton_extreme_gates(normalized):
+    # with L2-normalised q and k the float16 settings apply (the walks', the value and key kernels'
+    # hi/lo products, the intra kernel's): closed gates put decay factors of e^-1e4 beside them
     x = random_inputs(B=1, T=80, H=1, K=16, V=16, b_max=2.0, initial_state=True, seed=3, device=DEVICE)
     gen = torch.Generator().manual_seed(4)
     hard = torch.rand(x["g"].shape, generator=gen) < 0.3
     x["g"] = torch.where(hard.to(DEVICE), torch.full_like(x["g"], -1e4), x["g"])
     x["w"] = torch.where(torch.rand(x["w"].shape, generator=gen).to(DEVICE) < 0.3, 0.0, x["w"])
-    check(x)
+    check(x, use_qk_l2norm=normalized)
+
+
+def test_triton_moderate_gates_normalized():
+    """Sub-block decay spans ~20-45 with the float16 settings: chunks past the float16 forms'
+    bounds (``diag_span``) walk, the rest take the centred products."""
+    x = random_inputs(B=1, T=128, H=2, K=32, V=16, b_max=2.0, g_min=-6.0, initial_state=True, seed=9,
+                      device=DEVICE)
+    check(x, use_qk_l2norm=True)
 
 
 def test_triton_mixed_decay_spans():
