@@ -21,22 +21,21 @@ if __name__ == "__main__":
     p.add_argument("--whole-chunk", choices=sorted(WHOLE_FORMS), default=None,
                    help="the intra and key kernels' whole-chunk forms for this run (default: the library's)")
     # settings of the library a run may force (a setting before it is the default): flag, module,
-    # attribute, choices (None: a switch that sets True), what the results file calls it
+    # attribute, choices (None: "on" or "off" for a boolean), what the results file calls it
     settings = [("--pair-products", backward, "PAIR_PRODUCTS", ["tf32x3", "f16x3"], "Backward walks' products"),
                 ("--parallel-products", backward, "PARALLEL_PRODUCTS", ["tf32x3", "f16x3"],
                  "Value and key kernels' products"),
                 ("--intra-float16", intra, "FLOAT16_PRODUCTS", None, "Intra products on float16")]
+    switch = {"on": True, "off": False}
     for flag, module, attr, choices, _ in settings:
         where = f"{module.__name__.rsplit('.', 1)[-1]}.{attr}"
-        if choices is None:
-            p.add_argument(flag, dest=attr, action="store_const", const=True, help=f"{where} on for this run")
-        else:
-            p.add_argument(flag, dest=attr, choices=choices, help=f"{where} for this run (default: the library's)")
+        p.add_argument(flag, dest=attr, choices=choices or sorted(switch),
+                       help=f"{where} for this run (default: the library's)")
     args = p.parse_args()
     library = {attr: getattr(module, attr) for _, module, attr, _, _ in settings}
     for _, module, attr, _, _ in settings:
         if getattr(args, attr) is not None:
-            setattr(module, attr, getattr(args, attr))
+            setattr(module, attr, switch.get(getattr(args, attr), getattr(args, attr)))
     meta = versions()
     ceilings = machine_ceilings()
     default = intra.WHOLE_CHUNK, backward.KEY_WHOLE
