@@ -109,9 +109,12 @@ def main():
             print(f"| {name} | {bench(fn):.3f} |", flush=True)
         except Exception as exc:  # a tiling this Triton cannot build is a result too
             print(f"| {name} | failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]} |", flush=True)
+    guard_report(bwd, s, w)
     # the kernels by device time: ours, and FLA's where it is installed (where the two pipelines'
-    # stages differ in time, not only in total)
+    # stages differ in time, not only in total); at g - 2 the value and key kernels' float16 products
+    # cost time where at the benchmark's gates they save it (2026-12-07): which kernel, is here
     runs = [("gdn2: backward (intra recomputed)", bwd(s)),
+            ("gdn2: backward at g - 2 (every chunk walks)", bwd(w)),
             ("gdn2: inference forward (no_grad, bfloat16 output)", lambda: ours(x)),
             ("gdn2: training step (forward + backward, autograd)", train_step(ours, x))]
     if not a.no_fla and importlib.util.find_spec("fla") is not None:
@@ -133,6 +136,20 @@ def main():
             continue
         print(f"\n{what}:")
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14), flush=True)
+
+
+def guard_report(bwd, *inputs):
+    """How many chunks (times key heads) the value and key kernels' range guard flagged, per
+    launch, at the benchmark's gates and at g - 2: each flagged one is made again three-pass."""
+    from gdn2.testing import RecordedLaunches
+    for name, t in zip(("benchmark's gates", "g - 2"), inputs):
+        value = RecordedLaunches(backward.chunk_bwd_value_kernel)
+        key = RecordedLaunches(backward.chunk_bwd_key_kernel)
+        with mock.patch.object(backward, "chunk_bwd_value_kernel", value), \
+                mock.patch.object(backward, "chunk_bwd_key_kernel", key):
+            bwd(t)()
+        print(f"\nrange guard at the {name} (GUARD, chunks x key heads flagged) of "
+              f"{t.chunks.count * t.q.shape[1]}: value {value.seen}, key {key.seen}", flush=True)
 
 
 def train_step(fn, x):
