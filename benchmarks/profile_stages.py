@@ -95,9 +95,8 @@ def main():
     # benchmarks/walk_settings.py
     long = make_inputs(1, 16384)
     for name, xx in ((f"{a.B}x{a.T}", x), ("1x16384", long)):
+        # (FLOAT16_PRODUCTS leaves the one-pass intra stage alone since 2026-12-07: no row for it here)
         rows += [(f"{name}: inference forward as used", lambda xx=xx: ours(xx)),
-                 (f"{name}: inference forward, the intra products {other_intra} (FLOAT16_PRODUCTS)",
-                  intra_products(lambda xx=xx: ours(xx))),
                  (f"{name}: inference forward, the walk's products "
                   f"{'one-pass TF32' if state.F16_PRODUCTS else 'float16'} (attempt 33)",
                   products(lambda xx=xx: ours(xx)))]

@@ -245,7 +245,7 @@ def test_triton_float16_hilo(setting, dtype, case, monkeypatch, request):
     their range guard in ``backward.PAIR_PRODUCTS = "f16x3"`` (the backward's two walks; the
     library's since 2026-12-07) and ``backward.PARALLEL_PRODUCTS = "f16x3"`` (the value and key
     kernels); unscaled in ``intra.FLOAT16_PRODUCTS`` (the intra kernel's T and Aqk: hi/lo where
-    three-pass, one float16 pass in the inference forward). Every output and gradient within the
+    three-pass; the one-pass inference forward keeps TF32). Every output and gradient within the
     criterion. "loss at 1e-7": dO (and the final-state cotangent) far under float16's range,
     the TF32 products the baseline; "guard": sequence 0's scales forced past the range, so its
     programs are made again three-pass."""

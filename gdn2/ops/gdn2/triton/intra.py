@@ -283,16 +283,16 @@ def chunk_gated_kernel(
 # 2x8K, stage_variants (2026-12-06): one-pass, capped, float16 gated operands 0.958 ms split, the
 # walk 1.491 (capped, float32 gated operands, an earlier run); three-pass 1.454 against 2.215
 WHOLE_CHUNK = "split"
-# The products T and Aqk on float16 (``common.mma``): one pass where ``prec`` is one-pass TF32 (the
-# same 10 mantissa bits at twice the rate), two-term hi/lo where it is three-pass; the solve and
-# Y = A Ē keep ``prec``. Only for L2-normalised q and k: the operands are then q scale, k and b k
-# times decay factors of at most exp(diag_span / 2) (the whole-chunk and diagonal forms' centring:
-# e^8 hi/lo, e^4 one pass, whose bound ``diag_span`` keeps small operands out of float16's
-# subnormals), under 6000, so no guard is needed. Stage variants (H100, 2026-12-07 01:32, 2x8K,
-# the solve on float16 too, one pass at one-pass TF32's bound 80, where e^40 would overflow): the
-# whole form one-pass 0.566 -> 0.497 ms, three-pass 0.898 -> 0.660. The real form (H100, 2026-12-07
-# 04:45, 2x8K, stage profile): the training forward's intra stage 1.448 -> 1.301 ms, the inference
-# forward 1.603 -> 1.591; its GPU tests passed at all three dtypes.
+# The products T and Aqk on two-term float16 (hi/lo, ``common.mma``) where ``prec`` is three-pass
+# TF32 (the training forward, the backward's recompute); the solve and Y = A Ē keep ``prec``. Only
+# for L2-normalised q and k: the operands are then q scale, k and b k times decay factors of at most
+# e^8 (the centred forms' span bound 16, the same as three-pass TF32's, so no chunk changes form),
+# under 6000, and no guard is needed. H100, 2026-12-07 04:45, 2x8K, stage profile: the training
+# forward's intra stage 1.448 -> 1.301 ms; its GPU tests passed at all three dtypes. The one-pass
+# forward keeps one-pass TF32: one float16 pass gained only 1.603 -> 1.591 ms there (1x16K 1.858 ->
+# 1.844), because it needs the span bound 8 (``diag_span("f16")``, small operands out of
+# float16's subnormals) where one-pass TF32 takes 80, so chunks and sub-blocks of spans 8-80
+# (fast-forgetting channels) would leave the centred product for the walk and the pairwise tiles.
 FLOAT16_PRODUCTS = True
 
 
@@ -313,7 +313,7 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32
     # capped at 168, three programs fit a multiprocessor instead of two; 1.735 -> 1.491 ms at 2x8K
     # (H100, 2026-12-06, stage_variants). The three-pass form is not measured capped yet.
     cap = register_cap(k, 168) if prec == "tf32" and not fuse_gated else {}
-    products = {"tf32": "f16", "tf32x3": "f16x3"}.get(prec, prec) if FLOAT16_PRODUCTS and normalized else prec
+    products = "f16x3" if prec == "tf32x3" and FLOAT16_PRODUCTS and normalized else prec
     for form in WHOLE_FORMS[WHOLE_CHUNK] if g_mode == GATE_CHANNEL else (FORM_WALK,):
         chunk_intra_fwd_kernel[(chunks.count, H)](
             q, k, g if g is not None else k, b if isinstance(b, torch.Tensor) else k, A if erase else Aqk, Aqk,
