@@ -128,8 +128,9 @@ def test_parallel_kernels_keep_three_pass_without_normalised_keys(monkeypatch):
 
 
 def precisions(launches):
-    """The (products, solve) precisions of the intra kernel's launches ("" for the solve: as the products)."""
-    return {(o["PREC"], o.get("SOLVE_PREC", "")) for o in launches.options}
+    """The (products, solve) precisions of the intra kernel's launches (an empty or absent
+    ``SOLVE_PREC``: the solve as the products)."""
+    return {(o["PREC"], o.get("SOLVE_PREC") or o["PREC"]) for o in launches.options}
 
 
 def intra_outputs(x, monkeypatch, on, **kwargs):
@@ -153,9 +154,9 @@ def test_intra_on_float16_hilo_products(case, monkeypatch):
                       initial_state=True, seed=65, device=DEVICE, **gates)
     normalised = case != "not normalised"
     plain, seen = intra_outputs(x, monkeypatch, False, use_qk_l2norm=normalised)
-    assert seen == {("tf32x3", "")}, seen
+    assert seen == {("tf32x3", "tf32x3")}, seen
     hilo, seen = intra_outputs(x, monkeypatch, True, use_qk_l2norm=normalised)
-    assert seen == ({("f16x3", "tf32x3")} if normalised else {("tf32x3", "")}), seen
+    assert seen == ({("f16x3", "tf32x3")} if normalised else {("tf32x3", "tf32x3")}), seen
     for name, (fast, _, _) in hilo.items():
         err = error(fast, plain[name][0])
         assert err.rel_rms < 1e-5, (name, err)
@@ -176,5 +177,5 @@ def test_intra_one_pass_keeps_tf32(monkeypatch):
             m.setattr(intra, "chunk_intra_fwd_kernel", launches)
             m.setattr(intra, "FLOAT16_PRODUCTS", on)
             outs[on] = gated_delta_rule2(**x, backend="triton", use_qk_l2norm=True)[0]
-        assert precisions(launches) == {("tf32", "")}, precisions(launches)
+        assert precisions(launches) == {("tf32", "tf32")}, precisions(launches)
     assert torch.equal(outs[True], outs[False])

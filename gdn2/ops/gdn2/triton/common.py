@@ -163,12 +163,11 @@ def diag_span(prec: str) -> float:
     The centred exponents are differences of in-block sums, so their rounding grows with the span
     where the tile's interval sums do not: 16 keeps it at float32's own level (three-pass
     products); one-pass TF32 products carry 2^-11 errors anyway, and 80 keeps ``exp(span)`` of the
-    masked upper pairs finite. One float16 pass ("f16") takes 8: its operands, q scale or k times a
-    factor down to exp(-span / 2), must stay above float16's normal range (6e-5; a subnormal keeps
-    a fixed 6e-8, 2% of a K = 128 q scale at e^-8), where the hi/lo split ("f16x3") keeps 2^-35 of
-    it anyway. Wider spans (fast-forgetting channels) take the tile.
+    masked upper pairs finite; two-term float16 ("f16x3") takes 16 as three-pass does (its split
+    keeps 2^-35 of an operand down to float16's normal range, 6e-5, and e^-8 stays above it). Wider
+    spans (fast-forgetting channels) take the tile.
     """
-    return {"tf32": 80.0, "f16": 8.0}.get(prec, 16.0)
+    return 80.0 if prec == "tf32" else 16.0
 
 
 def cdiv(a: int, b: int) -> int:
@@ -283,9 +282,9 @@ class Chunks:
 
     start: torch.Tensor   # int32 [count]
     end: torch.Tensor     # int32 [count]
+    seq: torch.Tensor     # int32 [count]: the sequence of each chunk
     first: torch.Tensor   # int32 [N]: index of each sequence's first chunk
     count: int
-    seq: torch.Tensor = None   # int32 [count]: the sequence of each chunk
 
 
 def make_chunks(offsets: list, BT: int, device) -> Chunks:
@@ -307,4 +306,4 @@ def make_chunks(offsets: list, BT: int, device) -> Chunks:
     else:
         table = table.to(device)
     n = len(starts)
-    return Chunks(start=table[:n], end=table[n:2 * n], first=table[3 * n:], count=count, seq=table[2 * n:3 * n])
+    return Chunks(start=table[:n], end=table[n:2 * n], seq=table[2 * n:3 * n], first=table[3 * n:], count=count)

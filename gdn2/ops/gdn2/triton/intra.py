@@ -290,9 +290,10 @@ WHOLE_CHUNK = "split"
 # under 6000, and no guard is needed. H100, 2026-12-07 04:45, 2x8K, stage profile: the training
 # forward's intra stage 1.448 -> 1.301 ms; its GPU tests passed at all three dtypes. The one-pass
 # forward keeps one-pass TF32: one float16 pass gained only 1.603 -> 1.591 ms there (1x16K 1.858 ->
-# 1.844), because it needs the span bound 8 (``diag_span("f16")``, small operands out of
-# float16's subnormals) where one-pass TF32 takes 80, so chunks and sub-blocks of spans 8-80
-# (fast-forgetting channels) would leave the centred product for the walk and the pairwise tiles.
+# 1.844), because one float16 pass needs a span bound of 8 (operands down to e^-4 times q scale,
+# out of float16's subnormals, whose fixed 6e-8 would be 2% of it at e^-8) where one-pass TF32
+# takes 80, so chunks and sub-blocks of spans 8-80 (fast-forgetting channels) would leave the
+# centred product for the walk and the pairwise tiles.
 FLOAT16_PRODUCTS = True
 
 
@@ -320,7 +321,7 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32
             qg, kt, y if y is not None else qg, dec, chunks.start, chunks.end, scale,
             H=H, K=K, BT=BT, BK=MIN_TILE, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=products,
             DIAG_SPAN=diag_span(products), FUSE_GATED=fuse_gated, FORM=form,
-            SOLVE_PREC="" if products == prec else prec, num_warps=4, num_stages=1, **cap)
+            SOLVE_PREC=prec, num_warps=4, num_stages=1, **cap)
     if not fuse_gated:
         gated = chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=BT, prec=prec, dtype=gated_dtype)
     return A, Aqk, gated
