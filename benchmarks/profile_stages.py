@@ -53,6 +53,8 @@ def main():
     other_intra = "TF32" if intra.FLOAT16_PRODUCTS else "float16"
     other_parallel = "tf32x3" if backward.PARALLEL_PRODUCTS == "f16x3" else "f16x3"
     parallel_products = mock.patch.object(backward, "PARALLEL_PRODUCTS", other_parallel)
+    other_walk = "tf32x3" if backward.KEY_WALK_PRODUCTS == "f16x3" else "f16x3"
+    walk_products = mock.patch.object(backward, "KEY_WALK_PRODUCTS", other_walk)
 
     def forms(mode, fn):
         def run():
@@ -80,6 +82,9 @@ def main():
         ("g - 2 (every chunk walks): backward, all stages", bwd(w)),
         (f"g - 2: backward, the value and key kernels' products {other_parallel} (PARALLEL_PRODUCTS)",
          parallel_products(bwd(w))),
+        (f"backward from the forward's A, Aqk, the key kernel's walk launch {other_walk} (KEY_WALK_PRODUCTS)",
+         walk_products(bwd(s, kept=(A, Aqk)))),
+        (f"g - 2: backward, the key kernel's walk launch {other_walk} (KEY_WALK_PRODUCTS)", walk_products(bwd(w))),
         (f"backward from the forward's A, Aqk, the walks' products {other_pair} (PAIR_PRODUCTS)",
          pair_products(bwd(s, kept=(A, Aqk)))),
         (f"g - 2: backward, the walks' products {other_pair} (PAIR_PRODUCTS)", pair_products(bwd(w))),

@@ -139,6 +139,11 @@ def main(Ks=(128, 256)):
                                                        GUARD=guard, HV=16, GQP=1),
                             num_warps=KEY_WARPS, overrides=guarded,
                             note=f" ({FORMS[form]}, {BKk} columns, {prec}, guard {guard})")
+        # the split form's walk launch three-pass on the scaled scratch (backward.KEY_WALK_PRODUCTS)
+        ok &= check(chunk_bwd_key_kernel, dict(H=16, K=K, BT=64, BK=KEY_TILES["split"][-1], SUB=16, SCRATCH=1,
+                                               G_MODE=2, B_MODE=2, PREC=PREC, DIAG_SPAN=diag_span(PREC), FORM=3,
+                                               GUARD=3, HV=16, GQP=1),
+                    num_warps=KEY_WARPS, overrides=guarded, note=f" ({FORMS[3]}, {PREC}, guard 3)")
         ok &= check(chunk_bwd_dt_kernel, dict(H=16, K=K, BT=64, BK=32, SCRATCH=1, G_MODE=2, B_MODE=2, PREC=PREC))
         # at the tiles each setting launches, and the split walk on 64 columns (attempt 28)
         for form, name, BKk in ((0, "walk", KEY_TILES["off"][0]), (1, FORMS[1], KEY_TILES["inline"][0]),

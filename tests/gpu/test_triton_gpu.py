@@ -239,12 +239,13 @@ def test_triton_float16_products_shapes(case, monkeypatch):
 @pytest.mark.parametrize("case", ["uniform", "packed", "long", "K48V48", "no erase", "scalar", "loss at 1e-7",
                                   "guard"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("setting", ["pair", "parallel", "intra"])
+@pytest.mark.parametrize("setting", ["pair", "parallel", "intra", "key walk"])
 def test_triton_float16_hilo(setting, dtype, case, monkeypatch, request):
     """Float16 products, forced here: two-term (hi/lo) over per-sequence power-of-two scales with
     their range guard in ``backward.PAIR_PRODUCTS = "f16x3"`` (the backward's two walks; the
     library's since 2026-12-07) and ``backward.PARALLEL_PRODUCTS = "f16x3"`` (the value and key
-    kernels); unscaled in ``intra.FLOAT16_PRODUCTS`` (the intra kernel's T and Aqk: hi/lo where
+    kernels; ``KEY_WALK_PRODUCTS = "tf32x3"``: the key kernel's walk launch three-pass on their scaled
+    scratch); unscaled in ``intra.FLOAT16_PRODUCTS`` (the intra kernel's T and Aqk: hi/lo where
     three-pass; the one-pass inference forward keeps TF32). Every output and gradient within the
     criterion. "loss at 1e-7": dO (and the final-state cotangent) far under float16's range,
     the TF32 products the baseline; "guard": sequence 0's scales forced past the range, so its
@@ -253,6 +254,7 @@ def test_triton_float16_hilo(setting, dtype, case, monkeypatch, request):
     from gdn2.testing import backend_outputs
     module, attr, off, on = {"pair": (backward, "PAIR_PRODUCTS", "tf32x3", "f16x3"),
                              "parallel": (backward, "PARALLEL_PRODUCTS", "tf32x3", "f16x3"),
+                             "key walk": (backward, "KEY_WALK_PRODUCTS", "f16x3", "tf32x3"),
                              "intra": (intra, "FLOAT16_PRODUCTS", False, True)}[setting]
     if case == "guard":
         request.getfixturevalue("walk_scale_past_range")

@@ -19,10 +19,10 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 GRADIENTS = ("dq", "dk", "dv", "dg", "db", "dw", "dinitial_state")
 
 
-def gradients(x, monkeypatch, products, cu=None):
+def gradients(x, monkeypatch, products, cu=None, key_walk="f16x3"):
     """Every gradient of the Triton backend (normalised q and k) with the value and key kernels on
-    ``products`` (the walks three-pass, so that only these kernels differ), and both kernels'
-    launches."""
+    ``products`` (the walks three-pass, so that only these kernels differ; the key kernel's walk
+    launch on ``key_walk``), and both kernels' launches."""
     from gdn2.ops.gdn2.triton import backward
     value, key = RecordedLaunches(backward.chunk_bwd_value_kernel), RecordedLaunches(backward.chunk_bwd_key_kernel)
     with monkeypatch.context() as m:
@@ -30,6 +30,7 @@ def gradients(x, monkeypatch, products, cu=None):
         m.setattr(backward, "chunk_bwd_key_kernel", key)
         m.setattr(backward, "PAIR_PRODUCTS", "tf32x3")
         m.setattr(backward, "PARALLEL_PRODUCTS", products)
+        m.setattr(backward, "KEY_WALK_PRODUCTS", key_walk)
         out = backend_outputs(x, "triton", cu_seqlens=cu, use_qk_l2norm=True)
     return {name: out[name][0] for name in GRADIENTS if name in out}, value, key
 
@@ -78,6 +79,20 @@ def test_parallel_kernels_on_float16_hilo_products(case, monkeypatch, request):
     value, key = value.seen, key.seen
     launches = len(key) // 2   # one a whole-chunk form, both passes
     assert value == [(1, 0), (2, 0)] and key == [(1, 0)] * launches + [(2, 0)] * launches, (value, key)
+    assert_as_three_pass(hilo, plain)
+
+
+@pytest.mark.parametrize("shift", [0.0, 2.0], ids=["mixed forms", "every chunk walks"])
+def test_key_walk_launch_at_three_pass(shift, monkeypatch):
+    """``KEY_WALK_PRODUCTS = "tf32x3"``: the split form's walk launch once, three-pass on the scaled
+    scratch (GUARD 3, nothing flagged), after the whole form's two guarded launches; every gradient
+    as the three-pass kernels give it. Gates shifted by -2: every chunk walks."""
+    x = random_inputs(B=2, T=100, H=2, HV=4, K=32, V=32, b_max=2.0, initial_state=True, seed=65, device=DEVICE)
+    x["g"] = x["g"] - shift
+    plain, _, _ = gradients(x, monkeypatch, "tf32x3")
+    hilo, value, key = gradients(x, monkeypatch, "f16x3", key_walk="tf32x3")
+    assert value.seen == [(1, 0), (2, 0)] and key.seen == [(1, 0), (2, 0), (3, 0)], (value.seen, key.seen)
+    assert [o["PREC"] for o in key.options] == ["f16x3", "tf32x3", "tf32x3"], key.options
     assert_as_three_pass(hilo, plain)
 
 

@@ -261,6 +261,13 @@ KEY_WHOLE = "split"
 # 11.364 -> 11.635 at g - 2 (every chunk walks); forward+backward with ``intra.FLOAT16_PRODUCTS``
 # 8x2K 8.135 -> 7.723, 4x4K 7.838 -> 7.448; its GPU tests passed at all three dtypes.
 PARALLEL_PRODUCTS = "f16x3"
+# The key kernel's sub-block walk (its FORM_REST launch, the chunks whose decay span exceeds the
+# whole form's bound) at the backward's precision over the same scaled scratch (GUARD 3: scales,
+# no flags), while the whole form keeps float16 hi/lo products. The walk's products are 16-row
+# tiles, where splitting each operand into hi and lo parts may cost more than the products save:
+# at g - 2, where every chunk walks, PARALLEL_PRODUCTS cost 0.27 ms (H100, 2026-12-07 04:45).
+# Off ("f16x3": the walk as the whole form) until a card has timed it (profile_stages's rows).
+KEY_WALK_PRODUCTS = "f16x3"
 
 
 def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block=None, kept=None,
@@ -350,6 +357,10 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
         guard = dict(chunk_seq=chunks.seq, GQP=next_pow2(HV // H), **scales)
     else:
         flags, passes, guard = (None, None), [dict(PREC=prec)], {}
+    key_passes = [[(form, bk, kw) for form, bk in zip(forms, tiles)] for kw in passes]
+    if len(passes) == 2 and KEY_WALK_PRODUCTS != "f16x3" and KEY_WHOLE == "split":
+        # the split form's walk launch once, at ``prec`` on the scaled scratch (GUARD 3), last as before
+        key_passes = [p[:-1] for p in key_passes] + [[key_passes[0][-1][:2] + (dict(PREC=prec, GUARD=3),)]]
     for kw in passes:
         chunk_bwd_value_kernel[(chunks.count, H, cdiv(K, BKc) + 1)](
             v, wt, At, h, dh, r, dr, do, dv, dw if dw is not None else dummy, scratch, chunks.start, chunks.end,
@@ -358,8 +369,8 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     chunk_bwd_dt_kernel[(chunks.count, H)](
         k, gt, bt, At, scratch, chunks.start, chunks.end, H=H, K=K, BT=BT, BK=MIN_TILE, SCRATCH=stride,
         G_MODE=modes[0], B_MODE=modes[1], PREC=prec, num_warps=4, num_stages=1)
-    for kw in passes:
-        for form, bk in zip(forms, tiles):
+    for launches in key_passes:
+        for form, bk, kw in launches:
             chunk_bwd_key_kernel[(chunks.count, H, cdiv(K, bk))](
                 q, k, gt, bt, At, scratch, dq, dk, dg if dg is not None else dummy,
                 db if db is not None else dummy, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=bk, SUB=16,

@@ -302,7 +302,8 @@ def chunk_bwd_key_kernel(
     where the tile's decay span over the chunk allows (``diag_span``; FORM, see common). Per-head
     gates write one partial sum per column block ([T, H, NK]; the launcher adds them). ``GUARD``
     as in ``chunk_bwd_value_kernel``: the scratch holds its values times the sequence's sd * sz,
-    unscaled as they are stored; flags in ``flag`` per chunk and key head."""
+    unscaled as they are stored; flags in ``flag`` per chunk and key head. GUARD 3: the scaled
+    scratch at ``PREC`` for every chunk, nothing flagged (``backward.KEY_WALK_PRODUCTS``)."""
     i_c, i_h, i_k = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     flag = flag + i_c * H + i_h if GUARD != 0 else flag
     if GUARD == 2:
