@@ -293,6 +293,7 @@ def pipelines(s, forms=None):
     whole = (forms or intra.WHOLE_CHUNK) != "off"
     walk_prec = "f16" if state.F16_PRODUCTS else "tf32"   # the one-pass walk's products (attempt 33)
     key_whole = (forms or backward.KEY_WHOLE) != "off"
+    parallel = backward.PARALLEL_PRODUCTS   # the value and key kernels' products (normalised q, k)
     l2f, l2b = l2norm_rows(s)
     intra3 = (intra_whole_row(s, "tf32x3", "fwd: intra (A, Aqk kept; whole form)", "intra x3 whole") if whole
               else intra_row(s, "tf32x3", "fwd: intra (A, Aqk kept)", "intra x3"))
@@ -303,8 +304,8 @@ def pipelines(s, forms=None):
              gated_row(s, "tf32x3", F16, "fwd: gated operands (f16)", "gated x3 f16"),
              state_row(s, walk_prec, F16, "fwd: state + o (f16 operands)", "state o x1 f16"),
              gated_row(s, "tf32x3", F32, "bwd: gated operands (f32)", "gated x3 f32"),
-             pair_row(s, backward.PAIR_PRODUCTS), value_row(s, "tf32x3"), dt_row(s, "tf32x3"),
-             key_whole_row(s, "tf32x3") if key_whole else key_row(s, "tf32x3"), l2b]
+             pair_row(s, backward.PAIR_PRODUCTS), value_row(s, parallel), dt_row(s, "tf32x3"),
+             key_whole_row(s, parallel) if key_whole else key_row(s, parallel), l2b]
     infer = [l2f,
              intra1,
              gated_row(s, "tf32", F16, "fwd: gated operands (f16)", "gated x1 f16"),
