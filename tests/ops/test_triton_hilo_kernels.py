@@ -82,13 +82,16 @@ def test_parallel_kernels_on_float16_hilo_products(case, monkeypatch, request):
     assert_as_three_pass(hilo, plain)
 
 
-@pytest.mark.parametrize("shift", [0.0, 2.0], ids=["mixed forms", "every chunk walks"])
-def test_key_walk_launch_at_three_pass(shift, monkeypatch):
+@pytest.mark.parametrize("case", ["mixed forms", "every chunk walks"])
+def test_key_walk_launch_at_three_pass(case, monkeypatch):
     """``KEY_WALK_PRODUCTS = "tf32x3"``: the split form's walk launch once, three-pass on the scaled
     scratch (GUARD 3, nothing flagged), after the whole form's two guarded launches; every gradient
-    as the three-pass kernels give it. Gates shifted by -2: every chunk walks."""
+    as the three-pass kernels give it. Gates in [-1, 0] span ~30 over a chunk, past the whole form's
+    bound 16, so every chunk walks; "mixed forms": sequence 0's gates scaled to 1/20 (span ~1.5),
+    so its chunks take the whole form and sequence 1's walk."""
     x = random_inputs(B=2, T=100, H=2, HV=4, K=32, V=32, b_max=2.0, initial_state=True, seed=65, device=DEVICE)
-    x["g"] = x["g"] - shift
+    if case == "mixed forms":
+        x["g"][0] *= 0.05
     plain, _, _ = gradients(x, monkeypatch, "tf32x3")
     hilo, value, key = gradients(x, monkeypatch, "f16x3", key_walk="tf32x3")
     assert value.seen == [(1, 0), (2, 0)] and key.seen == [(1, 0), (2, 0), (3, 0)], (value.seen, key.seen)
