@@ -266,7 +266,9 @@ PARALLEL_PRODUCTS = "f16x3"
 # no flags), while the whole form keeps float16 hi/lo products. The walk's products are 16-row
 # tiles, where splitting each operand into hi and lo parts may cost more than the products save:
 # at g - 2, where every chunk walks, PARALLEL_PRODUCTS cost 0.27 ms (H100, 2026-12-07 04:45).
-# Off ("f16x3": the walk as the whole form) until a card has timed it (profile_stages's rows).
+# Its GPU tests passed (H100, 2026-12-07 07:33, 24 cases at three dtypes: results
+# 2026-12-07-0733-...-tests.log); off ("f16x3": the walk as the whole form) until a card has timed
+# it (profile_stages's rows).
 KEY_WALK_PRODUCTS = "f16x3"
 
 
