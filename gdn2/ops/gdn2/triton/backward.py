@@ -359,10 +359,11 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
         guard = dict(chunk_seq=chunks.seq, GQP=next_pow2(HV // H), **scales)
     else:
         flags, passes, guard = (None, None), [dict(PREC=prec)], {}
-    key_passes = [[(form, bk, kw) for form, bk in zip(forms, tiles)] for kw in passes]
-    if len(passes) == 2 and KEY_WALK_PRODUCTS != "f16x3" and KEY_WHOLE == "split":
+    key_launches = [(form, bk, kw) for kw in passes for form, bk in zip(forms, tiles)]
+    if guard and KEY_WALK_PRODUCTS != "f16x3" and KEY_WHOLE == "split":
         # the split form's walk launch once, at ``prec`` on the scaled scratch (GUARD 3), last as before
-        key_passes = [p[:-1] for p in key_passes] + [[key_passes[0][-1][:2] + (dict(PREC=prec, GUARD=3),)]]
+        key_launches = [launch for launch in key_launches if launch[0] == forms[0]] \
+            + [(forms[1], tiles[1], dict(PREC=prec, GUARD=3))]
     for kw in passes:
         chunk_bwd_value_kernel[(chunks.count, H, cdiv(K, BKc) + 1)](
             v, wt, At, h, dh, r, dr, do, dv, dw if dw is not None else dummy, scratch, chunks.start, chunks.end,
@@ -371,12 +372,11 @@ def chunk_bwd(q, k, v, g, b, w, h0, scale, cu, chunks, do, dht, BT=64, key_block
     chunk_bwd_dt_kernel[(chunks.count, H)](
         k, gt, bt, At, scratch, chunks.start, chunks.end, H=H, K=K, BT=BT, BK=MIN_TILE, SCRATCH=stride,
         G_MODE=modes[0], B_MODE=modes[1], PREC=prec, num_warps=4, num_stages=1)
-    for launches in key_passes:
-        for form, bk, kw in launches:
-            chunk_bwd_key_kernel[(chunks.count, H, cdiv(K, bk))](
-                q, k, gt, bt, At, scratch, dq, dk, dg if dg is not None else dummy,
-                db if db is not None else dummy, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=bk, SUB=16,
-                SCRATCH=stride, G_MODE=modes[0], B_MODE=modes[1], DIAG_SPAN=diag_span(prec), FORM=form,
-                HV=HV, num_warps=KEY_WARPS, num_stages=1, flag=flags[1], **guard, **kw)
+    for form, bk, kw in key_launches:
+        chunk_bwd_key_kernel[(chunks.count, H, cdiv(K, bk))](
+            q, k, gt, bt, At, scratch, dq, dk, dg if dg is not None else dummy,
+            db if db is not None else dummy, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=bk, SUB=16,
+            SCRATCH=stride, G_MODE=modes[0], B_MODE=modes[1], DIAG_SPAN=diag_span(prec), FORM=form,
+            HV=HV, num_warps=KEY_WARPS, num_stages=1, flag=flags[1], **guard, **kw)
     dg, db, dw = (d.sum(-1) if d is not None and x.ndim == 2 else d for d, x in ((dg, g), (db, b), (dw, w)))
     return dq, dk, dv, dg, db, dw, dh0
