@@ -12,6 +12,7 @@ from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
 from gdn2.testing import assert_no_worse, check_backend, random_inputs
 
 pytestmark = pytest.mark.gpu
+LONG = pytest.param("long", marks=pytest.mark.large_memory)   # 4100 tokens (tests/conftest.py)
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
@@ -60,6 +61,7 @@ def test_triton_matches_reference(shape, dtype, forms):
     check(x, forms, use_qk_l2norm=True)
 
 
+@pytest.mark.large_memory
 @pytest.mark.parametrize("dtype", [torch.bfloat16], ids=str)
 def test_triton_long(dtype):
     x = random_inputs(B=1, T=4100, H=4, K=128, V=128, dtype=dtype, device="cuda", initial_state=True, seed=2)
@@ -214,7 +216,7 @@ def test_triton_walk_range_guard(erase, walk_scale_past_range):
         check_training_forward(x, use_qk_l2norm=True)
 
 
-@pytest.mark.parametrize("case", ["packed", "long", "K48V48", "scalar", "32 columns"])
+@pytest.mark.parametrize("case", ["packed", LONG, "K48V48", "scalar", "32 columns"])
 def test_triton_float16_products_shapes(case, monkeypatch):
     """The one-pass walk's float16 products (``state.F16_PRODUCTS``, attempt 33, with its range
     guard) where the tiles and the walk differ: packed sequences, 4100 tokens, partly masked
@@ -236,7 +238,7 @@ def test_triton_float16_products_shapes(case, monkeypatch):
         check_training_forward(x, cu_seqlens=cu, use_qk_l2norm=True)
 
 
-@pytest.mark.parametrize("case", ["uniform", "packed", "long", "K48V48", "no erase", "scalar", "loss at 1e-7",
+@pytest.mark.parametrize("case", ["uniform", "packed", LONG, "K48V48", "no erase", "scalar", "loss at 1e-7",
                                   "guard"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("setting", ["pair", "parallel", "intra", "key walk"])
