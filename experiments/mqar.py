@@ -3,7 +3,17 @@
     python experiments/mqar.py --help
     python experiments/mqar.py --budget-seconds 540                     # one 10-minute GPU call
     python experiments/mqar.py --d-models 64 --settings 64:8 --steps 20 --device cpu   # smoke test
+    python experiments/mqar.py --train zoology --steps 8000 --batch-size 256   # Zoology's data
     python experiments/report.py                                        # summary table and plot
+
+``--train single`` (the default) trains each cell at its own (seq_len, pairs). ``--train zoology``
+trains one model per (mixer, d_model, lr, seed) on Zoology's mixture (``ZOOLOGY_TRAIN_MIXTURE``:
+mostly T = 64 with 4 pairs, up to T = 256 with 64, padded to 256) and tests it at every
+``--settings`` (default: Zoology's test settings, T = 64 to 1024, those under the vocabulary),
+writing one record per tested setting. Single settings of 64 pairs left every mixer, attention
+included, at chance after 4000 steps (H100, 2026-12-07); the mixture's easy sequences are how
+Zoology's two-layer models leave that plateau. Its learning rate is chosen, and its other seeds
+run, by the mean accuracy over the tested settings (``selection_accuracy``).
 
 Every cell is ``gdn2.eval.mqar_train.train_mqar`` (2-layer model, fresh batches at every step, AdamW,
 warm-up + cosine, held-out accuracy). All recurrent mixers at one d_model share ``--num-heads``
@@ -53,10 +63,13 @@ import torch  # noqa: E402
 from experiments.common import environment, first_step_below, loss_curve, parse_list, split_mixer  # noqa: E402
 from experiments.report import PROTOCOL, protocol_of  # noqa: E402
 from gdn2.eval.likelihood import progress_bar  # noqa: E402
+from gdn2.eval.mqar import ZOOLOGY_TEST_SETTINGS, ZOOLOGY_TRAIN_MIXTURE  # noqa: E402
 from gdn2.eval.mqar_train import SCHEDULES, mqar_config, train_mqar  # noqa: E402
 from gdn2.train.metrics import read_log  # noqa: E402
 
 DEFAULT_MIXERS = "gdn2,kda,gdn,deltanet,gla,attention,gdn2_b_only,gdn2_w_only,gdn2+neg"
+TRAININGS = ("single", "zoology")
+DEFAULT_SETTINGS = "256:64,512:128"
 
 
 @dataclass(frozen=True)
@@ -115,19 +128,25 @@ def state_size(config, seq_len: int) -> Tuple[int, str]:
 
 
 class Estimator:
-    """Seconds a cell will take, from finished cells (per step and token; scaled to the cell)."""
+    """Seconds a cell will take, from finished cells (per step and token; scaled to the cell).
+    ``length``: the trained length of a cell without its own (the mixture's cells)."""
 
-    def __init__(self):
+    def __init__(self, length: int = 0):
         self.last: Dict[Tuple[str, int], float] = {}
         self.slowest = 0.0
+        self.length = length
 
     def add(self, cell: Cell, steps: int, seconds: float) -> None:
-        rate = seconds / (steps * cell.seq_len)
+        rate = seconds / (steps * (cell.seq_len or self.length))
         self.last[(cell.mixer, cell.d_model)] = rate
         self.slowest = max(self.slowest, rate)
 
     def __call__(self, cell: Cell, steps: int) -> float:
-        return self.last.get((cell.mixer, cell.d_model), self.slowest) * steps * cell.seq_len
+        return self.last.get((cell.mixer, cell.d_model), self.slowest) * steps * (cell.seq_len or self.length)
+
+
+def where(cell: Cell) -> str:
+    return "mixture" if not cell.seq_len else f"T={cell.seq_len:<4} P={cell.num_kv_pairs:<4}"
 
 
 def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) -> int:
@@ -137,8 +156,11 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     p.add_argument("--mixers", type=parse_list(str), default=DEFAULT_MIXERS,
                    help="presets, attention, or PRESET+neg (default %(default)s)")
     p.add_argument("--d-models", type=parse_list(int), default="64,128,256", help="(default %(default)s)")
-    p.add_argument("--settings", type=parse_settings, default="256:64,512:128",
-                   help="SEQ_LEN:PAIRS,... (default %(default)s)")
+    p.add_argument("--settings", type=parse_settings, default=None,
+                   help=f"SEQ_LEN:PAIRS,... (default {DEFAULT_SETTINGS}; with --train zoology, what is tested, "
+                        "default Zoology's test settings)")
+    p.add_argument("--train", choices=TRAININGS, default="single",
+                   help="each setting on its own, or Zoology's mixture (default %(default)s)")
     p.add_argument("--lrs", type=parse_list(float), default="1e-3,3e-3,1e-2,3e-2", help="(default %(default)s)")
     p.add_argument("--lr-first", type=float, default=None, help="LR run first (default: the middle of --lrs)")
     p.add_argument("--seeds", type=parse_list(int), default="0,1,2", help="(default %(default)s)")
@@ -162,6 +184,16 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     args = p.parse_args(argv)
 
     start = time.perf_counter() if start is None else start
+    zoology = args.train == "zoology"
+    if args.settings is None:
+        args.settings = ([s for s in ZOOLOGY_TEST_SETTINGS if s[0] < args.vocab_size] if zoology
+                         else parse_settings(DEFAULT_SETTINGS))
+    for t, _, _ in ZOOLOGY_TRAIN_MIXTURE if zoology else ():
+        if t >= args.vocab_size:
+            p.error(f"--train zoology trains at T up to {t}: --vocab-size must exceed it, got {args.vocab_size}")
+    mixture = ZOOLOGY_TRAIN_MIXTURE if zoology else None
+    # a mixture cell is one model tested at every setting: its cells carry no setting of their own
+    cell_settings = [(0, 0)] if zoology else args.settings
     for m in args.mixers:
         split_mixer(m, allow_attention=True)
     lr_first = args.lr_first if args.lr_first is not None else args.lrs[(len(args.lrs) - 1) // 2]
@@ -184,15 +216,16 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     if args.resume:
         for r in read_log(path):
             if r.get("task") == "mqar" and protocol_of(r) == tuple(protocol.values()):
-                accuracies[Cell(r["mixer"], r["d_model"], r["seq_len"], r["num_kv_pairs"], r["lr"],
-                                r["seed"]).key()] = r["accuracy"]
+                t, pairs = (0, 0) if zoology else (r["seq_len"], r["num_kv_pairs"])
+                accuracies[Cell(r["mixer"], r["d_model"], t, pairs, r["lr"], r["seed"]).key()] = \
+                    r.get("selection_accuracy", r["accuracy"])
         print(f"resume: {len(accuracies)} cell(s) of this protocol already in {path}", flush=True)
 
-    cells = cell_order(args.mixers, args.d_models, args.settings, args.lrs, args.seeds, lr_first,
+    cells = cell_order(args.mixers, args.d_models, cell_settings, args.lrs, args.seeds, lr_first,
                        lambda c: accuracies.get(c.key()))
-    total = len(args.settings) * len(args.d_models) * len(args.mixers) * (len(args.lrs) + len(args.seeds) - 1)
+    total = len(cell_settings) * len(args.d_models) * len(args.mixers) * (len(args.lrs) + len(args.seeds) - 1)
     bar = progress_bar(None, total=total, unit="cell", enabled=not args.no_progress)
-    estimate, run, skipped = Estimator(), 0, 0
+    estimate, run, skipped = Estimator(max((t for t, _, _ in mixture or ()), default=0)), 0, 0
     for cell in cells:
         if bar is not None:
             bar.update(1)
@@ -201,7 +234,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         elapsed, guess = time.perf_counter() - start, estimate(cell, args.steps)
         if elapsed + guess >= args.budget_seconds:
             skipped += 1
-            print(f"skip {cell.mixer} d={cell.d_model} T={cell.seq_len} P={cell.num_kv_pairs} lr={cell.lr:g} "
+            print(f"skip {cell.mixer} d={cell.d_model} {where(cell)} lr={cell.lr:g} "
                   f"seed={cell.seed}: elapsed {elapsed:.0f}s + estimate {guess:.0f}s would exceed the budget of "
                   f"{args.budget_seconds:g}s", flush=True)
             continue
@@ -209,29 +242,36 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         config = mqar_config(preset, vocab_size=args.vocab_size, hidden_size=cell.d_model,
                              num_layers=args.num_layers, num_heads=args.num_heads,
                              **({"negative_eigen": True} if neg else {}))
-        result = train_mqar(config, cell.seq_len, cell.num_kv_pairs, args.steps, cell.lr, cell.seed,
+        tests = args.settings if zoology else [(cell.seq_len, cell.num_kv_pairs)]
+        result = train_mqar(config, *tests[0], args.steps, cell.lr, cell.seed,
                             batch_size=args.batch_size, num_test=args.num_test, device=device, amp=amp,
-                            prefetch=workers, schedule=args.lr_schedule, compile=args.compile)
+                            prefetch=workers, schedule=args.lr_schedule, compile=args.compile, mixture=mixture,
+                            test_settings=tests[1:])
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        size, kind = state_size(config, cell.seq_len)
         losses = result.losses
         first50 = [v for v in losses[:50] if not math.isnan(v)]
-        record = dict(task="mqar", **asdict(cell), **protocol, head_dim=cell.d_model // args.num_heads,
-                      accuracy=result.accuracy, final_loss=result.final_loss, loss_curve=loss_curve(losses),
-                      # when the run left MQAR's plateau: its 50-step mean loss under half the first 50 steps'
-                      steps_to_half_loss=first_step_below(losses, 0.5 * statistics.fmean(first50)) if first50 else None,
-                      seconds=result.seconds, state_size=size, state_kind=kind,
-                      num_parameters=result.num_parameters, amp=amp, compile=args.compile, num_test=args.num_test, **env,
-                      date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        selection = statistics.fmean(result.accuracies.values())
+        date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         with path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        accuracies[cell.key()] = result.accuracy
+            for (t, pairs), accuracy in result.accuracies.items():   # one record per tested setting
+                size, kind = state_size(config, t)
+                record = dict(task="mqar", **{**asdict(cell), "seq_len": t, "num_kv_pairs": pairs}, **protocol,
+                              head_dim=cell.d_model // args.num_heads, accuracy=accuracy,
+                              selection_accuracy=selection, final_loss=result.final_loss, loss_curve=loss_curve(losses),
+                              # when the run left MQAR's plateau: its 50-step mean loss under half the first 50 steps'
+                              steps_to_half_loss=first_step_below(losses, 0.5 * statistics.fmean(first50)) if first50 else None,
+                              seconds=result.seconds, state_size=size, state_kind=kind,
+                              num_parameters=result.num_parameters, amp=amp, compile=args.compile,
+                              num_test=args.num_test, **env, date=date)
+                f.write(json.dumps(record) + "\n")
+        accuracies[cell.key()] = selection
         estimate.add(cell, args.steps, result.seconds)
         run += 1
-        message = (f"{cell.mixer:>12} d={cell.d_model:<4} T={cell.seq_len:<4} P={cell.num_kv_pairs:<4} "
-                   f"lr={cell.lr:<7g} seed={cell.seed} acc={result.accuracy:.3f} loss={result.final_loss:.3f} "
-                   f"state={size} {result.seconds:.1f}s")
+        shown = " ".join(f"{t}:{pairs}={a:.3f}" for (t, pairs), a in result.accuracies.items())
+        message = (f"{cell.mixer:>12} d={cell.d_model:<4} {where(cell)} "
+                   f"lr={cell.lr:<7g} seed={cell.seed} acc {shown} loss={result.final_loss:.3f} "
+                   f"state={state_size(config, tests[0][0])[0]} {result.seconds:.1f}s")
         (bar.write(message) if bar is not None else print(message, flush=True))
     if bar is not None:
         bar.close()

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The fields of an MQAR record that define its training protocol, each with the value that
 # records written before the field existed were trained with.
 PROTOCOL = {"steps": None, "batch_size": None, "vocab_size": None, "num_layers": None, "num_heads": None,
-            "lr_schedule": "cosine"}
+            "lr_schedule": "cosine", "train": "single"}
 
 
 def protocol_of(record: dict) -> tuple:
@@ -39,10 +39,11 @@ def load(results: Path) -> List[dict]:
 
 
 def chosen_lr(by_lr: Dict[float, List[dict]]) -> float:
-    """The sweep's learning rate: the best accuracy at the first seed; ties to more seeds, then the
-    smaller rate."""
+    """The sweep's learning rate: the best accuracy at the first seed (a mixture-trained model's mean
+    over its tested settings, ``selection_accuracy``, as the sweep chose); ties to more seeds, then
+    the smaller rate."""
     first = min(r["seed"] for rs in by_lr.values() for r in rs)
-    at_first = {lr: next(r["accuracy"] for r in rs if r["seed"] == first)
+    at_first = {lr: next(r.get("selection_accuracy", r["accuracy"]) for r in rs if r["seed"] == first)
                 for lr, rs in by_lr.items() if any(r["seed"] == first for r in rs)}
     return max(sorted(at_first), key=lambda x: (at_first[x], len(by_lr[x]), -x))
 

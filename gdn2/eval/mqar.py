@@ -23,7 +23,7 @@ samples match Zoology's distribution, not its numpy streams.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence, Tuple
 
 import torch
 
@@ -90,6 +90,59 @@ def mqar_batch(num_examples: int, seq_len: int, num_kv_pairs: int, vocab_size: i
     if random_non_queries:
         noise = torch.randint(vocab_size, (num_examples, seq_len), generator=generator)
         inputs = torch.where(inputs == 0, noise, inputs)
+    return MQARData(inputs, labels)
+
+
+# Zoology's MQAR training mixture (their figure 2 and the Based paper's): (seq_len, pairs, examples),
+# short easy sequences dominating, which is what lets two-layer models leave the loss plateau that
+# a single hard setting holds them on. Their test settings reach past the training lengths.
+ZOOLOGY_TRAIN_MIXTURE: Tuple[Tuple[int, int, int], ...] = (
+    (64, 4, 100_000), (128, 8, 20_000), (256, 16, 20_000), (256, 32, 20_000), (256, 64, 20_000))
+ZOOLOGY_TEST_SETTINGS: Tuple[Tuple[int, int], ...] = (
+    (64, 4), (64, 8), (64, 16), (128, 32), (256, 64), (512, 128), (1024, 256))
+
+
+def mixture_counts(num_examples: int, weights: Sequence[float]) -> list:
+    """``num_examples`` split in proportion to ``weights`` (largest remainders get the rest)."""
+    total = float(sum(weights))
+    if num_examples < 0 or not weights or total <= 0 or min(weights) < 0:
+        raise ValueError(f"need num_examples >= 0 and non-negative weights with a positive sum; got "
+                         f"{num_examples}, {list(weights)}")
+    exact = [num_examples * w / total for w in weights]
+    counts = [int(x) for x in exact]
+    for i in sorted(range(len(exact)), key=lambda i: counts[i] - exact[i])[:num_examples - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def mqar_mixture_batch(num_examples: int, mixture: Sequence[Tuple[int, int, float]], vocab_size: int,
+                       power_a: float = 0.01, seed: int = 0, seq_len: int = 0) -> MQARData:
+    """``num_examples`` sequences from several MQAR settings, in proportion to their weights, each
+    part a ``mqar_batch`` and right-padded to one length (Zoology's training data, one batch of it).
+
+    Args:
+        mixture: ``(seq_len, num_kv_pairs, weight)`` per setting, e.g. ``ZOOLOGY_TRAIN_MIXTURE``.
+        seq_len: the padded length; default (0) the longest setting's.
+        vocab_size, power_a, seed: as in ``mqar_batch`` (setting ``i`` gets its own stream).
+
+    Returns:
+        ``MQARData`` ``[num_examples, seq_len]``; padding is token 0 with ``IGNORE_INDEX`` labels, after
+        each sequence, so a causal model reads every sequence exactly as it would unpadded.
+
+    >>> mqar_mixture_batch(10, [(8, 2, 3), (16, 4, 1)], vocab_size=32).inputs.shape
+    torch.Size([10, 16])
+    """
+    longest = max((t for t, _, _ in mixture), default=0)
+    seq_len = seq_len or longest
+    if seq_len < longest:
+        raise ValueError(f"seq_len {seq_len} is shorter than the mixture's longest setting {longest}")
+    inputs = torch.zeros(num_examples, seq_len, dtype=torch.long)
+    labels = torch.full((num_examples, seq_len), IGNORE_INDEX, dtype=torch.long)
+    row = 0
+    for i, ((t, pairs, _), n) in enumerate(zip(mixture, mixture_counts(num_examples, [w for *_, w in mixture]))):
+        part = mqar_batch(n, t, pairs, vocab_size, power_a, seed=(seed * 1_000_003 + i) % (1 << 63))
+        inputs[row:row + n, :t], labels[row:row + n, :t] = part.inputs, part.labels
+        row += n
     return MQARData(inputs, labels)
 
 

@@ -28,13 +28,13 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
 from .likelihood import progress_bar
-from .mqar import IGNORE_INDEX, MQARData, mqar_batch
+from .mqar import IGNORE_INDEX, MQARData, mqar_batch, mqar_mixture_batch
 
 ATTENTION = "attention"
 ZOOLOGY_VOCAB = 8192
@@ -95,10 +95,12 @@ class MQARResult:
     num_parameters: int
     seconds: float
     losses: List[float] = field(default_factory=list, repr=False)
+    # every tested (seq_len, num_kv_pairs), the headline one included
+    accuracies: Dict[Tuple[int, int], float] = field(default_factory=dict, repr=False)
 
     def row(self) -> dict:
-        """Everything but the loss curve."""
-        return {k: v for k, v in asdict(self).items() if k != "losses"}
+        """Everything but the loss curve and the other tested settings."""
+        return {k: v for k, v in asdict(self).items() if k not in ("losses", "accuracies")}
 
 
 def derive_seed(*parts) -> int:
@@ -200,12 +202,14 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
                *, batch_size: int = 32, num_test: int = 256, warmup_steps: Optional[int] = None,
                weight_decay: float = 0.1, power_a: float = 0.01, device: Union[str, torch.device] = "cpu",
                amp: bool = False, prefetch: int = 0, progress: bool = False, schedule: str = "cosine",
-               compile: bool = False) -> MQARResult:
+               compile: bool = False, mixture: Optional[Sequence[Tuple[int, int, float]]] = None,
+               test_settings: Sequence[Tuple[int, int]] = ()) -> MQARResult:
     """Train a fresh model of ``config`` on MQAR at (``seq_len``, ``num_kv_pairs``) and test it.
 
     Args:
         config: a ``GDN2Config`` (see ``mqar_config``); its ``vocab_size`` is the MQAR vocabulary.
-        seq_len, num_kv_pairs: the setting, for training and test (``mqar_batch``'s rules).
+        seq_len, num_kv_pairs: the setting, for training and test (``mqar_batch``'s rules); with
+            ``mixture``, for the test only.
         steps: optimizer steps, each on a new batch of ``batch_size`` sequences.
         lr: AdamW's peak learning rate (Zoology sweeps 1e-4 .. 1e-2).
         seed: the initial weights, the training batches and the test set.
@@ -220,18 +224,30 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
         schedule: the learning rate after the warm-up: ``"cosine"`` to 0 at ``steps`` (Zoology's)
             or ``"constant"`` (so a mixer that leaves MQAR's plateau late still trains at the peak).
         compile: ``torch.compile`` the forward and its backward (see ``mqar_step``).
+        mixture: train on Zoology's kind of data instead: every batch drawn from these
+            ``(seq_len, num_kv_pairs, weight)`` settings (``mqar_mixture_batch``, e.g.
+            ``ZOOLOGY_TRAIN_MIXTURE``), padded to the longest.
+        test_settings: more ``(seq_len, num_kv_pairs)`` to test at, in ``accuracies``.
 
     Returns:
-        An ``MQARResult`` with the test ``accuracy`` and every step's training ``losses``.
+        An ``MQARResult`` with the test ``accuracy``, ``accuracies`` at every tested setting and every
+        step's training ``losses``.
     """
     from ..models import GDN2ForCausalLM
     from ..train.optim import build_scheduler
 
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if config.vocab_size <= seq_len:
-        raise ValueError(f"vocab_size {config.vocab_size} must exceed seq_len {seq_len} (Zoology's rule)")
-    mqar_batch(1, seq_len, num_kv_pairs, config.vocab_size, power_a)  # validates the setting before training
+    tests = list(dict.fromkeys([(seq_len, num_kv_pairs), *map(tuple, test_settings)]))
+    for t, pairs in tests + [(t, pairs) for t, pairs, _ in mixture or ()]:
+        if config.vocab_size <= t:
+            raise ValueError(f"vocab_size {config.vocab_size} must exceed seq_len {t} (Zoology's rule)")
+        mqar_batch(1, t, pairs, config.vocab_size, power_a)  # validates every setting before training
+
+    def make(count: int, seed: int) -> MQARData:
+        if mixture:
+            return mqar_mixture_batch(count, mixture, config.vocab_size, power_a, seed=seed)
+        return mqar_batch(count, seq_len, num_kv_pairs, config.vocab_size, power_a, seed=seed)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init"))
@@ -249,11 +265,10 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
     bar = progress_bar(range(steps), desc=f"MQAR {describe(config)} T={seq_len} P={num_kv_pairs}",
                        enabled=progress, unit="step")
     pin = torch.device(device).type == "cuda"
-    batches = _training_batches(steps, prefetch, lambda step: _answer_batch(mqar_batch(
-        batch_size, seq_len, num_kv_pairs, config.vocab_size, power_a, seed=derive_seed(seed, "train", step)), pin))
+    batches = _training_batches(steps, prefetch, lambda step: _answer_batch(
+        make(batch_size, derive_seed(seed, "train", step)), pin))
     shown = hasattr(bar, "set_postfix")
-    warm = _answer_batch(mqar_batch(batch_size, seq_len, num_kv_pairs, config.vocab_size, power_a,
-                                    seed=derive_seed(seed, "warm"))) if compile else None
+    warm = _answer_batch(make(batch_size, derive_seed(seed, "warm"))) if compile else None
     train_step = mqar_step(model, optimizer, device, amp=amp, compile=compile, warm_batch=warm)
     for step, batch in zip(bar, batches):
         loss = train_step(*(x.to(device, non_blocking=True) for x in batch))
@@ -262,11 +277,12 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
         if shown and step % 50 == 0:       # the bar's loss is the one host wait, every 50 steps
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     losses = torch.stack(step_losses).tolist() if step_losses else []
-    accuracy = evaluate_mqar(model, seq_len, num_kv_pairs, num_test, seed, power_a=power_a)
+    accuracies = {(t, pairs): evaluate_mqar(model, t, pairs, num_test, seed, power_a=power_a) for t, pairs in tests}
+    accuracy = accuracies[(seq_len, num_kv_pairs)]
     return MQARResult(model=describe(config), seq_len=seq_len, num_kv_pairs=num_kv_pairs, accuracy=accuracy,
                       steps=steps, lr=lr, final_loss=losses[-1] if losses else float("nan"),
                       num_parameters=sum(p.numel() for p in model.parameters()),
-                      seconds=round(time.perf_counter() - start, 3), losses=losses)
+                      seconds=round(time.perf_counter() - start, 3), losses=losses, accuracies=accuracies)
 
 
 def mqar_table(results: Sequence[MQARResult], digits: int = 1) -> str:

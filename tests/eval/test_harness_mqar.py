@@ -131,3 +131,16 @@ def test_compiled_steps_give_the_eager_losses():
     eager, compiled = run(False), run(True)
     assert compiled.losses == pytest.approx(eager.losses, rel=1e-4, abs=1e-5)
     assert compiled.accuracy == pytest.approx(eager.accuracy, abs=1 / 16)
+
+
+def test_mixture_training_tests_every_setting():
+    mixture = [(16, 2, 3.0), (32, 4, 1.0)]
+    result = train_mqar(mqar_config("gdn2", **TINY), 16, 2, steps=3, batch_size=8, num_test=8, mixture=mixture,
+                        test_settings=[(32, 4), (16, 2), (48, 8)])
+    assert list(result.accuracies) == [(16, 2), (32, 4), (48, 8)]
+    assert result.accuracy == result.accuracies[(16, 2)] and "accuracies" not in result.row()
+    # not the single setting's batches: the mixture's longest sequences change the first loss
+    single = train_mqar(mqar_config("gdn2", **TINY), 16, 2, steps=3, batch_size=8, num_test=8)
+    assert single.losses[0] != result.losses[0] and list(single.accuracies) == [(16, 2)]
+    with pytest.raises(ValueError, match="must exceed seq_len 64"):
+        train_mqar(mqar_config("gdn2", **TINY), 16, 2, steps=1, mixture=[(64, 4, 1.0)])

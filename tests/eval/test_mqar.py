@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from gdn2.eval.mqar import IGNORE_INDEX, mqar_accuracy, mqar_batch
+from gdn2.eval.mqar import (IGNORE_INDEX, ZOOLOGY_TRAIN_MIXTURE, mixture_counts, mqar_accuracy, mqar_batch,
+                             mqar_mixture_batch)
 
 N, T, P, V = 64, 128, 8, 256
 
@@ -86,3 +87,27 @@ def test_accuracy_at_answer_positions_only():
     assert mqar_accuracy(wrong.clamp(min=0), labels) == 0.5
     with pytest.raises(ValueError):
         mqar_accuracy(torch.zeros(4, 63, dtype=torch.long), labels)
+
+
+def test_mixture_counts_follow_the_weights():
+    assert mixture_counts(256, [w for *_, w in ZOOLOGY_TRAIN_MIXTURE]) == [142, 29, 29, 28, 28]
+    assert mixture_counts(7, [1, 1, 1]) == [3, 2, 2] and mixture_counts(0, [2, 1]) == [0, 0]
+    with pytest.raises(ValueError, match="weights"):
+        mixture_counts(4, [0, 0])
+
+
+def test_mixture_batch_is_each_setting_right_padded():
+    mixture = [(16, 2, 3), (32, 8, 1)]
+    data = mqar_mixture_batch(8, mixture, V, seed=5, seq_len=40)
+    assert data.inputs.shape == data.labels.shape == (8, 40)
+    answers = (data.labels != IGNORE_INDEX).sum(1).tolist()
+    assert answers == [2] * 6 + [8] * 2
+    # each part is exactly its own setting's batch, then token 0 with nothing to predict
+    short = mqar_batch(6, 16, 2, V, seed=5 * 1_000_003)
+    assert torch.equal(data.inputs[:6, :16], short.inputs) and torch.equal(data.labels[:6, :16], short.labels)
+    assert not bool(data.inputs[:6, 16:].any()) and bool((data.labels[:6, 16:] == IGNORE_INDEX).all())
+    assert bool((data.labels[6:, 32:] == IGNORE_INDEX).all())
+    again = mqar_mixture_batch(8, mixture, V, seed=5, seq_len=40)
+    assert torch.equal(again.inputs, data.inputs)
+    with pytest.raises(ValueError, match="shorter than the mixture"):
+        mqar_mixture_batch(8, mixture, V, seq_len=20)

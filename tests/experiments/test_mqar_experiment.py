@@ -117,3 +117,27 @@ def test_report_writes_nothing_without_mqar_records(tmp_path):
     (tmp_path / "needle.jsonl").write_text(json.dumps({"task": "needle"}) + "\n")
     assert report.main(["--results", str(tmp_path)]) == 0
     assert not (tmp_path / "mqar_summary.md").exists()
+
+
+def test_zoology_training_writes_a_record_per_tested_setting(tmp_path, capsys):
+    args = TINY + ["--mixers", "gdn2", "--train", "zoology", "--vocab-size", "300", "--settings", "32:4,64:8",
+                   "--lrs", "1e-3,3e-3", "--seeds", "0,1", "--out", str(tmp_path)]
+    assert mqar.main(args) == 0
+    records = _lines(tmp_path / "mqar.jsonl")
+    # two rates at seed 0, then seed 1 at the better one: three models, two tested settings each
+    assert [(r["lr"], r["seed"], r["seq_len"], r["num_kv_pairs"]) for r in records][:4] == \
+        [(1e-3, 0, 32, 4), (1e-3, 0, 64, 8), (3e-3, 0, 32, 4), (3e-3, 0, 64, 8)]
+    assert len(records) == 6 and {r["train"] for r in records} == {"zoology"}
+    for a, b in zip(records[::2], records[1::2]):
+        assert a["selection_accuracy"] == b["selection_accuracy"] == pytest.approx((a["accuracy"] + b["accuracy"]) / 2)
+    chosen = max(records[:4], key=lambda r: (r["selection_accuracy"], -r["lr"]))["lr"]
+    assert records[4]["lr"] == records[5]["lr"] == chosen and records[4]["seed"] == 1
+    assert mqar.main(args + ["--resume"]) == 0
+    assert "0 cell(s) run" in capsys.readouterr().out and len(_lines(tmp_path / "mqar.jsonl")) == 6
+    assert report.main(["--results", str(tmp_path)]) == 0
+    assert "train=zoology" in (tmp_path / "mqar_summary.md").read_text()
+
+
+def test_zoology_training_needs_a_vocabulary_past_its_lengths():
+    with pytest.raises(SystemExit):
+        mqar.main(TINY + ["--train", "zoology"])
