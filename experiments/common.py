@@ -37,12 +37,13 @@ def environment(device: torch.device) -> dict:
 
 def split_mixer(name: str, allow_attention: bool = False) -> Tuple[str, bool]:
     """``"gdn2+neg"`` -> ``("gdn2", True)`` (the erase gate in [0, 2]); validates the name: a
-    linear mixer preset, or ``attention`` where the experiment allows it (never with ``+neg``)."""
-    from gdn2.eval.mqar_train import ATTENTION, mqar_mixers
+    linear mixer preset, or ``attention`` / ``attention_conv`` where the experiment allows it (never
+    with ``+neg``)."""
+    from gdn2.eval.mqar_train import ATTENTIONS, mqar_mixers
 
-    names = [m for m in mqar_mixers() if allow_attention or m != ATTENTION]
+    names = [m for m in mqar_mixers() if allow_attention or m not in ATTENTIONS]
     preset, neg = (name[:-4], True) if name.endswith("+neg") else (name, False)
-    if preset not in names or (neg and preset == ATTENTION):
+    if preset not in names or (neg and preset in ATTENTIONS):
         raise ValueError(f"unknown mixer {name!r}; choose from {', '.join(names)} (presets also as NAME+neg)")
     return preset, neg
 

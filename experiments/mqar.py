@@ -67,7 +67,7 @@ from gdn2.eval.mqar import ZOOLOGY_TEST_SETTINGS, ZOOLOGY_TRAIN_MIXTURE  # noqa:
 from gdn2.eval.mqar_train import SCHEDULES, mqar_config, train_mqar  # noqa: E402
 from gdn2.train.metrics import read_log  # noqa: E402
 
-DEFAULT_MIXERS = "gdn2,kda,gdn,deltanet,gla,attention,gdn2_b_only,gdn2_w_only,gdn2+neg"
+DEFAULT_MIXERS = "gdn2,kda,gdn,deltanet,gla,attention,attention_conv,gdn2_b_only,gdn2_w_only,gdn2+neg"
 TRAININGS = ("single", "zoology")
 DEFAULT_SETTINGS = "256:64,512:128"
 

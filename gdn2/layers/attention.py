@@ -3,6 +3,10 @@
 The attention itself is PyTorch's ``scaled_dot_product_attention`` (flash / memory-efficient kernels
 where the device has them). Query at position p sees keys at positions ``(p - W, p]`` with a window,
 ``[0, p]`` without. An optional sigmoid output gate (as in Qwen3-Next) multiplies each head's output.
+An optional short causal convolution on q, k and v after their projections (``conv_size``, no
+activation) gives attention the token shift the linear mixers' convolutions give them, as Zoology's
+attention baseline has (its BaseConv before attention); MQAR's two-layer models need it to
+learn recall quickly.
 
 Caches: full attention keeps every key and value (``KVCache``, grows with the tokens); a sliding
 window keeps at most W tokens (``SlidingKVCache``, a ring buffer: the token at position p lives in
@@ -19,14 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.gdn2.checks import check_cu_seqlens
-from .conv import document_ids, positions_in_documents
+from .conv import ShortConvolution, document_ids, positions_in_documents
 from .norm import compute_dtype
 
 
 @dataclass(frozen=True)
 class AttentionConfig:
     """``num_kv_heads`` defaults to ``num_heads`` (no grouping), ``head_dim`` to ``hidden_size //
-    num_heads``; ``window`` None is full causal attention."""
+    num_heads``; ``window`` None is full causal attention; ``conv_size`` 0 is no short convolution."""
 
     hidden_size: int = 256
     num_heads: int = 4
@@ -35,6 +39,7 @@ class AttentionConfig:
     window: Optional[int] = None
     rope_theta: float = 10000.0
     output_gate: bool = False
+    conv_size: int = 0
 
     def __post_init__(self):
         if self.num_heads < 1:
@@ -54,6 +59,8 @@ class AttentionConfig:
             raise ValueError(f"window must be a positive number of tokens or None, got {self.window}")
         if self.rope_theta <= 0:
             raise ValueError(f"rope_theta must be > 0, got {self.rope_theta}")
+        if isinstance(self.conv_size, bool) or not isinstance(self.conv_size, int) or self.conv_size < 0:
+            raise ValueError(f"conv_size must be a non-negative integer (0: none), got {self.conv_size!r}")
 
 
 def apply_rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
@@ -76,15 +83,18 @@ def held_bytes(tensors: List[torch.Tensor]) -> int:
 
 
 class KVCache:
-    """Every key and value a full-attention layer has seen: ``[B, HKV, n, D]``, grows by concatenation."""
+    """Every key and value a full-attention layer has seen: ``[B, HKV, n, D]``, grows by concatenation.
+    ``conv``: with a short convolution, the last ``conv_size - 1`` projected q, k, v inputs
+    ``[B, conv_size - 1, C]`` each."""
 
     def __init__(self):
         self.k: Optional[torch.Tensor] = None
         self.v: Optional[torch.Tensor] = None
+        self.conv: Optional[Tuple[torch.Tensor, ...]] = None
         self.seen = 0
 
     def tensors(self) -> List[torch.Tensor]:
-        return [t for t in (self.k, self.v) if t is not None]
+        return [t for t in (self.k, self.v, *(self.conv or ())) if t is not None]
 
     def nbytes(self) -> int:
         return held_bytes(self.tensors())
@@ -92,6 +102,8 @@ class KVCache:
     def select(self, index: torch.Tensor) -> None:
         if self.k is not None:
             self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+        if self.conv is not None:
+            self.conv = tuple(t.index_select(0, index) for t in self.conv)
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """Append T new tokens ``[B, HKV, T, D]``; return the keys and values to attend to and their
@@ -113,6 +125,7 @@ class SlidingKVCache:
         self.window = window
         self.k: Optional[torch.Tensor] = None
         self.v: Optional[torch.Tensor] = None
+        self.conv: Optional[Tuple[torch.Tensor, ...]] = None
         self.seen = 0
 
     tensors, nbytes, select = KVCache.tensors, KVCache.nbytes, KVCache.select
@@ -180,6 +193,8 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(c.hidden_size, HKV * D, bias=False)
         self.gate_proj = nn.Linear(c.hidden_size, H * D, bias=False) if c.output_gate else None
         self.o_proj = nn.Linear(H * D, c.hidden_size, bias=False)
+        self.convs = nn.ModuleList(ShortConvolution(n, c.conv_size, activation=None)
+                                   for n in (H * D, HKV * D, HKV * D)) if c.conv_size else None
 
     def init_cache(self, batch_size: int, dtype: torch.dtype, device):
         """An empty cache (allocated on first use: it grows with the tokens, up to W with a window)."""
@@ -190,13 +205,21 @@ class Attention(nn.Module):
         ``cu_seqlens`` (B = 1, no cache) each packed document attends only to itself, from position 0."""
         c = self.config
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, c.num_heads, c.head_dim)
-        k = self.k_proj(x).view(B, T, c.num_kv_heads, c.head_dim)
-        v = self.v_proj(x).view(B, T, c.num_kv_heads, c.head_dim)
         if cu_seqlens is not None:
             if cache is not None:
                 raise ValueError("cu_seqlens (packed documents) cannot be combined with a KV cache")
             check_cu_seqlens(cu_seqlens, B, T)   # the operator's check (read on the host once a step)
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.convs is not None:
+            keep = cache is not None
+            previous = (cache.conv if keep else None) or (None,) * 3
+            (q, k, v), kept = zip(*(conv(t, prev, keep, cu_seqlens) for conv, t, prev in zip(self.convs, (q, k, v), previous)))
+            if keep:
+                cache.conv = kept
+        q = q.view(B, T, c.num_heads, c.head_dim)
+        k = k.view(B, T, c.num_kv_heads, c.head_dim)
+        v = v.view(B, T, c.num_kv_heads, c.head_dim)
+        if cu_seqlens is not None:
             documents = document_ids(cu_seqlens, T)
             positions = positions_in_documents(cu_seqlens, documents)
         else:
@@ -244,7 +267,7 @@ class Attention(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return (f"heads={c.num_heads}, kv_heads={c.num_kv_heads}, head_dim={c.head_dim}, window={c.window}, "
-                f"output_gate={c.output_gate}")
+                f"output_gate={c.output_gate}" + (f", conv_size={c.conv_size}" if c.conv_size else ""))
 
 
 def _sliding_window_blocks(q, k, v, W: int, documents: Optional[torch.Tensor] = None) -> torch.Tensor:

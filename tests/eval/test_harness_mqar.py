@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("transformers")
 
 from gdn2.eval import MQARResult, mqar_config, mqar_table, train_mqar, write_mqar  # noqa: E402
-from gdn2.eval.mqar_train import SCHEDULE_FLOOR, mqar_mixers  # noqa: E402
+from gdn2.eval.mqar_train import SCHEDULE_FLOOR, describe, mqar_mixers  # noqa: E402
 from gdn2.train.optim import lr_factor  # noqa: E402
 
 TINY = dict(vocab_size=64, hidden_size=32)
@@ -17,7 +17,7 @@ def mean(xs):
     return sum(xs) / len(xs)
 
 
-@pytest.mark.parametrize("mixer", ["gdn2", "attention"])
+@pytest.mark.parametrize("mixer", ["gdn2", "attention", "attention_conv"])
 def test_loss_decreases(mixer):
     result = train_mqar(mqar_config(mixer, **TINY), seq_len=16, num_kv_pairs=2, steps=40, lr=1e-2, batch_size=32,
                         num_test=32)
@@ -35,7 +35,10 @@ def test_reproducible_for_a_seed():
 def test_config_choices():
     assert mqar_config("attention").layer_kinds == ["A", "A"]
     assert mqar_config("kda", pattern="LA").layer_kinds == ["L", "A"] and mqar_config("kda").mixer == "kda"
-    assert {"gdn2", "kda", "gdn", "deltanet", "gla", "attention"} <= set(mqar_mixers())
+    assert {"gdn2", "kda", "gdn", "deltanet", "gla", "attention", "attention_conv"} <= set(mqar_mixers())
+    conv = mqar_config("attention_conv")
+    assert conv.layer_kinds == ["A", "A"] and conv.attn_conv_size == 4 and mqar_config("attention").attn_conv_size == 0
+    assert describe(conv) == "attention_conv" and describe(mqar_config("attention")) == "attention"
     with pytest.raises(ValueError, match="unknown MQAR mixer"):
         mqar_config("mamba")
 

@@ -56,6 +56,10 @@ def test_unknown_mixer_is_rejected():
         mqar.split_mixer("mamba")
     assert mqar.split_mixer("gdn2+neg") == ("gdn2", True)
     assert mqar.split_mixer("gdn2_b_only") == ("gdn2_b_only", False)
+    assert mqar.split_mixer("attention_conv", allow_attention=True) == ("attention_conv", False)
+    for name in ("attention_conv", "attention_conv+neg"):
+        with pytest.raises(ValueError, match="unknown mixer"):
+            mqar.split_mixer(name, allow_attention=name == "attention_conv+neg")
 
 
 def test_cell_order():

@@ -10,19 +10,29 @@ F64 = torch.float64
 D = 32
 
 
-def make(window=None, kv_heads=2, gate=False) -> Attention:
+def make(window=None, kv_heads=2, gate=False, conv=0) -> Attention:
     return Attention(AttentionConfig(hidden_size=D, num_heads=4, num_kv_heads=kv_heads, head_dim=8,
-                                     window=window, output_gate=gate)).double()
+                                     window=window, output_gate=gate, conv_size=conv)).double()
+
+
+def shifted_sum(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``y_t = sum_j w[:, j] x_{t - W + 1 + j}`` over ``[B, T, C]``, zeros before the start."""
+    W = weight.shape[1]
+    return sum(weight[:, j] * torch.nn.functional.pad(x, (0, 0, W - 1 - j, 0))[:, :x.shape[1]] for j in range(W))
 
 
 def reference(layer: Attention, x: torch.Tensor) -> torch.Tensor:
-    """Softmax attention written out: RoPE at positions 0..T-1, causal (and window) mask, KV heads repeated."""
+    """Softmax attention written out: the short convolutions' shifted sums, RoPE at positions
+    0..T-1, causal (and window) mask, KV heads repeated."""
     c = layer.config
     B, T, _ = x.shape
     pos = torch.arange(T)
-    q = apply_rope(layer.q_proj(x).view(B, T, c.num_heads, c.head_dim), pos, c.rope_theta)
-    k = apply_rope(layer.k_proj(x).view(B, T, c.num_kv_heads, c.head_dim), pos, c.rope_theta)
-    v = layer.v_proj(x).view(B, T, c.num_kv_heads, c.head_dim)
+    q, k, v = layer.q_proj(x), layer.k_proj(x), layer.v_proj(x)
+    if layer.convs is not None:
+        q, k, v = (shifted_sum(t, conv.weight) for t, conv in zip((q, k, v), layer.convs))
+    q = apply_rope(q.view(B, T, c.num_heads, c.head_dim), pos, c.rope_theta)
+    k = apply_rope(k.view(B, T, c.num_kv_heads, c.head_dim), pos, c.rope_theta)
+    v = v.view(B, T, c.num_kv_heads, c.head_dim)
     rep = c.num_heads // c.num_kv_heads
     k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
     scores = torch.einsum("bthd,bshd->bhts", q, k) / c.head_dim ** 0.5
@@ -36,9 +46,10 @@ def reference(layer: Attention, x: torch.Tensor) -> torch.Tensor:
     return layer.o_proj(o)
 
 
-@pytest.mark.parametrize("window, kv_heads, gate", [(None, 4, False), (None, 2, True), (5, 2, False), (1, 1, True)])
-def test_matches_softmax_reference(window, kv_heads, gate):
-    layer, x = make(window, kv_heads, gate), torch.randn(2, 17, D, dtype=F64)
+@pytest.mark.parametrize("window, kv_heads, gate, conv", [(None, 4, False, 0), (None, 2, True, 0), (5, 2, False, 0),
+                                                         (1, 1, True, 0), (None, 2, False, 4), (5, 1, True, 3)])
+def test_matches_softmax_reference(window, kv_heads, gate, conv):
+    layer, x = make(window, kv_heads, gate, conv), torch.randn(2, 17, D, dtype=F64)
     assert_close("attention", layer(x), reference(layer, x), rtol=1e-12)
 
 
@@ -49,9 +60,10 @@ def test_rope_depends_only_on_relative_position():
     assert_close("norm", apply_rope(q, torch.tensor([12345]), 1e4).norm(), q.norm(), rtol=1e-14)
 
 
+@pytest.mark.parametrize("conv", [0, 4], ids=["no conv", "conv 4"])
 @pytest.mark.parametrize("window", [None, 6])
-def test_prefill_then_decode_equals_full(window):
-    layer, x = make(window), torch.randn(2, 30, D, dtype=F64)
+def test_prefill_then_decode_equals_full(window, conv):
+    layer, x = make(window, conv=conv), torch.randn(2, 30, D, dtype=F64)
     full = layer(x)
     cache = layer.init_cache(2, F64, "cpu")
     assert isinstance(cache, KVCache if window is None else SlidingKVCache)
@@ -62,6 +74,12 @@ def test_prefill_then_decode_equals_full(window):
         assert held == (t + 1 if window is None else window)
     pieces.append(layer(x[:, 30:], cache))                              # an empty call changes nothing
     assert_close("prefill + decode", torch.cat(pieces, 1), full, rtol=1e-12)
+    assert (cache.conv is None) == (conv == 0)
+    if conv:   # a beam's reorder moves the convolutions' inputs with the keys and values
+        assert [t.shape for t in cache.conv] == [(2, 3, 32), (2, 3, 16), (2, 3, 16)]
+        cache.select(torch.tensor([1, 1]))
+        assert all(torch.equal(t[0], t[1]) for t in cache.conv)
+        assert cache.nbytes() == sum(t.numel() * 8 for t in (cache.k, cache.v, *cache.conv))
 
 
 def test_ring_buffer_holds_the_newest_token_of_each_slot():
@@ -73,12 +91,14 @@ def test_ring_buffer_holds_the_newest_token_of_each_slot():
     assert cache.slot_positions("cpu").tolist() == [8, 9, 10, 7]
 
 
-@pytest.mark.parametrize("window,lengths", [(None, [6, 1, 9]), (3, [6, 1, 9]), (4, [6, 1, 9, 2, 13, 5]),
-                                            (16, [6, 1, 9]), (5, [11])], ids=str)
-def test_packed_documents_equal_separate_runs(window, lengths):
+@pytest.mark.parametrize("window,lengths,conv", [(None, [6, 1, 9], 0), (3, [6, 1, 9], 0), (4, [6, 1, 9, 2, 13, 5], 0),
+                                                 (16, [6, 1, 9], 0), (5, [11], 0), (None, [6, 1, 9], 4),
+                                                 (4, [6, 1, 9, 2, 13, 5], 4)], ids=str)
+def test_packed_documents_equal_separate_runs(window, lengths, conv):
     """Packed documents (windowed: the block path, documents across block boundaries, shorter and
-    longer than the window, one alone) against each document run by itself, gradients too."""
-    layer = make(window)
+    longer than the window, one alone; with short convolutions, which must not cross documents)
+    against each document run by itself, gradients too."""
+    layer = make(window, conv=conv)
     docs = [torch.randn(1, n, D, dtype=F64, requires_grad=True) for n in lengths]
     cu = torch.tensor([0, *lengths]).cumsum(0)
     packed = layer(torch.cat(docs, 1), cu_seqlens=cu)
@@ -103,6 +123,8 @@ def test_packed_documents_equal_separate_runs(window, lengths):
     (dict(window=0), "window"),
     (dict(head_dim=7), "head_dim"),
     (dict(hidden_size=30), "head_dim"),
+    (dict(conv_size=-1), "conv_size"),
+    (dict(conv_size=True), "conv_size"),
 ])
 def test_bad_config_names_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):

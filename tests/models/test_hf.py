@@ -14,13 +14,15 @@ def test_import_gdn2_registers_the_auto_classes():
     assert isinstance(AutoConfig.for_model("gdn2"), GDN2Config)
 
 
-@pytest.mark.parametrize("pattern, tied", [("LS", True), ("LLLA", False)])
-def test_save_and_load_round_trip(small_config, tmp_path, pattern, tied):
-    model = GDN2ForCausalLM(small_config(pattern=pattern, tie_word_embeddings=tied, mixer="gdn2_b_only")).eval()
+@pytest.mark.parametrize("pattern, tied, attn_conv", [("LS", True, 0), ("LLLA", False, 0), ("LA", True, 4)])
+def test_save_and_load_round_trip(small_config, tmp_path, pattern, tied, attn_conv):
+    model = GDN2ForCausalLM(small_config(pattern=pattern, tie_word_embeddings=tied, mixer="gdn2_b_only",
+                                         attn_conv_size=attn_conv)).eval()
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
     config = AutoConfig.from_pretrained(tmp_path)
     assert isinstance(config, GDN2Config) and config.pattern == pattern and config.mixer == "gdn2_b_only"
+    assert config.attn_conv_size == attn_conv
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert isinstance(loaded, GDN2ForCausalLM)
     assert (loaded.lm_head.weight is loaded.model.embed_tokens.weight) == tied
