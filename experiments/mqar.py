@@ -13,7 +13,9 @@ mostly T = 64 with 4 pairs, up to T = 256 with 64, padded to 256) and tests it a
 writing one record per tested setting. Single settings of 64 pairs left every mixer, attention
 included, at chance after 4000 steps (H100, 2026-12-07); the mixture's easy sequences are how
 Zoology's two-layer models leave that plateau. Its learning rate is chosen, and its other seeds
-run, by the mean accuracy over the tested settings (``selection_accuracy``).
+run, by the mean accuracy over the tested settings (``selection_accuracy``). ``--mixture
+T:P:WEIGHT,...`` trains on a mixture of your own instead (a smaller one for a CPU, say); the
+records' ``train`` field names it, so its cells never mix with Zoology's.
 
 Every cell is ``gdn2.eval.mqar_train.train_mqar`` (2-layer model, fresh batches at every step, AdamW,
 warm-up + cosine, held-out accuracy). All recurrent mixers at one d_model share ``--num-heads``
@@ -83,6 +85,21 @@ class Cell:
 
     def key(self) -> Tuple:
         return (self.mixer, self.d_model, self.seq_len, self.num_kv_pairs, float(self.lr), self.seed)
+
+
+def parse_mixture(text: str) -> List[Tuple[int, int, float]]:
+    """``"32:2:5,64:8:1"`` -> ``[(32, 2, 5.0), (64, 8, 1.0)]``."""
+    out = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        parts = item.split(":")
+        if len(parts) != 3:
+            raise argparse.ArgumentTypeError(f"mixture entry {item!r} is not SEQ_LEN:PAIRS:WEIGHT")
+        out.append((int(parts[0]), int(parts[1]), float(parts[2])))
+    return out
+
+
+def mixture_name(mixture: Sequence[Tuple[int, int, float]]) -> str:
+    return "mixture " + ",".join(f"{t}:{pairs}:{w:g}" for t, pairs, w in mixture)
 
 
 def parse_settings(text: str) -> List[Tuple[int, int]]:
@@ -161,6 +178,8 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
                         "default Zoology's test settings)")
     p.add_argument("--train", choices=TRAININGS, default="single",
                    help="each setting on its own, or Zoology's mixture (default %(default)s)")
+    p.add_argument("--mixture", type=parse_mixture, default=None,
+                   help="SEQ_LEN:PAIRS:WEIGHT,...: train on this mixture instead of Zoology's (implies it)")
     p.add_argument("--lrs", type=parse_list(float), default="1e-3,3e-3,1e-2,3e-2", help="(default %(default)s)")
     p.add_argument("--lr-first", type=float, default=None, help="LR run first (default: the middle of --lrs)")
     p.add_argument("--seeds", type=parse_list(int), default="0,1,2", help="(default %(default)s)")
@@ -184,14 +203,18 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     args = p.parse_args(argv)
 
     start = time.perf_counter() if start is None else start
-    zoology = args.train == "zoology"
+    if args.mixture is not None:
+        if not args.mixture:
+            p.error("--mixture names no setting")
+        args.train = mixture_name(args.mixture)   # the protocol's record of it
+    zoology = args.train != "single"   # any mixture
     if args.settings is None:
         args.settings = ([s for s in ZOOLOGY_TEST_SETTINGS if s[0] < args.vocab_size] if zoology
                          else parse_settings(DEFAULT_SETTINGS))
-    for t, _, _ in ZOOLOGY_TRAIN_MIXTURE if zoology else ():
+    mixture = (args.mixture or ZOOLOGY_TRAIN_MIXTURE) if zoology else None
+    for t, _, _ in mixture or ():
         if t >= args.vocab_size:
-            p.error(f"--train zoology trains at T up to {t}: --vocab-size must exceed it, got {args.vocab_size}")
-    mixture = ZOOLOGY_TRAIN_MIXTURE if zoology else None
+            p.error(f"the training mixture reaches T = {t}: --vocab-size must exceed it, got {args.vocab_size}")
     # a mixture cell is one model tested at every setting: its cells carry no setting of their own
     cell_settings = [(0, 0)] if zoology else args.settings
     for m in args.mixers:

@@ -145,3 +145,17 @@ def test_zoology_training_writes_a_record_per_tested_setting(tmp_path, capsys):
 def test_zoology_training_needs_a_vocabulary_past_its_lengths():
     with pytest.raises(SystemExit):
         mqar.main(TINY + ["--train", "zoology"])
+
+
+def test_a_mixture_of_ones_own_is_its_own_protocol(tmp_path, capsys):
+    base = TINY + ["--mixers", "attention", "--settings", "32:4", "--out", str(tmp_path)]
+    assert mqar.main(base + ["--mixture", "16:2:3,32:4:1"]) == 0
+    assert mqar.main(base + ["--mixture", "16:2:3,32:4:1", "--resume"]) == 0
+    assert "0 cell(s) run" in capsys.readouterr().out
+    assert mqar.main(base + ["--mixture", "32:4:1", "--resume"]) == 0       # another mixture: run again
+    records = _lines(tmp_path / "mqar.jsonl")
+    assert [r["train"] for r in records] == ["mixture 16:2:3,32:4:1", "mixture 32:4:1"]
+    with pytest.raises(SystemExit):
+        mqar.main(base + ["--mixture", "16:2"])
+    with pytest.raises(SystemExit):
+        mqar.main(base + ["--mixture", "128:4:1"])      # past the vocabulary of 64
