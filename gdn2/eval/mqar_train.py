@@ -37,9 +37,10 @@ from .likelihood import progress_bar
 from .mqar import IGNORE_INDEX, MQARData, mqar_batch, mqar_mixture_batch
 
 ATTENTION = "attention"
-# attention with a short convolution (kernel 4, as the linear mixers') on q, k and v: Zoology's
-# attention baseline has one before its attention, which plain attention here lacked when it learned
-# MQAR only at some rates and seeds (T = 128 with 32 pairs, H100, 2026-12-06)
+# Zoology's attention baseline: a short convolution (kernel 4, as the linear mixers') on q, k and v
+# and no rotary embedding (its BaseConv before attention, no positions), which plain attention here
+# lacked when it learned MQAR only at some rates and seeds (T = 128 with 32 pairs, H100, 2026-12-06);
+# without positions, testing past the trained lengths rotates nothing it has not seen
 ATTENTION_CONV = "attention_conv"
 ATTENTIONS = (ATTENTION, ATTENTION_CONV)
 ZOOLOGY_VOCAB = 8192
@@ -62,7 +63,8 @@ def mqar_config(mixer: str = "gdn2", pattern: Optional[str] = None, *, vocab_siz
     Args:
         mixer: a linear mixer preset (``gdn2``, ``kda``, ``gdn``, ``deltanet``, ``gla``, ...),
             ``attention`` (full softmax attention in every layer, i.e. ``pattern="A"``) or
-            ``attention_conv`` (the same with a short convolution on q, k, v: ``attn_conv_size=4``).
+            ``attention_conv`` (Zoology's: a short convolution on q, k, v and no RoPE,
+            ``attn_conv_size=4, attn_rope=False``).
         pattern: the layer pattern; default ``"L"`` (``"A"`` for the attentions), e.g. ``"LA"``.
         vocab_size: the MQAR vocabulary (must exceed the sequence length); Zoology's 8,192.
         hidden_size: the model width; heads of ``hidden_size // num_heads`` for both layer kinds.
@@ -73,7 +75,7 @@ def mqar_config(mixer: str = "gdn2", pattern: Optional[str] = None, *, vocab_siz
 
     if mixer in ATTENTIONS:
         if mixer == ATTENTION_CONV:
-            overrides = {"attn_conv_size": 4, **overrides}
+            overrides = {"attn_conv_size": 4, "attn_rope": False, **overrides}
         mixer, pattern = "gdn2", pattern or "A"
     elif mixer not in _linear_mixers():
         raise ValueError(f"unknown MQAR mixer {mixer!r}; choose from {', '.join(mqar_mixers())}")

@@ -6,7 +6,8 @@ where the device has them). Query at position p sees keys at positions ``(p - W,
 An optional short causal convolution on q, k and v after their projections (``conv_size``, no
 activation) gives attention the token shift the linear mixers' convolutions give them, as Zoology's
 attention baseline has (its BaseConv before attention); MQAR's two-layer models need it to
-learn recall quickly.
+learn recall quickly. ``rope=False`` leaves positions out of q and k (NoPE, Zoology's attention:
+the convolution and the causal mask carry the order), so nothing rotates past the trained lengths.
 
 Caches: full attention keeps every key and value (``KVCache``, grows with the tokens); a sliding
 window keeps at most W tokens (``SlidingKVCache``, a ring buffer: the token at position p lives in
@@ -30,7 +31,8 @@ from .norm import compute_dtype
 @dataclass(frozen=True)
 class AttentionConfig:
     """``num_kv_heads`` defaults to ``num_heads`` (no grouping), ``head_dim`` to ``hidden_size //
-    num_heads``; ``window`` None is full causal attention; ``conv_size`` 0 is no short convolution."""
+    num_heads``; ``window`` None is full causal attention; ``conv_size`` 0 is no short convolution;
+    ``rope`` False is no rotary embedding."""
 
     hidden_size: int = 256
     num_heads: int = 4
@@ -40,6 +42,7 @@ class AttentionConfig:
     rope_theta: float = 10000.0
     output_gate: bool = False
     conv_size: int = 0
+    rope: bool = True
 
     def __post_init__(self):
         if self.num_heads < 1:
@@ -224,7 +227,8 @@ class Attention(nn.Module):
             positions = positions_in_documents(cu_seqlens, documents)
         else:
             positions = (0 if cache is None else cache.seen) + torch.arange(T, device=x.device)
-        q, k = apply_rope(q, positions, c.rope_theta), apply_rope(k, positions, c.rope_theta)
+        if c.rope:
+            q, k = apply_rope(q, positions, c.rope_theta), apply_rope(k, positions, c.rope_theta)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)      # [B, heads, T, D]
 
         if cu_seqlens is not None and c.window is not None:
@@ -267,7 +271,8 @@ class Attention(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return (f"heads={c.num_heads}, kv_heads={c.num_kv_heads}, head_dim={c.head_dim}, window={c.window}, "
-                f"output_gate={c.output_gate}" + (f", conv_size={c.conv_size}" if c.conv_size else ""))
+                f"output_gate={c.output_gate}" + (f", conv_size={c.conv_size}" if c.conv_size else "")
+                + ("" if c.rope else ", rope=False"))
 
 
 def _sliding_window_blocks(q, k, v, W: int, documents: Optional[torch.Tensor] = None) -> torch.Tensor:

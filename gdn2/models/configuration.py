@@ -51,7 +51,8 @@ class GDN2Config(PretrainedConfig):
     [0, 2] with ``negative_eigen``, operator backend ``backend``.
     Attention layers: ``num_attention_heads`` heads of ``head_dim`` (default ``hidden_size //
     num_attention_heads``), ``num_key_value_heads`` KV heads, RoPE base ``rope_theta``, optional
-    sigmoid output gate ``attn_output_gate``, short convolution on q, k, v of ``attn_conv_size`` (0: none).
+    sigmoid output gate ``attn_output_gate``, short convolution on q, k, v of ``attn_conv_size``
+    (0: none), rotary embeddings unless ``attn_rope`` is False.
     Invalid values raise ``ValueError`` naming the field.
 
     >>> GDN2Config.from_preset("tiny", pattern="LS").layer_kinds
@@ -67,7 +68,7 @@ class GDN2Config(PretrainedConfig):
                  negative_eigen: bool = False, backend: str = "auto", num_attention_heads: int = 6,
                  num_key_value_heads: Optional[int] = None, head_dim: Optional[int] = None,
                  sliding_window: int = 2048, rope_theta: float = 10000.0, attn_output_gate: bool = False,
-                 attn_conv_size: int = 0,
+                 attn_conv_size: int = 0, attn_rope: bool = True,
                  intermediate_size: int = 2048, rms_norm_eps: float = 1e-6, initializer_range: float = 0.02,
                  tie_word_embeddings: bool = True, use_cache: bool = True, pad_token_id: Optional[int] = None,
                  bos_token_id: Optional[int] = None, eos_token_id: Optional[int] = None, **kwargs):
@@ -90,6 +91,7 @@ class GDN2Config(PretrainedConfig):
         self.rope_theta = rope_theta
         self.attn_output_gate = attn_output_gate
         self.attn_conv_size = attn_conv_size
+        self.attn_rope = attn_rope
         self.intermediate_size = intermediate_size
         self.rms_norm_eps = rms_norm_eps
         self.initializer_range = initializer_range
@@ -130,7 +132,8 @@ class GDN2Config(PretrainedConfig):
         return AttentionConfig(
             hidden_size=self.hidden_size, num_heads=self.num_attention_heads, num_kv_heads=self.num_key_value_heads,
             head_dim=self.head_dim, window=self.sliding_window if kind == "S" else None,
-            rope_theta=self.rope_theta, output_gate=self.attn_output_gate, conv_size=self.attn_conv_size)
+            rope_theta=self.rope_theta, output_gate=self.attn_output_gate, conv_size=self.attn_conv_size,
+            rope=self.attn_rope)
 
     def _validate(self) -> None:
         def positive(name):
@@ -178,3 +181,5 @@ class GDN2Config(PretrainedConfig):
         if isinstance(self.attn_conv_size, bool) or not isinstance(self.attn_conv_size, int) \
                 or self.attn_conv_size < 0:
             raise ValueError(f"attn_conv_size must be a non-negative integer (0: none), got {self.attn_conv_size!r}")
+        if not isinstance(self.attn_rope, bool):
+            raise ValueError(f"attn_rope must be True or False, got {self.attn_rope!r}")

@@ -38,6 +38,7 @@ def test_config_choices():
     assert {"gdn2", "kda", "gdn", "deltanet", "gla", "attention", "attention_conv"} <= set(mqar_mixers())
     conv = mqar_config("attention_conv")
     assert conv.layer_kinds == ["A", "A"] and conv.attn_conv_size == 4 and mqar_config("attention").attn_conv_size == 0
+    assert not conv.attn_rope and mqar_config("attention").attn_rope
     assert describe(conv) == "attention_conv" and describe(mqar_config("attention")) == "attention"
     with pytest.raises(ValueError, match="unknown MQAR mixer"):
         mqar_config("mamba")

@@ -10,9 +10,9 @@ F64 = torch.float64
 D = 32
 
 
-def make(window=None, kv_heads=2, gate=False, conv=0) -> Attention:
+def make(window=None, kv_heads=2, gate=False, conv=0, rope=True) -> Attention:
     return Attention(AttentionConfig(hidden_size=D, num_heads=4, num_kv_heads=kv_heads, head_dim=8,
-                                     window=window, output_gate=gate, conv_size=conv)).double()
+                                     window=window, output_gate=gate, conv_size=conv, rope=rope)).double()
 
 
 def shifted_sum(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -30,8 +30,9 @@ def reference(layer: Attention, x: torch.Tensor) -> torch.Tensor:
     q, k, v = layer.q_proj(x), layer.k_proj(x), layer.v_proj(x)
     if layer.convs is not None:
         q, k, v = (shifted_sum(t, conv.weight) for t, conv in zip((q, k, v), layer.convs))
-    q = apply_rope(q.view(B, T, c.num_heads, c.head_dim), pos, c.rope_theta)
-    k = apply_rope(k.view(B, T, c.num_kv_heads, c.head_dim), pos, c.rope_theta)
+    q, k = q.view(B, T, c.num_heads, c.head_dim), k.view(B, T, c.num_kv_heads, c.head_dim)
+    if c.rope:
+        q, k = apply_rope(q, pos, c.rope_theta), apply_rope(k, pos, c.rope_theta)
     v = v.view(B, T, c.num_kv_heads, c.head_dim)
     rep = c.num_heads // c.num_kv_heads
     k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
@@ -46,10 +47,11 @@ def reference(layer: Attention, x: torch.Tensor) -> torch.Tensor:
     return layer.o_proj(o)
 
 
-@pytest.mark.parametrize("window, kv_heads, gate, conv", [(None, 4, False, 0), (None, 2, True, 0), (5, 2, False, 0),
-                                                         (1, 1, True, 0), (None, 2, False, 4), (5, 1, True, 3)])
-def test_matches_softmax_reference(window, kv_heads, gate, conv):
-    layer, x = make(window, kv_heads, gate, conv), torch.randn(2, 17, D, dtype=F64)
+@pytest.mark.parametrize("window, kv_heads, gate, conv, rope", [
+    (None, 4, False, 0, True), (None, 2, True, 0, True), (5, 2, False, 0, True), (1, 1, True, 0, True),
+    (None, 2, False, 4, True), (5, 1, True, 3, True), (None, 2, False, 4, False), (5, 2, False, 0, False)])
+def test_matches_softmax_reference(window, kv_heads, gate, conv, rope):
+    layer, x = make(window, kv_heads, gate, conv, rope), torch.randn(2, 17, D, dtype=F64)
     assert_close("attention", layer(x), reference(layer, x), rtol=1e-12)
 
 
@@ -60,10 +62,10 @@ def test_rope_depends_only_on_relative_position():
     assert_close("norm", apply_rope(q, torch.tensor([12345]), 1e4).norm(), q.norm(), rtol=1e-14)
 
 
-@pytest.mark.parametrize("conv", [0, 4], ids=["no conv", "conv 4"])
+@pytest.mark.parametrize("conv, rope", [(0, True), (4, True), (4, False)], ids=["rope", "conv 4", "conv 4, no rope"])
 @pytest.mark.parametrize("window", [None, 6])
-def test_prefill_then_decode_equals_full(window, conv):
-    layer, x = make(window, conv=conv), torch.randn(2, 30, D, dtype=F64)
+def test_prefill_then_decode_equals_full(window, conv, rope):
+    layer, x = make(window, conv=conv, rope=rope), torch.randn(2, 30, D, dtype=F64)
     full = layer(x)
     cache = layer.init_cache(2, F64, "cpu")
     assert isinstance(cache, KVCache if window is None else SlidingKVCache)

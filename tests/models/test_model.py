@@ -11,11 +11,11 @@ F64 = torch.float64
 PATTERNS = ["L", "LS", "LLLA", "A"]
 
 
-@pytest.mark.parametrize("pattern,attn_conv", [(p, 0) for p in PATTERNS] + [("LS", 4), ("A", 3)])
+@pytest.mark.parametrize("pattern,attn_conv,rope", [(p, 0, True) for p in PATTERNS] + [("LS", 4, True), ("A", 3, False)])
 @torch.no_grad()
-def test_prefill_then_decode_equals_full_forward(make_model, pattern, attn_conv):
+def test_prefill_then_decode_equals_full_forward(make_model, pattern, attn_conv, rope):
     # sliding_window 5 < 24 tokens; attn_conv: the attention layers' short convolutions
-    model = make_model(F64, pattern=pattern, attn_conv_size=attn_conv)
+    model = make_model(F64, pattern=pattern, attn_conv_size=attn_conv, attn_rope=rope)
     ids = torch.randint(0, 64, (2, 24))
     full = model(ids, use_cache=False).logits
     cache = model.init_cache(2)
@@ -140,6 +140,7 @@ def test_presets():
     (dict(backend="cuda"), "backend"),
     (dict(num_hidden_layers=0), "num_hidden_layers"),
     (dict(attn_conv_size=-1), "attn_conv_size"),
+    (dict(attn_rope="no"), "attn_rope"),
 ])
 def test_bad_config_raises_naming_the_field(small_config, overrides, field):
     with pytest.raises(ValueError, match=field):
