@@ -1,7 +1,7 @@
 """``gdn2 eval``: RULER, MQAR, perplexity and lm-eval from the command line.
 
     gdn2 eval ruler   --checkpoint DIR [--tasks S-NIAH-1 ...] [--lengths 1K 2K 4K] [--samples 20] [--out DIR]
-    gdn2 eval mqar    [--mixers gdn2 kda gdn deltanet gla attention] [--seq-lens 64] [--kv-pairs 4]
+    gdn2 eval mqar    [--mixers gdn2 kda gdn deltanet gla attention] [--seq-lens 64] [--kv-pairs 4] [--zoology]
                       [--steps 300] [--out DIR]
     gdn2 eval ppl     --checkpoint DIR [--corpus kjv] [--split heldout] [--out DIR]
     gdn2 eval lm-eval --checkpoint DIR --tasks piqa hellaswag ... [--limit N] [--out DIR]
@@ -99,6 +99,9 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     mqar.add_argument("--device", default=None, help=DEVICE_HELP)
     mqar.add_argument("--out", default="mqar-results", metavar="DIR",
                       help="where to write mqar.json and mqar.md (default: mqar-results)")
+    mqar.add_argument("--zoology", action="store_true",
+                      help="train each mixer once on Zoology's mixture of settings (T 64 to 256, padded to 256; "
+                           "--vocab-size above 256) and test it at every --seq-lens x --kv-pairs")
     mqar.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ppl = sub.add_parser("ppl", help="perplexity per token and per byte of a checkpoint on held-out text",
@@ -193,7 +196,10 @@ def _ruler(args) -> int:
 
 
 def _mqar(args) -> int:
-    from .mqar_train import mqar_config, mqar_mixers, mqar_table, train_mqar, write_mqar
+    from dataclasses import replace
+
+    from .mqar import ZOOLOGY_TRAIN_MIXTURE
+    from .mqar_train import ATTENTIONS, mqar_config, mqar_mixers, mqar_table, train_mqar, write_mqar
     unknown = [m for m in args.mixers if m not in mqar_mixers()]
     if unknown:
         raise UsageError(f"unknown mixer(s) {', '.join(unknown)}; choose from {', '.join(mqar_mixers())}")
@@ -202,19 +208,25 @@ def _mqar(args) -> int:
     if bad:
         raise UsageError(f"invalid setting(s) {'; '.join(bad)}: T must be even, at least 4 * P and below "
                          f"--vocab-size {args.vocab_size}")
+    longest = max(t for t, _, _ in ZOOLOGY_TRAIN_MIXTURE)
+    if args.zoology and args.vocab_size <= longest:
+        raise UsageError(f"--zoology trains at T up to {longest}: --vocab-size must exceed it, got {args.vocab_size}")
     results = []
     for mixer in args.mixers:
         try:
-            config = mqar_config(mixer, None if mixer == "attention" else args.pattern, vocab_size=args.vocab_size,
+            config = mqar_config(mixer, None if mixer in ATTENTIONS else args.pattern, vocab_size=args.vocab_size,
                                  hidden_size=args.hidden_size, num_layers=args.layers, num_heads=args.heads)
         except ValueError as e:
             raise UsageError(str(e)) from None
-        for seq_len, pairs in settings:
-            result = train_mqar(config, seq_len, pairs, args.steps, args.lr, args.seed, batch_size=args.batch_size,
-                                num_test=args.test_size, device=_device(args.device), progress=not args.no_progress)
-            print(f"{result.model} T={seq_len} P={pairs}: accuracy {100 * result.accuracy:.1f}% "
-                  f"(loss {result.final_loss:.3f}, {result.seconds:.0f} s)", file=sys.stderr)
-            results.append(result)
+        # one model per setting, or one per mixer tested at every setting
+        for train in [[s] for s in settings] if not args.zoology else [settings]:
+            result = train_mqar(config, *train[0], args.steps, args.lr, args.seed, batch_size=args.batch_size,
+                                num_test=args.test_size, device=_device(args.device), progress=not args.no_progress,
+                                mixture=ZOOLOGY_TRAIN_MIXTURE if args.zoology else None, test_settings=train[1:])
+            for (seq_len, pairs), accuracy in result.accuracies.items():
+                print(f"{result.model} T={seq_len} P={pairs}: accuracy {100 * accuracy:.1f}% "
+                      f"(loss {result.final_loss:.3f}, {result.seconds:.0f} s)", file=sys.stderr)
+                results.append(replace(result, seq_len=seq_len, num_kv_pairs=pairs, accuracy=accuracy))
     meta = {k: v for k, v in vars(args).items() if k not in ("eval_command", "command", "no_progress", "out")}
     paths = write_mqar(args.out, results, meta)
     print(mqar_table(results), end="")

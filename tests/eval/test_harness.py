@@ -167,11 +167,23 @@ def test_cli_mqar(tmp_path, capsys):
     assert "| attention |" in capsys.readouterr().out
 
 
+def test_cli_mqar_zoology_trains_once_and_tests_every_setting(tmp_path, capsys):
+    assert cli.main(["eval", "mqar", "--mixers", "attention_conv", "--seq-lens", "16", "32", "--kv-pairs", "2",
+                     "--steps", "2", "--batch-size", "4", "--vocab-size", "300", "--hidden-size", "16",
+                     "--test-size", "8", "--zoology", "--out", str(tmp_path), "--no-progress"]) == 0
+    rows = json.loads((tmp_path / "mqar.json").read_text())["results"]
+    assert [(r["model"], r["seq_len"], r["num_kv_pairs"]) for r in rows] == [("attention_conv", 16, 2),
+                                                                            ("attention_conv", 32, 2)]
+    assert rows[0]["seconds"] == rows[1]["seconds"]        # one model, tested twice
+    assert "T=32, P=2" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["ruler", "--checkpoint", "/no/such/dir"], "does not exist"),
     (["ppl", "--checkpoint", "/no/such/dir"], "does not exist"),
     (["mqar", "--mixers", "mamba"], "unknown mixer"),
     (["mqar", "--seq-lens", "16", "--kv-pairs", "5"], "at least 4 \\* P"),
+    (["mqar", "--seq-lens", "16", "--kv-pairs", "2", "--vocab-size", "64", "--zoology"], "--vocab-size must exceed"),
 ])
 def test_cli_errors_exit_2_with_one_line(argv, message, capsys):
     assert cli.main(["eval", *argv]) == 2
