@@ -71,7 +71,9 @@ def mqar_rows(records: Sequence[dict]) -> List[dict]:
                          state_size=first.get("state_size"), state_kind=first.get("state_kind"),
                          lrs={x: (mean[x], len(by_lr[x])) for x in sorted(by_lr)}))
     order = {m: i for i, m in enumerate(dict.fromkeys(r["mixer"] for r in records if r.get("task") == "mqar"))}
-    rows.sort(key=lambda r: (r["seq_len"], r["num_kv_pairs"], r["steps"] or 0, r["d_model"], order[r["mixer"]]))
+    # one section per setting and protocol: every protocol field in the key, before the mixers
+    rows.sort(key=lambda r: (r["seq_len"], r["num_kv_pairs"], r["steps"] or 0, tuple(str(r[k]) for k in PROTOCOL),
+                             r["d_model"], order[r["mixer"]]))
     return rows
 
 
