@@ -275,18 +275,19 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         losses = result.losses
         first50 = [v for v in losses[:50] if not math.isnan(v)]
         selection = statistics.fmean(result.accuracies.values())
-        date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        # what the trained model's records share; each tested setting adds its own accuracy and state
+        run_fields = dict(**protocol, head_dim=cell.d_model // args.num_heads, selection_accuracy=selection,
+                          final_loss=result.final_loss, loss_curve=loss_curve(losses),
+                          # when the run left MQAR's plateau: its 50-step mean loss under half the first 50 steps'
+                          steps_to_half_loss=first_step_below(losses, 0.5 * statistics.fmean(first50)) if first50 else None,
+                          seconds=result.seconds, num_parameters=result.num_parameters, amp=amp, compile=args.compile,
+                          num_test=args.num_test, **env,
+                          date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         with path.open("a", encoding="utf-8") as f:
             for (t, pairs), accuracy in result.accuracies.items():   # one record per tested setting
                 size, kind = state_size(config, t)
-                record = dict(task="mqar", **{**asdict(cell), "seq_len": t, "num_kv_pairs": pairs}, **protocol,
-                              head_dim=cell.d_model // args.num_heads, accuracy=accuracy,
-                              selection_accuracy=selection, final_loss=result.final_loss, loss_curve=loss_curve(losses),
-                              # when the run left MQAR's plateau: its 50-step mean loss under half the first 50 steps'
-                              steps_to_half_loss=first_step_below(losses, 0.5 * statistics.fmean(first50)) if first50 else None,
-                              seconds=result.seconds, state_size=size, state_kind=kind,
-                              num_parameters=result.num_parameters, amp=amp, compile=args.compile,
-                              num_test=args.num_test, **env, date=date)
+                record = dict(task="mqar", **{**asdict(cell), "seq_len": t, "num_kv_pairs": pairs}, **run_fields,
+                              accuracy=accuracy, state_size=size, state_kind=kind)
                 f.write(json.dumps(record) + "\n")
         accuracies[cell.key()] = selection
         estimate.add(cell, args.steps, result.seconds)
