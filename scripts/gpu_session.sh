@@ -189,7 +189,7 @@ case "$PHASE" in
   mqar)  # issue 8's MQAR grid on Zoology's training mixture at one width (D_MODEL, default 64), every
     # mixer a process; MQAR_ARGS still wins where set
     MQAR_ARGS=${MQAR_ARGS:-"--train zoology --d-models ${D_MODEL:-64} --lrs 1e-3,3e-3,1e-2,3e-2 --seeds 0,1,2 \
-      --steps 8000 --batch-size 256 --vocab-size 8192 --compile"} NEEDLE_GROUPS="-" sweep "${BUDGET:-460}"
+      --steps 4000 --batch-size 256 --vocab-size 8192 --compile"} NEEDLE_GROUPS="-" sweep "${BUDGET:-460}"
     grep -h " acc " "$R"/exp/experiments.log | tail -20
     ;;
   *) echo "unknown phase $PHASE (tests, bench, verify, gputests, settle, quick, trial, record, measure, probes, throughput, sweep or mqar)" >&2; exit 2 ;;

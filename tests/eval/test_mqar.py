@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from gdn2.eval.mqar import (IGNORE_INDEX, ZOOLOGY_TRAIN_MIXTURE, mixture_counts, mqar_accuracy, mqar_batch,
-                             mqar_mixture_batch)
+from gdn2.eval.mqar import (IGNORE_INDEX, ZOOLOGY_TRAIN_MIXTURE, _sample_without_replacement, mixture_counts,
+                             mqar_accuracy, mqar_batch, mqar_mixture_batch)
 
 N, T, P, V = 64, 128, 8, 256
 
@@ -60,6 +60,20 @@ def test_power_law_favours_short_gaps():
     _, uniform = mqar_batch(512, 512, 8, 1024, power_a=1.0, seed=0)
     gaps = ((uniform != IGNORE_INDEX).nonzero()[:, 1] - 16) // 2
     assert abs((gaps < space // 4).float().mean().item() - 0.25) < 0.05
+
+
+def test_sampler_draws_as_multinomial_without_replacement_does():
+    # the first and second draws' frequencies against torch.multinomial's exact ones: a sampler that
+    # ignored the weights, repeated an index or returned them sorted would breach 0.01
+    weights = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    draws = _sample_without_replacement(weights, 100_000, 3, torch.Generator().manual_seed(0))
+    assert all(len(set(row)) == 3 for row in draws[:1000].tolist())
+    p = weights / weights.sum()
+    second = torch.stack([p[i] * sum(p[j] / (1 - p[i]) for j in range(4) if j == k and j != i)
+                          for k in range(4) for i in range(4)]).view(4, 4).sum(1)
+    for column, expected in ((0, p), (1, second)):
+        observed = torch.bincount(draws[:, column], minlength=4).double() / len(draws)
+        assert (observed - expected.double()).abs().max() < 0.01, (column, observed, expected)
 
 
 def test_rules_are_enforced():
