@@ -50,6 +50,30 @@ def _sample_without_replacement(weights: torch.Tensor, rows: int, k: int, genera
     return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
 
 
+def _sample_uniform_without_replacement(m: int, rows: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """[rows, k] int64 in ``[0, m)``, each row ``k`` distinct values in draw order, uniformly.
+
+    The first ``k`` distinct values of ``3k + 8`` independent uniform draws are a uniform ordered
+    sample without replacement (the draws that repeat an earlier one are the rejections of
+    sequential sampling); no ``[rows, m]`` table is made, which at Zoology's 4096-token half
+    vocabulary was most of a training batch's cost (38 ms of 256 sequences to 3 ms on two cores). A
+    row with too few distinct draws (under 1e-11 likely for ``k <= m / 4``, where this path runs) is
+    drawn again by ``_sample_without_replacement``."""
+    if 4 * k > m:
+        return _sample_without_replacement(torch.ones(m), rows, k, generator)
+    draws = torch.randint(m, (rows, 3 * k + 8), generator=generator)
+    ordered, order = draws.sort(dim=1, stable=True)  # stable: a value's first draw heads its run
+    repeat = torch.zeros_like(draws, dtype=torch.bool)
+    repeat.scatter_(1, order[:, 1:], ordered[:, 1:] == ordered[:, :-1])
+    take = ~repeat & ((~repeat).cumsum(1) <= k)
+    short = (take.sum(1) < k).nonzero().squeeze(1)
+    if len(short):
+        take[short] = False
+        take[short, :k] = True
+        draws[short, :k] = _sample_without_replacement(torch.ones(m), len(short), k, generator)
+    return draws[take].view(rows, k)
+
+
 def mqar_batch(num_examples: int, seq_len: int, num_kv_pairs: int, vocab_size: int, power_a: float = 0.01,
                seed: int = 0, random_non_queries: bool = True) -> MQARData:
     """``num_examples`` MQAR sequences; a function of the arguments only.
@@ -79,8 +103,9 @@ def mqar_batch(num_examples: int, seq_len: int, num_kv_pairs: int, vocab_size: i
         raise ValueError("power_a must be positive")
     generator = torch.Generator().manual_seed(seed)
     context = 2 * num_kv_pairs
-    keys = 1 + _sample_without_replacement(torch.ones(half - 1), num_examples, num_kv_pairs, generator)
-    values = half + _sample_without_replacement(torch.ones(vocab_size - half), num_examples, num_kv_pairs, generator)
+    keys = 1 + _sample_uniform_without_replacement(half - 1, num_examples, num_kv_pairs, generator)
+    values = half + _sample_uniform_without_replacement(vocab_size - half, num_examples, num_kv_pairs,
+                                                          generator)
 
     space = (seq_len - context) // 2
     rank = torch.arange(1, space + 1, dtype=torch.float64)

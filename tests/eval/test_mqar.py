@@ -3,8 +3,10 @@
 import pytest
 import torch
 
-from gdn2.eval.mqar import (IGNORE_INDEX, ZOOLOGY_TRAIN_MIXTURE, _sample_without_replacement, mixture_counts,
-                             mqar_accuracy, mqar_batch, mqar_mixture_batch)
+import gdn2.eval.mqar as mqar_module
+from gdn2.eval.mqar import (IGNORE_INDEX, ZOOLOGY_TRAIN_MIXTURE, _sample_uniform_without_replacement,
+                             _sample_without_replacement, mixture_counts, mqar_accuracy, mqar_batch,
+                             mqar_mixture_batch)
 
 N, T, P, V = 64, 128, 8, 256
 
@@ -74,6 +76,22 @@ def test_sampler_draws_as_multinomial_without_replacement_does():
     for column, expected in ((0, p), (1, second)):
         observed = torch.bincount(draws[:, column], minlength=4).double() / len(draws)
         assert (observed - expected.double()).abs().max() < 0.01, (column, observed, expected)
+
+
+@pytest.mark.parametrize("m, k", [(4095, 64), (40, 4), (6, 3)])  # the rejection path, and the top-k one
+def test_uniform_sampler_is_uniform_distinct_and_in_draw_order(m, k):
+    draws = _sample_uniform_without_replacement(m, 60_000, k, torch.Generator().manual_seed(1))
+    assert draws.shape == (60_000, k) and int(draws.min()) >= 0 and int(draws.max()) < m
+    assert (draws.sort(1).values.diff(dim=1) > 0).all()  # distinct within every row
+    for column in (0, k - 1):  # every position uniform: a sorted or biased sampler breaches this
+        observed = torch.bincount(draws[:, column], minlength=m).double() / len(draws)
+        assert (observed - 1 / m).abs().max() < 6 * (1 / m / len(draws)) ** 0.5 + 1e-9, column
+
+
+def test_uniform_sampler_redraws_rows_short_of_distinct_values(monkeypatch):
+    monkeypatch.setattr(mqar_module.torch, "randint", lambda m, size, generator: torch.zeros(size, dtype=torch.long))
+    draws = _sample_uniform_without_replacement(100, 5, 4, torch.Generator().manual_seed(0))
+    assert draws.shape == (5, 4) and (draws.sort(1).values.diff(dim=1) > 0).all()
 
 
 def test_rules_are_enforced():
