@@ -71,9 +71,10 @@ def mqar_rows(records: Sequence[dict]) -> List[dict]:
                          state_size=first.get("state_size"), state_kind=first.get("state_kind"),
                          lrs={x: (mean[x], len(by_lr[x])) for x in sorted(by_lr)}))
     order = {m: i for i, m in enumerate(dict.fromkeys(r["mixer"] for r in records if r.get("task") == "mqar"))}
-    # one section per setting and protocol: every protocol field in the key, before the mixers
-    rows.sort(key=lambda r: (r["seq_len"], r["num_kv_pairs"], r["steps"] or 0, tuple(str(r[k]) for k in PROTOCOL),
-                             r["d_model"], order[r["mixer"]]))
+    # one section per setting and protocol: every protocol field in the key, before the mixers;
+    # Zoology's protocol (issue 8's) first, the single-setting probes after it
+    rows.sort(key=lambda r: (r["train"] != "zoology", r["seq_len"], r["num_kv_pairs"], r["steps"] or 0,
+                             tuple(str(r[k]) for k in PROTOCOL), r["d_model"], order[r["mixer"]]))
     return rows
 
 
@@ -86,6 +87,7 @@ def mqar_markdown(rows: Sequence[dict], plot_note: str = "") -> str:
              "run; '-' for records made before it was kept).", ""]
     if not rows:
         return "\n".join(lines + ["No MQAR records found.", ""])
+    lines += glance(rows)
     header = None
     for r in rows:
         setting = (r["seq_len"], r["num_kv_pairs"], *(r[k] for k in PROTOCOL))
@@ -105,9 +107,34 @@ def mqar_markdown(rows: Sequence[dict], plot_note: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def glance(rows: Sequence[dict]) -> List[str]:
+    """Zoology-protocol models one row each (mixer, d_model), every tested setting a column: the
+    accuracy at the chosen learning rate (mean over seeds, n in the last column)."""
+    zoo = [r for r in rows if r["train"] == "zoology"]
+    if not zoo:
+        return []
+    settings = sorted({(r["seq_len"], r["num_kv_pairs"]) for r in zoo})
+    models: Dict[tuple, Dict[tuple, dict]] = defaultdict(dict)
+    for r in zoo:
+        models[(tuple(str(r[k]) for k in PROTOCOL), r["d_model"], r["mixer"])][(r["seq_len"], r["num_kv_pairs"])] = r
+    out = ["", "## Zoology's protocol at a glance", "",
+           "Accuracy (%) per tested setting (T:P), mean over the seeds at the chosen learning rate (one model "
+           "per mixer, trained on Zoology's mixture, tested everywhere). Sections below give each setting "
+           "with standard deviations and every learning rate.", "",
+           "| Mixer | d_model | Best LR | " + " | ".join(f"{t}:{p}" for t, p in settings) + " | n |",
+           "|---|---:|---:|" + "---:|" * len(settings) + "---:|"]
+    for (_, d, mixer), cells in sorted(models.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        first = next(iter(cells.values()))
+        out.append(f"| {mixer} | {d} | {first['best_lr']:g} | "
+                   + " | ".join(f"{100 * cells[s]['mean']:.1f}" if s in cells else "" for s in settings)
+                   + f" | {max(c['n'] for c in cells.values())} |")
+    return out + [""]
+
+
 def mqar_plot(rows: Sequence[dict], path: Path) -> Optional[str]:
     """Accuracy against state size, one line per mixer, one subplot per setting; None if no matplotlib.
-    Where one setting was run with several protocols, the one with the most steps is plotted."""
+    Zoology's protocol only where it has records; else, where one setting was run with several
+    protocols, the one with the most steps."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -115,6 +142,7 @@ def mqar_plot(rows: Sequence[dict], path: Path) -> Optional[str]:
     except ImportError:
         return None
     keep: Dict[tuple, dict] = {}
+    rows = [r for r in rows if r["train"] == "zoology"] or rows
     for r in rows:
         key = (r["seq_len"], r["num_kv_pairs"], r["mixer"], r["d_model"])
         if key not in keep or (r["steps"] or 0) > (keep[key]["steps"] or 0):

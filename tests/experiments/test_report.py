@@ -8,3 +8,25 @@ def test_records_before_a_protocol_field_count_as_its_default():
     assert protocol_of(old) != protocol_of({**old, "lr_schedule": "constant"})
     assert protocol_of(old) == protocol_of({**old, "train": "single"}) != protocol_of({**old, "train": "zoology"})
     assert list(PROTOCOL)[-2:] == ["lr_schedule", "train"]
+
+
+def _record(mixer, t, p, acc, train="zoology", lr=1e-3, seed=0):
+    return dict(task="mqar", mixer=mixer, d_model=64, seq_len=t, num_kv_pairs=p, lr=lr, seed=seed, accuracy=acc,
+                selection_accuracy=acc, steps=4000, batch_size=256, vocab_size=8192, num_layers=2, num_heads=2,
+                lr_schedule="cosine", train=train, state_size=2048, state_kind="recurrent", steps_to_half_loss=100)
+
+
+def test_glance_has_a_row_per_zoology_model_and_a_column_per_tested_setting():
+    from experiments.report import glance, mqar_markdown, mqar_rows
+    records = [_record("gdn2", 64, 4, 0.99), _record("gdn2", 256, 64, 0.70), _record("kda", 64, 4, 0.95),
+               _record("kda", 256, 64, 0.33), _record("kda", 256, 64, 0.50, seed=1),
+               _record("gla", 128, 32, 0.25, train="single")]
+    rows = mqar_rows(records)
+    table = glance(rows)
+    assert table[5] == "| Mixer | d_model | Best LR | 64:4 | 256:64 | n |"
+    assert "| gdn2 | 64 | 0.001 | 99.0 | 70.0 | 1 |" in table
+    assert "| kda | 64 | 0.001 | 95.0 | 41.5 | 2 |" in table  # the seeds' mean at the chosen rate
+    assert not any(line.startswith("| gla") for line in table)  # single-setting probes stay below
+    md = mqar_markdown(rows)
+    assert md.index("at a glance") < md.index("## T=64, P=4") < md.index("train=single")
+    assert glance(mqar_rows(records[-1:])) == []
