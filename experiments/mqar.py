@@ -8,9 +8,9 @@
 
 ``--train single`` (the default) trains each cell at its own (seq_len, pairs). ``--train zoology``
 trains one model per (mixer, d_model, lr, seed) on Zoology's mixture (``ZOOLOGY_TRAIN_MIXTURE``:
-mostly T = 64 with 4 pairs, up to T = 256 with 64, padded to 256) and tests it at every
-``--settings`` (default: Zoology's test settings, T = 64 to 1024, those under the vocabulary),
-writing one record per tested setting. Single settings of 64 pairs left every mixer, attention
+mostly T = 64 with 4 pairs, up to T = 256 with 64; each batch's groups of one length run
+unpadded) and tests it at every ``--settings`` (default: Zoology's test settings, T = 64 to 1024,
+those under the vocabulary), writing one record per tested setting. Single settings of 64 pairs left every mixer, attention
 included, at chance after 4000 steps (H100, 2026-12-07); the mixture's easy sequences are how
 Zoology's two-layer models leave that plateau. Its learning rate is chosen, and its other seeds
 run, by the mean accuracy over the tested settings (``selection_accuracy``). ``--mixture

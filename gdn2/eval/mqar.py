@@ -177,6 +177,23 @@ def mqar_mixture_batch(num_examples: int, mixture: Sequence[Tuple[int, int, floa
     return MQARData(inputs, labels)
 
 
+def mixture_rows(num_examples: int, mixture: Sequence[Tuple[int, int, float]]) -> list:
+    """``[(first row, end row, seq_len)]``: where ``mqar_mixture_batch`` puts each length, settings of
+    one length merged, so a model can read each group unpadded (Zoology's mixture is 47% padding).
+
+    >>> mixture_rows(10, [(8, 2, 3), (16, 4, 1), (16, 2, 1)])
+    [(0, 6, 8), (6, 10, 16)]
+    """
+    rows, row = [], 0
+    for (t, _, _), n in zip(mixture, mixture_counts(num_examples, [w for *_, w in mixture])):
+        if n and rows and rows[-1][2] == t:
+            rows[-1] = (rows[-1][0], row + n, t)
+        elif n:
+            rows.append((row, row + n, t))
+        row += n
+    return rows
+
+
 def mqar_accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of answer positions predicted right (Zoology's accuracy).
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .likelihood import progress_bar
-from .mqar import IGNORE_INDEX, MQARData, mqar_batch, mqar_mixture_batch
+from .mqar import IGNORE_INDEX, MQARData, mixture_rows, mqar_batch, mqar_mixture_batch
 
 ATTENTION = "attention"
 # Zoology's attention baseline: a short convolution (kernel 4, as the linear mixers') on q, k and v
@@ -128,19 +128,27 @@ SCHEDULE_FLOOR = {"cosine": 0.0, "constant": 1.0}
 SCHEDULES = tuple(SCHEDULE_FLOOR)
 
 
-def _answer_batch(data: MQARData, pin: bool = False):
+def _answer_batch(data: MQARData, pin: bool = False, rows: Optional[Sequence[Tuple[int, int, int]]] = None):
     """``(inputs [N, T], answer positions [P] into the flattened [N * T], their targets [P])``,
     found on the host where the batch is made (page-locked for a non-blocking copy when ``pin``),
-    so a step selects the answer logits without reading a size back from the GPU."""
-    labels = data.labels.flatten()
-    where = (labels != IGNORE_INDEX).nonzero().squeeze(1)
-    out = (data.inputs, where, labels[where])
-    return tuple(x.pin_memory() for x in out) if pin else out
+    so a step selects the answer logits without reading a size back from the GPU. With ``rows``
+    (``mixture_rows``: first row, end row, length) one such triple per group of rows, each cut to
+    its length: the padding after a group's sequences is never computed."""
+    groups = [data] if rows is None else [MQARData(data.inputs[a:b, :t], data.labels[a:b, :t]) for a, b, t in rows]
+    out = []
+    for part in groups:
+        labels = part.labels.flatten()
+        where = (labels != IGNORE_INDEX).nonzero().squeeze(1)
+        out += [part.inputs.contiguous(), where, labels[where]]
+    return tuple(x.pin_memory() for x in out) if pin else tuple(out)
 
 
-def _answer_logits(model, inputs: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-    """Logits ``[P, V]`` (float32) at the flattened answer positions ``where``."""
-    return model.lm_head(model.model(inputs).flatten(0, 1).index_select(0, where)).float()
+def _answer_logits(model, inputs: torch.Tensor, where: torch.Tensor, *groups: torch.Tensor) -> torch.Tensor:
+    """Logits ``[P, V]`` (float32) at the flattened answer positions ``where``; further
+    ``(inputs, where)`` pairs in ``groups`` (``_answer_batch``'s groups) are appended in order."""
+    parts = [(inputs, where), *zip(groups[0::2], groups[1::2])]
+    hidden = torch.cat([model.model(x).flatten(0, 1).index_select(0, w) for x, w in parts])
+    return model.lm_head(hidden).float()
 
 
 @torch.no_grad()
@@ -177,7 +185,7 @@ def _training_batches(steps: int, workers: int, make: Callable[[int], MQARData])
 
 def mqar_step(model, optimizer, device: Union[str, torch.device], amp: bool = False, compile: bool = False,
               warm_batch: Optional[tuple] = None) -> Callable[..., torch.Tensor]:
-    """``step(inputs, where, targets)``: one optimizer step of ``train_mqar`` (answer-position
+    """``step(*batch)``: one optimizer step of ``train_mqar`` on an ``_answer_batch`` tuple (answer-position
     cross-entropy, bfloat16 autocast when ``amp``, gradient clipping at 1, ``optimizer.step()``; the
     scheduler is the caller's), returning the loss as a detached tensor it will not overwrite.
     ``compile``: the loss compiled, on CUDA replayed from CUDA graphs (these models are so small
@@ -186,11 +194,12 @@ def mqar_step(model, optimizer, device: Union[str, torch.device], amp: bool = Fa
     graphs' memory pool."""
     device_type = torch.device(device).type
 
-    def answer_loss(inputs, where, targets):
+    def answer_loss(*batch):
         # autocast is entered per step: its cache of low-precision weight copies lives as long as
         # the context, so one context around the whole loop would train on the initial weights
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
-            return F.cross_entropy(_answer_logits(model, inputs, where), targets)
+            pairs = [x for i, x in enumerate(batch) if i % 3 != 2]
+            return F.cross_entropy(_answer_logits(model, *pairs), torch.cat(batch[2::3]))
 
     graphs = compile and device_type == "cuda"
     if compile:
@@ -199,10 +208,10 @@ def mqar_step(model, optimizer, device: Union[str, torch.device], amp: bool = Fa
                 answer_loss(*(x.to(device) for x in warm_batch))
         answer_loss = torch.compile(answer_loss, mode="reduce-overhead" if graphs else None)
 
-    def step(inputs, where, targets):
+    def step(*batch):
         if graphs:  # the previous replay's outputs (loss, gradients) have been consumed
             torch.compiler.cudagraph_mark_step_begin()
-        loss = answer_loss(inputs, where, targets)
+        loss = answer_loss(*batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -278,10 +287,12 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
     bar = progress_bar(range(steps), desc=f"MQAR {describe(config)} T={seq_len} P={num_kv_pairs}",
                        enabled=progress, unit="step")
     pin = torch.device(device).type == "cuda"
+    # a mixture's groups of one length each run unpadded (same loss: the mean over every answer)
+    rows = mixture_rows(batch_size, mixture) if mixture else None
     batches = _training_batches(steps, prefetch, lambda step: _answer_batch(
-        make(batch_size, derive_seed(seed, "train", step)), pin))
+        make(batch_size, derive_seed(seed, "train", step)), pin, rows))
     shown = hasattr(bar, "set_postfix")
-    warm = _answer_batch(make(batch_size, derive_seed(seed, "warm"))) if compile else None
+    warm = _answer_batch(make(batch_size, derive_seed(seed, "warm")), rows=rows) if compile else None
     train_step = mqar_step(model, optimizer, device, amp=amp, compile=compile, warm_batch=warm)
     for step, batch in zip(bar, batches):
         loss = train_step(*(x.to(device, non_blocking=True) for x in batch))

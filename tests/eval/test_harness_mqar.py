@@ -148,3 +148,40 @@ def test_mixture_training_tests_every_setting():
     assert single.losses[0] != result.losses[0] and list(single.accuracies) == [(16, 2)]
     with pytest.raises(ValueError, match="must exceed seq_len 64"):
         train_mqar(mqar_config("gdn2", **TINY), 16, 2, steps=1, mixture=[(64, 4, 1.0)])
+
+
+def test_a_mixtures_length_groups_train_as_its_padded_batch():
+    """Each length group of a mixture batch runs unpadded: the same loss and gradients as the
+    padded batch (float64, so a dropped or misplaced answer shows far above rounding)."""
+    import torch
+    import torch.nn.functional as F
+    from gdn2.eval.mqar import mixture_rows, mqar_mixture_batch
+    from gdn2.eval.mqar_train import _answer_batch, _answer_logits, mqar_config
+    from gdn2.models import GDN2ForCausalLM
+    mixture = [(16, 1, 3.0), (32, 2, 1.0), (48, 4, 1.0), (48, 8, 1.0)]
+    data = mqar_mixture_batch(12, mixture, 128, seed=3)
+    for mixer in ("gdn2", "attention_conv"):
+        torch.manual_seed(0)
+        model = GDN2ForCausalLM(mqar_config(mixer, vocab_size=128, hidden_size=32, backend="chunk")).double()
+
+        def loss_and_grads(batch):
+            model.zero_grad()
+            pairs = [x for i, x in enumerate(batch) if i % 3 != 2]
+            loss = F.cross_entropy(_answer_logits(model, *pairs), torch.cat(batch[2::3]))
+            loss.backward()
+            return [loss.detach()] + [p.grad.clone() for p in model.parameters()]
+
+        grouped = _answer_batch(data, rows=mixture_rows(12, mixture))
+        assert [tuple(x.shape) for x in grouped[0::3]] == [(6, 16), (2, 32), (4, 48)]
+        assert sum(x.numel() for x in grouped[2::3]) == 6 * 1 + 2 * 2 + 2 * 4 + 2 * 8
+        for a, b in zip(loss_and_grads(_answer_batch(data)), loss_and_grads(grouped)):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_compiled_mixture_steps_give_the_eager_losses():
+    # the compiled step takes the groups as one graph (one per length group inside it)
+    mixture = [(16, 2, 3.0), (32, 4, 1.0)]
+    run = lambda compile: train_mqar(mqar_config("gdn2", **TINY), 16, 2, steps=3, batch_size=8,  # noqa: E731
+                                     num_test=8, mixture=mixture, compile=compile)
+    eager, compiled = run(False), run(True)
+    assert compiled.losses == pytest.approx(eager.losses, rel=1e-4, abs=1e-5)
