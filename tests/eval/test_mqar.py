@@ -5,8 +5,8 @@ import torch
 
 import gdn2.eval.mqar as mqar_module
 from gdn2.eval.mqar import (IGNORE_INDEX, ZOOLOGY_TRAIN_MIXTURE, _sample_uniform_without_replacement,
-                             _sample_without_replacement, mixture_counts, mqar_accuracy, mqar_batch,
-                             mqar_mixture_batch)
+                             _sample_without_replacement, mixture_counts, mixture_rows, mqar_accuracy,
+                             mqar_batch, mqar_mixture_batch)
 
 N, T, P, V = 64, 128, 8, 256
 
@@ -143,3 +143,14 @@ def test_mixture_batch_is_each_setting_right_padded():
     assert torch.equal(again.inputs, data.inputs)
     with pytest.raises(ValueError, match="shorter than the mixture"):
         mqar_mixture_batch(8, mixture, V, seq_len=20)
+
+
+def test_mixture_rows_are_where_each_length_lies():
+    assert mixture_rows(256, ZOOLOGY_TRAIN_MIXTURE) == [(0, 142, 64), (142, 171, 128), (171, 256, 256)]
+    mixture = [(8, 2, 3), (16, 4, 1), (16, 2, 1), (8, 1, 1)]
+    data = mqar_mixture_batch(20, mixture, 64, seed=2)
+    rows = mixture_rows(20, mixture)
+    assert rows == [(0, 10, 8), (10, 17, 16), (17, 20, 8)]  # equal lengths merge only when adjacent
+    for a, b, t in rows:
+        assert (data.labels[a:b, t:] == IGNORE_INDEX).all() and (data.inputs[a:b, t:] == 0).all()
+        assert ((data.labels[a:b, :t] != IGNORE_INDEX).sum(1) > 0).all()
