@@ -81,9 +81,14 @@ def test_diagonal_block_forms_agree(monkeypatch):
     assert (G[..., 15::16, :] - G[..., ::16, :]).neg().amax() <= chunk.DIAG_SPAN   # every block narrow
     q, k = x["q"].transpose(1, 2), x["k"].transpose(1, 2)
     centred = chunk.decayed_products(q, k, G, strict=False)
+    stacked = chunk.decayed_products(torch.stack([q, 2 * k]), k, G, strict=False)   # one call, two left sides
     monkeypatch.setattr(chunk, "DIAG_SPAN", -1.0)
     tile = chunk.decayed_products(q, k, G, strict=False)
     assert_close("decayed products", centred, tile, 1e-13)
+    stacked_tile = chunk.decayed_products(torch.stack([q, 2 * k]), k, G, strict=False)
+    for products in (stacked, stacked_tile):
+        assert_close("stacked, first", products[0], tile, 1e-13)
+        assert_close("stacked, second", products[1], chunk.decayed_products(2 * k, k, G, strict=False), 1e-13)
 
 
 def test_closed_gates_match_the_recurrence():

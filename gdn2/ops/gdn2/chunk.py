@@ -32,7 +32,9 @@ def decayed_products(x: torch.Tensor, y: torch.Tensor, G: Optional[torch.Tensor]
     """``P[r, s] = sum_c x[r, c] y[s, c] exp(G[r, c] - G[s, c])`` for ``s < r`` (``s <= r`` unless strict).
 
     x, y: ``[..., L, K]``; G: cumulative log-decay ``[..., L, K]``, ``[..., L, 1]`` or None; the
-    exponents are formed in G's dtype and only then cast to x's.
+    exponents are formed in G's dtype and only then cast to x's. x may carry leading dimensions
+    that y and G lack (several left operands against one right side: the factors of y are then
+    made once; a chunk's Aqk and T share theirs).
     Every exponential has a non-positive argument, so any ``g <= 0`` stays finite: for
     channel decays, rows of sub-block i and columns of an earlier sub-block factor through the
     anchor ``a`` = first row of block i as ``exp(G_r - G_a) * exp(G_a - G_s)``; the diagonal
@@ -53,7 +55,7 @@ def decayed_products(x: torch.Tensor, y: torch.Tensor, G: Optional[torch.Tensor]
         y = torch.nn.functional.pad(y, (0, 0, 0, pad))
         G = torch.cat([G, G[..., -1:, :].expand(*G.shape[:-2], pad, G.shape[-1])], dim=-2)
     Lp, nb, K = L + pad, (L + pad) // SUB, x.shape[-1]
-    lead = x.shape[:-2]
+    lead, extra = x.shape[:-2], x.dim() - y.dim()
     Ga = G[..., ::SUB, :]                                                  # [..., nb, K]
     left = x * exp(G - Ga.repeat_interleave(SUB, dim=-2))                   # rows r, exp(G_r - G_a)
     right = y.unsqueeze(-3) * exp((Ga.unsqueeze(-2) - G.unsqueeze(-3)).clamp(max=0))  # [..., nb, Lp, K]
@@ -61,15 +63,16 @@ def decayed_products(x: torch.Tensor, y: torch.Tensor, G: Optional[torch.Tensor]
     block = torch.arange(Lp, device=x.device) // SUB
     off = off.reshape(*lead, Lp, Lp) * (block[None, :] < block[:, None])     # strictly earlier blocks only
 
-    xb, yb, Gb = (t.reshape(*lead, nb, SUB, K) for t in (x, y, G))
-    diag = _diagonal_blocks(xb, yb, Gb, strict, exp)                         # [..., nb, SUB, SUB]
+    xb, yb, Gb = (t.reshape(*t.shape[:-2], nb, SUB, K) for t in (x, y, G))
+    diag = _diagonal_blocks(xb, yb, Gb, strict, exp, extra)                  # [..., nb, SUB, SUB]
     diag = torch.diag_embed(diag.movedim(-3, -1))                            # [..., SUB, SUB, nb, nb]
     diag = diag.permute(*range(len(lead)), -2, -4, -1, -3).reshape(*lead, Lp, Lp)
     return (off + diag)[..., :L, :L]
 
 
-def _diagonal_blocks(xb, yb, Gb, strict, exp):
-    """The pairs inside each sub-block, ``[..., nb, SUB, SUB]`` from ``[..., nb, SUB, K]`` tiles.
+def _diagonal_blocks(xb, yb, Gb, strict, exp, extra=0):
+    """The pairs inside each sub-block, ``[..., nb, SUB, SUB]`` from ``[..., nb, SUB, K]`` tiles
+    (``xb`` with ``extra`` leading dimensions more than ``yb`` and ``Gb``).
 
     Where a block's log-decay spans at most ``DIAG_SPAN`` in every channel, one matrix product of
     centred operands ``x exp(G_r - c)`` and ``y exp(c - G_s)`` (c the middle of the channel's
@@ -87,9 +90,10 @@ def _diagonal_blocks(xb, yb, Gb, strict, exp):
     diag = (left @ right.transpose(-1, -2)).masked_fill(~sub_mask, 0)
     wide = ~((hi - lo).amax(-1) <= DIAG_SPAN).squeeze(-1)     # [..., nb]; a NaN span takes the tile, as before
     if bool(wide.any()):
+        at = (slice(None),) * extra + (wide,)                 # the wide blocks of every left operand
         decay = exp((Gb[wide].unsqueeze(-2) - Gb[wide].unsqueeze(-3)).masked_fill(~sub_mask[..., None], float("-inf")))
-        tile = (xb[wide].unsqueeze(-2) * yb[wide].unsqueeze(-3) * decay).sum(-1)
-        diag = _put(diag, wide, tile)
+        tile = (xb[at].unsqueeze(-2) * (yb[wide].unsqueeze(-3) * decay)).sum(-1)
+        diag = _put(diag, at, tile)
     return diag
 
 
@@ -123,15 +127,17 @@ def chunk_step(q, k, v, g, b, w, S):
     else:
         q_g, e_bar, k_tail, state_decay = q, e, k, None
 
-    A_qk = decayed_products(q, k, Gc, strict=False).unsqueeze(2)           # [B, H, 1, L, L]
-    if erase:
-        T = decayed_products(e, k, Gc, strict=True)
+    if erase:  # Aqk and T in one call: the factors of k are made once
+        A_qk, T = decayed_products(torch.stack([q, e]), k, Gc, strict=False).unbind()
+        T = T.tril(-1)
+        A_qk = A_qk.unsqueeze(2)                                           # [B, H, 1, L, L]
         eye = torch.eye(T.shape[-1], dtype=T.dtype, device=T.device)
         A = torch.linalg.solve_triangular(eye + T, eye, upper=False, unitriangular=True)  # (I + T)^-1
         Y = (A @ e_bar).unsqueeze(2)                                       # erase-side auxiliary
         U = A.unsqueeze(2) @ z                                             # write-side auxiliary
         R = U - Y @ S
     else:
+        A_qk = decayed_products(q, k, Gc, strict=False).unsqueeze(2)
         R = z
     o = q_g.unsqueeze(2) @ S + A_qk @ R
     S = S if state_decay is None else state_decay * S
