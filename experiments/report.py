@@ -107,27 +107,40 @@ def mqar_markdown(rows: Sequence[dict], plot_note: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sortable(value) -> tuple:
+    """A protocol field's value as a sort key: numbers as numbers (4000 before 16000), None first."""
+    return (value is not None, value if isinstance(value, (int, float)) else 0, str(value))
+
+
 def glance(rows: Sequence[dict]) -> List[str]:
     """Zoology-protocol models one row each (mixer, d_model), every tested setting a column: the
-    accuracy at the chosen learning rate (mean over seeds, n in the last column)."""
+    accuracy at the chosen learning rate (mean over seeds; n, as a range where settings differ, in
+    the last column). Where several Zoology protocols have records, a column names each row's."""
     zoo = [r for r in rows if r["train"] == "zoology"]
     if not zoo:
         return []
     settings = sorted({(r["seq_len"], r["num_kv_pairs"]) for r in zoo})
     models: Dict[tuple, Dict[tuple, dict]] = defaultdict(dict)
     for r in zoo:
-        models[(tuple(str(r[k]) for k in PROTOCOL), r["d_model"], r["mixer"])][(r["seq_len"], r["num_kv_pairs"])] = r
+        models[(tuple(r[k] for k in PROTOCOL), r["d_model"], r["mixer"])][(r["seq_len"], r["num_kv_pairs"])] = r
+    several = len({key[0] for key in models}) > 1
+    varying = [k for i, k in enumerate(PROTOCOL) if len({key[0][i] for key in models}) > 1]
     out = ["", "## Zoology's protocol at a glance", "",
            "Accuracy (%) per tested setting (T:P), mean over the seeds at the chosen learning rate (one model "
            "per mixer, trained on Zoology's mixture, tested everywhere). Sections below give each setting "
            "with standard deviations and every learning rate.", "",
-           "| Mixer | d_model | Best LR | " + " | ".join(f"{t}:{p}" for t, p in settings) + " | n |",
-           "|---|---:|---:|" + "---:|" * len(settings) + "---:|"]
-    for (_, d, mixer), cells in sorted(models.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        first = next(iter(cells.values()))
-        out.append(f"| {mixer} | {d} | {first['best_lr']:g} | "
+           "| Mixer | d_model | " + ("Protocol | " if several else "") + "Best LR | "
+           + " | ".join(f"{t}:{p}" for t, p in settings) + " | n |",
+           "|---|---:|" + ("---|" if several else "") + "---:|" + "---:|" * len(settings) + "---:|"]
+    for (protocol, d, mixer), cells in sorted(models.items(),
+                                              key=lambda kv: (tuple(map(_sortable, kv[0][0])), kv[0][1])):
+        lrs = sorted({c["best_lr"] for c in cells.values()})
+        ns = sorted({c["n"] for c in cells.values()})
+        named = ", ".join(f"{k}={v}" for k, v in zip(PROTOCOL, protocol) if k in varying)
+        out.append(f"| {mixer} | {d} | " + (f"{named} | " if several else "")
+                   + ("/".join(f"{lr:g}" for lr in lrs) + (" (differs by setting)" if len(lrs) > 1 else "")) + " | "
                    + " | ".join(f"{100 * cells[s]['mean']:.1f}" if s in cells else "" for s in settings)
-                   + f" | {max(c['n'] for c in cells.values())} |")
+                   + f" | {ns[0] if len(ns) == 1 else f'{ns[0]}-{ns[-1]}'} |")
     return out + [""]
 
 

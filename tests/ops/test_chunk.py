@@ -35,6 +35,16 @@ def test_chunk_matches_recurrent(T, gates):
     compare(inputs)
 
 
+@pytest.mark.parametrize("gates", GATES, ids=lambda x: "-".join(x))
+def test_empty_input_returns_the_initial_state(gates):
+    decay, erase, write = gates
+    for cu in (None, torch.tensor([0, 0, 0])):   # no tokens, and packed sequences all empty
+        inputs = random_inputs(B=2 if cu is None else 1, T=0, H=2, HV=4, K=8, V=12, gate=decay, erase=erase,
+                               write=write, dtype=F64, initial_state=True, N=2, seed=3)
+        o, S = gated_delta_rule2(**inputs, cu_seqlens=cu, output_final_state=True, backend="chunk")
+        assert o.shape == inputs["v"].shape and torch.equal(S, inputs["initial_state"])
+
+
 @pytest.mark.parametrize("with_state,l2", itertools.product([False, True], [False, True]))
 def test_packed_sequences(with_state, l2):
     lengths = [5, 64, 1, 90, 0, 33]
@@ -76,7 +86,7 @@ def test_mixed_decay_spans(dtype, rtol):
 def test_diagonal_block_forms_agree(monkeypatch):
     """The centred product and the pairwise tile give the same diagonal blocks."""
     from gdn2.ops.gdn2 import chunk
-    x = random_inputs(B=1, T=64, H=1, K=16, V=8, dtype=F64, g_min=-1.0, seed=6)
+    x = random_inputs(B=2, T=64, H=2, K=16, V=8, dtype=F64, g_min=-1.0, seed=6)
     G = x["g"].transpose(1, 2).cumsum(-2)
     assert (G[..., 15::16, :] - G[..., ::16, :]).neg().amax() <= chunk.DIAG_SPAN   # every block narrow
     q, k = x["q"].transpose(1, 2), x["k"].transpose(1, 2)

@@ -168,10 +168,12 @@ def _chunk_loop(q, k, v, g, b, w, scale, S, chunk_size):
 
     # chunks by one split per input, not a slice per chunk: a slice's backward fills a zero tensor
     # of the whole input, so T / chunk_size slices cost O(T^2) (a quarter of a 1024-token backward)
+    n = len(range(0, T, chunk_size))   # split gives one empty part of an empty input: none here
+
     def chunks(x, side):
         if x is None or isinstance(x, float):
-            return [x] * len(range(0, T, chunk_size))
-        return [side(part) for part in x.split(chunk_size, dim=1)]
+            return [x] * n
+        return [side(part) for part in x.split(chunk_size, dim=1)[:n]]
     key = lambda x: _key_side(x, dt)             # noqa: E731
     value = lambda x: _value_side(x, H, dt)      # noqa: E731
     outputs = []

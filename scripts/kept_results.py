@@ -1,0 +1,67 @@
+"""Experiment records kept on a warm GPU machine between calls (used by gpu_experiments.sh).
+
+    python scripts/kept_results.py take RESULTS KEPT   # at a call's start
+    python scripts/kept_results.py save RESULTS KEPT   # while it runs and at its end
+
+Each call gets a fresh copy of the checkout, so records a call appended are gone from the next
+one's ``RESULTS`` unless they were copied home in between; ``--resume`` would then run their cells
+again. A warm machine keeps ``/tmp``, so ``save`` keeps the complete lines of each results file
+under ``KEPT`` (a periodic save survives a call killed at its time limit), and ``take`` puts them
+back when the checkout's file arrived as the last call's did (``<file>.base``: nothing changed it
+at home since) and the kept file extends it. A checkout changed at home (records copied home,
+trimmed or merged) is left as it is: kept records never override a decision made at home.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+FILES = ("mqar.jsonl", "needle.jsonl")
+NEWLINE = b"\n"
+
+
+def _read(path: Path) -> bytes:
+    return path.read_bytes() if path.exists() else b""
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def take(results: Path, kept: Path) -> None:
+    for name in FILES:
+        here, there, base = results / name, kept / name, kept / (name + ".base")
+        current = _read(here)
+        if there.exists() and base.exists() and current == _read(base):
+            records = _read(there)
+            if len(records) > len(current) and records.startswith(current):
+                _write(here, records)
+                count = records.count(NEWLINE) - current.count(NEWLINE)
+                print(f"took back {count} record(s) of {name} from this machine's last call ({there})")
+        _write(base, current)   # the checkout as it came: the next call compares its own with it
+
+
+def save(results: Path, kept: Path) -> None:
+    for name in FILES:
+        data = _read(results / name)
+        whole = data[:data.rfind(NEWLINE) + 1]   # a line being appended now is left for the next save
+        if whole:
+            _write(kept / name, whole)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 3 or argv[0] not in ("take", "save"):
+        print(__doc__.strip().splitlines()[0] + "\nusage: kept_results.py take|save RESULTS KEPT", file=sys.stderr)
+        return 2
+    (take if argv[0] == "take" else save)(Path(argv[1]), Path(argv[2]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
