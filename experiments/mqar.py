@@ -10,9 +10,9 @@
 trains one model per (mixer, d_model, lr, seed) on Zoology's mixture (``ZOOLOGY_TRAIN_MIXTURE``:
 mostly T = 64 with 4 pairs, up to T = 256 with 64; each batch's groups of one length run
 unpadded) and tests it at every ``--settings`` (default: Zoology's test settings, T = 64 to 1024,
-those under the vocabulary), writing one record per tested setting. Single settings of 64 pairs left every mixer, attention
-included, at chance after 4000 steps (H100, 2026-12-07); the mixture's easy sequences are how
-Zoology's two-layer models leave that plateau. Its learning rate is chosen, and its other seeds
+those under the vocabulary), writing one record per tested setting. Single settings of 64 pairs
+left every mixer, attention included, at chance after 4000 steps (H100, 2026-12-07); the
+mixture's easy sequences are how Zoology's two-layer models leave that plateau. Its learning rate is chosen, and its other seeds
 run, by the mean accuracy over the tested settings (``selection_accuracy``). ``--mixture
 T:P:WEIGHT,...`` trains on a mixture of your own instead (a smaller one for a CPU, say); the
 records' ``train`` field names it, so its cells never mix with Zoology's.
@@ -66,7 +66,7 @@ from experiments.common import environment, first_step_below, loss_curve, parse_
 from experiments.report import PROTOCOL, protocol_of  # noqa: E402
 from gdn2.eval.likelihood import progress_bar  # noqa: E402
 from gdn2.eval.mqar import ZOOLOGY_TEST_SETTINGS, ZOOLOGY_TRAIN_MIXTURE  # noqa: E402
-from gdn2.eval.mqar_train import SCHEDULES, mqar_config, train_mqar  # noqa: E402
+from gdn2.eval.mqar_train import SCHEDULES, check_settings, mqar_config, train_mqar  # noqa: E402
 from gdn2.train.metrics import read_log  # noqa: E402
 
 DEFAULT_MIXERS = "gdn2,kda,gdn,deltanet,gla,attention,attention_conv,gdn2_b_only,gdn2_w_only,gdn2+neg"
@@ -212,9 +212,10 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         args.settings = ([s for s in ZOOLOGY_TEST_SETTINGS if s[0] < args.vocab_size] if zoology
                          else parse_settings(DEFAULT_SETTINGS))
     mixture = (args.mixture or ZOOLOGY_TRAIN_MIXTURE) if zoology else None
-    for t, _, _ in mixture or ():
-        if t >= args.vocab_size:
-            p.error(f"the training mixture reaches T = {t}: --vocab-size must exceed it, got {args.vocab_size}")
+    try:
+        check_settings(args.vocab_size, args.settings, mixture or ())
+    except ValueError as e:
+        p.error(f"--settings, --mixture or --vocab-size: {e}")
     # a mixture cell is one model tested at every setting: its cells carry no setting of their own
     cell_settings = [(0, 0)] if zoology else args.settings
     for m in args.mixers:

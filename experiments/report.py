@@ -73,8 +73,8 @@ def mqar_rows(records: Sequence[dict]) -> List[dict]:
     order = {m: i for i, m in enumerate(dict.fromkeys(r["mixer"] for r in records if r.get("task") == "mqar"))}
     # one section per setting and protocol: every protocol field in the key, before the mixers;
     # Zoology's protocol (issue 8's) first, the single-setting probes after it
-    rows.sort(key=lambda r: (r["train"] != "zoology", r["seq_len"], r["num_kv_pairs"], r["steps"] or 0,
-                             tuple(str(r[k]) for k in PROTOCOL), r["d_model"], order[r["mixer"]]))
+    rows.sort(key=lambda r: (r["train"] != "zoology", r["seq_len"], r["num_kv_pairs"],
+                             tuple(_sortable(r[k]) for k in PROTOCOL), r["d_model"], order[r["mixer"]]))
     return rows
 
 

@@ -100,8 +100,8 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     mqar.add_argument("--out", default="mqar-results", metavar="DIR",
                       help="where to write mqar.json and mqar.md (default: mqar-results)")
     mqar.add_argument("--zoology", action="store_true",
-                      help="train each mixer once on Zoology's mixture of settings (T 64 to 256, padded to 256; "
-                           "--vocab-size above 256) and test it at every --seq-lens x --kv-pairs")
+                      help="train each mixer once on Zoology's mixture of settings (T 64 to 256, each length "
+                           "unpadded; --vocab-size above 256) and test it at every --seq-lens x --kv-pairs")
     mqar.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ppl = sub.add_parser("ppl", help="perplexity per token and per byte of a checkpoint on held-out text",
@@ -199,18 +199,16 @@ def _mqar(args) -> int:
     from dataclasses import replace
 
     from .mqar import ZOOLOGY_TRAIN_MIXTURE
-    from .mqar_train import ATTENTIONS, mqar_config, mqar_mixers, mqar_table, train_mqar, write_mqar
+    from .mqar_train import ATTENTIONS, check_settings, mqar_config, mqar_mixers, mqar_table, train_mqar, write_mqar
     unknown = [m for m in args.mixers if m not in mqar_mixers()]
     if unknown:
         raise UsageError(f"unknown mixer(s) {', '.join(unknown)}; choose from {', '.join(mqar_mixers())}")
     settings = [(t, p) for t in args.seq_lens for p in args.kv_pairs]
-    bad = [f"T={t}, P={p}" for t, p in settings if t % 2 or 4 * p > t or t >= args.vocab_size]
-    if bad:
-        raise UsageError(f"invalid setting(s) {'; '.join(bad)}: T must be even, at least 4 * P and below "
-                         f"--vocab-size {args.vocab_size}")
-    longest = max(t for t, _, _ in ZOOLOGY_TRAIN_MIXTURE)
-    if args.zoology and args.vocab_size <= longest:
-        raise UsageError(f"--zoology trains at T up to {longest}: --vocab-size must exceed it, got {args.vocab_size}")
+    try:
+        check_settings(args.vocab_size, settings, ZOOLOGY_TRAIN_MIXTURE if args.zoology else ())
+    except ValueError as e:
+        raise UsageError(f"invalid MQAR setting: {e} (T must be even and at least 4 * P; --vocab-size must "
+                         f"exceed every T, with --zoology its training lengths too)") from None
     results = []
     for mixer in args.mixers:
         try:

@@ -169,12 +169,19 @@ def mqar_mixture_batch(num_examples: int, mixture: Sequence[Tuple[int, int, floa
         raise ValueError(f"seq_len {seq_len} is shorter than the mixture's longest setting {longest}")
     inputs = torch.zeros(num_examples, seq_len, dtype=torch.long)
     labels = torch.full((num_examples, seq_len), IGNORE_INDEX, dtype=torch.long)
-    row = 0
-    for i, ((t, pairs, _), n) in enumerate(zip(mixture, mixture_counts(num_examples, [w for *_, w in mixture]))):
+    for i, (row, n, t, pairs) in enumerate(_mixture_layout(num_examples, mixture)):
         part = mqar_batch(n, t, pairs, vocab_size, power_a, seed=(seed * 1_000_003 + i) % (1 << 63))
         inputs[row:row + n, :t], labels[row:row + n, :t] = part.inputs, part.labels
-        row += n
     return MQARData(inputs, labels)
+
+
+def _mixture_layout(num_examples: int, mixture: Sequence[Tuple[int, int, float]]) -> list:
+    """``[(first row, rows, seq_len, pairs)]`` per setting, in the mixture's order."""
+    layout, row = [], 0
+    for (t, pairs, _), n in zip(mixture, mixture_counts(num_examples, [w for *_, w in mixture])):
+        layout.append((row, n, t, pairs))
+        row += n
+    return layout
 
 
 def mixture_rows(num_examples: int, mixture: Sequence[Tuple[int, int, float]]) -> list:
@@ -184,13 +191,12 @@ def mixture_rows(num_examples: int, mixture: Sequence[Tuple[int, int, float]]) -
     >>> mixture_rows(10, [(8, 2, 3), (16, 4, 1), (16, 2, 1)])
     [(0, 6, 8), (6, 10, 16)]
     """
-    rows, row = [], 0
-    for (t, _, _), n in zip(mixture, mixture_counts(num_examples, [w for *_, w in mixture])):
+    rows = []
+    for row, n, t, _ in _mixture_layout(num_examples, mixture):
         if n and rows and rows[-1][2] == t:
             rows[-1] = (rows[-1][0], row + n, t)
         elif n:
             rows.append((row, row + n, t))
-        row += n
     return rows
 
 

@@ -220,6 +220,17 @@ def mqar_step(model, optimizer, device: Union[str, torch.device], amp: bool = Fa
     return step
 
 
+def check_settings(vocab_size: int, settings: Sequence[Tuple[int, int]],
+                   mixture: Sequence[Tuple[int, int, float]] = (), power_a: float = 0.01) -> None:
+    """Raise ``ValueError`` naming the first ``(seq_len, num_kv_pairs)`` of ``settings`` or of a
+    training ``mixture`` that MQAR's rules (``mqar_batch``'s) or the vocabulary (above every
+    seq_len, Zoology's rule) reject: the one check ``train_mqar`` and the command lines make."""
+    for t, pairs in [*settings, *((t, pairs) for t, pairs, _ in mixture)]:
+        if vocab_size <= t:
+            raise ValueError(f"vocab_size {vocab_size} must exceed seq_len {t} (Zoology's rule)")
+        mqar_batch(1, t, pairs, vocab_size, power_a)
+
+
 def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 300, lr: float = 3e-3, seed: int = 0,
                *, batch_size: int = 32, num_test: int = 256, warmup_steps: Optional[int] = None,
                weight_decay: float = 0.1, power_a: float = 0.01, device: Union[str, torch.device] = "cpu",
@@ -261,10 +272,7 @@ def train_mqar(config, seq_len: int = 64, num_kv_pairs: int = 4, steps: int = 30
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     tests = list(dict.fromkeys([(seq_len, num_kv_pairs), *map(tuple, test_settings)]))
-    for t, pairs in tests + [(t, pairs) for t, pairs, _ in mixture or ()]:
-        if config.vocab_size <= t:
-            raise ValueError(f"vocab_size {config.vocab_size} must exceed seq_len {t} (Zoology's rule)")
-        mqar_batch(1, t, pairs, config.vocab_size, power_a)  # validates every setting before training
+    check_settings(config.vocab_size, tests, mixture or (), power_a)   # every setting, before training
 
     def make(count: int, seed: int) -> MQARData:
         if mixture:
