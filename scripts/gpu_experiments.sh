@@ -5,7 +5,8 @@
 # to the shared results files; `--resume` makes a second call continue the first.
 # Usage (on a CUDA machine, repo root):
 #   bash scripts/gpu_experiments.sh OUT_DIR [BUDGET_SECONDS] [MQAR_GROUPS] [NEEDLE_GROUPS]
-# MQAR_GROUPS: space-separated mixer lists, one process each ("-" for none); NEEDLE_GROUPS:
+# MQAR_GROUPS: space-separated mixer lists, one process each ("-" for none), each MIXERS or
+# MIXERS@LRS (the group's learning rates override MQAR_ARGS' --lrs); NEEDLE_GROUPS:
 # space-separated KIND:MIXERS or KIND:MIXERS:SEEDS (seeds override NEEDLE_ARGS' --seeds, so the
 # seeds of one cell can run as parallel processes), one process each, NEEDLE_PARALLEL (default 2) at
 # a time. Extra flags: MQAR_ARGS, NEEDLE_ARGS; RESULTS: the results folder.
@@ -51,7 +52,10 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( threads > 0 ? threads : 1 ))}
 for group in $MQAR_GROUPS; do
   [ "$group" = "-" ] && continue
   n=$((n + 1))
-  timeout $((BUDGET + 90)) python3 experiments/mqar.py --mixers "$group" $MQAR_ARGS --prefetch-workers 2 \
+  IFS=@ read -r mixers lrs <<<"$group"
+  # argparse keeps the last --lrs: the group's rates win over MQAR_ARGS'
+  timeout $((BUDGET + 90)) python3 experiments/mqar.py --mixers "$mixers" $MQAR_ARGS ${lrs:+--lrs "$lrs"} \
+    --prefetch-workers 2 \
     --budget-seconds "$BUDGET" --out "$RESULTS" --resume >"$LOGS/mqar-$n.log" 2>&1 &
   workers+=($!)
 done
