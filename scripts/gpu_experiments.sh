@@ -82,12 +82,20 @@ done
   wait
 ) &
 workers+=($!)
-# every 20 s the finished records go to KEPT too: a call killed at its limit keeps them
-( while sleep 20; do python3 scripts/kept_results.py save "$RESULTS" "$KEPT"; done ) &
+# every 20 s the finished records go to KEPT and to OUT: a call killed at its limit keeps them on a
+# warm machine and, where its caller packs OUT as it goes (gpu_session.sh), brings them home
+snapshot() {
+  local f
+  python3 scripts/kept_results.py save "$RESULTS" "$KEPT"
+  for f in mqar.jsonl needle.jsonl; do   # KEPT holds complete lines only; the rename is atomic
+    [ -f "$KEPT/$f" ] && cp "$KEPT/$f" "$OUT/.$f.tmp" && mv "$OUT/.$f.tmp" "$OUT/$f"
+  done
+}
+( while sleep 20; do snapshot; done ) &
 saver=$!
 wait "${workers[@]}"
 kill "$saver" 2>/dev/null
-python3 scripts/kept_results.py save "$RESULTS" "$KEPT"
+snapshot
 # the summaries from every record (each process rewrote them from its own view at its end)
 python3 experiments/report.py --results "$RESULTS" >"$LOGS/report.log" 2>&1
 python3 experiments/needle.py --summary-only --out "$RESULTS" >>"$LOGS/report.log" 2>&1

@@ -57,7 +57,12 @@ MQAR_GROUPS=${MQAR_GROUPS:-"gdn2 kda gdn deltanet gla attention,attention_conv g
 NEEDLE_GROUPS=${NEEDLE_GROUPS:-"-"}
 
 sweep() {  # $1: budget in seconds
+  # packed every 30 s as it runs: the records the sweep copies to $R/exp as they finish come home
+  # from a call cut off at the device's limit too (the twentieth session lost a call's models so)
+  ( while sleep 30; do pack; done ) &
+  local packer=$!
   bash scripts/gpu_experiments.sh "$R/exp" "$1" "$MQAR_GROUPS" "$NEEDLE_GROUPS" >"$R/experiments-driver.log" 2>&1
+  kill "$packer" 2>/dev/null
   pack
 }
 step() {  # $1: time limit in seconds, $2: log under R, the rest: the command; skipped near the call's limit
