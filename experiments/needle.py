@@ -24,7 +24,8 @@ Data (built once per run, shared by every cell, so all cells see the same exampl
   document wrapped in end-of-text tokens as ``PackedDataset`` does; ``cu_seqlens`` restarts the
   state at every document start and no token predicts across a document boundary.
 - Needle rows: a pool of ``--train-pool`` RULER prompts (tasks ``--train-tasks``, cycled in chunks
-  of 50 whose needle depths are spread evenly) at ``--seq-len`` tokens, the haystack drawn from the
+  of 50 whose needle depths are spread evenly) at ``--seq-len`` tokens (or at each of
+  ``--train-lengths`` in equal shares, shorter rows padded), the haystack drawn from the
   *training* split, followed by the answer and end-of-text. The prompt starts with end-of-text,
   as in ``gdn2.eval.harness``. Loss (``--needle-loss``): ``answer`` (default) on the answer tokens
   and the final end-of-text only, so needle rows teach retrieval and corpus rows teach language;
@@ -349,6 +350,9 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     g.add_argument("--needle-loss", choices=("answer", "all"), default="answer",
                    help="needle rows' loss on the answer only or on all tokens (default %(default)s)")
     g.add_argument("--train-tasks", type=parse_list(str), default=ALL_TASKS, help="(default %(default)s)")
+    g.add_argument("--train-lengths", type=parse_list(int), default=None,
+                   help="lengths of the training needles, each at most --seq-len, in equal shares (a mixture "
+                   "like Zoology's for MQAR: the short ones lead off the plateau; default: --seq-len only)")
     g.add_argument("--train-pool", type=int, default=None,
                    help="needle training examples (default: as many as one cell uses)")
     g.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary (default %(default)s)")
@@ -389,6 +393,10 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         split_mixer(m)
     if not 0 <= args.needle_fraction <= 1:
         p.error("--needle-fraction must be in [0, 1]")
+    if args.train_lengths is not None:
+        if not args.train_lengths or any(not 0 < n <= args.seq_len for n in args.train_lengths):
+            p.error(f"--train-lengths must be lengths in (0, --seq-len = {args.seq_len}], got {args.train_lengths}")
+        args.train_lengths = sorted(set(args.train_lengths))
     if args.intermediate_size is None:
         args.intermediate_size = 3 * args.d_model
     if args.d_model % args.num_heads:
@@ -413,7 +421,8 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     args.eval_tasks = [get_task(t).name for t in args.eval_tasks]
     protocol = {k: getattr(args, k) for k in PROTOCOL}
     spec = DataSpec(args.corpus, args.vocab_size, args.seq_len, tuple(args.train_tasks), args.train_pool,
-                    tuple(args.eval_tasks), tuple(args.eval_lengths), args.eval_examples, args.eval_seed, workers)
+                    tuple(args.eval_tasks), tuple(args.eval_lengths), args.eval_examples, args.eval_seed, workers,
+                    tuple(args.train_lengths or ()))
 
     if args.profile_steps > 0:
         data = get_data(spec, cache_dir=args.data_cache)
@@ -444,7 +453,10 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
                 print(f"note: the BPE has {data.tokenizer.vocab_size} ids, not {args.vocab_size}", flush=True)
             env = environment(device)
         result = run_cell(args, cell, data, device, amp)
-        record = dict(task="needle", **asdict(cell), **protocol, **result, tokenizer_sha=data.tokenizer_sha,
+        # train_lengths only where set: the records made before it existed are then of the same
+        # protocol as the runs that leave it at its default (resume reads a missing field as None)
+        kept = {k: v for k, v in protocol.items() if not (k == "train_lengths" and v is None)}
+        record = dict(task="needle", **asdict(cell), **kept, **result, tokenizer_sha=data.tokenizer_sha,
                       eval_left_out=data.left_out, data_seconds=round(data.seconds, 3), **env,
                       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         with path.open("a", encoding="utf-8") as f:

@@ -36,6 +36,9 @@ class DataSpec:
     eval_examples: int
     eval_seed: int
     workers: int
+    # lengths of the training needles (each at most seq_len; shorter rows are padded, the padding a
+    # segment of its own); empty: seq_len only
+    train_lengths: Tuple[int, ...] = ()
 
 
 class NeedleData:
@@ -79,8 +82,12 @@ class NeedleData:
 
         train_prose, heldout_prose = ProseCorpus.from_documents(train_docs), ProseCorpus.from_documents(heldout_docs)
         train_tasks = [get_task(t).name for t in spec.train_tasks]
-        jobs = [("train", train_tasks[c % len(train_tasks)], spec.seq_len, min(CHUNK, spec.train_pool - c * CHUNK),
-                 derive_seed(TRAIN_SEED, c)) for c in range(math.ceil(spec.train_pool / CHUNK))]
+        lengths = spec.train_lengths or (spec.seq_len,)
+        # chunk c: the tasks cycle fastest, then the lengths, so every (task, length) pair gets an
+        # equal share of the pool's chunks (one length: the pool of the runs before train_lengths)
+        jobs = [("train", train_tasks[c % len(train_tasks)], lengths[c // len(train_tasks) % len(lengths)],
+                 min(CHUNK, spec.train_pool - c * CHUNK), derive_seed(TRAIN_SEED, c))
+                for c in range(math.ceil(spec.train_pool / CHUNK))]
         jobs += [("eval", get_task(t).name, n, spec.eval_examples, spec.eval_seed)
                  for t in spec.eval_tasks for n in spec.eval_lengths]
         results = _run_jobs(jobs, self.encoder, {"train": train_prose, "eval": heldout_prose}, spec.workers)

@@ -132,6 +132,7 @@ def test_data_cache_round_trip(tmp_path, monkeypatch):
     assert loaded.tokenizer.encode("In the beginning") == built.tokenizer.encode("In the beginning")
     assert needle_data.cache_key(dataclasses.replace(spec, workers=4)) == needle_data.cache_key(spec)
     assert needle_data.cache_key(dataclasses.replace(spec, train_pool=7)) != needle_data.cache_key(spec)
+    assert needle_data.cache_key(dataclasses.replace(spec, train_lengths=(256,))) != needle_data.cache_key(spec)
     files[0].write_bytes(b"not a torch file")
     stale = tmp_path / f"{files[0].name}.12345.tmp"         # left by a writer killed mid-write
     stale.write_bytes(b"partial")
@@ -247,3 +248,31 @@ def test_summary_beyond_reach_table(tmp_path):
     within["accuracy_beyond_reach"] = {}   # every needle within reach: no table, not an empty one
     path.write_text(json.dumps(within) + "\n")
     assert "Beyond the attention" not in needle.summarize(tmp_path)
+
+
+def test_training_needles_at_several_lengths():
+    # a length mixture (--train-lengths): the tasks cycle within each length's share of the pool,
+    # shorter rows are padded to seq_len and their padding is a segment of its own
+    spec = dataclasses.replace(_spec(), seq_len=512, train_tasks=("S-NIAH-1", "MK-NIAH-1"), train_pool=200,
+                               eval_lengths=(256,), train_lengths=(256, 512))   # 4 chunks of 50
+    data = needle.get_data(spec, say=lambda _: None)
+    lengths = data.pool_len.tolist()
+    assert len(lengths) == 200 and data.pool_ids.shape == (200, 512)
+    assert sum(n <= 256 for n in lengths) == 100 and sum(256 < n <= 512 for n in lengths) == 100
+    short = [i for i, n in enumerate(lengths) if n <= 256][:2]
+    batch = data.batch(2, 2, iter(short), torch.Generator().manual_seed(0), "answer")
+    cu = batch["cu_seqlens"].tolist()
+    assert cu == [0, lengths[short[0]], 512, 512 + lengths[short[1]], 1024]
+    assert (batch["input_ids"][0, lengths[short[0]]:] == data.pad_id).all()
+
+
+def test_train_lengths_protocol(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        needle.main(TINY + ["--out", str(tmp_path), "--train-lengths", "512"])   # longer than --seq-len
+    assert "--train-lengths must be lengths in (0, --seq-len = 256]" in capsys.readouterr().err
+    assert needle.main(TINY + ["--out", str(tmp_path), "--steps", "1"]) == 0
+    assert "train_lengths" not in _lines(tmp_path / "needle.jsonl")[0]   # the default: records as before
+    mixed = TINY + ["--out", str(tmp_path), "--steps", "1", "--train-lengths", "256", "--resume"]
+    assert needle.main(mixed) == 0   # another protocol: resume does not count the first record
+    records = _lines(tmp_path / "needle.jsonl")
+    assert len(records) == 2 and records[1]["train_lengths"] == [256]
