@@ -3,6 +3,7 @@ reading appended JSON-lines results."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 import math
@@ -32,7 +33,18 @@ def environment(device: torch.device) -> dict:
     return dict(device=str(device),
                 device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 **software_versions(), git_commit=git("rev-parse", "--short", "HEAD"),
-                git_dirty=None if status is None else bool(status))
+                git_dirty=None if status is None else bool(status), source_digest=source_digest())
+
+
+def source_digest(root: Path = ROOT) -> str:
+    """12 hex digits of SHA-256 over the code that makes a record (``gdn2/`` and ``experiments/``
+    Python files, paths and contents), read from the tree itself. A copy of a checkout can carry an
+    older ``.git`` than its files (the device machine's did, 2026-12-07), and then ``git_commit`` names
+    the wrong tree; this names the right one: run it at a commit and compare."""
+    h = hashlib.sha256()
+    for path in sorted([*(root / "gdn2").rglob("*.py"), *(root / "experiments").glob("*.py")]):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
 
 
 def split_mixer(name: str, allow_attention: bool = False) -> Tuple[str, bool]:

@@ -52,6 +52,9 @@ done
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 python3 -c "import gdn2" 2>"$R/import.log" || { cat "$R/import.log"; pack; exit 3; }
 git rev-parse --short HEAD >"$R/commit.txt" 2>/dev/null
+# the tree's own digest beside it: the machine's copy of .git can be older than its files
+python3 -c "from experiments.common import source_digest; print('source digest', source_digest())" \
+  >>"$R/commit.txt" 2>/dev/null
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$R/gpu.txt"
 MQAR_GROUPS=${MQAR_GROUPS:-"gdn2 kda gdn deltanet gla attention,attention_conv gdn2_b_only gdn2_w_only,gdn2+neg"}
 NEEDLE_GROUPS=${NEEDLE_GROUPS:-"-"}

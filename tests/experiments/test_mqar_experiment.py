@@ -27,7 +27,7 @@ def test_cells_are_appended_not_overwritten(tmp_path):
     assert 0.0 <= r["accuracy"] <= 1.0 and r["seconds"] > 0 and r["device_name"] == "cpu"
     assert r["state_size"] == 2 * 16 * 16 and r["state_kind"] == "recurrent"  # 2 heads x K=16 x V=16
     assert first[1]["state_size"] == 2 * 32 * 32 and first[1]["state_kind"] == "kv_cache"  # 2 x T x d_model
-    for key in ("final_loss", "torch", "triton", "date", "git_commit"):
+    for key in ("final_loss", "torch", "triton", "date", "git_commit", "source_digest"):
         assert key in r
     assert r["steps_to_half_loss"] is None        # 3 steps: no 50-step mean
 
@@ -159,3 +159,22 @@ def test_a_mixture_of_ones_own_is_its_own_protocol(tmp_path, capsys):
         mqar.main(base + ["--mixture", "16:2"])
     with pytest.raises(SystemExit):
         mqar.main(base + ["--mixture", "128:4:1"])      # past the vocabulary of 64
+
+
+def test_source_digest_names_the_tree(tmp_path):
+    from experiments.common import source_digest
+
+    (tmp_path / "gdn2" / "ops").mkdir(parents=True)
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "gdn2" / "ops" / "a.py").write_text("x = 1\n")
+    (tmp_path / "experiments" / "b.py").write_text("y = 2\n")
+    (tmp_path / "experiments" / "notes.md").write_text("not code\n")
+    first = source_digest(tmp_path)
+    assert len(first) == 12 and source_digest(tmp_path) == first
+    (tmp_path / "experiments" / "notes.md").write_text("changed, still not code\n")
+    assert source_digest(tmp_path) == first
+    (tmp_path / "gdn2" / "ops" / "a.py").write_text("x = 2\n")
+    assert source_digest(tmp_path) != first
+    (tmp_path / "gdn2" / "ops" / "a.py").write_text("x = 1\n")
+    (tmp_path / "gdn2" / "ops" / "a.py").rename(tmp_path / "gdn2" / "ops" / "c.py")   # same bytes, new path
+    assert source_digest(tmp_path) != first
