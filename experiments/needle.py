@@ -453,10 +453,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
                 print(f"note: the BPE has {data.tokenizer.vocab_size} ids, not {args.vocab_size}", flush=True)
             env = environment(device)
         result = run_cell(args, cell, data, device, amp)
-        # train_lengths only where set: the records made before it existed are then of the same
-        # protocol as the runs that leave it at its default (resume reads a missing field as None)
-        kept = {k: v for k, v in protocol.items() if not (k == "train_lengths" and v is None)}
-        record = dict(task="needle", **asdict(cell), **kept, **result, tokenizer_sha=data.tokenizer_sha,
+        record = dict(task="needle", **asdict(cell), **protocol, **result, tokenizer_sha=data.tokenizer_sha,
                       eval_left_out=data.left_out, data_seconds=round(data.seconds, 3), **env,
                       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         with path.open("a", encoding="utf-8") as f:

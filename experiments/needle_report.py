@@ -63,7 +63,9 @@ def summarize(results: Path = ROOT / "experiments" / "results", out: Optional[Pa
     latest: Dict[tuple, dict] = {}
     for r in read_log(path):
         if r.get("task") == "needle":
-            protocol = tuple((k, json.dumps(r.get(k))) for k in PROTOCOL if k in r)
+            # a field missing from a record (made before the field existed) reads as None, its
+            # default, as --resume reads it
+            protocol = tuple((k, json.dumps(r.get(k))) for k in PROTOCOL)
             latest[(protocol, r["kind"], r["mixer"], r["seed"])] = r
     sections: Dict[tuple, Dict[str, Dict[str, List[dict]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list)))
@@ -82,7 +84,7 @@ def summarize(results: Path = ROOT / "experiments" / "results", out: Optional[Pa
     for protocol, kinds in sections.items():
         values = {k: json.loads(v) for k, v in protocol}
         about = ", ".join(f"{k}={v if not isinstance(v, list) else ','.join(map(str, v))}"
-                          for k, v in values.items() if k not in ("eval_tasks", "eval_lengths"))
+                          for k, v in values.items() if k not in ("eval_tasks", "eval_lengths") and v is not None)
         lines += [f"## {about}", ""]
         for kind in sorted(kinds, key=lambda k: (kind_order.index(k) if k in kind_order else len(kind_order), k)):
             mixers = kinds[kind]

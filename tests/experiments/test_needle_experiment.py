@@ -271,7 +271,7 @@ def test_train_lengths_protocol(tmp_path, capsys):
         needle.main(TINY + ["--out", str(tmp_path), "--train-lengths", "512"])   # longer than --seq-len
     assert "--train-lengths must be lengths in (0, --seq-len = 256]" in capsys.readouterr().err
     assert needle.main(TINY + ["--out", str(tmp_path), "--steps", "1"]) == 0
-    assert "train_lengths" not in _lines(tmp_path / "needle.jsonl")[0]   # the default: records as before
+    assert _lines(tmp_path / "needle.jsonl")[0]["train_lengths"] is None   # the default
     mixed = TINY + ["--out", str(tmp_path), "--steps", "1", "--train-lengths", "256", "--resume"]
     assert needle.main(mixed) == 0   # another protocol: resume does not count the first record
     records = _lines(tmp_path / "needle.jsonl")
