@@ -84,23 +84,16 @@ done
 workers+=($!)
 # every 20 s the finished records go to KEPT and to OUT: a call killed at its limit keeps them on a
 # warm machine and, where its caller packs OUT as it goes (gpu_session.sh), brings them home
-snapshot() {
-  local f
-  python3 scripts/kept_results.py save "$RESULTS" "$KEPT"
-  for f in mqar.jsonl needle.jsonl; do   # KEPT holds complete lines only; the rename is atomic
-    [ -f "$KEPT/$f" ] && cp "$KEPT/$f" "$OUT/.$f.tmp" && mv "$OUT/.$f.tmp" "$OUT/$f"
-  done
-}
-( while sleep 20; do snapshot; done ) &
+( while sleep 20; do python3 scripts/kept_results.py save "$RESULTS" "$KEPT" "$OUT"; done ) &
 saver=$!
 wait "${workers[@]}"
 kill "$saver" 2>/dev/null
-snapshot
+python3 scripts/kept_results.py save "$RESULTS" "$KEPT" "$OUT"
 # the summaries from every record (each process rewrote them from its own view at its end)
 python3 experiments/report.py --results "$RESULTS" >"$LOGS/report.log" 2>&1
 python3 experiments/needle.py --summary-only --out "$RESULTS" >>"$LOGS/report.log" 2>&1
 for f in "$LOGS"/*.log; do echo "=== $(basename "$f")"; tail -c 6000 "$f"; done >"$OUT/experiments.log"
-cp "$RESULTS"/mqar.jsonl "$RESULTS"/mqar_summary.md "$RESULTS"/mqar_accuracy.png "$OUT"/ 2>/dev/null
-cp "$RESULTS"/needle.jsonl "$RESULTS"/needle_summary.md "$OUT"/ 2>/dev/null
+# (the records themselves are in OUT already: the last save above)
+cp "$RESULTS"/mqar_summary.md "$RESULTS"/mqar_accuracy.png "$RESULTS"/needle_summary.md "$OUT"/ 2>/dev/null
 grep -h "accuracy\|skipp\|Error\|error" "$LOGS"/*.log | tail -40
 ls -la "$OUT"

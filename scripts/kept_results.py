@@ -1,7 +1,7 @@
 """Experiment records kept on a warm GPU machine between calls (used by gpu_experiments.sh).
 
     python scripts/kept_results.py take RESULTS KEPT   # at a call's start
-    python scripts/kept_results.py save RESULTS KEPT   # while it runs and at its end
+    python scripts/kept_results.py save RESULTS KEPT [COPY]   # while it runs and at its end
 
 Each call gets a fresh copy of the checkout, so records a call appended are gone from the next
 one's ``RESULTS`` unless they were copied home in between; ``--resume`` would then run their cells
@@ -10,6 +10,8 @@ under ``KEPT`` (a periodic save survives a call killed at its time limit), and `
 back when the checkout's file arrived as the last call's did (``<file>.base``: nothing changed it
 at home since) and the kept file extends it. A checkout changed at home (records copied home,
 trimmed or merged) is left as it is: kept records never override a decision made at home.
+``save`` also writes the same complete lines to ``COPY`` where given (the call's output folder, so
+that a call cut off at its limit still brings them home).
 """
 
 from __future__ import annotations
@@ -46,20 +48,22 @@ def take(results: Path, kept: Path) -> None:
         _write(base, current)   # the checkout as it came: the next call compares its own with it
 
 
-def save(results: Path, kept: Path) -> None:
+def save(results: Path, kept: Path, *copies: Path) -> None:
     for name in FILES:
         data = _read(results / name)
         whole = data[:data.rfind(NEWLINE) + 1]   # a line being appended now is left for the next save
         if whole:
-            _write(kept / name, whole)
+            for folder in (kept, *copies):
+                _write(folder / name, whole)
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 3 or argv[0] not in ("take", "save"):
-        print(__doc__.strip().splitlines()[0] + "\nusage: kept_results.py take|save RESULTS KEPT", file=sys.stderr)
+    if len(argv) < 3 or argv[0] not in ("take", "save") or len(argv) > (3 if argv[0] == "take" else 4):
+        print(__doc__.strip().splitlines()[0] + "\nusage: kept_results.py take RESULTS KEPT | save RESULTS KEPT [COPY]",
+              file=sys.stderr)
         return 2
-    (take if argv[0] == "take" else save)(Path(argv[1]), Path(argv[2]))
+    (take if argv[0] == "take" else save)(*map(Path, argv[1:]))
     return 0
 
 

@@ -39,3 +39,12 @@ def test_records_come_back_only_onto_the_file_the_last_call_started_from(tmp_pat
 def test_usage_errors_exit_2(capsys):
     assert kept_results.main(["keep", "a", "b"]) == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_save_writes_the_complete_lines_to_a_copy_too(tmp_path):
+    home, kept, out = tmp_path / "results", tmp_path / "kept", tmp_path / "out"
+    home.mkdir()
+    (home / "mqar.jsonl").write_text('{"a": 1}\n{"b"')
+    assert kept_results.main(["save", str(home), str(kept), str(out)]) == 0
+    assert (out / "mqar.jsonl").read_text() == (kept / "mqar.jsonl").read_text() == '{"a": 1}\n'
+    assert kept_results.main(["take", str(home), str(kept), str(out)]) == 2   # take has no copy
