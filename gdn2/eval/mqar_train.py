@@ -143,12 +143,16 @@ def _answer_batch(data: MQARData, pin: bool = False, rows: Optional[Sequence[Tup
     return tuple(x.pin_memory() for x in out) if pin else tuple(out)
 
 
-def _answer_logits(model, inputs: torch.Tensor, where: torch.Tensor, *groups: torch.Tensor) -> torch.Tensor:
-    """Logits ``[P, V]`` (float32) at the flattened answer positions ``where``; further
-    ``(inputs, where)`` pairs in ``groups`` (``_answer_batch``'s groups) are appended in order."""
-    parts = [(inputs, where), *zip(groups[0::2], groups[1::2])]
-    hidden = torch.cat([model.model(x).flatten(0, 1).index_select(0, w) for x, w in parts])
+def _answer_logits(model, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Logits ``[P, V]`` (float32) at the answer positions of an ``_answer_batch`` tuple, group after
+    group (one model call a group, one output projection for all)."""
+    hidden = torch.cat([model.model(x).flatten(0, 1).index_select(0, w) for x, w in zip(batch[0::3], batch[1::3])])
     return model.lm_head(hidden).float()
+
+
+def _answer_loss(model, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over every answer of an ``_answer_batch`` tuple."""
+    return F.cross_entropy(_answer_logits(model, batch), torch.cat(batch[2::3]))
 
 
 @torch.no_grad()
@@ -161,9 +165,10 @@ def evaluate_mqar(model, seq_len: int, num_kv_pairs: int, num_examples: int = 25
     device = model.lm_head.weight.device
     correct = total = 0
     for i in range(0, num_examples, batch_size):
-        inputs, where, targets = (x.to(device) for x in _answer_batch(
+        batch = tuple(x.to(device) for x in _answer_batch(
             MQARData(data.inputs[i:i + batch_size], data.labels[i:i + batch_size])))
-        correct += int((_answer_logits(model, inputs, where).argmax(-1) == targets).sum())
+        targets = batch[2]
+        correct += int((_answer_logits(model, batch).argmax(-1) == targets).sum())
         total += targets.numel()
     model.train(was_training)
     return correct / total
@@ -198,8 +203,7 @@ def mqar_step(model, optimizer, device: Union[str, torch.device], amp: bool = Fa
         # autocast is entered per step: its cache of low-precision weight copies lives as long as
         # the context, so one context around the whole loop would train on the initial weights
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
-            pairs = [x for i, x in enumerate(batch) if i % 3 != 2]
-            return F.cross_entropy(_answer_logits(model, *pairs), torch.cat(batch[2::3]))
+            return _answer_loss(model, batch)
 
     graphs = compile and device_type == "cuda"
     if compile:

@@ -121,11 +121,12 @@ def test_training_loss_is_the_mean_over_answer_positions():
     model = GDN2ForCausalLM(mqar_config("gdn2", vocab_size=128, hidden_size=32, num_layers=1, num_heads=2,
                                         backend="chunk"))
     data = mqar_batch(4, 32, 4, 128, seed=1)
-    inputs, where, targets = _answer_batch(data, pin=False)
+    batch = _answer_batch(data, pin=False)
+    inputs, where, targets = batch
     assert where.numel() == 4 * 4
     mask = data.labels != IGNORE_INDEX                      # the positions the test scores
     masked = F.cross_entropy(model.lm_head(model.model(data.inputs)[mask]).float(), data.labels[mask])
-    torch.testing.assert_close(F.cross_entropy(_answer_logits(model, inputs, where), targets), masked)
+    torch.testing.assert_close(F.cross_entropy(_answer_logits(model, batch), targets), masked)
 
 
 def test_compiled_steps_give_the_eager_losses():
@@ -156,9 +157,8 @@ def test_a_mixtures_length_groups_train_as_its_padded_batch():
     """Each length group of a mixture batch runs unpadded: the same loss and gradients as the
     padded batch (float64, so a dropped or misplaced answer shows far above rounding)."""
     import torch
-    import torch.nn.functional as F
     from gdn2.eval.mqar import mixture_rows, mqar_mixture_batch
-    from gdn2.eval.mqar_train import _answer_batch, _answer_logits, mqar_config
+    from gdn2.eval.mqar_train import _answer_batch, _answer_loss, mqar_config
     from gdn2.models import GDN2ForCausalLM
     mixture = [(16, 1, 3.0), (32, 2, 1.0), (48, 4, 1.0), (48, 8, 1.0)]
     data = mqar_mixture_batch(12, mixture, 128, seed=3)
@@ -168,8 +168,7 @@ def test_a_mixtures_length_groups_train_as_its_padded_batch():
 
         def loss_and_grads(batch):
             model.zero_grad()
-            pairs = [x for i, x in enumerate(batch) if i % 3 != 2]
-            loss = F.cross_entropy(_answer_logits(model, *pairs), torch.cat(batch[2::3]))
+            loss = _answer_loss(model, batch)
             loss.backward()
             return [loss.detach()] + [p.grad.clone() for p in model.parameters()]
 
