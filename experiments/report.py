@@ -145,15 +145,24 @@ def glance(rows: Sequence[dict]) -> List[str]:
 
 
 def mqar_plot(rows: Sequence[dict], path: Path) -> Optional[str]:
-    """Accuracy against state size, one line per mixer, one subplot per setting; None if no matplotlib.
-    Zoology's protocol only where it has records; else, where one setting was run with several
-    protocols, the one with the most steps."""
+    """Writes ``mqar_figure(rows)`` to ``path``; None if matplotlib is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    fig = mqar_figure(rows)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
+def mqar_figure(rows: Sequence[dict]):
+    """Accuracy against state size, one line per mixer, one panel per setting (Zoology's protocol only
+    where it has records; else, where one setting was run with several protocols, the one with the
+    most steps), the legend in a panel of its own. Needs matplotlib."""
+    import matplotlib.pyplot as plt
     keep: Dict[tuple, dict] = {}
     rows = [r for r in rows if r["train"] == "zoology"] or rows
     for r in rows:
@@ -161,25 +170,35 @@ def mqar_plot(rows: Sequence[dict], path: Path) -> Optional[str]:
         if key not in keep or (r["steps"] or 0) > (keep[key]["steps"] or 0):
             keep[key] = r
     settings = sorted({k[:2] for k in keep})
-    fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 4), squeeze=False)
-    for ax, (t, p) in zip(axes[0], settings):
-        mixers = list(dict.fromkeys(k[2] for k in keep if k[:2] == (t, p)))
+    mixers = list(dict.fromkeys(k[2] for k in keep))
+    # one colour per mixer on every panel, one legend for the figure (in the spare panel when there is one)
+    colour = {m: plt.get_cmap("tab10" if len(mixers) <= 10 else "tab20")(i) for i, m in enumerate(mixers)}
+    ncols = min(4, len(settings) + 1)
+    nrows = -(-(len(settings) + 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False)
+    flat = list(axes.flat)
+    handles: Dict[str, object] = {}
+    for ax, (t, p) in zip(flat, settings):
         for m in mixers:
             pts = sorted((r["state_size"], r["mean"], r["std"]) for k, r in keep.items() if k[:3] == (t, p, m))
+            if not pts:
+                continue
             kv = any(r["state_kind"] == "kv_cache" for k, r in keep.items() if k[:3] == (t, p, m))
-            ax.errorbar([x for x, _, _ in pts], [100 * y for _, y, _ in pts], yerr=[100 * s for _, _, s in pts],
-                        marker="o", capsize=3, linestyle="--" if kv else "-", label=m + (" (KV cache)" if kv else ""))
+            h = ax.errorbar([x for x, _, _ in pts], [100 * y for _, y, _ in pts], yerr=[100 * s for _, _, s in pts],
+                            marker="o", capsize=3, color=colour[m], linestyle="--" if kv else "-")
+            handles.setdefault(m + (" (KV cache)" if kv else ""), h)
         ax.set_xscale("log", base=2)
         ax.set_title(f"MQAR T={t}, P={p}")
         ax.set_xlabel("state size per layer (floats)")
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    for ax in flat[len(settings):]:
+        ax.axis("off")
+    flat[len(settings)].legend(list(handles.values()), list(handles), loc="center", fontsize=8,
+                               title="mean ± std over seeds")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)
+    return fig
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -40,3 +40,26 @@ def test_glance_names_the_protocol_of_each_row_when_there_are_several():
     assert table[5].startswith("| Mixer | d_model | Protocol | Best LR |")
     assert table[7:9] == ["| gdn2 | 64 | steps=4000 | 0.001 | 99.0 | 1 |",   # 4000 before 16000
                           "| gdn2 | 64 | steps=16000 | 0.001 | 45.0 | 2 |"]
+
+
+def test_the_plot_has_a_panel_per_setting_and_a_line_per_mixer_over_state_size():
+    import pytest
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from experiments.report import mqar_figure, mqar_rows
+    records = [_record("gdn2", 256, 64, 0.5), _record("gdn2", 256, 64, 0.7, seed=1),
+               {**_record("gdn2", 256, 64, 0.9), "d_model": 128, "state_size": 8192},
+               _record("kda", 256, 64, 0.4), _record("kda", 64, 4, 1.0),
+               _record("gla", 128, 32, 0.25, train="single")]   # another protocol: not plotted
+    fig = mqar_figure(mqar_rows(records))
+    try:
+        panels = [ax for ax in fig.axes if ax.get_title()]
+        assert [ax.get_title() for ax in panels] == ["MQAR T=64, P=4", "MQAR T=256, P=64"]
+        data = [c.lines[0] for c in panels[1].containers]   # each errorbar's line (its caps are lines too)
+        lines = {tuple(line.get_xdata()): list(line.get_ydata()) for line in data}
+        assert len(data) == 2
+        assert lines[(2048, 8192)] == pytest.approx([60.0, 90.0])   # gdn2: mean over seeds, then d_model 128
+        assert lines[(2048,)] == pytest.approx([40.0])               # kda
+        legend = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+        assert sorted(legend) == ["gdn2", "kda"]
+    finally:
+        plt.close(fig)
