@@ -18,7 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_list(kind: Callable):
-    return lambda text: [kind(s.strip()) for s in text.split(",") if s.strip()]
+    """An argparse type: ``"1,2"`` -> ``[kind("1"), kind("2")]``; argparse names it in its errors."""
+    def parse(text: str) -> list:
+        return [kind(s.strip()) for s in text.split(",") if s.strip()]
+    parse.__name__ = f"comma-separated {getattr(kind, '__name__', 'value')} list"
+    return parse
 
 
 def environment(device: torch.device) -> dict:

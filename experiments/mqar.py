@@ -25,9 +25,10 @@ same; attention's "state" is its KV cache at seq_len (2 x seq_len x d_model floa
 ``+neg``).
 
 Cell order, so that a run cut short by the budget is still useful. For each setting, for each
-d_model: (1) ``--lr-first`` (default: the middle of ``--lrs``) for every mixer at the first seed;
-(2) the other learning rates at that seed, nearest to ``--lr-first`` first; (3) the remaining seeds
-only at each mixer's best learning rate from the first seed. That is how "best of 4 LRs, 3 seeds"
+d_model: (1) ``--lr-first`` (default: the middle of ``--lrs``) for every mixer at the first (smallest)
+seed; (2) the other learning rates at that seed, nearest to ``--lr-first`` first; (3) the remaining
+seeds only at each mixer's best learning rate at the first seed, among every rate on record there
+(``report.choose_lr``: ties to the rate with more seeds, then the smaller). That is how "best of 4 LRs, 3 seeds"
 stays affordable: 4 + 2 runs per (mixer, d_model, setting) instead of 12.
 
 Budget: before a cell starts it is skipped (with a message) when elapsed time plus an estimate of
@@ -51,9 +52,10 @@ import math
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 _T0 = time.perf_counter()  # when run as a script, the budget counts torch's import too
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +65,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from experiments.common import environment, first_step_below, loss_curve, parse_list, split_mixer  # noqa: E402
-from experiments.report import PROTOCOL, protocol_of  # noqa: E402
+from experiments.report import PROTOCOL, choose_lr, protocol_of  # noqa: E402
 from gdn2.eval.likelihood import progress_bar  # noqa: E402
 from gdn2.eval.mqar import ZOOLOGY_TEST_SETTINGS, ZOOLOGY_TRAIN_MIXTURE  # noqa: E402
 from gdn2.eval.mqar_train import SCHEDULES, check_settings, mqar_config, train_mqar  # noqa: E402
@@ -113,17 +115,13 @@ def parse_settings(text: str) -> List[Tuple[int, int]]:
     return out
 
 
-def best_lr(lrs: Sequence[float], accuracy: Callable[[float], Optional[float]]) -> Optional[float]:
-    """The learning rate of highest accuracy (first in ``lrs`` on ties); None if none is known."""
-    known = [(accuracy(lr), -i, lr) for i, lr in enumerate(lrs) if accuracy(lr) is not None]
-    return max(known)[2] if known else None
-
-
 def cell_order(mixers: Sequence[str], d_models: Sequence[int], settings: Sequence[Tuple[int, int]],
                lrs: Sequence[float], seeds: Sequence[int], lr_first: float,
-               accuracy: Callable[[Cell], Optional[float]]) -> Iterator[Cell]:
-    """Cells in run order (see the module docstring). Lazy: the best learning rate of phase 3 is
-    read through ``accuracy(cell)`` (None = not run) only once phases 1 and 2 of that block are yielded."""
+               accuracies: Mapping[Tuple, float]) -> Iterator[Cell]:
+    """Cells in run order (see the module docstring). ``accuracies``: ``Cell.key()`` -> selection
+    accuracy of every cell on record or finished so far (the caller adds to it as cells finish).
+    Lazy: phase 3's rate is chosen (``report.choose_lr``, the report's rule) once phases 1 and 2 of
+    that block are yielded, from every rate on record at the first seed, this call's ``lrs`` or not."""
     rest = sorted((lr for lr in lrs if lr != lr_first), key=lambda lr: abs(math.log(lr / lr_first)))
     order = [lr_first] + rest
     for seq_len, pairs in settings:
@@ -132,7 +130,9 @@ def cell_order(mixers: Sequence[str], d_models: Sequence[int], settings: Sequenc
                 for m in mixers:
                     yield Cell(m, d, seq_len, pairs, lr, seeds[0])
             for m in mixers:
-                lr = best_lr(order, lambda x: accuracy(Cell(m, d, seq_len, pairs, x, seeds[0])))
+                block = (m, d, seq_len, pairs)
+                at_first = {k[4]: a for k, a in accuracies.items() if k[:4] == block and k[5] == seeds[0]}
+                lr = choose_lr(at_first, Counter(k[4] for k in accuracies if k[:4] == block))
                 for seed in ([] if lr is None else seeds[1:]):
                     yield Cell(m, d, seq_len, pairs, lr, seed)
 
@@ -164,6 +164,25 @@ class Estimator:
 
 def where(cell: Cell) -> str:
     return "mixture" if not cell.seq_len else f"T={cell.seq_len:<4} P={cell.num_kv_pairs:<4}"
+
+
+def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``p.error`` (exit 2, the argument named) for what would otherwise fail deep in a cell or,
+    worse, append an untrained record; puts ``--seeds`` in order (the smallest chooses the rate)."""
+    for flag, values in (("--mixers", args.mixers), ("--d-models", args.d_models), ("--lrs", args.lrs),
+                         ("--seeds", args.seeds)):
+        if not values:
+            p.error(f"{flag}: expected at least one value, got none")
+    if any(not lr > 0 for lr in [*args.lrs, *([] if args.lr_first is None else [args.lr_first])]):
+        p.error(f"--lrs / --lr-first: expected positive learning rates, got {args.lrs} / {args.lr_first}")
+    for name in ("steps", "batch_size", "num_heads", "num_layers", "num_test"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(args, name)}")
+    for d in args.d_models:
+        if d < 1 or d % (2 * args.num_heads):
+            p.error(f"--d-models: each d_model must split into --num-heads ({args.num_heads}) heads of even "
+                    f"width (a multiple of {2 * args.num_heads}), got {d}")
+    args.seeds = sorted(dict.fromkeys(args.seeds))
 
 
 def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) -> int:
@@ -201,6 +220,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile each step (CUDA graphs on CUDA)")
     args = p.parse_args(argv)
+    check_args(p, args)
 
     start = time.perf_counter() if start is None else start
     if args.mixture is not None:
@@ -219,7 +239,10 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     # a mixture cell is one model tested at every setting: its cells carry no setting of their own
     cell_settings = [(0, 0)] if zoology else args.settings
     for m in args.mixers:
-        split_mixer(m, allow_attention=True)
+        try:
+            split_mixer(m, allow_attention=True)
+        except ValueError as e:
+            p.error(f"--mixers: {e}")
     lr_first = args.lr_first if args.lr_first is not None else args.lrs[(len(args.lrs) - 1) // 2]
     if lr_first not in args.lrs:
         args.lrs = [lr_first] + args.lrs
@@ -245,8 +268,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
                     r.get("selection_accuracy", r["accuracy"])
         print(f"resume: {len(accuracies)} cell(s) of this protocol already in {path}", flush=True)
 
-    cells = cell_order(args.mixers, args.d_models, cell_settings, args.lrs, args.seeds, lr_first,
-                       lambda c: accuracies.get(c.key()))
+    cells = cell_order(args.mixers, args.d_models, cell_settings, args.lrs, args.seeds, lr_first, accuracies)
     total = len(cell_settings) * len(args.d_models) * len(args.mixers) * (len(args.lrs) + len(args.seeds) - 1)
     bar = progress_bar(None, total=total, unit="cell", enabled=not args.no_progress)
     estimate, run, skipped = Estimator(max((t for t, _, _ in mixture or ()), default=0)), 0, 0

@@ -38,14 +38,40 @@ def load(results: Path) -> List[dict]:
     return records
 
 
+def choose_lr(at_first: Dict[float, float], seeds: Optional[Dict[float, int]] = None) -> Optional[float]:
+    """The learning rate a sweep keeps, from each rate's accuracy at the first seed: the highest; on
+    a tie, the rate with more ``seeds`` on record (the one the sweep already ran its other seeds at),
+    then the smaller rate. None if no rate has a result. The one rule of the MQAR sweep's phase 3
+    (``experiments/mqar.py``) and of this report, so the report names the rate the seeds ran at.
+
+    >>> choose_lr({1e-3: 0.5, 3e-3: 0.5}), choose_lr({1e-3: 0.5, 3e-3: 0.5}, {3e-3: 3})
+    (0.001, 0.003)
+    """
+    if not at_first:
+        return None
+    seeds = seeds or {}
+    return max(sorted(at_first), key=lambda lr: (at_first[lr], seeds.get(lr, 0), -lr))
+
+
 def chosen_lr(by_lr: Dict[float, List[dict]]) -> float:
-    """The sweep's learning rate: the best accuracy at the first seed (a mixture-trained model's mean
-    over its tested settings, ``selection_accuracy``, as the sweep chose); ties to more seeds, then
-    the smaller rate."""
+    """The sweep's learning rate (``choose_lr``, the rule its phase 3 follows) from each rate's
+    accuracy at the first seed: a mixture-trained model's mean over its tested settings
+    (``selection_accuracy``), as the sweep chose."""
     first = min(r["seed"] for rs in by_lr.values() for r in rs)
     at_first = {lr: next(r.get("selection_accuracy", r["accuracy"]) for r in rs if r["seed"] == first)
                 for lr, rs in by_lr.items() if any(r["seed"] == first for r in rs)}
-    return max(sorted(at_first), key=lambda x: (at_first[x], len(by_lr[x]), -x))
+    return choose_lr(at_first, {lr: len(rs) for lr, rs in by_lr.items()})
+
+
+def _cell(r: dict) -> tuple:
+    return (r["mixer"], r["d_model"], r["seq_len"], r["num_kv_pairs"], *protocol_of(r), float(r["lr"]), r["seed"])
+
+
+def superseded(records: Sequence[dict]) -> int:
+    """MQAR records that a later record of the same cell replaces (a cell run twice: the summary
+    keeps the latest and says how many it set aside)."""
+    cells = [_cell(r) for r in records if r.get("task") == "mqar"]
+    return len(cells) - len(set(cells))
 
 
 def mqar_rows(records: Sequence[dict]) -> List[dict]:
@@ -53,8 +79,7 @@ def mqar_rows(records: Sequence[dict]) -> List[dict]:
     latest: Dict[tuple, dict] = {}
     for r in records:
         if r.get("task") == "mqar":
-            latest[(r["mixer"], r["d_model"], r["seq_len"], r["num_kv_pairs"],
-                    *protocol_of(r), float(r["lr"]), r["seed"])] = r
+            latest[_cell(r)] = r
     groups: Dict[tuple, Dict[float, List[dict]]] = defaultdict(lambda: defaultdict(list))
     for key, r in latest.items():
         groups[key[:-2]][key[-2]].append(r)
@@ -78,13 +103,15 @@ def mqar_rows(records: Sequence[dict]) -> List[dict]:
     return rows
 
 
-def mqar_markdown(rows: Sequence[dict], plot_note: str = "") -> str:
+def mqar_markdown(rows: Sequence[dict], plot_note: str = "", replaced: int = 0) -> str:
     lines = ["# MQAR results", "",
              "Accuracy (%) at the learning rate the sweep chose (the best at the first seed), mean ± sample std over the n seeds (the mean alone when n = 1) "
              "at that LR. State: floats of one layer's recurrent state (heads x K x V); for attention, its KV "
              "cache at seq_len. The other LRs are shown as lr: mean (n). Left the plateau: per seed at the chosen LR, "
              "the step at which the loss (mean of 50 steps) fell under half its first 50 steps' ('never' within the "
-             "run; '-' for records made before it was kept).", ""]
+             "run; '-' for records made before it was kept)."
+             + (f" {replaced} record(s) of cells run twice are set aside for the later run of the same cell."
+                if replaced else ""), ""]
     if not rows:
         return "\n".join(lines + ["No MQAR records found.", ""])
     lines += glance(rows)
@@ -205,7 +232,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     args = p.parse_args(argv)
-    rows = mqar_rows(load(args.results))
+    records = load(args.results)
+    rows = mqar_rows(records)
     if not rows:   # a folder of other experiments' records (the needle probe's) gets no empty summary
         print(f"no MQAR records in {args.results}: nothing written")
         return 0
@@ -213,7 +241,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     note = ("![accuracy against state size](mqar_accuracy.png)" if mqar_plot(rows, png)
             else "(matplotlib is not installed: no plot)")
     md = args.results / "mqar_summary.md"
-    md.write_text(mqar_markdown(rows, note), encoding="utf-8")
+    md.write_text(mqar_markdown(rows, note, superseded(records)), encoding="utf-8")
     print(f"wrote {md}" + (f" and {png}" if note.startswith("!") else ""))
     return 0
 

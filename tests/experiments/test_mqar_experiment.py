@@ -62,19 +62,17 @@ def test_unknown_mixer_is_rejected():
             mqar.split_mixer(name, allow_attention=name == "attention_conv+neg")
 
 
+def _key(mixer, lr, seed=0, d=64):
+    return (mixer, d, 256, 64, lr, seed)
+
+
 def test_cell_order():
     lrs, seeds, mixers = [1e-3, 3e-3, 1e-2, 3e-2], [0, 1, 2], ["a", "b"]
     fake = {("a", 1e-3): 0.1, ("a", 3e-3): 0.5, ("a", 1e-2): 0.9, ("a", 3e-2): 0.2,
             ("b", 1e-3): 0.7, ("b", 3e-3): 0.3, ("b", 1e-2): 0.1}  # b at 3e-2 never ran (budget)
-    asked = []
-
-    def accuracy(cell):
-        assert cell.seed == 0
-        asked.append(cell)
-        return fake.get((cell.mixer, cell.lr))
-
+    accuracies = {_key(m, lr, d=d): a for (m, lr), a in fake.items() for d in (64, 128)}
     order = [(c.mixer, c.d_model, c.seq_len, c.lr, c.seed)
-             for c in mqar.cell_order(mixers, [64, 128], [(256, 64)], lrs, seeds, 3e-3, accuracy)]
+             for c in mqar.cell_order(mixers, [64, 128], [(256, 64)], lrs, seeds, 3e-3, accuracies)]
     block = lambda d: [  # noqa: E731
         ("a", d, 256, 3e-3, 0), ("b", d, 256, 3e-3, 0),       # the first LR for every mixer
         ("a", d, 256, 1e-3, 0), ("b", d, 256, 1e-3, 0),       # then the others, nearest first
@@ -83,17 +81,49 @@ def test_cell_order():
         ("a", d, 256, 1e-2, 1), ("a", d, 256, 1e-2, 2),       # other seeds at each mixer's best LR
         ("b", d, 256, 1e-3, 1), ("b", d, 256, 1e-3, 2)]
     assert order == block(64) + block(128)
-    assert asked  # the best LR came from the accuracy callback
+
+
+def test_cell_order_reads_the_results_as_they_come():
+    accuracies = {}
+    cells = mqar.cell_order(["a"], [64], [(256, 64)], [1e-3, 3e-3], [0, 1], 1e-3, accuracies)
+    for acc, cell in zip((0.2, 0.6), cells):      # phases 1 and 2 finish while the order is walked
+        accuracies[cell.key()] = acc
+    assert [(c.lr, c.seed) for c in cells] == [(3e-3, 1)]
 
 
 def test_cell_order_without_seed0_results_skips_other_seeds():
-    order = list(mqar.cell_order(["a"], [64], [(64, 8)], [1e-3, 1e-2], [0, 1], 1e-3, lambda c: None))
+    order = list(mqar.cell_order(["a"], [64], [(64, 8)], [1e-3, 1e-2], [0, 1], 1e-3, {}))
     assert [(c.lr, c.seed) for c in order] == [(1e-3, 0), (1e-2, 0)]
 
 
-def test_best_lr_ties_go_to_the_first():
-    assert mqar.best_lr([3e-3, 1e-3], {3e-3: 0.5, 1e-3: 0.5}.get) == 3e-3
-    assert mqar.best_lr([3e-3, 1e-3], {}.get) is None
+def test_phase_3_and_the_report_choose_the_same_rate():
+    """The rate of the other seeds is chosen among every rate on record at the first seed (an earlier
+    call's too), by the report's rule, so the report's row is the rate the seeds ran at."""
+    from experiments.report import chosen_lr
+    on_record = {_key("a", 1e-2): 0.9, _key("a", 1e-3): 0.5, _key("a", 3e-3): 0.5}
+    order = list(mqar.cell_order(["a"], [64], [(256, 64)], [1e-3, 3e-3], [0, 1], 3e-3, dict(on_record)))
+    assert [(c.lr, c.seed) for c in order][-1] == (1e-2, 1)
+    by_lr = {k[4]: [dict(seed=0, accuracy=a)] for k, a in on_record.items()}
+    assert chosen_lr(by_lr) == 1e-2
+    tie = {_key("a", 1e-3): 0.5, _key("a", 3e-3): 0.5}   # a tie goes to the smaller rate in both
+    assert list(mqar.cell_order(["a"], [64], [(256, 64)], [1e-3, 3e-3], [0, 1], 3e-3, tie))[-1].lr == 1e-3
+    assert chosen_lr({1e-3: [dict(seed=0, accuracy=0.5)], 3e-3: [dict(seed=0, accuracy=0.5)]}) == 1e-3
+    # ... unless the other seeds already ran at the other rate
+    ran = {**tie, _key("a", 3e-3, seed=1): 0.4}
+    assert list(mqar.cell_order(["a"], [64], [(256, 64)], [1e-3, 3e-3], [0, 1, 2], 3e-3, ran))[-1].lr == 3e-3
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--lrs", ""], "--lrs"), (["--lrs", "0,1e-3"], "--lrs"), (["--seeds", ","], "--seeds"),
+    (["--steps", "0"], "--steps"), (["--num-heads", "0"], "--num-heads"), (["--d-models", "60", "--num-heads", "7"],
+                                                                            "--d-models"),
+    (["--mixers", "mamba"], "--mixers"), (["--lrs", "fast"], "--lrs")])
+def test_bad_arguments_are_named(argv, named, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        mqar.main([*argv, "--device", "cpu", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "mqar.jsonl").exists()
 
 
 def test_report_mean_and_std(tmp_path):

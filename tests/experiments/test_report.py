@@ -63,3 +63,13 @@ def test_the_plot_has_a_panel_per_setting_and_a_line_per_mixer_over_state_size()
         assert sorted(legend) == ["gdn2", "kda"]
     finally:
         plt.close(fig)
+
+
+def test_a_cell_run_twice_counts_once_at_its_latest_and_is_counted_as_set_aside():
+    from experiments.report import mqar_markdown, mqar_rows, superseded
+    records = [_record("gdn2", 256, 64, 0.2), _record("gdn2", 256, 64, 0.6), _record("gdn2", 256, 64, 0.4, seed=1)]
+    (row,) = mqar_rows(records)
+    assert (row["n"], row["mean"]) == (2, 0.5)    # the later seed-0 record (0.6) with seed 1 (0.4)
+    assert superseded(records) == 1 and superseded(records[::2]) == 0
+    assert "1 record(s) of cells run twice" in mqar_markdown([row], replaced=1)
+    assert "run twice" not in mqar_markdown([row])
