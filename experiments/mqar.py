@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import statistics
 import sys
@@ -69,7 +68,7 @@ from experiments.report import PROTOCOL, choose_lr, protocol_of  # noqa: E402
 from gdn2.eval.likelihood import progress_bar  # noqa: E402
 from gdn2.eval.mqar import ZOOLOGY_TEST_SETTINGS, ZOOLOGY_TRAIN_MIXTURE  # noqa: E402
 from gdn2.eval.mqar_train import SCHEDULES, check_settings, mqar_config, train_mqar  # noqa: E402
-from gdn2.train.metrics import read_log  # noqa: E402
+from gdn2.train.metrics import append_records, read_log  # noqa: E402
 
 DEFAULT_MIXERS = "gdn2,kda,gdn,deltanet,gla,attention,attention_conv,gdn2_b_only,gdn2_w_only,gdn2+neg"
 TRAININGS = ("single", "zoology")
@@ -306,12 +305,12 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
                           seconds=result.seconds, num_parameters=result.num_parameters, amp=amp, compile=args.compile,
                           num_test=args.num_test, **env,
                           date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-        with path.open("a", encoding="utf-8") as f:
-            for (t, pairs), accuracy in result.accuracies.items():   # one record per tested setting
-                size, kind = state_size(config, t)
-                record = dict(task="mqar", **{**asdict(cell), "seq_len": t, "num_kv_pairs": pairs}, **run_fields,
-                              accuracy=accuracy, state_size=size, state_kind=kind)
-                f.write(json.dumps(record) + "\n")
+        records = []
+        for (t, pairs), accuracy in result.accuracies.items():   # one record per tested setting
+            size, kind = state_size(config, t)
+            records.append(dict(task="mqar", **{**asdict(cell), "seq_len": t, "num_kv_pairs": pairs}, **run_fields,
+                                accuracy=accuracy, state_size=size, state_kind=kind))
+        append_records(path, records)   # one write: the sweep's other processes append to this file too
         accuracies[cell.key()] = selection
         estimate.add(cell, args.steps, result.seconds)
         run += 1

@@ -87,7 +87,7 @@ from experiments.needle_data import IGNORE_INDEX, DataSpec, NeedleData, get_data
 from experiments.needle_report import (ALL_TASKS, EXIT_NATS, KINDS, PROTOCOL, RESULTS, SUMMARY,  # noqa: E402
                                        fmt_length, summarize)
 from gdn2.eval.mqar_train import derive_seed, mqar_config  # noqa: E402
-from gdn2.train.metrics import read_log  # noqa: E402
+from gdn2.train.metrics import append_records, read_log  # noqa: E402
 
 DEFAULT_MIXERS = "gdn2,kda,gdn,gdn2_b_only,gdn2_w_only,gdn2+neg"
 
@@ -200,21 +200,23 @@ def build_model(args, cell: Cell, data: NeedleData, device: torch.device):
 
 
 def needle_distances(samples: Sequence[dict], tokenizer) -> List[int]:
-    """Tokens from the asked needle's value to the prompt's last token (which generates the answer's
-    first): how far back an attention layer would have to reach to copy it. The text before the
-    value is tokenised without its trailing space, which the byte-level BPE merges into the value's
-    first token (" 123") in the whole prompt."""
+    """Positions from the asked needle's value to the prompt's last token (which generates the
+    answer's first): how far back an attention layer would have to reach to copy it. A sample's
+    ``input_tokens`` count the leading end-of-text its encoder adds and ``tokenizer`` does not. The
+    text before the value is tokenised without its trailing space, which the byte-level BPE merges
+    into the value's first token (" 123") in the whole prompt."""
     prefixes = [s["input"][:s["input"].index(s["answers"][0])].rstrip(" ") for s in samples]   # unique in the prompt
-    return [s["input_tokens"] - 1 - len(ids) for s, ids in zip(samples, tokenizer.encode_batch(prefixes))]
+    # the value's first token sits at 1 + len(prefix), the last prompt token at input_tokens - 1
+    return [s["input_tokens"] - 2 - len(ids) for s, ids in zip(samples, tokenizer.encode_batch(prefixes))]
 
 
 def accuracy_beyond_reach(samples: Sequence[dict], predictions: Sequence[str], distances: Sequence[int],
                           reach: int) -> Dict[str, Dict[str, List[float]]]:
-    """Accuracy (%) and sample count per task and length over the samples whose needle lies ``reach``
-    tokens or more before the answer: out of the reach of every layer but the recurrent state (each
-    attention layer passes on what its window saw, each short convolution its last few tokens)."""
+    """Accuracy (%) and sample count per task and length over the samples whose needle lies more than
+    ``reach`` positions before the answer: out of the reach of every layer but the recurrent state
+    (each attention layer passes on what its window saw, each short convolution its last few tokens)."""
     from gdn2.eval.scoring import score_ruler
-    far = [(p, s) for p, s, d in zip(predictions, samples, distances) if d >= reach]
+    far = [(p, s) for p, s, d in zip(predictions, samples, distances) if d > reach]
     out: Dict[str, Dict[str, List[float]]] = defaultdict(dict)
     for row in score_ruler([p for p, _ in far], [s for _, s in far]):
         out[row["task"]][str(row["context_length"])] = [round(row["accuracy"], 2), row["num_samples"]]
@@ -243,7 +245,8 @@ def run_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool
             prediction=pred))
     mean = round(statistics.fmean(r["accuracy"] for r in scores), 2) if scores else None
     attention_layers = config.layer_kinds.count("S")
-    reach = (attention_layers * args.sliding_window + config.layer_kinds.count("L") * (config.conv_size - 1)
+    # a window of W sees positions (p - W, p]: W - 1 back a layer; a short convolution of c, c - 1 back
+    reach = (attention_layers * (args.sliding_window - 1) + config.layer_kinds.count("L") * (config.conv_size - 1)
              if attention_layers else 0)
     beyond = accuracy_beyond_reach(data.eval_samples, predictions,
                                    needle_distances(data.eval_samples, data.tokenizer), reach)
@@ -262,7 +265,7 @@ def run_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool
         state_size=config.num_v_heads * config.head_k_dim * config.head_v_dim,
         kv_window_size=(2 * args.sliding_window * config.num_key_value_heads * config.head_dim
                         if "S" in config.pattern else 0),
-        num_parameters=sum(p.numel() for p in model.parameters()), amp=amp,
+        num_parameters=sum(p.numel() for p in model.parameters()),
         train_seconds=round(trained - start, 3), eval_seconds=round(done - trained, 3),
         seconds=round(done - start, 3))
 
@@ -390,7 +393,10 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         if kind not in KINDS:
             p.error(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
     for m in args.mixers:
-        split_mixer(m)
+        try:
+            split_mixer(m)
+        except ValueError as e:
+            p.error(f"--mixers: {e}")
     if not 0 <= args.needle_fraction <= 1:
         p.error("--needle-fraction must be in [0, 1]")
     if args.train_lengths is not None:
@@ -407,6 +413,9 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     needles = round(args.batch_size * args.needle_fraction)
     if args.train_pool is None:
         args.train_pool = max(1, args.steps * needles)
+    if len(args.train_lengths or ()) > 1 and args.train_pool < len(args.train_tasks) * len(args.train_lengths):
+        p.error(f"--train-pool: {args.train_pool} rows cannot give each of {len(args.train_tasks)} task(s) x "
+                f"{len(args.train_lengths)} --train-lengths a row")
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(args.device)
@@ -419,6 +428,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     from gdn2.eval.ruler import get_task
     args.train_tasks = [get_task(t).name for t in args.train_tasks]
     args.eval_tasks = [get_task(t).name for t in args.eval_tasks]
+    args.amp = amp   # a protocol field: bfloat16 and float32 records never count for each other
     protocol = {k: getattr(args, k) for k in PROTOCOL}
     spec = DataSpec(args.corpus, args.vocab_size, args.seq_len, tuple(args.train_tasks), args.train_pool,
                     tuple(args.eval_tasks), tuple(args.eval_lengths), args.eval_examples, args.eval_seed, workers,
@@ -456,8 +466,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         record = dict(task="needle", **asdict(cell), **protocol, **result, tokenizer_sha=data.tokenizer_sha,
                       eval_left_out=data.left_out, data_seconds=round(data.seconds, 3), **env,
                       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-        with path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        append_records(path, [record])
         estimate.add(cell, result["seconds"])
         run += 1
         by_length = defaultdict(list)

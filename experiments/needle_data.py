@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -82,12 +82,7 @@ class NeedleData:
 
         train_prose, heldout_prose = ProseCorpus.from_documents(train_docs), ProseCorpus.from_documents(heldout_docs)
         train_tasks = [get_task(t).name for t in spec.train_tasks]
-        lengths = spec.train_lengths or (spec.seq_len,)
-        # chunk c: the tasks cycle fastest, then the lengths, so every (task, length) pair gets an
-        # equal share of the pool's chunks (one length: the pool of the runs before train_lengths)
-        jobs = [("train", train_tasks[c % len(train_tasks)], lengths[c // len(train_tasks) % len(lengths)],
-                 min(CHUNK, spec.train_pool - c * CHUNK), derive_seed(TRAIN_SEED, c))
-                for c in range(math.ceil(spec.train_pool / CHUNK))]
+        jobs = _train_jobs(train_tasks, spec.train_lengths or (spec.seq_len,), spec.train_pool)
         jobs += [("eval", get_task(t).name, n, spec.eval_examples, spec.eval_seed)
                  for t in spec.eval_tasks for n in spec.eval_lengths]
         results = _run_jobs(jobs, self.encoder, {"train": train_prose, "eval": heldout_prose}, spec.workers)
@@ -169,6 +164,25 @@ class NeedleData:
         g = torch.Generator().manual_seed(derive_seed(seed, "needles"))
         while True:
             yield from torch.randperm(self.pool_ids.shape[0], generator=g).tolist()
+
+
+def _train_jobs(tasks: Sequence[str], lengths: Sequence[int], pool: int) -> List[tuple]:
+    """The training pool's generation jobs, chunks of at most CHUNK rows, chunk c from seed
+    ``derive_seed(TRAIN_SEED, c)``. One length: chunk c of task c mod tasks (the pool of the
+    records made before ``train_lengths``, kept as it was). Several: every (task, length) pair gets
+    an equal share of the rows (the first ``pool`` mod pairs one row more)."""
+    if len(lengths) == 1:
+        return [("train", tasks[c % len(tasks)], lengths[0], min(CHUNK, pool - c * CHUNK), derive_seed(TRAIN_SEED, c))
+                for c in range(math.ceil(pool / CHUNK))]
+    pairs = [(t, n) for n in lengths for t in tasks]
+    if pool < len(pairs):
+        raise ValueError(f"a pool of {pool} needle rows cannot hold {len(tasks)} task(s) x {len(lengths)} lengths")
+    jobs: List[tuple] = []
+    for i, (task, n) in enumerate(pairs):
+        share = pool // len(pairs) + (i < pool % len(pairs))
+        for start in range(0, share, CHUNK):
+            jobs.append(("train", task, n, min(CHUNK, share - start), derive_seed(TRAIN_SEED, len(jobs))))
+    return jobs
 
 
 _JOB_CONTEXT: dict = {}

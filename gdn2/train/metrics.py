@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, Iterable, List, Optional, Union
 
 
 class RunLog:
@@ -65,6 +65,31 @@ def read_log(path: Union[str, os.PathLike]) -> List[Dict]:
     except json.JSONDecodeError:
         pass
     return records
+
+
+def append_records(path: Union[str, os.PathLike], records: Iterable[Dict]) -> None:
+    """Append ``records`` to a JSON-lines file as whole lines, safe with several processes appending
+    to one file: one write under an exclusive lock (where ``fcntl`` exists), so no process's lines
+    land inside another's. A last line left unfinished by a writer killed mid-line (``read_log``
+    drops it) is cut off first; appended to, it would make a bad line of the next record."""
+    path = Path(path)
+    data = "".join(json.dumps(r) + "\n" for r in records).encode("utf-8")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        try:
+            import fcntl
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except ImportError:   # not POSIX: no lock
+            pass
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            tail = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
+            os.ftruncate(fd, size - len(tail) + tail.rfind(b"\n") + 1)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)   # releases the lock
 
 
 def plot_losses(log_path: Union[str, os.PathLike], png_path: Union[str, os.PathLike], title: str = "") -> bool:

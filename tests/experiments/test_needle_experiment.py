@@ -178,12 +178,14 @@ def test_batched_greedy_matches_one_by_one():
                            backend="chunk")   # a 2-layer hybrid: L then sliding-window attention
     config = needle.model_config(args, needle.Cell("hybrid", "gdn2", 0), data.tokenizer.vocab_size, data.eos_id,
                                  data.pad_id)
+    config.initializer_range = 1.0   # large random weights: each prompt gets answers of its own
     torch.manual_seed(0)
     model = GDN2ForCausalLM(config).eval()
     samples = data.eval_samples[:6]
     batched = needle.predict(model, data, samples, torch.device("cpu"), batch_size=64)
     single = [data.tokenizer.decode(greedy_continue(model, data.encoder.encode(s["input"]), s["max_new_tokens"],
                                                     data.eos_id)) for s in samples]
+    assert len(set(single)) > 1   # else rows swapped or mixed in the batch would go unseen
     assert batched == single
 
 
@@ -216,17 +218,20 @@ def test_summary_mean_and_std(tmp_path):
 
 
 def test_needle_distance_and_accuracy_beyond_reach():
-    """Distances count tokens from the asked value to the prompt's last token; only samples at or
-    past the reach count, per task and length."""
+    """Distances count positions from the asked value to the prompt's last token; only samples past
+    the reach count, per task and length."""
     tokenizer = SimpleNamespace(encode_batch=lambda texts: [list(t) for t in texts])   # one token a character
-    samples = [dict(task="S-NIAH-1", context_length=512, input="ab 123 cdefgh", input_tokens=13, answers=["123"]),
-               dict(task="S-NIAH-1", context_length=512, input="abcdefgh 123 x", input_tokens=14, answers=["123"]),
-               dict(task="S-NIAH-1", context_length=1024, input="a 77 bcdefghij", input_tokens=14, answers=["77"])]
+    # input_tokens: the leading end-of-text, then one token a character ("ab 123 cdefgh": the value
+    # " 123" at position 1 + 2, the last token at 13)
+    samples = [dict(task="S-NIAH-1", context_length=512, input="ab 123 cdefgh", input_tokens=14, answers=["123"]),
+               dict(task="S-NIAH-1", context_length=512, input="abcdefgh 123 x", input_tokens=15, answers=["123"]),
+               dict(task="S-NIAH-1", context_length=1024, input="a 77 bcdefghij", input_tokens=15, answers=["77"])]
     distances = needle.needle_distances(samples, tokenizer)
-    assert distances == [13 - 1 - 2, 14 - 1 - 8, 14 - 1 - 1]   # the space before the value goes with it
-    beyond = needle.accuracy_beyond_reach(samples, ["123", "12", "7"], distances, reach=10)
+    assert distances == [13 - 3, 14 - 9, 14 - 2]   # the space before the value goes with it
+    beyond = needle.accuracy_beyond_reach(samples, ["123", "12", "7"], distances, reach=9)
     assert beyond == {"S-NIAH-1": {"512": [100.0, 1], "1024": [0.0, 1]}}
-    assert needle.accuracy_beyond_reach(samples, ["123", "12", "7"], distances, reach=13) == {}
+    # a needle exactly at the reach is within it
+    assert needle.accuracy_beyond_reach(samples, ["123", "12", "7"], distances, reach=12) == {}
 
 
 def test_summary_beyond_reach_table(tmp_path):
@@ -264,6 +269,23 @@ def test_training_needles_at_several_lengths():
     cu = batch["cu_seqlens"].tolist()
     assert cu == [0, lengths[short[0]], 512, 512 + lengths[short[1]], 1024]
     assert (batch["input_ids"][0, lengths[short[0]]:] == data.pad_id).all()
+    for rows in (data.pool_answer, data.pool_all):   # nothing is learned from the padding
+        assert all((rows[i, n - 1:] == needle.IGNORE_INDEX).all() for i, n in enumerate(lengths))
+
+
+def test_training_needles_share_the_pool_equally_when_it_does_not_divide():
+    from experiments.needle_data import _train_jobs
+    jobs = _train_jobs(["S-NIAH-1", "MK-NIAH-1"], (256, 512, 1024), 310)   # 6 pairs, 310 = 6 x 51 + 4
+    share = {}
+    for _, task, n, rows, _ in jobs:
+        share[task, n] = share.get((task, n), 0) + rows
+        assert 0 < rows <= 50
+    assert sorted(share.values()) == [51, 51, 52, 52, 52, 52] and len(share) == 6
+    assert len({seed for *_, seed in jobs}) == len(jobs)
+    one = _train_jobs(["S-NIAH-1", "MK-NIAH-1"], (512,), 120)   # one length: the earlier pool, kept as it was
+    assert [(t, rows) for _, t, _, rows, _ in one] == [("S-NIAH-1", 50), ("MK-NIAH-1", 50), ("S-NIAH-1", 20)]
+    with pytest.raises(ValueError, match="cannot hold"):
+        _train_jobs(["S-NIAH-1"], (256, 512), 1)
 
 
 def test_train_lengths_protocol(tmp_path, capsys):
