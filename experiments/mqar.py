@@ -145,17 +145,23 @@ def state_size(config, seq_len: int) -> Tuple[int, str]:
 
 class Estimator:
     """Seconds a cell will take, from finished cells (per step and token; scaled to the cell).
-    ``length``: the trained length of a cell without its own (the mixture's cells)."""
+    ``length``: the trained length of a cell without its own (the mixture's cells). A later cell of
+    a mixer and d_model already run in this process is estimated without most of that cell's first
+    step, whose compilation it finds cached (d_model 128, eight processes on an H100: a process's
+    first model 283-305 s, its first step included, the next 92-128 s); any other cell at the
+    slowest full rate seen."""
+
+    RECOMPILE = 0.25   # the share of a first step's seconds that a later model of the same shape pays again
 
     def __init__(self, length: int = 0):
         self.last: Dict[Tuple[str, int], float] = {}
         self.slowest = 0.0
         self.length = length
 
-    def add(self, cell: Cell, steps: int, seconds: float) -> None:
-        rate = seconds / (steps * (cell.seq_len or self.length))
-        self.last[(cell.mixer, cell.d_model)] = rate
-        self.slowest = max(self.slowest, rate)
+    def add(self, cell: Cell, steps: int, seconds: float, first_step_seconds: float = 0.0) -> None:
+        tokens = steps * (cell.seq_len or self.length)
+        self.last[(cell.mixer, cell.d_model)] = (seconds - (1 - self.RECOMPILE) * first_step_seconds) / tokens
+        self.slowest = max(self.slowest, seconds / tokens)
 
     def __call__(self, cell: Cell, steps: int) -> float:
         return self.last.get((cell.mixer, cell.d_model), self.slowest) * steps * (cell.seq_len or self.length)
@@ -302,7 +308,8 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
                           final_loss=result.final_loss, loss_curve=loss_curve(losses),
                           # when the run left MQAR's plateau: its 50-step mean loss under half the first 50 steps'
                           steps_to_half_loss=first_step_below(losses, 0.5 * statistics.fmean(first50)) if first50 else None,
-                          seconds=result.seconds, num_parameters=result.num_parameters, amp=amp, compile=args.compile,
+                          seconds=result.seconds, first_step_seconds=result.first_step_seconds,
+                          num_parameters=result.num_parameters, amp=amp, compile=args.compile,
                           num_test=args.num_test, **env,
                           date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         records = []
@@ -312,7 +319,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
                                 accuracy=accuracy, state_size=size, state_kind=kind))
         append_records(path, records)   # one write: the sweep's other processes append to this file too
         accuracies[cell.key()] = selection
-        estimate.add(cell, args.steps, result.seconds)
+        estimate.add(cell, args.steps, result.seconds, result.first_step_seconds)
         run += 1
         shown = " ".join(f"{t}:{pairs}={a:.3f}" for (t, pairs), a in result.accuracies.items())
         message = (f"{cell.mixer:>12} d={cell.d_model:<4} {where(cell)} "

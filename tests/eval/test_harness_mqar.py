@@ -30,6 +30,7 @@ def test_reproducible_for_a_seed():
     first, again, other = run(0), run(0), run(1)
     assert first.losses == again.losses and first.accuracy == again.accuracy
     assert first.losses != other.losses
+    assert 0 < first.first_step_seconds < first.seconds   # the time to the first step is kept apart
 
 
 def test_config_choices():

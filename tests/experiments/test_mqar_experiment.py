@@ -208,3 +208,12 @@ def test_source_digest_names_the_tree(tmp_path):
     (tmp_path / "gdn2" / "ops" / "a.py").write_text("x = 1\n")
     (tmp_path / "gdn2" / "ops" / "a.py").rename(tmp_path / "gdn2" / "ops" / "c.py")   # same bytes, new path
     assert source_digest(tmp_path) != first
+
+
+def test_the_budget_estimate_of_a_later_model_leaves_out_most_of_the_first_compilation():
+    est = mqar.Estimator(length=256)
+    first = mqar.Cell("a", 128, 0, 0, 1e-3, 0)
+    est.add(first, 4000, seconds=300.0, first_step_seconds=200.0)
+    assert est(mqar.Cell("a", 128, 0, 0, 3e-3, 0), 4000) == pytest.approx(300 - 0.75 * 200)
+    assert est(mqar.Cell("b", 128, 0, 0, 1e-3, 0), 4000) == pytest.approx(300.0)   # compiles afresh
+    assert est(mqar.Cell("a", 128, 0, 0, 1e-3, 1), 2000) == pytest.approx(150 / 2)  # scaled by steps
