@@ -48,9 +48,23 @@ def take(results: Path, kept: Path) -> None:
         _write(base, current)   # the checkout as it came: the next call compares its own with it
 
 
+def _read_locked(path: Path) -> bytes:
+    """The file as no appender is writing it: ``gdn2.train.metrics.append_records`` writes a model's
+    records in one write under an exclusive lock, so a shared one never sees part of a model's lines."""
+    if not path.exists():
+        return b""
+    with open(path, "rb") as f:
+        try:
+            import fcntl
+            fcntl.flock(f, fcntl.LOCK_SH)
+        except ImportError:   # not POSIX: whole lines only, below
+            pass
+        return f.read()   # the lock goes with the file
+
+
 def save(results: Path, kept: Path, *copies: Path) -> None:
     for name in FILES:
-        data = _read(results / name)
+        data = _read_locked(results / name)
         whole = data[:data.rfind(NEWLINE) + 1]   # a line being appended now is left for the next save
         if whole:
             for folder in (kept, *copies):
