@@ -25,6 +25,19 @@ def parse_list(kind: Callable):
     return parse
 
 
+def require_args(p, args, nonempty: Sequence[str] = (), positive: Sequence[str] = ()) -> None:
+    """``p.error`` (exit 2) naming the first flag among ``nonempty`` that is an empty list or among
+    ``positive`` that is not above 0 (a number, or each number of a list): what would otherwise
+    run nothing, fail deep in a cell, or append an untrained record."""
+    for name in nonempty:
+        if not getattr(args, name):
+            p.error(f"--{name.replace('_', '-')}: expected at least one value, got none")
+    for name in positive:
+        value = getattr(args, name)
+        if value is not None and any(not v > 0 for v in (value if isinstance(value, list) else [value])):
+            p.error(f"--{name.replace('_', '-')}: expected a positive value, got {value}")
+
+
 def environment(device: torch.device) -> dict:
     def git(*args):
         try:

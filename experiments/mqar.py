@@ -63,7 +63,8 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from experiments.common import environment, first_step_below, loss_curve, parse_list, split_mixer  # noqa: E402
+from experiments.common import (environment, first_step_below, loss_curve, parse_list, require_args,  # noqa: E402
+                                split_mixer)
 from experiments.report import PROTOCOL, choose_lr, protocol_of  # noqa: E402
 from gdn2.eval.likelihood import progress_bar  # noqa: E402
 from gdn2.eval.mqar import ZOOLOGY_TEST_SETTINGS, ZOOLOGY_TRAIN_MIXTURE  # noqa: E402
@@ -174,15 +175,8 @@ def where(cell: Cell) -> str:
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """``p.error`` (exit 2, the argument named) for what would otherwise fail deep in a cell or,
     worse, append an untrained record; puts ``--seeds`` in order (the smallest chooses the rate)."""
-    for flag, values in (("--mixers", args.mixers), ("--d-models", args.d_models), ("--lrs", args.lrs),
-                         ("--seeds", args.seeds)):
-        if not values:
-            p.error(f"{flag}: expected at least one value, got none")
-    if any(not lr > 0 for lr in [*args.lrs, *([] if args.lr_first is None else [args.lr_first])]):
-        p.error(f"--lrs / --lr-first: expected positive learning rates, got {args.lrs} / {args.lr_first}")
-    for name in ("steps", "batch_size", "num_heads", "num_layers", "num_test"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(args, name)}")
+    require_args(p, args, nonempty=("mixers", "d_models", "lrs", "seeds"),
+                 positive=("lrs", "lr_first", "steps", "batch_size", "num_heads", "num_layers", "num_test"))
     for d in args.d_models:
         if d < 1 or d % (2 * args.num_heads):
             p.error(f"--d-models: each d_model must split into --num-heads ({args.num_heads}) heads of even "

@@ -82,7 +82,8 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from experiments.common import environment, first_step_below, loss_curve, parse_list, split_mixer  # noqa: E402
+from experiments.common import (environment, first_step_below, loss_curve, parse_list, require_args,  # noqa: E402
+                                split_mixer)
 from experiments.needle_data import IGNORE_INDEX, DataSpec, NeedleData, get_data  # noqa: E402
 from experiments.needle_report import (ALL_TASKS, EXIT_NATS, KINDS, PROTOCOL, RESULTS, SUMMARY,  # noqa: E402
                                        fmt_length, summarize)
@@ -389,6 +390,10 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         summarize(args.out)
         print(f"wrote {args.out / SUMMARY}", flush=True)
         return 0
+    require_args(p, args, nonempty=("kinds", "mixers", "seeds", "train_tasks", "eval_tasks", "eval_lengths"),
+                 positive=("d_model", "num_layers", "num_heads", "intermediate_size", "sliding_window", "seq_len",
+                           "steps", "batch_size", "lr", "train_pool", "vocab_size", "eval_lengths", "eval_examples",
+                           "eval_batch"))
     for kind in args.kinds:
         if kind not in KINDS:
             p.error(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")

@@ -298,3 +298,13 @@ def test_train_lengths_protocol(tmp_path, capsys):
     assert needle.main(mixed) == 0   # another protocol: resume does not count the first record
     records = _lines(tmp_path / "needle.jsonl")
     assert len(records) == 2 and records[1]["train_lengths"] == [256]
+
+
+@pytest.mark.parametrize("argv, named", [(["--steps", "0"], "--steps"), (["--seeds", ","], "--seeds"),
+                                         (["--lr", "0"], "--lr"), (["--eval-lengths", "0,512"], "--eval-lengths"),
+                                         (["--kinds", ","], "--kinds"), (["--mixers", "mamba"], "--mixers")])
+def test_bad_arguments_are_named_before_anything_runs(argv, named, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        needle.main([*argv, "--device", "cpu", "--out", str(tmp_path)])
+    assert e.value.code == 2 and named in capsys.readouterr().err
+    assert not (tmp_path / "needle.jsonl").exists()
