@@ -39,8 +39,9 @@ On CUDA, ``--prefetch-workers`` threads generate ``train_mqar``'s training batch
 (its ``prefetch``: the same batches) to overlap CPU data generation with GPU steps.
 
 Every finished cell is appended at once as one JSON line to ``<out>/mqar.jsonl`` (never
-overwritten). ``--resume`` skips cells already recorded there with the same protocol (steps, batch,
-vocabulary, layers, heads), so a second call continues the first.
+overwritten). ``--resume`` skips cells already recorded there with the same protocol (``report.PROTOCOL``:
+steps, batch, vocabulary, layers, heads, schedule, training data and, for a mixture, the settings
+tested), so a second call continues the first.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ import torch  # noqa: E402
 
 from experiments.common import (environment, first_step_below, loss_curve, parse_list, require_args,  # noqa: E402
                                 split_mixer)
-from experiments.report import PROTOCOL, choose_lr, protocol_of  # noqa: E402
+from experiments.report import PROTOCOL, choose_lr, protocol_of, tested_at  # noqa: E402
 from gdn2.eval.likelihood import progress_bar  # noqa: E402
 from gdn2.eval.mqar import ZOOLOGY_TEST_SETTINGS, ZOOLOGY_TRAIN_MIXTURE  # noqa: E402
 from gdn2.eval.mqar_train import SCHEDULES, check_settings, mqar_config, train_mqar  # noqa: E402
@@ -230,6 +231,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     if args.settings is None:
         args.settings = ([s for s in ZOOLOGY_TEST_SETTINGS if s[0] < args.vocab_size] if zoology
                          else parse_settings(DEFAULT_SETTINGS))
+    args.tests = tested_at(args.settings) if zoology else None   # a protocol field (report.PROTOCOL)
     mixture = (args.mixture or ZOOLOGY_TRAIN_MIXTURE) if zoology else None
     try:
         check_settings(args.vocab_size, args.settings, mixture or ())

@@ -22,12 +22,24 @@ from typing import Dict, List, Optional, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 # The fields of an MQAR record that define its training protocol, each with the value that
 # records written before the field existed were trained with.
+# ``tests``: the settings a mixture-trained model was tested at, whose mean chooses its rate (None
+# for --train single, where each record is its own setting); before the field, Zoology's under the
+# vocabulary, the sweep's default.
 PROTOCOL = {"steps": None, "batch_size": None, "vocab_size": None, "num_layers": None, "num_heads": None,
-            "lr_schedule": "cosine", "train": "single"}
+            "lr_schedule": "cosine", "train": "single", "tests": None}
+
+
+def tested_at(settings) -> str:
+    """``[(64, 4), (128, 8)]`` -> ``"64:4,128:8"``, a protocol's ``tests``."""
+    return ",".join(f"{t}:{p}" for t, p in settings)
 
 
 def protocol_of(record: dict) -> tuple:
-    return tuple(record.get(k, default) for k, default in PROTOCOL.items())
+    values = {k: record.get(k, default) for k, default in PROTOCOL.items()}
+    if values["tests"] is None and values["train"] != "single":
+        from gdn2.eval.mqar import ZOOLOGY_TEST_SETTINGS
+        values["tests"] = tested_at(s for s in ZOOLOGY_TEST_SETTINGS if s[0] < values["vocab_size"])
+    return tuple(values.values())
 
 
 def load(results: Path) -> List[dict]:
@@ -121,7 +133,7 @@ def mqar_markdown(rows: Sequence[dict], plot_note: str = "", replaced: int = 0) 
         if setting != header:
             header = setting
             lines += ["", f"## T={r['seq_len']}, P={r['num_kv_pairs']} "
-                          f"({', '.join(f'{k}={r[k]}' for k in PROTOCOL)})", "",
+                          f"({', '.join(f'{k}={r[k]}' for k in PROTOCOL if r[k] is not None)})", "",
                       "| Mixer | d_model | State | Best LR | Accuracy (%) | n | All LRs | Left the plateau |",
                       "|---|---:|---:|---:|---:|---:|---|---|"]
         others = ", ".join(f"{lr:g}: {100 * m:.1f} ({n})" for lr, (m, n) in r["lrs"].items())

@@ -185,6 +185,10 @@ def test_a_mixture_of_ones_own_is_its_own_protocol(tmp_path, capsys):
     assert mqar.main(base + ["--mixture", "32:4:1", "--resume"]) == 0       # another mixture: run again
     records = _lines(tmp_path / "mqar.jsonl")
     assert [r["train"] for r in records] == ["mixture 16:2:3,32:4:1", "mixture 32:4:1"]
+    # tested elsewhere: the mean that chooses the rate is another one, so the cell runs again
+    other = [a if a != "32:4" else "16:2,32:4" for a in base]
+    assert mqar.main(other + ["--mixture", "32:4:1", "--resume"]) == 0
+    assert [r["tests"] for r in _lines(tmp_path / "mqar.jsonl")][-3:] == ["32:4", "16:2,32:4", "16:2,32:4"]
     with pytest.raises(SystemExit):
         mqar.main(base + ["--mixture", "16:2"])
     with pytest.raises(SystemExit):

@@ -7,7 +7,12 @@ def test_records_before_a_protocol_field_count_as_its_default():
     assert protocol_of(old) == protocol_of({**old, "lr_schedule": "cosine"})
     assert protocol_of(old) != protocol_of({**old, "lr_schedule": "constant"})
     assert protocol_of(old) == protocol_of({**old, "train": "single"}) != protocol_of({**old, "train": "zoology"})
-    assert list(PROTOCOL)[-2:] == ["lr_schedule", "train"]
+    assert list(PROTOCOL)[-3:] == ["lr_schedule", "train", "tests"]
+    # a mixture-trained record before ``tests``: tested at Zoology's settings under its vocabulary
+    zoo = {**old, "train": "zoology", "vocab_size": 512}
+    assert protocol_of(zoo) == protocol_of({**zoo, "tests": "64:4,64:8,64:16,128:32,256:64"})
+    assert protocol_of(zoo) != protocol_of({**zoo, "tests": "256:64"})
+    assert protocol_of({**old, "tests": None}) == protocol_of(old)   # --train single: no list
 
 
 def _record(mixer, t, p, acc, train="zoology", lr=1e-3, seed=0):
