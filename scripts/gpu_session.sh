@@ -35,9 +35,12 @@ OUT=${2:?usage: gpu_session.sh tests|bench|verify|gputests|settle|quick|trial|re
 # everything done so far, as one file
 R="/tmp/gpu-session/$PHASE"
 mkdir -p "$R" "$OUT"
-pack() {  # one writer at a time (the tests phase's sweep packs from the background)
-  flock /tmp/gpu-session.lock sh -c "tar -czf /tmp/gpu-session-$PHASE.tgz -C /tmp/gpu-session $PHASE \
-    && cp /tmp/gpu-session-$PHASE.tgz '$OUT/$PHASE.tgz'"
+pack() {  # one writer at a time (the tests phase's sweep packs from the background); tar's exit 1 is
+  # "a file changed as we read it" (a log still growing): the archive is whole, so it goes too; the
+  # copy lands under another name first, so a call killed mid-copy still has the last whole archive
+  flock /tmp/gpu-session.lock sh -c "tar --warning=no-file-changed -czf /tmp/gpu-session-$PHASE.tgz \
+    -C /tmp/gpu-session $PHASE; [ \$? -le 1 ] && cp /tmp/gpu-session-$PHASE.tgz '$OUT/$PHASE.tgz.part' \
+    && mv '$OUT/$PHASE.tgz.part' '$OUT/$PHASE.tgz'"
 }
 left() { [ $((SECONDS + $1)) -lt 570 ]; }   # time for a step of $1 seconds before the call's limit
 export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache}
@@ -59,14 +62,19 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"
 MQAR_GROUPS=${MQAR_GROUPS:-"gdn2 kda gdn deltanet gla attention,attention_conv gdn2_b_only gdn2_w_only,gdn2+neg"}
 NEEDLE_GROUPS=${NEEDLE_GROUPS:-"-"}
 
-sweep() {  # $1: budget in seconds
+sweep() {  # $1: budget in seconds, cut to what the call has left: a process may run its budget + 90 s
+  # from its start, and the summaries and the last pack follow (a 460 s budget after 30 s of set-up
+  # ended 598 s into a 600 s call on 2026-12-07)
+  local budget=$(( $1 < 450 - SECONDS ? $1 : 450 - SECONDS ))
   # packed every 30 s as it runs: the records the sweep copies to $R/exp as they finish come home
-  # from a call cut off at the device's limit too (the twentieth session lost a call's models so)
-  ( while sleep 30; do pack; done ) &
+  # from a call cut off at the device's limit too (the twentieth session lost a call's models so);
+  # its output away from the call's, so that its last sleep does not hold the call open
+  ( exec >/dev/null 2>&1; while sleep 30; do pack; done ) &
   local packer=$!
-  bash scripts/gpu_experiments.sh "$R/exp" "$1" "$MQAR_GROUPS" "$NEEDLE_GROUPS" >"$R/experiments-driver.log" 2>&1
+  bash scripts/gpu_experiments.sh "$R/exp" "$budget" "$MQAR_GROUPS" "$NEEDLE_GROUPS" >"$R/experiments-driver.log" 2>&1
   kill "$packer" 2>/dev/null
   pack
+  tail -n 12 "$R/experiments-driver.log"   # crashes and skips show in the call's output
 }
 step() {  # $1: time limit in seconds, $2: log under R, the rest: the command; skipped near the call's limit
   local limit=$1 log=$2
