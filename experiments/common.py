@@ -38,6 +38,15 @@ def require_args(p, args, nonempty: Sequence[str] = (), positive: Sequence[str] 
             p.error(f"--{name.replace('_', '-')}: expected a positive value, got {value}")
 
 
+def require_mixers(p, names: Sequence[str], allow_attention: bool = False) -> None:
+    """``p.error`` naming ``--mixers`` for the first name ``split_mixer`` rejects."""
+    for name in names:
+        try:
+            split_mixer(name, allow_attention)
+        except ValueError as e:
+            p.error(f"--mixers: {e}")
+
+
 def environment(device: torch.device) -> dict:
     def git(*args):
         try:

@@ -65,7 +65,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from experiments.common import (environment, first_step_below, loss_curve, parse_list, require_args,  # noqa: E402
-                                split_mixer)
+                                require_mixers, split_mixer)
 from experiments.report import PROTOCOL, choose_lr, protocol_of, tested_at  # noqa: E402
 from gdn2.eval.likelihood import progress_bar  # noqa: E402
 from gdn2.eval.mqar import ZOOLOGY_TEST_SETTINGS, ZOOLOGY_TRAIN_MIXTURE  # noqa: E402
@@ -239,11 +239,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         p.error(f"--settings, --mixture or --vocab-size: {e}")
     # a mixture cell is one model tested at every setting: its cells carry no setting of their own
     cell_settings = [(0, 0)] if zoology else args.settings
-    for m in args.mixers:
-        try:
-            split_mixer(m, allow_attention=True)
-        except ValueError as e:
-            p.error(f"--mixers: {e}")
+    require_mixers(p, args.mixers, allow_attention=True)
     lr_first = args.lr_first if args.lr_first is not None else args.lrs[(len(args.lrs) - 1) // 2]
     if lr_first not in args.lrs:
         args.lrs = [lr_first] + args.lrs

@@ -83,7 +83,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from experiments.common import (environment, first_step_below, loss_curve, parse_list, require_args,  # noqa: E402
-                                split_mixer)
+                                require_mixers, split_mixer)
 from experiments.needle_data import IGNORE_INDEX, DataSpec, NeedleData, get_data  # noqa: E402
 from experiments.needle_report import (ALL_TASKS, EXIT_NATS, KINDS, PROTOCOL, RESULTS, SUMMARY,  # noqa: E402
                                        fmt_length, summarize)
@@ -397,11 +397,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     for kind in args.kinds:
         if kind not in KINDS:
             p.error(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
-    for m in args.mixers:
-        try:
-            split_mixer(m)
-        except ValueError as e:
-            p.error(f"--mixers: {e}")
+    require_mixers(p, args.mixers)
     if not 0 <= args.needle_fraction <= 1:
         p.error("--needle-fraction must be in [0, 1]")
     if args.train_lengths is not None:

@@ -13,6 +13,7 @@ mixer, d_model, setting, protocol, lr, seed) counts once, the latest record.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 from collections import defaultdict
@@ -34,11 +35,16 @@ def tested_at(settings) -> str:
     return ",".join(f"{t}:{p}" for t, p in settings)
 
 
+@functools.lru_cache(maxsize=None)
+def _zoology_tests(vocab_size: int) -> str:
+    from gdn2.eval.mqar import ZOOLOGY_TEST_SETTINGS
+    return tested_at(s for s in ZOOLOGY_TEST_SETTINGS if s[0] < vocab_size)
+
+
 def protocol_of(record: dict) -> tuple:
     values = {k: record.get(k, default) for k, default in PROTOCOL.items()}
     if values["tests"] is None and values["train"] != "single":
-        from gdn2.eval.mqar import ZOOLOGY_TEST_SETTINGS
-        values["tests"] = tested_at(s for s in ZOOLOGY_TEST_SETTINGS if s[0] < values["vocab_size"])
+        values["tests"] = _zoology_tests(values["vocab_size"])
     return tuple(values.values())
 
 

@@ -99,5 +99,5 @@ python3 experiments/needle.py --summary-only --out "$RESULTS" >>"$LOGS/report.lo
 for f in "$LOGS"/*.log; do echo "=== $(basename "$f")"; tail -c 6000 "$f"; done >"$OUT/experiments.log"
 # (the records themselves are in OUT already: the last save above)
 cp "$RESULTS"/mqar_summary.md "$RESULTS"/mqar_accuracy.png "$RESULTS"/needle_summary.md "$OUT"/ 2>/dev/null
+# last, so that a caller's tail of this output shows skips and errors (gpu_session.sh lists OUT itself)
 grep -h "accuracy\|skipp\|Error\|error" "$LOGS"/*.log | tail -40
-ls -la "$OUT"
