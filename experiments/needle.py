@@ -38,7 +38,9 @@ Data (built once per run, shared by every cell, so all cells see the same exampl
 
 Optimisation: AdamW (``gdn2.train.optim``: no decay on A_log, dt_bias, norms, biases, embeddings),
 linear warm-up then cosine to 10% of ``--lr``, gradient clipping 1.0, bfloat16 autocast entered
-per step around the forward on CUDA only (float32 weights).
+per step around the forward on CUDA only (float32 weights). ``--compile`` (batches of needle rows
+only): the loss compiled, on CUDA replayed from CUDA graphs; the same losses as the eager step, and
+the records of both count as one protocol.
 
 Evaluation: ``--eval-examples`` samples per (task, length), the haystack from the *held-out* split
 and keys / values from ``--eval-seed`` (the same samples for every cell of a run). Greedy decoding
@@ -72,7 +74,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 _T0 = time.perf_counter()  # when run as a script, the budget counts torch's import too
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,13 +82,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from experiments.common import (environment, first_step_below, loss_curve, parse_list, require_args,  # noqa: E402
                                 require_mixers, split_mixer)
-from experiments.needle_data import IGNORE_INDEX, DataSpec, NeedleData, get_data  # noqa: E402
+from experiments.needle_data import IGNORE_INDEX, DataSpec, NeedleData, get_data  # noqa: E402, F401
 from experiments.needle_report import (ALL_TASKS, EXIT_NATS, KINDS, PROTOCOL, RESULTS, SUMMARY,  # noqa: E402
                                        fmt_length, summarize)
+from experiments.needle_train import row_losses, train_cell  # noqa: E402, F401
 from gdn2.eval.mqar_train import derive_seed, mqar_config  # noqa: E402
 from gdn2.train.metrics import append_records, read_log  # noqa: E402
 
@@ -121,50 +123,6 @@ def model_config(args, cell: Cell, vocab_size: int, eos_id: int, pad_id: int):
 
 
 # Training and evaluation
-
-def train_cell(model, data: NeedleData, args, cell: Cell, device: torch.device, amp: bool,
-               on_step: Optional[Callable[[], None]] = None) -> Dict[str, List[float]]:
-    """Train ``model`` in place; returns the per-step total, corpus-row and needle-row losses.
-    ``on_step``: called after every optimizer step (a profiler's ``step``)."""
-    from gdn2.train.optim import build_optimizer, build_scheduler
-
-    optimizer = build_optimizer(model, args.lr, args.weight_decay, (0.9, 0.95))
-    warmup = args.warmup_steps if args.warmup_steps is not None else max(1, args.steps // 10)
-    scheduler = build_scheduler(optimizer, warmup, args.steps, 0.1)
-    generator = torch.Generator().manual_seed(derive_seed(cell.seed, "corpus"))
-    order = data.needle_order(cell.seed)
-    needles = round(args.batch_size * args.needle_fraction)
-    B, T = args.batch_size, args.seq_len
-    logged = []
-    model.train()
-    for _ in range(args.steps):
-        batch = data.batch(B, needles, order, generator, args.needle_loss)
-        ids = batch["input_ids"].to(device, non_blocking=True)
-        labels = batch["labels"].to(device, non_blocking=True)
-        is_needle = batch["is_needle"].to(device)
-        # autocast entered per step: its cache of bf16 weight copies lives as long as the context
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(input_ids=ids.view(1, -1), cu_seqlens=batch["cu_seqlens"].to(device)).logits
-        ce = F.cross_entropy(logits.view(B * T, -1).float(), labels.view(-1), ignore_index=IGNORE_INDEX,
-                             reduction="none").view(B, T)
-        count = (labels != IGNORE_INDEX).sum(1)
-        valid = count > 0
-        row = ce.sum(1) / count.clamp_min(1)
-        loss = (row * valid).sum() / valid.sum().clamp_min(1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        with torch.no_grad():   # no host sync: a part without rows gives 0 / 0 = nan, dropped from the curves
-            corpus, needle = valid & ~is_needle, valid & is_needle
-            logged.append(torch.stack([loss.detach(), (row * corpus).sum() / corpus.sum(),
-                                       (row * needle).sum() / needle.sum()]))
-        if on_step is not None:
-            on_step()
-    losses = torch.stack(logged).float().cpu().tolist() if logged else []
-    return {name: [step[i] for step in losses] for i, name in enumerate(("total", "corpus", "needle"))}
-
 
 @torch.no_grad()
 def predict(model, data: NeedleData, samples: Sequence[dict], device: torch.device, batch_size: int) -> List[str]:
@@ -229,7 +187,7 @@ def run_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool
 
     start = time.perf_counter()
     config, model = build_model(args, cell, data, device)
-    losses = train_cell(model, data, args, cell, device, amp)
+    losses, compiled = train_cell(model, data, args, cell, device, amp)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     trained = time.perf_counter()
@@ -267,7 +225,7 @@ def run_cell(args, cell: Cell, data: NeedleData, device: torch.device, amp: bool
         kv_window_size=(2 * args.sliding_window * config.num_key_value_heads * config.head_dim
                         if "S" in config.pattern else 0),
         num_parameters=sum(p.numel() for p in model.parameters()),
-        train_seconds=round(trained - start, 3), eval_seconds=round(done - trained, 3),
+        compile=compiled, train_seconds=round(trained - start, 3), eval_seconds=round(done - trained, 3),
         seconds=round(done - start, 3))
 
 
@@ -372,6 +330,8 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     g.add_argument("--budget-seconds", type=float, default=540.0, help="(default %(default)s)")
     g.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     g.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA (float32)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the training loss, on CUDA replayed "
+                   "from CUDA graphs; needs --needle-fraction 1 (corpus rows' document offsets change every batch)")
     g.add_argument("--workers", type=int, default=None, help="processes generating the needle data "
                    "(default min(16, CPUs) on CUDA, 1 on CPU)")
     g.add_argument("--data-cache", type=Path, default=None, help="folder keeping the built data (tokenizer, "
@@ -400,6 +360,10 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     require_mixers(p, args.mixers)
     if not 0 <= args.needle_fraction <= 1:
         p.error("--needle-fraction must be in [0, 1]")
+    if args.compile and round(args.batch_size * args.needle_fraction) != args.batch_size:
+        p.error(f"--compile needs batches of needle rows only (--needle-fraction 1), got --needle-fraction "
+                f"{args.needle_fraction:g}: corpus rows restart the state at document starts, a different "
+                "count every batch, which a compiled graph cannot replay")
     if args.train_lengths is not None:
         if not args.train_lengths or any(not 0 < n <= args.seq_len for n in args.train_lengths):
             p.error(f"--train-lengths must be lengths in (0, --seq-len = {args.seq_len}], got {args.train_lengths}")

@@ -308,3 +308,47 @@ def test_bad_arguments_are_named_before_anything_runs(argv, named, tmp_path, cap
         needle.main([*argv, "--device", "cpu", "--out", str(tmp_path)])
     assert e.value.code == 2 and named in capsys.readouterr().err
     assert not (tmp_path / "needle.jsonl").exists()
+
+
+def test_compiled_steps_give_the_eager_losses():
+    """Needle rows only: the batch goes in as [B, T] (no offsets), and the compiled loss (CUDA
+    graphs on a GPU) trains the same model on the same batches as the eager one."""
+    data = needle.get_data(_spec(), say=lambda _: None)
+    args = SimpleNamespace(d_model=32, num_layers=2, num_heads=2, intermediate_size=64, sliding_window=64,
+                           backend="chunk", lr=3e-3, weight_decay=0.1, warmup_steps=1, steps=3, batch_size=4,
+                           seq_len=256, needle_fraction=1.0, needle_loss="answer", compile=False)
+    cell, cpu = needle.Cell("hybrid", "gdn2", 0), torch.device("cpu")
+
+    def train(compile):
+        _, model = needle.build_model(args, cell, data, cpu)
+        return needle.train_cell(model, data, SimpleNamespace(**{**vars(args), "compile": compile}), cell, cpu,
+                                 amp=False)
+
+    (eager, ran_eager), (compiled, ran_compiled) = train(False), train(True)
+    assert not ran_eager and ran_compiled
+    assert compiled["total"] == pytest.approx(eager["total"], rel=1e-4, abs=1e-5)
+    assert all(v != v for v in eager["corpus"]) and eager["needle"] == pytest.approx(eager["total"])
+
+
+def test_needle_rows_need_no_offsets():
+    """The [B, T] form of needle-only batches gives the packed form's row losses: padding after an
+    example (a segment of its own when packed) reaches back into no causal layer, attention included."""
+    data = needle.get_data(_spec(), say=lambda _: None)
+    args = SimpleNamespace(d_model=32, num_layers=2, num_heads=2, intermediate_size=64, sliding_window=64,
+                           backend="chunk")
+    _, model = needle.build_model(args, needle.Cell("hybrid", "gdn2", 0), data, torch.device("cpu"))
+    batch = data.batch(4, 4, data.needle_order(0), torch.Generator().manual_seed(0), "answer")
+    ids, labels, is_needle = batch["input_ids"], batch["labels"], batch["is_needle"]
+    assert len(batch["cu_seqlens"]) > 5   # the rows' padding does make segments of its own when packed
+    losses = needle.row_losses(model, False, "cpu")
+    with torch.no_grad():
+        rows, _ = losses(ids, labels, is_needle)
+        packed, _ = losses(ids.view(1, -1), labels, is_needle, batch["cu_seqlens"])
+    torch.testing.assert_close(rows, packed, rtol=1e-5, atol=1e-6)
+    assert rows.item() > 1.0   # an untrained model: far from a loss that would hide a misplaced row
+
+
+def test_compile_with_corpus_rows_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        needle.main(TINY + ["--out", str(tmp_path), "--compile"])
+    assert e.value.code == 2 and "--compile needs batches of needle rows only" in capsys.readouterr().err
