@@ -5,7 +5,7 @@
 #                                           # sweep runs beside them (timings here are not reported)
 #   bash scripts/gpu_session.sh bench OUT   # stage variants, the kernel benchmark, the MQAR step
 #                                           # profile: nothing else on the card
-#   bash scripts/gpu_session.sh sweep OUT   # MQAR (and needle) processes for the whole call
+#   bash scripts/gpu_session.sh sweep OUT   # MQAR (and needle) processes for the whole call (TESTS_K: GPU tests first)
 #   bash scripts/gpu_session.sh mqar OUT    # issue 8's MQAR grid on Zoology's mixture (D_MODEL, default 64)
 #   bash scripts/gpu_session.sh gputests OUT  # the GPU tests alone (up to 9 minutes)
 #   bash scripts/gpu_session.sh settle OUT  # a setting switched on: GPU tests, then the stage profile
@@ -198,7 +198,9 @@ case "$PHASE" in
     step 540 throughput.log python3 benchmarks/train_throughput.py --out "$R" --budget-seconds "${BUDGET:-460}"
     tail -20 "$R/throughput.log"
     ;;
-  sweep)
+  sweep)  # TESTS_K: those GPU tests first (e.g. "needle" before the first compiled needle cells); the
+    # sweep then gets what the call has left
+    [ -n "${TESTS_K:-}" ] && gpu_tests "${TESTS_LIMIT:-150}" -k "$TESTS_K"
     sweep "${BUDGET:-460}"
     grep -h " acc " "$R"/exp/experiments.log | tail -20
     ;;
