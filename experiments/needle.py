@@ -22,7 +22,8 @@ Data (built once per run, shared by every cell, so all cells see the same exampl
 - A byte-level BPE (``gdn2.data.Tokenizer``, ``--vocab-size``) trained on the training split.
 - Corpus rows: random windows of ``--seq-len`` tokens of the tokenized training split, each
   document wrapped in end-of-text tokens as ``PackedDataset`` does; ``cu_seqlens`` restarts the
-  state at every document start and no token predicts across a document boundary.
+  state at every document start (``--no-document-resets``: the state flows through) and no token
+  predicts across a document boundary.
 - Needle rows: a pool of ``--train-pool`` RULER prompts (tasks ``--train-tasks``, cycled in chunks
   of 50 whose needle depths are spread evenly) at ``--seq-len`` tokens (or at each of
   ``--train-lengths`` in equal shares, shorter rows padded), the haystack drawn from the
@@ -315,6 +316,11 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     g.add_argument("--train-lengths", type=parse_list(int), default=None,
                    help="lengths of the training needles, each at most --seq-len, in equal shares (a mixture "
                    "like Zoology's for MQAR: the short ones lead off the plateau; default: --seq-len only)")
+    g.add_argument("--no-document-resets", action="store_const", const=True, default=None,
+                   help="corpus rows carry the state across document starts (the end-of-text between documents "
+                   "stays and no token predicts across it, as most LM packing does): every batch is then [B, T] "
+                   "without offsets, and --compile applies to batches with corpus rows (default: the state "
+                   "restarts at every document start)")
     g.add_argument("--train-pool", type=int, default=None,
                    help="needle training examples (default: as many as one cell uses)")
     g.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary (default %(default)s)")
@@ -331,7 +337,8 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     g.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     g.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA (float32)")
     g.add_argument("--compile", action="store_true", help="torch.compile the training loss, on CUDA replayed "
-                   "from CUDA graphs; needs --needle-fraction 1 (corpus rows' document offsets change every batch)")
+                   "from CUDA graphs; needs --needle-fraction 1 or --no-document-resets (corpus rows' document "
+                   "offsets change every batch)")
     g.add_argument("--workers", type=int, default=None, help="processes generating the needle data "
                    "(default min(16, CPUs) on CUDA, 1 on CPU)")
     g.add_argument("--data-cache", type=Path, default=None, help="folder keeping the built data (tokenizer, "
@@ -360,10 +367,11 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     require_mixers(p, args.mixers)
     if not 0 <= args.needle_fraction <= 1:
         p.error("--needle-fraction must be in [0, 1]")
-    if args.compile and round(args.batch_size * args.needle_fraction) != args.batch_size:
-        p.error(f"--compile needs batches of needle rows only (--needle-fraction 1), got --needle-fraction "
-                f"{args.needle_fraction:g}: corpus rows restart the state at document starts, a different "
-                "count every batch, which a compiled graph cannot replay")
+    if args.compile and round(args.batch_size * args.needle_fraction) != args.batch_size \
+            and not args.no_document_resets:
+        p.error(f"--compile needs batches without offsets (--needle-fraction 1 or --no-document-resets), got "
+                f"--needle-fraction {args.needle_fraction:g}: corpus rows restart the state at document starts, "
+                "a different count every batch, which a compiled graph cannot replay")
     if args.train_lengths is not None:
         if not args.train_lengths or any(not 0 < n <= args.seq_len for n in args.train_lengths):
             p.error(f"--train-lengths must be lengths in (0, --seq-len = {args.seq_len}], got {args.train_lengths}")

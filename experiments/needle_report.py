@@ -27,7 +27,7 @@ EXIT_NATS = 1.0       # the needle answers' loss (50-step mean) under which a ru
 PROTOCOL = ("d_model", "num_layers", "num_heads", "intermediate_size", "sliding_window", "seq_len", "steps",
             "batch_size", "lr", "warmup_steps", "weight_decay", "needle_fraction", "needle_loss", "train_tasks",
             "train_pool", "vocab_size", "corpus", "eval_tasks", "eval_lengths", "eval_examples", "eval_seed",
-            "train_lengths", "amp")
+            "train_lengths", "amp", "no_document_resets")
 
 
 def fmt_length(n: int) -> str:

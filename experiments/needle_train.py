@@ -44,11 +44,12 @@ def train_cell(model, data: NeedleData, args, cell, device: torch.device, amp: b
     ``on_step``: called after every optimizer step (a profiler's ``step``).
 
     Batches of needle rows only (``--needle-fraction 1``) go in as ``[B, T]``: a row's padding comes
-    after its example, and no causal layer lets it reach back, so the rows need no offsets. Then the
-    shapes are fixed and ``--compile`` compiles the loss (on CUDA replayed from CUDA graphs, as the
-    MQAR step is), after one eager forward so that the caches layers fill on first use stay out of
-    the graphs' memory pool. Corpus rows restart the state at document starts (``cu_seqlens``, a
-    different count every batch), so batches with them always run eagerly."""
+    after its example, and no causal layer lets it reach back, so the rows need no offsets. Corpus
+    rows restart the state at document starts (``cu_seqlens``, a different count every batch), unless
+    ``--no-document-resets`` lets it flow through them; then they go in as ``[B, T]`` too. With fixed
+    shapes ``--compile`` compiles the loss (on CUDA replayed from CUDA graphs, as the MQAR step is),
+    after one eager forward so that the caches layers fill on first use stay out of the graphs'
+    memory pool; batches with offsets always run eagerly."""
     from gdn2.train.optim import build_optimizer, build_scheduler
 
     optimizer = build_optimizer(model, args.lr, args.weight_decay, (0.9, 0.95))
@@ -58,7 +59,7 @@ def train_cell(model, data: NeedleData, args, cell, device: torch.device, amp: b
     order = data.needle_order(cell.seed)
     needles = round(args.batch_size * args.needle_fraction)
     B = args.batch_size
-    rows_only = needles == B
+    rows_only = needles == B or bool(args.no_document_resets)
     eager = row_losses(model, amp, device.type)
     losses, compiled = eager, args.compile and rows_only
     graphs = compiled and device.type == "cuda"

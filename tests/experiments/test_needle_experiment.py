@@ -316,18 +316,26 @@ def test_compiled_steps_give_the_eager_losses():
     data = needle.get_data(_spec(), say=lambda _: None)
     args = SimpleNamespace(d_model=32, num_layers=2, num_heads=2, intermediate_size=64, sliding_window=64,
                            backend="chunk", lr=3e-3, weight_decay=0.1, warmup_steps=1, steps=3, batch_size=4,
-                           seq_len=256, needle_fraction=1.0, needle_loss="answer", compile=False)
+                           seq_len=256, needle_fraction=1.0, needle_loss="answer", compile=False,
+                           no_document_resets=None)
     cell, cpu = needle.Cell("hybrid", "gdn2", 0), torch.device("cpu")
 
-    def train(compile):
+    def train(**changes):
         _, model = needle.build_model(args, cell, data, cpu)
-        return needle.train_cell(model, data, SimpleNamespace(**{**vars(args), "compile": compile}), cell, cpu,
-                                 amp=False)
+        return needle.train_cell(model, data, SimpleNamespace(**{**vars(args), **changes}), cell, cpu, amp=False)
 
-    (eager, ran_eager), (compiled, ran_compiled) = train(False), train(True)
+    (eager, ran_eager), (compiled, ran_compiled) = train(), train(compile=True)
     assert not ran_eager and ran_compiled
     assert compiled["total"] == pytest.approx(eager["total"], rel=1e-4, abs=1e-5)
     assert all(v != v for v in eager["corpus"]) and eager["needle"] == pytest.approx(eager["total"])
+    # corpus rows with the state flowing through document starts: [B, T] as well, so compiled too
+    mixed = dict(needle_fraction=0.5, no_document_resets=True)
+    (eager, ran_eager), (compiled, ran_compiled) = train(**mixed), train(**mixed, compile=True)
+    assert not ran_eager and ran_compiled and all(v == v for v in eager["corpus"])
+    assert compiled["total"] == pytest.approx(eager["total"], rel=1e-4, abs=1e-5)
+    # with resets (the default) the same rows go in packed, eagerly whatever --compile says
+    (packed, ran_packed) = train(needle_fraction=0.5, compile=True)
+    assert not ran_packed and packed["total"][0] != pytest.approx(eager["total"][0], rel=1e-6)
 
 
 def test_needle_rows_need_no_offsets():
@@ -351,4 +359,7 @@ def test_needle_rows_need_no_offsets():
 def test_compile_with_corpus_rows_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         needle.main(TINY + ["--out", str(tmp_path), "--compile"])
-    assert e.value.code == 2 and "--compile needs batches of needle rows only" in capsys.readouterr().err
+    assert e.value.code == 2 and "--compile needs batches without offsets" in capsys.readouterr().err
+    assert needle.main(TINY + ["--out", str(tmp_path), "--steps", "1", "--compile", "--no-document-resets"]) == 0
+    record = _lines(tmp_path / "needle.jsonl")[0]
+    assert record["no_document_resets"] is True and record["compile"] is True

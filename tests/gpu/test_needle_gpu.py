@@ -20,7 +20,8 @@ def test_compiled_needle_steps_on_cuda_give_the_eager_losses(kind):
     data = needle.get_data(spec, say=lambda _: None)
     args = SimpleNamespace(d_model=128, num_layers=2, num_heads=2, intermediate_size=256, sliding_window=128,
                            backend="triton", lr=3e-3, weight_decay=0.1, warmup_steps=1, steps=6, batch_size=8,
-                           seq_len=256, needle_fraction=1.0, needle_loss="answer", compile=False)
+                           seq_len=256, needle_fraction=1.0, needle_loss="answer", compile=False,
+                           no_document_resets=None)
     cell, cuda = needle.Cell(kind, "gdn2", 0), torch.device("cuda")
 
     def train(compile):
