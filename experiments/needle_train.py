@@ -59,18 +59,25 @@ def train_cell(model, data: NeedleData, args, cell, device: torch.device, amp: b
     order = data.needle_order(cell.seed)
     needles = round(args.batch_size * args.needle_fraction)
     B = args.batch_size
-    rows_only = needles == B or bool(args.no_document_resets)
+    unpacked = needles == B or bool(args.no_document_resets)   # [B, T], no offsets
     eager = row_losses(model, amp, device.type)
-    losses, compiled = eager, args.compile and rows_only
+    losses, compiled = eager, args.compile and unpacked
     graphs = compiled and device.type == "cuda"
     logged = []
     model.train()
+
+    def gradients(fn, inputs) -> torch.Tensor:
+        loss, parts = fn(*inputs)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return parts
+
     for step in range(args.steps):
         batch = data.batch(B, needles, order, generator, args.needle_loss)
         ids = batch["input_ids"].to(device, non_blocking=True)
         labels = batch["labels"].to(device, non_blocking=True)
         inputs = (ids, labels, batch["is_needle"].to(device))
-        if not rows_only:
+        if not unpacked:
             inputs = (ids.view(1, -1), labels, inputs[2], batch["cu_seqlens"].to(device))
         if step == 0 and compiled:
             with torch.no_grad():
@@ -79,16 +86,14 @@ def train_cell(model, data: NeedleData, args, cell, device: torch.device, amp: b
         if graphs:   # the previous replay's outputs (loss, parts, gradients) have been consumed
             torch.compiler.cudagraph_mark_step_begin()
         try:
-            loss, parts = losses(*inputs)
-        except Exception as e:   # a compiler failure on the first step: eager rather than a lost cell
-            if step > 0 or losses is eager:
+            parts = gradients(losses, inputs)
+        except Exception as e:   # the compiler failing on the first step (forward or backward): eager
+            if step > 0 or losses is eager:   # rather than a lost cell
                 raise
             print(f"WARNING: the compiled step failed ({type(e).__name__}: {str(e)[:300]}); training eagerly",
                   file=sys.stderr, flush=True)
             losses, compiled, graphs = eager, False, False
-            loss, parts = losses(*inputs)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+            parts = gradients(losses, inputs)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()

@@ -363,3 +363,28 @@ def test_compile_with_corpus_rows_is_refused(tmp_path, capsys):
     assert needle.main(TINY + ["--out", str(tmp_path), "--steps", "1", "--compile", "--no-document-resets"]) == 0
     record = _lines(tmp_path / "needle.jsonl")[0]
     assert record["no_document_resets"] is True and record["compile"] is True
+
+
+def test_a_compiler_failure_trains_eagerly_and_says_so(monkeypatch, capsys):
+    data = needle.get_data(_spec(), say=lambda _: None)
+    args = SimpleNamespace(d_model=32, num_layers=1, num_heads=2, intermediate_size=64, sliding_window=64,
+                           backend="chunk", lr=3e-3, weight_decay=0.1, warmup_steps=1, steps=2, batch_size=2,
+                           seq_len=256, needle_fraction=1.0, needle_loss="answer", compile=False,
+                           no_document_resets=None)
+    cell, cpu = needle.Cell("recurrent", "gdn2", 0), torch.device("cpu")
+
+    def train(compile):
+        _, model = needle.build_model(args, cell, data, cpu)
+        return needle.train_cell(model, data, SimpleNamespace(**{**vars(args), "compile": compile}), cell, cpu,
+                                 amp=False)
+
+    def broken(fn, **_):
+        def call(*a):
+            raise RuntimeError("no compiler here")
+        return call
+
+    eager, _ = train(False)
+    monkeypatch.setattr(torch, "compile", broken)
+    fallback, ran_compiled = train(True)
+    assert not ran_compiled and fallback["total"] == eager["total"]
+    assert "the compiled step failed (RuntimeError: no compiler here); training eagerly" in capsys.readouterr().err
