@@ -96,12 +96,16 @@ probes() {  # head-dim probe and criterion check (cold Triton caches: the criter
   step 180 criterion.log python3 benchmarks/criterion_fla.py --out "$R"
   tail -n 4 "$R/head-dim-probe.log" "$R/criterion.log" 2>/dev/null
 }
-needle_profile() {  # $1: time limit; the needle probe's protocol (docs/results.md), 10 steps profiled a model
-  step "$1" needle-profile.log python3 experiments/needle.py \
-    --kinds hybrid,recurrent --mixers gdn2 --train-tasks S-NIAH-1 --needle-fraction 1.0 --seq-len 512 \
-    --sliding-window 512 --batch-size 64 --train-pool 2000 --eval-tasks S-NIAH-1 --eval-lengths 512 --workers 4 \
-    --profile-steps 10
-  grep -h "^## " "$R/needle-profile.log" 2>/dev/null
+needle_profile() {  # $1: time limit; the needle probe's protocol (docs/results.md), 10 steps profiled a
+  # model, eager then compiled (CUDA graphs)
+  local compile
+  for compile in "" --compile; do
+    step "$1" needle-profile${compile}.log python3 experiments/needle.py \
+      --kinds hybrid,recurrent --mixers gdn2 --train-tasks S-NIAH-1 --needle-fraction 1.0 --seq-len 512 \
+      --sliding-window 512 --batch-size 64 --train-pool 2000 --eval-tasks S-NIAH-1 --eval-lengths 512 --workers 4 \
+      --profile-steps 10 $compile
+  done
+  grep -H "^## " "$R"/needle-profile*.log 2>/dev/null
 }
 stage_profile() {  # $1: time limit; the library's settings against the alternatives, both pipelines'
   # kernel lists (FLA's last: their first compilations are slow); then the float16 walk's tilings at
@@ -189,7 +193,7 @@ case "$PHASE" in
     stage_profile 220
     ;;
   probes)  # short probes for the warm tail of a session
-    needle_profile 150
+    needle_profile 120
     probes
     step 120 profile.log python3 benchmarks/profile_stages.py --no-fla
     head -14 "$R/profile.log" 2>/dev/null
