@@ -39,9 +39,9 @@ Data (built once per run, shared by every cell, so all cells see the same exampl
 
 Optimisation: AdamW (``gdn2.train.optim``: no decay on A_log, dt_bias, norms, biases, embeddings),
 linear warm-up then cosine to 10% of ``--lr``, gradient clipping 1.0, bfloat16 autocast entered
-per step around the forward on CUDA only (float32 weights). ``--compile`` (batches of needle rows
-only): the loss compiled, on CUDA replayed from CUDA graphs; the same losses as the eager step, and
-the records of both count as one protocol.
+per step around the forward on CUDA only (float32 weights). ``--compile`` (batches without offsets:
+needle rows only, or ``--no-document-resets``): the loss compiled, on CUDA replayed from CUDA
+graphs; the same losses as the eager step, and the records of both count as one protocol.
 
 Evaluation: ``--eval-examples`` samples per (task, length), the haystack from the *held-out* split
 and keys / values from ``--eval-seed`` (the same samples for every cell of a run). Greedy decoding
@@ -384,6 +384,8 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         print("WARNING: with one layer the hybrid (pattern LS) has no attention layer: it is the recurrent model",
               file=sys.stderr, flush=True)
     needles = round(args.batch_size * args.needle_fraction)
+    if needles == args.batch_size:
+        args.no_document_resets = None   # no corpus rows: the same protocol either way
     if args.train_pool is None:
         args.train_pool = max(1, args.steps * needles)
     if len(args.train_lengths or ()) > 1 and args.train_pool < len(args.train_tasks) * len(args.train_lengths):

@@ -82,16 +82,25 @@ def train_cell(model, data: NeedleData, args, cell, device: torch.device, amp: b
         if step == 0 and compiled:
             with torch.no_grad():
                 eager(*inputs)
+            # every cell's model is another graph of the same function: without a reset, a process's
+            # ninth would pass Dynamo's recompile limit and run eagerly unnoticed (and the earlier
+            # cells' CUDA graphs would keep their memory)
+            torch.compiler.reset()
             losses = torch.compile(eager, mode="reduce-overhead" if graphs else None)
         if graphs:   # the previous replay's outputs (loss, parts, gradients) have been consumed
             torch.compiler.cudagraph_mark_step_begin()
+        failed = None
         try:
             parts = gradients(losses, inputs)
-        except Exception as e:   # the compiler failing on the first step (forward or backward): eager
-            if step > 0 or losses is eager:   # rather than a lost cell
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as e:   # the compiler failing in the first steps (compiling at step 0, capturing the
+            # CUDA graphs at step 1, forward or backward): eager rather than a lost cell
+            if losses is eager or step > (1 if graphs else 0):
                 raise
-            print(f"WARNING: the compiled step failed ({type(e).__name__}: {str(e)[:300]}); training eagerly",
-                  file=sys.stderr, flush=True)
+            failed = f"{type(e).__name__}: {str(e)[:300]}"
+        if failed is not None:   # outside the handler, so the failed step's tensors are freed first
+            print(f"WARNING: the compiled step failed ({failed}); training eagerly", file=sys.stderr, flush=True)
             losses, compiled, graphs = eager, False, False
             parts = gradients(losses, inputs)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

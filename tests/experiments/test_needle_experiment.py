@@ -310,22 +310,28 @@ def test_bad_arguments_are_named_before_anything_runs(argv, named, tmp_path, cap
     assert not (tmp_path / "needle.jsonl").exists()
 
 
-def test_compiled_steps_give_the_eager_losses():
+def test_compiled_steps_give_the_eager_losses(monkeypatch):
     """Needle rows only: the batch goes in as [B, T] (no offsets), and the compiled loss (CUDA
-    graphs on a GPU) trains the same model on the same batches as the eager one."""
+    graphs on a GPU) trains the same model on the same batches as the eager one. On CPU the chunk
+    backend breaks the graph at its data-dependent steps, so the count of compiled ops shows that
+    the model, not only the loss head, went through the compiler."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
     data = needle.get_data(_spec(), say=lambda _: None)
     args = SimpleNamespace(d_model=32, num_layers=2, num_heads=2, intermediate_size=64, sliding_window=64,
                            backend="chunk", lr=3e-3, weight_decay=0.1, warmup_steps=1, steps=3, batch_size=4,
                            seq_len=256, needle_fraction=1.0, needle_loss="answer", compile=False,
                            no_document_resets=None)
     cell, cpu = needle.Cell("hybrid", "gdn2", 0), torch.device("cpu")
+    counter, compile = CompileCounterWithBackend("inductor"), torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: compile(fn, backend=counter))
 
     def train(**changes):
         _, model = needle.build_model(args, cell, data, cpu)
         return needle.train_cell(model, data, SimpleNamespace(**{**vars(args), **changes}), cell, cpu, amp=False)
 
     (eager, ran_eager), (compiled, ran_compiled) = train(), train(compile=True)
-    assert not ran_eager and ran_compiled
+    assert not ran_eager and ran_compiled and counter.op_count > 200
     assert compiled["total"] == pytest.approx(eager["total"], rel=1e-4, abs=1e-5)
     assert all(v != v for v in eager["corpus"]) and eager["needle"] == pytest.approx(eager["total"])
     # corpus rows with the state flowing through document starts: [B, T] as well, so compiled too
@@ -333,8 +339,12 @@ def test_compiled_steps_give_the_eager_losses():
     (eager, ran_eager), (compiled, ran_compiled) = train(**mixed), train(**mixed, compile=True)
     assert not ran_eager and ran_compiled and all(v == v for v in eager["corpus"])
     assert compiled["total"] == pytest.approx(eager["total"], rel=1e-4, abs=1e-5)
-    # with resets (the default) the same rows go in packed, eagerly whatever --compile says
-    (packed, ran_packed) = train(needle_fraction=0.5, compile=True)
+    # with resets (the default) the same rows go in packed, eagerly whatever --compile says; the
+    # first batch's corpus rows hold a document start, so carrying the state through it shows
+    first = data.batch(4, 2, data.needle_order(0), torch.Generator().manual_seed(needle.derive_seed(0, "corpus")),
+                       "answer")
+    assert any(2 * 256 < c < 4 * 256 and c % 256 for c in first["cu_seqlens"].tolist())
+    packed, ran_packed = train(needle_fraction=0.5, compile=True)
     assert not ran_packed and packed["total"][0] != pytest.approx(eager["total"][0], rel=1e-6)
 
 
@@ -365,7 +375,8 @@ def test_compile_with_corpus_rows_is_refused(tmp_path, capsys):
     assert record["no_document_resets"] is True and record["compile"] is True
 
 
-def test_a_compiler_failure_trains_eagerly_and_says_so(monkeypatch, capsys):
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_a_compiler_failure_trains_eagerly_and_says_so(where, monkeypatch, capsys):
     data = needle.get_data(_spec(), say=lambda _: None)
     args = SimpleNamespace(d_model=32, num_layers=1, num_heads=2, intermediate_size=64, sliding_window=64,
                            backend="chunk", lr=3e-3, weight_decay=0.1, warmup_steps=1, steps=2, batch_size=2,
@@ -380,7 +391,11 @@ def test_a_compiler_failure_trains_eagerly_and_says_so(monkeypatch, capsys):
 
     def broken(fn, **_):
         def call(*a):
-            raise RuntimeError("no compiler here")
+            if where == "forward":
+                raise RuntimeError("no compiler here")
+            loss, parts = fn(*a)
+            loss.register_hook(lambda _: (_ for _ in ()).throw(RuntimeError("no compiler here")))
+            return loss, parts
         return call
 
     eager, _ = train(False)
