@@ -89,7 +89,7 @@ from experiments.common import (environment, first_step_below, loss_curve, parse
 from experiments.needle_data import IGNORE_INDEX, DataSpec, NeedleData, get_data  # noqa: E402, F401
 from experiments.needle_report import (ALL_TASKS, EXIT_NATS, KINDS, PROTOCOL, RESULTS, SUMMARY,  # noqa: E402
                                        fmt_length, summarize)
-from experiments.needle_train import row_losses, train_cell  # noqa: E402, F401
+from experiments.needle_train import row_losses, train_cell, unpacked  # noqa: E402, F401
 from gdn2.eval.mqar_train import derive_seed, mqar_config  # noqa: E402
 from gdn2.train.metrics import append_records, read_log  # noqa: E402
 
@@ -367,8 +367,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
     require_mixers(p, args.mixers)
     if not 0 <= args.needle_fraction <= 1:
         p.error("--needle-fraction must be in [0, 1]")
-    if args.compile and round(args.batch_size * args.needle_fraction) != args.batch_size \
-            and not args.no_document_resets:
+    if args.compile and not unpacked(args):
         p.error(f"--compile needs batches without offsets (--needle-fraction 1 or --no-document-resets), got "
                 f"--needle-fraction {args.needle_fraction:g}: corpus rows restart the state at document starts, "
                 "a different count every batch, which a compiled graph cannot replay")

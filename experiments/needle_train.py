@@ -10,7 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from experiments.needle_data import IGNORE_INDEX, NeedleData
-from gdn2.eval.mqar_train import derive_seed
+from gdn2.eval.mqar_train import compile_step, derive_seed
+
+
+def unpacked(args) -> bool:
+    """Whether ``args``' batches go in as ``[B, T]`` without offsets (needle rows only, or corpus
+    rows whose state flows through document starts): the batches ``--compile`` can compile."""
+    return round(args.batch_size * args.needle_fraction) == args.batch_size or bool(args.no_document_resets)
 
 
 def row_losses(model, amp: bool, device_type: str) -> Callable[..., Tuple[torch.Tensor, torch.Tensor]]:
@@ -29,10 +35,8 @@ def row_losses(model, amp: bool, device_type: str) -> Callable[..., Tuple[torch.
         row = ce.sum(1) / count.clamp_min(1)
         loss = (row * valid).sum() / valid.sum().clamp_min(1)
         with torch.no_grad():
-            row = row.detach()
             corpus, needle = valid & ~is_needle, valid & is_needle
-            parts = torch.stack([loss.detach(), (row * corpus).sum() / corpus.sum(),
-                                 (row * needle).sum() / needle.sum()])
+            parts = torch.stack([loss, (row * corpus).sum() / corpus.sum(), (row * needle).sum() / needle.sum()])
         return loss, parts
     return losses
 
@@ -47,9 +51,8 @@ def train_cell(model, data: NeedleData, args, cell, device: torch.device, amp: b
     after its example, and no causal layer lets it reach back, so the rows need no offsets. Corpus
     rows restart the state at document starts (``cu_seqlens``, a different count every batch), unless
     ``--no-document-resets`` lets it flow through them; then they go in as ``[B, T]`` too. With fixed
-    shapes ``--compile`` compiles the loss (on CUDA replayed from CUDA graphs, as the MQAR step is),
-    after one eager forward so that the caches layers fill on first use stay out of the graphs'
-    memory pool; batches with offsets always run eagerly."""
+    shapes ``--compile`` compiles the loss as the MQAR step does (``compile_step``: on CUDA replayed
+    from CUDA graphs); batches with offsets always run eagerly."""
     from gdn2.train.optim import build_optimizer, build_scheduler
 
     optimizer = build_optimizer(model, args.lr, args.weight_decay, (0.9, 0.95))
@@ -59,9 +62,9 @@ def train_cell(model, data: NeedleData, args, cell, device: torch.device, amp: b
     order = data.needle_order(cell.seed)
     needles = round(args.batch_size * args.needle_fraction)
     B = args.batch_size
-    unpacked = needles == B or bool(args.no_document_resets)   # [B, T], no offsets
+    flat = unpacked(args)
     eager = row_losses(model, amp, device.type)
-    losses, compiled = eager, args.compile and unpacked
+    losses, compiled = eager, args.compile and flat
     graphs = compiled and device.type == "cuda"
     logged = []
     model.train()
@@ -77,16 +80,10 @@ def train_cell(model, data: NeedleData, args, cell, device: torch.device, amp: b
         ids = batch["input_ids"].to(device, non_blocking=True)
         labels = batch["labels"].to(device, non_blocking=True)
         inputs = (ids, labels, batch["is_needle"].to(device))
-        if not unpacked:
+        if not flat:
             inputs = (ids.view(1, -1), labels, inputs[2], batch["cu_seqlens"].to(device))
         if step == 0 and compiled:
-            with torch.no_grad():
-                eager(*inputs)
-            # every cell's model is another graph of the same function: without a reset, a process's
-            # ninth would pass Dynamo's recompile limit and run eagerly unnoticed (and the earlier
-            # cells' CUDA graphs would keep their memory)
-            torch.compiler.reset()
-            losses = torch.compile(eager, mode="reduce-overhead" if graphs else None)
+            losses = compile_step(eager, device.type, inputs)
         if graphs:   # the previous replay's outputs (loss, parts, gradients) have been consumed
             torch.compiler.cudagraph_mark_step_begin()
         failed = None

@@ -191,15 +191,26 @@ def _training_batches(steps: int, workers: int, make: Callable[[int], MQARData])
             yield data
 
 
+def compile_step(fn: Callable, device_type: str, warm_inputs: Optional[tuple] = None) -> Callable:
+    """``torch.compile(fn)`` for a training step, on CUDA replayed from CUDA graphs (small models'
+    steps are otherwise all kernel launches and Python). One eager no-grad call on ``warm_inputs``
+    first, so that the caches layers fill on first use (chunk tables) do not live in the graphs'
+    memory pool. Dynamo's state is reset first: every model a process trains is another graph of
+    the same code, and past Dynamo's recompile limit (8) a later model would run eagerly unnoticed
+    (the reset also frees the earlier models' CUDA graphs)."""
+    if warm_inputs is not None:
+        with torch.no_grad():
+            fn(*warm_inputs)
+    torch.compiler.reset()
+    return torch.compile(fn, mode="reduce-overhead" if device_type == "cuda" else None)
+
+
 def mqar_step(model, optimizer, device: Union[str, torch.device], amp: bool = False, compile: bool = False,
               warm_batch: Optional[tuple] = None) -> Callable[..., torch.Tensor]:
     """``step(*batch)``: one optimizer step of ``train_mqar`` on an ``_answer_batch`` tuple (answer-position
     cross-entropy, bfloat16 autocast when ``amp``, gradient clipping at 1, ``optimizer.step()``; the
     scheduler is the caller's), returning the loss as a detached tensor it will not overwrite.
-    ``compile``: the loss compiled, on CUDA replayed from CUDA graphs (these models are so small
-    that a step is otherwise all kernel launches and Python), after one eager call on
-    ``warm_batch`` so the caches the layers fill on first use (chunk tables) do not live in the
-    graphs' memory pool."""
+    ``compile``: the loss compiled by ``compile_step`` (warmed up on ``warm_batch``)."""
     device_type = torch.device(device).type
 
     def answer_loss(*batch):
@@ -210,10 +221,8 @@ def mqar_step(model, optimizer, device: Union[str, torch.device], amp: bool = Fa
 
     graphs = compile and device_type == "cuda"
     if compile:
-        if warm_batch is not None:
-            with torch.no_grad():
-                answer_loss(*(x.to(device) for x in warm_batch))
-        answer_loss = torch.compile(answer_loss, mode="reduce-overhead" if graphs else None)
+        answer_loss = compile_step(answer_loss, device_type,
+                                   None if warm_batch is None else tuple(x.to(device) for x in warm_batch))
 
     def step(*batch):
         if graphs:  # the previous replay's outputs (loss, gradients) have been consumed
