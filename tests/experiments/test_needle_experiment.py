@@ -34,6 +34,18 @@ def _spec():
                            ("S-NIAH-1", "S-NIAH-2", "S-NIAH-3", "MK-NIAH-1"), (128, 256), 3, 42, 1)
 
 
+def _train(data, cell, **changes):
+    """``train_cell`` of a fresh tiny model on CPU (chunk backend, float32): its losses and whether it
+    ran compiled; ``changes`` override the training arguments."""
+    args = SimpleNamespace(**{**dict(d_model=32, num_layers=2, num_heads=2, intermediate_size=64, sliding_window=64,
+                                     backend="chunk", lr=3e-3, weight_decay=0.1, warmup_steps=1, steps=3,
+                                     batch_size=4, seq_len=256, needle_fraction=1.0, needle_loss="answer",
+                                     compile=False, no_document_resets=None), **changes})
+    cpu = torch.device("cpu")
+    _, model = needle.build_model(args, cell, data, cpu)
+    return needle.train_cell(model, data, args, cell, cpu, amp=False)
+
+
 def test_cells_are_appended_not_overwritten(tmp_path, capsys):
     assert needle.main(TINY + ["--out", str(tmp_path)]) == 0
     first = _lines(tmp_path / "needle.jsonl")
@@ -317,18 +329,12 @@ def test_compiled_steps_give_the_eager_losses(monkeypatch):
     the model, not only the loss head, went through the compiler."""
     from torch._dynamo.testing import CompileCounterWithBackend
 
-    data = needle.get_data(_spec(), say=lambda _: None)
-    args = SimpleNamespace(d_model=32, num_layers=2, num_heads=2, intermediate_size=64, sliding_window=64,
-                           backend="chunk", lr=3e-3, weight_decay=0.1, warmup_steps=1, steps=3, batch_size=4,
-                           seq_len=256, needle_fraction=1.0, needle_loss="answer", compile=False,
-                           no_document_resets=None)
-    cell, cpu = needle.Cell("hybrid", "gdn2", 0), torch.device("cpu")
+    data, cell = needle.get_data(_spec(), say=lambda _: None), needle.Cell("hybrid", "gdn2", 0)
     counter, compile = CompileCounterWithBackend("inductor"), torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, mode=None: compile(fn, backend=counter))
 
     def train(**changes):
-        _, model = needle.build_model(args, cell, data, cpu)
-        return needle.train_cell(model, data, SimpleNamespace(**{**vars(args), **changes}), cell, cpu, amp=False)
+        return _train(data, cell, **changes)
 
     (eager, ran_eager), (compiled, ran_compiled) = train(), train(compile=True)
     assert not ran_eager and ran_compiled and counter.op_count > 200
@@ -377,17 +383,10 @@ def test_compile_with_corpus_rows_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("where", ["forward", "backward"])
 def test_a_compiler_failure_trains_eagerly_and_says_so(where, monkeypatch, capsys):
-    data = needle.get_data(_spec(), say=lambda _: None)
-    args = SimpleNamespace(d_model=32, num_layers=1, num_heads=2, intermediate_size=64, sliding_window=64,
-                           backend="chunk", lr=3e-3, weight_decay=0.1, warmup_steps=1, steps=2, batch_size=2,
-                           seq_len=256, needle_fraction=1.0, needle_loss="answer", compile=False,
-                           no_document_resets=None)
-    cell, cpu = needle.Cell("recurrent", "gdn2", 0), torch.device("cpu")
+    data, cell = needle.get_data(_spec(), say=lambda _: None), needle.Cell("recurrent", "gdn2", 0)
 
     def train(compile):
-        _, model = needle.build_model(args, cell, data, cpu)
-        return needle.train_cell(model, data, SimpleNamespace(**{**vars(args), "compile": compile}), cell, cpu,
-                                 amp=False)
+        return _train(data, cell, num_layers=1, steps=2, batch_size=2, compile=compile)
 
     def broken(fn, **_):
         def call(*a):
