@@ -102,7 +102,8 @@ needle_profile() {  # $1: time limit; the needle probe's protocol (docs/results.
   for compile in "" --compile; do
     step "$1" needle-profile${compile}.log python3 experiments/needle.py \
       --kinds hybrid,recurrent --mixers gdn2 --train-tasks S-NIAH-1 --needle-fraction 1.0 --seq-len 512 \
-      --sliding-window 512 --batch-size 64 --train-pool 2000 --eval-tasks S-NIAH-1 --eval-lengths 512 --workers 4 \
+      --train-lengths 256,512 --sliding-window 512 --batch-size 64 --train-pool 2000 --eval-tasks S-NIAH-1 \
+      --eval-lengths 512 --workers 4 \
       --profile-steps 10 $compile
   done
   grep -H "^## " "$R"/needle-profile*.log 2>/dev/null
@@ -202,9 +203,11 @@ case "$PHASE" in
     step 540 throughput.log python3 benchmarks/train_throughput.py --out "$R" --budget-seconds "${BUDGET:-460}"
     tail -20 "$R/throughput.log"
     ;;
-  sweep)  # TESTS_K: those GPU tests first (e.g. "needle" before the first compiled needle cells); the
-    # sweep then gets what the call has left
+  sweep)  # TESTS_K: those GPU tests first (e.g. "needle" before the first compiled needle cells);
+    # NEEDLE_PROFILE=SECONDS: then the needle step's profile (eager and compiled, each at most SECONDS);
+    # the sweep then gets what the call has left
     [ -n "${TESTS_K:-}" ] && gpu_tests "${TESTS_LIMIT:-150}" -k "$TESTS_K"
+    [ -n "${NEEDLE_PROFILE:-}" ] && needle_profile "$NEEDLE_PROFILE"
     sweep "${BUDGET:-460}"
     grep -h " acc " "$R"/exp/experiments.log | tail -20
     ;;
