@@ -21,6 +21,8 @@
 #   bash scripts/gpu_session.sh record OUT  # the kernel benchmark, then the stage profile beside FLA's kernels
 #   bash scripts/gpu_session.sh trial OUT   # a setting not yet on: TESTS_K's GPU tests, the kernel benchmark
 #                                           # (BENCH_ARGS forcing it), the stage profile
+# SAVE_TCACHE=1: gdn2's compiled kernels come back too (OUT/gdn2-kernels.tgz.NN; copy them to .tcache/
+# and carry .tcache: a cold machine's first step then skips compiling them).
 # Everything lands in OUT/<phase>.tgz, refreshed after every step (the device tool brings back a few
 # files per call, and none of a step that the call's 10-minute limit cuts off).
 # BENCH_ARGS: extra arguments of benchmarks/gpu_ops.py (e.g. --whole-chunk split); PROFILE_ARGS: of
@@ -50,6 +52,10 @@ for wheels in .whl .whl_needle; do   # one target folder each (the sweep's scrip
       $wheels/*.whl && export PYTHONPATH=/tmp/site$wheels${PYTHONPATH:+:$PYTHONPATH}
   fi
 done
+# gdn2's kernels compiled by an earlier call (SAVE_TCACHE=1 below brings them back as
+# OUT/gdn2-kernels.tgz.NN; at home they go to .tcache/, carried): a cold machine then skips their
+# compilation (scripts/triton_seed.py)
+[ -d .tcache ] && python3 scripts/triton_seed.py load .tcache "$TRITON_CACHE_DIR" >"$R/tcache.log" 2>&1
 # the checkout itself on the path: a fresh machine's editable install can fail without a build
 # backend, and scripts run as files see only their own folder
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -219,5 +225,6 @@ case "$PHASE" in
     ;;
   *) echo "unknown phase $PHASE (tests, bench, verify, gputests, settle, quick, trial, record, measure, probes, throughput, sweep or mqar)" >&2; exit 2 ;;
 esac
+[ -n "${SAVE_TCACHE:-}" ] && python3 scripts/triton_seed.py save "$TRITON_CACHE_DIR" "$OUT"
 pack && rm -rf "$R"
 ls -la "$OUT"
