@@ -86,10 +86,10 @@ import torch  # noqa: E402
 
 from experiments.common import (environment, first_step_below, loss_curve, parse_list, require_args,  # noqa: E402
                                 require_mixers, split_mixer)
-from experiments.needle_data import IGNORE_INDEX, DataSpec, NeedleData, get_data  # noqa: E402, F401
+from experiments.needle_data import DataSpec, NeedleData, get_data  # noqa: E402
 from experiments.needle_report import (ALL_TASKS, EXIT_NATS, KINDS, PROTOCOL, RESULTS, SUMMARY,  # noqa: E402
                                        fmt_length, summarize)
-from experiments.needle_train import row_losses, train_cell, unpacked  # noqa: E402, F401
+from experiments.needle_train import train_cell, unpacked  # noqa: E402
 from gdn2.eval.mqar_train import derive_seed, mqar_config  # noqa: E402
 from gdn2.train.metrics import append_records, read_log  # noqa: E402
 

