@@ -67,7 +67,7 @@ def with_switches(src: str, switches: dict) -> str:
 
 
 KEY_SWITCHES = dict(DIAG=True, EARLY=True, LATE=True, CUMPROD=False, DOTS=1)
-INTRA_SWITCHES = dict(OFF=True, DIAG=True, SOLVE=True, CUMPROD=False, DOTS=1)
+INTRA_SWITCHES = dict(OFF=True, DIAG=True, SOLVE=True, SUBST=True, NEUMANN=True, CUMPROD=False, DOTS=1)
 
 
 def key_source(**switches) -> str:
@@ -85,13 +85,18 @@ def key_source(**switches) -> str:
 
 def intra_source(**switches) -> str:
     """The intra kernel with OFF, DIAG (on the sub-block walk) and SOLVE switches (the gated
-    operands: its own FUSE_GATED)."""
+    operands: its own FUSE_GATED); inside the solve, SUBST (the diagonal blocks' substitution) and
+    NEUMANN (the four block products)."""
     s = module_source(intra)
     s = with_cumprod(with_dots(with_switches(s, {**INTRA_SWITCHES, **switches})))
     s = replace(s, "            if i_b > 0:\n", "            if i_b * OFF > 0:\n")
     start = find(s, "            b_lft, b_rgt, b_span = centred_factors(b_lc)")
     end = find(s, "        # the rows' columns outside the block", start)
     s = s[:start] + "            if DIAG:\n" + textwrap.indent(s[start:end], "    ") + s[end:]
+    s = replace(s, "    for j in range(1, SUB):\n", "    for j in range(1, SUB * SUBST):\n")
+    start = find(s, "    b_N = ")
+    end = find(s, "    tl.debug_barrier()\n", start)
+    s = s[:start] + "    b_A = b_P\n    if NEUMANN:\n" + textwrap.indent(s[start:end], "    ") + s[end:]
     return replace(s, "    if ERASE:\n        if mine:\n            b_A = solve_chunk(",
                    "    if ERASE and SOLVE:\n        if mine:\n            b_A = solve_chunk(")
 
@@ -451,6 +456,12 @@ def main(only=()):
          intra_run(FORM=2, FUSE_GATED=False, maxnreg=168)),
         ("intra anatomy: whole form launch without the solve", intra_run(FORM=2, FUSE_GATED=False, maxnreg=168,
                                                                           SOLVE=False)),
+        # the solve's two steps (0.2 ms of the launch's 0.57 at 2x8K, 2026-12-06): the 15-step
+        # substitution of the 16x16 diagonal blocks, then the four 64x64 block products
+        ("intra anatomy: whole form launch without the substitution", intra_run(FORM=2, FUSE_GATED=False,
+                                                                             maxnreg=168, SUBST=False)),
+        ("intra anatomy: whole form launch without the block products",
+         intra_run(FORM=2, FUSE_GATED=False, maxnreg=168, NEUMANN=False)),
         ("intra anatomy: walk-for-the-rest launch, every program returning",
          intra_run(FORM=3, FUSE_GATED=False, maxnreg=168)),
         ("key anatomy: walk-for-the-rest launch (64 columns), every program returning", key_run(64, 4, FORM=3)),

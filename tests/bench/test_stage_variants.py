@@ -23,7 +23,8 @@ def test_variant_kernels_build():
     assert variants.get("key", {"DIAG": False, "LATE": False}) is key       # one module per switch set
     # each switch reaches the code it names (a moved marker fails the patch before this)
     for module, uses in ((sv.key_source(), ("if DIAG:", "i * EARLY", "NB * LATE", "if CUMPROD:")),
-                         (sv.intra_source(), ("if DIAG:", "i_b * OFF", "ERASE and SOLVE", "if CUMPROD:"))):
+                         (sv.intra_source(), ("if DIAG:", "i_b * OFF", "ERASE and SOLVE", "SUB * SUBST", "if NEUMANN:",
+                                             "if CUMPROD:"))):
         assert all(use in module for use in uses)
     module, flags = variants.split("key", {"DIAG": False, "LATE": False, "FORM": 2})
     assert module is key and flags == {"FORM": 2}
@@ -94,6 +95,37 @@ def test_walk_variants_time_the_library_walks():
         for switch in ({"DOTS": 2}, {"DOTS": 0}, {"CACHED": True}):
             assert not torch.equal(run(variants.get(kind, switch)), expected), (kind, switch)
 
+
+def test_solve_switches_reach_the_solve():
+    """The intra anatomy's solve rows (interpreter, tiny shape): without switches the patched kernel
+    makes the library's A bit for bit; SUBST and NEUMANN each change it, and with both off it is
+    the identity (the diagonal blocks not inverted, the blocks below them never formed)."""
+    import torch
+    from gdn2.ops.gdn2.triton import intra
+    from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
+    from gdn2.ops.gdn2.triton.common import FORM_WALK, diag_span, gate_mode
+    from gdn2.testing import random_inputs
+    spec = importlib.util.spec_from_file_location("stage_variants", ROOT / "benchmarks" / "stage_variants.py")
+    sv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sv)
+    variants = sv.Variants(Path(tempfile.mkdtemp()))
+    x = random_inputs(B=1, T=64, H=1, K=32, V=32, b_max=2.0, seed=5)
+    q, k, v, g, b, w, _, cu, uT, _ = _prepare(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], None, None)
+    chunks, modes = _chunks(cu, uT), tuple(gate_mode(t, 3) for t in (g, b, w))
+
+    def solve(module):
+        A, Aqk = torch.zeros(64, 1, 64), torch.zeros(64, 1, 64)
+        module.chunk_intra_fwd_kernel[(chunks.count, 1)](
+            q, k, g, b, A, Aqk, Aqk, Aqk, Aqk, Aqk, chunks.start, chunks.end, 32 ** -0.5, H=1, K=32, BT=64, BK=32,
+            SUB=16, G_MODE=modes[0], B_MODE=modes[1], PREC="tf32x3", DIAG_SPAN=diag_span("tf32x3"),
+            FUSE_GATED=False, FORM=FORM_WALK)
+        return A[:, 0]
+
+    expected = solve(intra)
+    assert torch.equal(solve(variants.get("intra", {})), expected)
+    assert not torch.equal(solve(variants.get("intra", {"SUBST": False})), expected)
+    assert not torch.equal(solve(variants.get("intra", {"NEUMANN": False})), expected)
+    assert torch.equal(solve(variants.get("intra", {"SUBST": False, "NEUMANN": False})), torch.eye(64))
 
 def test_float16_product_switches_round_as_claimed():
     """The "hilo" rows time products the library does not run yet; they must compute what their
