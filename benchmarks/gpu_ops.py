@@ -3,6 +3,7 @@
     python benchmarks/gpu_ops.py --out benchmarks/results
     python benchmarks/gpu_ops.py --whole-chunk split    # a setting of the whole-chunk forms, before it is the default
     python benchmarks/gpu_ops.py --pair-products f16x3  # the backward walks' products, likewise
+    python benchmarks/gpu_ops.py --solve halving        # the intra solve's form, likewise
 """
 
 import argparse
@@ -25,7 +26,8 @@ if __name__ == "__main__":
     settings = [("--pair-products", backward, "PAIR_PRODUCTS", ["tf32x3", "f16x3"], "Backward walks' products"),
                 ("--parallel-products", backward, "PARALLEL_PRODUCTS", ["tf32x3", "f16x3"],
                  "Value and key kernels' products"),
-                ("--intra-float16", intra, "FLOAT16_PRODUCTS", None, "Intra products on float16")]
+                ("--intra-float16", intra, "FLOAT16_PRODUCTS", None, "Intra products on float16"),
+                ("--solve", intra, "SOLVE_FORM", ["blocks", "halving"], "Intra solve")]
     switch = {"on": True, "off": False}
     for flag, module, attr, choices, _ in settings:
         where = f"{module.__name__.rsplit('.', 1)[-1]}.{attr}"

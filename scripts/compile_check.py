@@ -93,6 +93,10 @@ def main(Ks=(128, 256)):
             ok &= check(chunk_intra_fwd_kernel, dict(H=16, K=K, BT=64, BK=min(32, BK), SUB=16, G_MODE=2, B_MODE=2,
                                                      PREC=PREC, DIAG_SPAN=diag_span(PREC), FUSE_GATED=False,
                                                      FORM=form), note=f" ({name})")
+        # intra.SOLVE_FORM = "halving" (off until a card times it), the whole-chunk form
+        ok &= check(chunk_intra_fwd_kernel, dict(H=16, K=K, BT=64, BK=min(32, BK), SUB=16, G_MODE=2, B_MODE=2,
+                                                 PREC=PREC, DIAG_SPAN=diag_span(PREC), FUSE_GATED=False, FORM=2,
+                                                 SOLVE_FORM="halving"), note=" (whole only, halving solve)")
         ok &= check(chunk_gated_kernel, dict(H=16, K=K, BT=64, BK=32, G_MODE=2, B_MODE=2, PREC=PREC))
         ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
                                                  USE_H0=True,

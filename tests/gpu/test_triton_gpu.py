@@ -284,6 +284,28 @@ def test_triton_float16_hilo(setting, dtype, case, monkeypatch, request):
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 
+@pytest.mark.parametrize("case", ["uniform", "packed", LONG, "K48V48", "no erase", "scalar", "extreme", "narrow"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_triton_halving_solve(case, dtype, monkeypatch):
+    """``intra.SOLVE_FORM = "halving"`` forced (off until a card times it): every output and
+    gradient, the one-pass forward's o among them, within the criterion; "extreme": closed gates
+    and b at 2; "narrow": gates narrow enough that every chunk takes the whole-chunk form."""
+    from gdn2.ops.gdn2.triton import intra
+    monkeypatch.setattr(intra, "SOLVE_FORM", "halving")
+    long = case == "long"
+    gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar" else {}
+    if case == "no erase":
+        gates = dict(erase="zero")
+    x, cu = case_inputs(case == "packed", dtype, seed=41, B=1 if long else 2, T=4100 if long else 300,
+                        dim=48 if case == "K48V48" else 128, b_max=2.0, g_min=-0.05 if case == "narrow" else -1.0,
+                        **gates)
+    if case == "extreme":
+        gen = torch.Generator(device="cuda").manual_seed(42)
+        x["g"] = torch.where(torch.rand(x["g"].shape, generator=gen, device="cuda") < 0.3, -1e4, x["g"])
+        x["b"] = torch.where(torch.rand(x["b"].shape, generator=gen, device="cuda") < 0.5, 2.0, x["b"].float()).to(dtype)
+    check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
+
+
 @pytest.mark.parametrize("HV", [16, 32], ids=lambda n: f"HV{n}")
 def test_decode_batch(HV):
     x = random_inputs(B=64, T=1, H=16, HV=HV, K=128, V=128, dtype=torch.bfloat16, device="cuda", initial_state=True,

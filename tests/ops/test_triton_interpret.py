@@ -478,3 +478,58 @@ def test_bfloat16_forward_only_meets_the_criterion():
     assert fast.dtype == torch.bfloat16 and S is None
     truncated = (ref.float().view(torch.int32) & -65536).view(torch.float32)
     assert_no_worse("o (forward only, bfloat16)", fast, truncated, ref)
+
+
+@pytest.mark.parametrize("case", ["gates", "packed", "extreme", "whole"])
+def test_halving_solve_meets_the_criterion(case, monkeypatch):
+    """``intra.SOLVE_FORM = "halving"`` (off until a card times it): the Triton backend against the
+    float64 recurrence, every output and gradient, on a partial chunk and grouped heads, packed
+    sequences, closed gates with b up to 2, and gates narrow enough for the whole-chunk form."""
+    from gdn2.ops.gdn2.triton import intra
+    from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
+    monkeypatch.setattr(intra, "SOLVE_FORM", "halving")
+    kw = dict(b_max=2.0, initial_state=True, device=DEVICE)
+    if case == "packed":
+        lengths = [7, 64, 1, 50]
+        cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device=DEVICE)
+        check(random_inputs(B=1, T=int(cu[-1]), H=2, K=32, V=16, N=len(lengths), seed=31, **kw), cu_seqlens=cu)
+        return
+    x = random_inputs(B=2, T=100, H=2, HV=4, K=32, V=16, seed=32, g_min=-0.2 if case == "whole" else -1.0, **kw)
+    if case == "extreme":
+        hard = torch.rand(x["g"].shape, generator=torch.Generator().manual_seed(33)) < 0.3
+        x["g"] = torch.where(hard.to(DEVICE), torch.full_like(x["g"], -1e4), x["g"])
+    with whole_chunk_forms("split"):
+        check(x, use_qk_l2norm=case == "extreme")
+
+
+def test_halving_solve_equals_the_blocks_form():
+    """Both solves on keys close to parallel with b up to 2 and slow decay (the entries of
+    (I + T)^-1 far from the identity): they agree to float32 rounding, and both invert I + T."""
+    from gdn2.ops.gdn2.triton import intra
+    from gdn2.ops.gdn2.triton.chunk import gate_mode
+    from gdn2.ops.gdn2.triton.common import make_chunks
+    from gdn2.testing import assert_close
+    gen = torch.Generator().manual_seed(34)
+    k = torch.randn(100, 1, 32, generator=gen) * 0.3 + torch.randn(1, 1, 32, generator=gen)
+    k = (k / k.norm(dim=-1, keepdim=True)).to(DEVICE)
+    q = torch.randn(100, 1, 32, generator=gen).to(DEVICE)
+    g = (-0.01 * torch.rand(100, 1, 32, generator=gen)).to(DEVICE)
+    b = (2.0 * torch.rand(100, 1, 32, generator=gen)).to(DEVICE)
+    chunks = make_chunks([0, 100], 64, DEVICE)
+    solved = {}
+    for form in ("blocks", "halving"):
+        intra.SOLVE_FORM = form
+        try:
+            solved[form] = intra.chunk_intra_fwd(q, k, g, b, 32 ** -0.5, chunks, gate_mode(g, 3), gate_mode(b, 3),
+                                                 prec="ieee")[0]
+        finally:
+            intra.SOLVE_FORM = "blocks"
+    assert_close("A", solved["halving"], solved["blocks"], rtol=1e-5)
+    # far from the identity (off-diagonal entries past 1), where a wrong merge would show
+    assert torch.tril(solved["blocks"][:64, 0], -1).abs().max() > 1.0
+    # A (I + T) = I on the full chunk, with T from float64
+    G = g[:64, 0].double().cumsum(0)
+    T = torch.tril(((b[:64, 0] * k[:64, 0]).double() * G.exp()) @ (k[:64, 0].double() * (-G).exp()).T, -1)
+    A = solved["halving"][:64, 0].double()
+    assert_close("A (I + T)", A @ (torch.eye(64, dtype=torch.float64, device=DEVICE) + T),
+                 torch.eye(64, dtype=torch.float64, device=DEVICE), rtol=1e-4)

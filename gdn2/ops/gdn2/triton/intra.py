@@ -140,12 +140,38 @@ def store_products(A, Aqk, p_row, m_row, b_T, b_Aqk, o_t, o_c, ERASE: tl.constex
 
 
 @triton.jit
+def invert_by_halving(b_T, BT: tl.constexpr, PREC: tl.constexpr):
+    """(I + T)^-1 of a strictly lower ``[BT, BT]`` T, blocks of size s merged into blocks of 2s:
+    for [[X_a, 0], [C, X_b]] with X_a, X_b the inverses of the two halves' diagonal blocks, the
+    inverse is [[X_a, 0], [-X_b C X_a, X_b]], so with X block diagonal of size s and C the
+    lower-left s-blocks of T, X <- X - X C X. Every step is two products and log2(BT) - 1 steps
+    follow the first (size 2, elementwise), where the substitution of the "blocks" form is 15
+    dependent steps through memory; the recursive triangular inverse keeps its accuracy (unlike
+    powers of T, no intermediate grows past the inverse's own entries)."""
+    o_r = tl.arange(0, BT)[:, None]
+    o_c = tl.arange(0, BT)[None, :]
+    b_X = tl.where(o_r == o_c, 1.0, 0.0) - tl.where((o_r == o_c + 1) & (o_r % 2 == 1), b_T, 0.0)
+    for lg in tl.static_range(1, 16):
+        if (2 << lg) <= BT:
+            lower_left = (o_r >> (lg + 1) == o_c >> (lg + 1)) & ((o_r >> lg) % 2 == 1) & ((o_c >> lg) % 2 == 0)
+            b_X -= mma(mma(b_X, tl.where(lower_left, b_T, 0.0), PREC), b_X, PREC)
+    return b_X
+
+
+@triton.jit
 def solve_chunk(A, t0, L, i_h, p_row, m_row, o_c, H: tl.constexpr, BT: tl.constexpr, SUB: tl.constexpr,
-                PREC: tl.constexpr):
-    """A = (I + T)^-1 of one chunk in two steps, in place of T, which is read back from ``A`` where
-    the products were just stored; returns A."""
+                PREC: tl.constexpr, SOLVE_FORM: tl.constexpr = "blocks"):
+    """A = (I + T)^-1 of one chunk, in place of T, which is read back from ``A`` where the products
+    were just stored; returns A. ``SOLVE_FORM``: "blocks" (two steps: the 16x16 diagonal blocks by
+    substitution, then the blocks below them as a finite Neumann series) or "halving"
+    (``invert_by_halving``)."""
     blk = tl.arange(0, BT) // SUB
     tl.debug_barrier()
+    if SOLVE_FORM == "halving":
+        b_H = invert_by_halving(tl.load(A + p_row, mask=m_row, other=0.0), BT, PREC)
+        tl.debug_barrier()
+        tl.store(A + p_row, b_H, mask=m_row)
+        return b_H
     # 1) P = (I + D)^-1 for the 16x16 diagonal blocks D, all blocks at once as [NB, SUB, SUB]
     #    tiles, by forward substitution P_j = e_j - sum_s D_js P_s (elementwise: a chain of
     #    matrix products would spend 16 dependent tensor-core steps on 4 useful rows each)
@@ -186,6 +212,7 @@ def chunk_intra_fwd_kernel(
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
     G_MODE: tl.constexpr, B_MODE: tl.constexpr, PREC: tl.constexpr, DIAG_SPAN: tl.constexpr,
     FUSE_GATED: tl.constexpr = True, FORM: tl.constexpr = 0, SOLVE_PREC: tl.constexpr = "",
+    SOLVE_FORM: tl.constexpr = "blocks",
 ):
     """T, Aqk and A = (I + T)^-1 of one chunk and key head (and with ``FUSE_GATED`` the gated
     operands). ``PREC``: of the products T and Aqk; ``SOLVE_PREC`` (``PREC`` where empty): of the
@@ -245,7 +272,7 @@ def chunk_intra_fwd_kernel(
     b_A = tl.zeros([BT, BT], dtype=tl.float32)
     if ERASE:
         if mine:
-            b_A = solve_chunk(A, t0, L, i_h, p_row, m_row, o_c, H, BT, SUB, SOLVE)
+            b_A = solve_chunk(A, t0, L, i_h, p_row, m_row, o_c, H, BT, SUB, SOLVE, SOLVE_FORM)
 
     if FUSE_GATED:
         if mine:
@@ -295,6 +322,13 @@ WHOLE_CHUNK = "split"
 # takes 80, so chunks and sub-blocks of spans 8-80 (fast-forgetting channels) would leave the
 # centred product for the walk and the pairwise tiles.
 FLOAT16_PRODUCTS = True
+# The solve A = (I + T)^-1 ("blocks" or "halving": ``solve_chunk``). The solve took 0.20 ms of the
+# inference forward's whole-form launch (0.567 ms at 2x8K, H100, 2026-12-06 stage variants), where
+# FLA's intra stage is 0.47 ms in all. "halving" (ten dependent 64x64 products instead of fifteen
+# substitution steps through memory and four products) is off until a card has timed it and its
+# GPU tests have passed (in float64 simulation of the rounding its error is 1.0-2.8x the blocks
+# form's at one-pass TF32 and 1.0-1.5x at three passes).
+SOLVE_FORM = "blocks"
 
 
 def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3", fuse_gated=False,
@@ -321,7 +355,7 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32
             qg, kt, y if y is not None else qg, dec, chunks.start, chunks.end, scale,
             H=H, K=K, BT=BT, BK=MIN_TILE, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=products,
             DIAG_SPAN=diag_span(products), FUSE_GATED=fuse_gated, FORM=form,
-            SOLVE_PREC=prec, num_warps=4, num_stages=1, **cap)
+            SOLVE_PREC=prec, SOLVE_FORM=SOLVE_FORM, num_warps=4, num_stages=1, **cap)
     if not fuse_gated:
         gated = chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=BT, prec=prec, dtype=gated_dtype)
     return A, Aqk, gated
