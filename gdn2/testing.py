@@ -24,11 +24,13 @@ class Error:
 
 
 def error(actual: torch.Tensor, expected: torch.Tensor) -> Error:
-    """Relative RMS and max absolute error of ``actual`` against ``expected``, in float64."""
+    """Relative RMS and max absolute error of ``actual`` against ``expected``, in float64. A
+    non-finite value on either side makes both errors infinite (``finite`` False): a reference
+    broken into NaN must fail a comparison, not pass it by comparing false with every bound."""
     if actual.shape != expected.shape:
         raise AssertionError(f"shape mismatch: actual {list(actual.shape)} vs expected {list(expected.shape)}")
     a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
-    finite = bool(torch.isfinite(a).all())
+    finite = bool(torch.isfinite(a).all()) and bool(torch.isfinite(e).all())
     diff = (a - e)
     denom = e.norm().item()
     rel = diff.norm().item() / denom if denom > 0 else diff.norm().item()
@@ -43,7 +45,7 @@ def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, rtol: 
     """Fail unless ``actual`` is finite and within ``rtol`` relative RMS error of ``expected``
     (and within ``atol`` max absolute error when given). Returns the measured error."""
     err = error(actual, expected)
-    if not err.finite or err.rel_rms > rtol or (atol is not None and err.max_abs > atol):
+    if not (err.finite and err.rel_rms <= rtol and (atol is None or err.max_abs <= atol)):
         bound = f"rel RMS <= {rtol:.1e}" + ("" if atol is None else f", max abs <= {atol:.1e}")
         raise AssertionError(f"{name}: {err}; allowed {bound}")
     return err
@@ -62,7 +64,7 @@ def assert_no_worse(name: str, fast: torch.Tensor, baseline: torch.Tensor, refer
     err, base = error(fast, reference), error(baseline, reference)
     if not base.finite:  # the bound would be NaN, and every comparison with it false
         raise AssertionError(f"{name}: the baseline is not finite ({base}): no bound to hold {err} to")
-    if not err.finite or err.rel_rms > no_worse_bound(base, factor, floor):
+    if not (err.finite and err.rel_rms <= no_worse_bound(base, factor, floor)):
         raise AssertionError(f"{name}: {err}; baseline {base}; allowed rel RMS <= {factor:g} x baseline + {floor:.0e}")
     return err
 

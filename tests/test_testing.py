@@ -28,3 +28,23 @@ def test_fails_on_max_abs_breach_and_shape_mismatch():
         assert_close("y", y, x + 1, 1.0, atol=0.5)
     with pytest.raises(AssertionError, match="shape"):
         error(torch.ones(3), torch.ones(4))
+
+
+@pytest.mark.parametrize("where", ["expected", "both"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_fails_on_a_non_finite_reference(where, value):
+    """A reference broken into NaN or inf fails every comparison (a NaN error compares false with
+    any bound, so without the check a broken float64 reference would pass whole test files)."""
+    from gdn2.testing import assert_no_worse
+    x = torch.ones(100)
+    broken = x.clone()
+    broken[3] = value
+    actual = broken if where == "both" else x
+    with pytest.raises(AssertionError, match="non-finite"):
+        assert_close("x", actual, broken, 1e-3)
+    with pytest.raises(AssertionError, match="non-finite"):
+        assert_close("x", actual, broken, 1e-3, atol=1.0)
+    with pytest.raises(AssertionError):
+        assert_no_worse("x", actual, x * 1.001, broken)
+    with pytest.raises(AssertionError):
+        assert_no_worse("x", x * 5, x, broken)

@@ -47,6 +47,8 @@ QKV_SHAPE_CASES = [
     ("v_time", "v", (B, 3, HV, V), "v", ["T = 4", "[1, 3, 4, 5]"]),
     ("v_3d", "v", (B, T, V), "v", ["[1, 4, 5]"]),
     ("hv_not_multiple", "v", (B, T, 3, V), "v", ["H = 2", "HV = 3"]),
+    ("hv_zero", "v", (B, T, 0, V), "v", ["H = 2", "HV = 0"]),
+    ("v_width_zero", "v", (B, T, HV, 0), "v", ["V >= 1", "[1, 4, 4, 0]"]),
     ("q_3d", "q", (B, T, K), "q", ["[1, 4, 3]"]),
     ("q_5d", "q", (B, T, H, K, 1), "q", ["[1, 4, 2, 3, 1]"]),
 ]
@@ -364,3 +366,36 @@ def test_float64_inputs_accept_float64_or_float32_state(backend, state_dtype):
     o, S = call(**kw)
     assert o.dtype == torch.float64 and S.dtype == torch.float64
     assert S.shape == (B, HV, K, V)
+
+
+@pytest.mark.parametrize("shape", [(B, T, 0, K), (B, T, H, 0)], ids=["no_heads", "no_key_channels"])
+def test_empty_heads_or_key_channels(shape):
+    kw = inputs()
+    kw["q"], kw["k"] = torch.randn(*shape), torch.randn(*shape)
+    with pytest.raises(ValueError, match=pattern("q", "H, K >= 1", str(list(shape)))):
+        call(**kw)
+
+
+def test_positive_log_decay_on_cpu():
+    """g is a log-decay: a positive value (on a CPU tensor, where checking costs no synchronisation)
+    is refused, not turned into wrong outputs by the chunk backend's clamped exponents."""
+    g = -torch.rand(B, T, H, K)
+    g[0, 2, 1, 0] = 0.05
+    for gate in (g, g[..., 0]):
+        with pytest.raises(ValueError, match=pattern("g", "<= 0", "0.05")):
+            call(**inputs(), g=gate)
+    call(**inputs(), g=torch.zeros(B, T, H, K))                          # no decay is allowed
+    call(**inputs(), g=torch.full((B, T, H, K), float("-inf")))          # nor is a closed gate
+
+
+@pytest.mark.parametrize("wrapper", ["kda", "gdn", "deltanet"])
+def test_wrappers_name_a_bad_q_before_beta(wrapper):
+    """The wrappers read beta's expected shape off q: a bad q is reported as q, not as beta."""
+    q, k, v = inputs().values()
+    fn = {"kda": lambda q_, k_: kda(q_, k_, v, -torch.rand(B, T, H, K), torch.rand(B, T, H)),
+          "gdn": lambda q_, k_: gated_delta_rule(q_, k_, v, -torch.rand(B, T, H), torch.rand(B, T, H)),
+          "deltanet": lambda q_, k_: delta_rule(q_, k_, v, torch.rand(B, T, H))}[wrapper]
+    with pytest.raises(ValueError, match=pattern("q", "[B, T, H, K]", "[1, 4, 2]")):
+        fn(q[..., 0], k[..., 0])
+    with pytest.raises(TypeError, match=pattern("q", "torch.Tensor", "list")):
+        fn([1.0], k)

@@ -6,7 +6,7 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from .checks import Gate, check_inputs
+from .checks import Gate, check_inputs, check_qkv
 from .chunk import chunk_gdn2
 from .recurrent import recurrent_gdn2
 
@@ -101,7 +101,8 @@ def _tied_write(beta: torch.Tensor, HV: int) -> torch.Tensor:
     return beta if HV == H else beta.repeat_interleave(HV // H, dim=2)
 
 
-def _check_beta(beta, q) -> None:
+def _check_beta(beta, q, k, v) -> None:
+    check_qkv(q, k, v)   # before beta's shape is read off q's
     if isinstance(beta, torch.Tensor) and not beta.is_floating_point():
         raise TypeError(f"beta must be a floating-point tensor, got dtype {beta.dtype}")
     if not isinstance(beta, torch.Tensor) or tuple(beta.shape) != tuple(q.shape[:3]):
@@ -116,7 +117,7 @@ def kda(q, k, v, g, beta, **kwargs):
     >>> kda(q, k, v, -torch.rand(1, 8, 2, 4), torch.rand(1, 8, 2))[0].shape
     torch.Size([1, 8, 2, 4])
     """
-    _check_beta(beta, q)
+    _check_beta(beta, q, k, v)
     return gated_delta_rule2(q, k, v, g, beta, _tied_write(beta, v.shape[2]), **kwargs)
 
 
@@ -127,7 +128,7 @@ def gated_delta_rule(q, k, v, g, beta, **kwargs):
     >>> gated_delta_rule(q, k, v, -torch.rand(1, 8, 2), torch.rand(1, 8, 2))[0].shape
     torch.Size([1, 8, 2, 4])
     """
-    _check_beta(beta, q)
+    _check_beta(beta, q, k, v)
     if g is not None and not isinstance(g, torch.Tensor):
         raise TypeError(f"g must be a log-decay tensor [B, T, H] or None, got {g!r}")
     if g is not None and g.ndim != 3:
@@ -142,7 +143,7 @@ def delta_rule(q, k, v, beta, **kwargs):
     >>> delta_rule(q, k, v, torch.rand(1, 8, 2))[0].shape
     torch.Size([1, 8, 2, 4])
     """
-    _check_beta(beta, q)
+    _check_beta(beta, q, k, v)
     return gated_delta_rule2(q, k, v, None, beta, _tied_write(beta, v.shape[2]), **kwargs)
 
 

@@ -81,29 +81,45 @@ def check_cu_seqlens(cu_seqlens: torch.Tensor, B: int, T: int) -> int:
     return len(offsets) - 1
 
 
-def check_inputs(q, k, v, g: Gate, b: Gate, w: Gate, scale: Optional[float],
-                 initial_state: Optional[torch.Tensor], cu_seqlens: Optional[torch.Tensor]) -> Dims:
-    """Validate a call of ``gated_delta_rule2`` and return its sizes."""
+def check_qkv(q, k, v) -> None:
+    """q, k and v: floating-point tensors of one dtype and device, ``[B, T, H, K]`` (H, K >= 1) and
+    ``[B, T, HV, V]`` with HV a multiple of H (the family's wrappers check these before their gates)."""
     for name, x in (("q", q), ("k", k), ("v", v)):
         _check_float_tensor(name, x)
     if q.ndim != 4:
         raise ValueError(f"q must have shape [B, T, H, K], got {_shape(q)}")
     B, T, H, K = q.shape
+    if H == 0 or K == 0:
+        raise ValueError(f"q must have at least one head and one key channel (H, K >= 1), got {_shape(q)}")
     if k.shape != q.shape:
         raise ValueError(f"k must have the shape of q, [B, T, H, K] = {list(q.shape)}, got {_shape(k)}")
     if v.ndim != 4 or v.shape[:2] != q.shape[:2]:
         raise ValueError(f"v must have shape [B, T, HV, V] with B = {B}, T = {T}, got {_shape(v)}")
     HV, V = v.shape[2], v.shape[3]
-    if HV % H != 0:
-        raise ValueError(f"v's head count HV must be a multiple of q's head count H = {H}, got HV = {HV}")
+    if HV == 0 or HV % H != 0:
+        raise ValueError(f"v's head count HV must be a positive multiple of q's head count H = {H}, got HV = {HV}")
+    if V == 0:
+        raise ValueError(f"v must have at least one value channel (V >= 1), got {_shape(v)}")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k and v must share one dtype, got {q.dtype}, {k.dtype} and {v.dtype}")
     for name, x in (("k", k), ("v", v)):
         if x.device != q.device:
             raise ValueError(f"{name} is on {x.device} but q is on {q.device}")
+
+
+def check_inputs(q, k, v, g: Gate, b: Gate, w: Gate, scale: Optional[float],
+                 initial_state: Optional[torch.Tensor], cu_seqlens: Optional[torch.Tensor]) -> Dims:
+    """Validate a call of ``gated_delta_rule2`` and return its sizes. The values of g (``<= 0``)
+    are checked on CPU tensors only: on a GPU the check would synchronise every call."""
+    check_qkv(q, k, v)
+    B, T, H, K = q.shape
+    HV, V = v.shape[2], v.shape[3]
     if isinstance(g, (int, float)) and not isinstance(g, bool):
         raise TypeError(f"g must be a log-decay tensor or None, got the number {g}")
     _check_gate("g", g, B, T, H, K, "H", "K", q.device, allow_float=False)
+    if (isinstance(g, torch.Tensor) and g.device.type == "cpu" and g.numel()
+            and not torch.compiler.is_compiling() and bool((g > 0).any())):
+        raise ValueError(f"g is a log-decay and must be <= 0, got values up to {g.max().item():.4g}")
     _check_gate("b", b, B, T, H, K, "H", "K", q.device, allow_float=True)
     _check_gate("w", w, B, T, HV, V, "HV", "V", q.device, allow_float=True)
     if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool)
