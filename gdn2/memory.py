@@ -38,9 +38,15 @@ def layer_state_bytes(config, kind: str, context_len: int, dtype: torch.dtype = 
     if kind == "L":
         state = 8 if dtype == torch.float64 else 4
         H, HV, K, V = config.num_heads, config.num_v_heads, config.head_k_dim, config.head_v_dim
+        if K is None or V is None:   # a config without L layers whose heads do not divide hidden_size
+            raise ValueError(f"head_k_dim and head_v_dim must be set to size L layers for this config (num_heads = "
+                             f"{config.num_heads} does not divide hidden_size = {config.hidden_size})")
         return HV * K * V * state + (config.conv_size - 1) * (2 * H * K + HV * V) * a
     if kind not in ("A", "S"):
         raise ValueError(f"layer kind must be L, A or S, got {kind!r}")
+    if config.head_dim is None:   # a config without attention layers whose heads do not divide hidden_size
+        raise ValueError(f"head_dim must be set to size {kind} layers for this config (num_attention_heads = "
+                         f"{config.num_attention_heads} does not divide hidden_size = {config.hidden_size})")
     tokens = context_len if kind == "A" else min(context_len, config.sliding_window)
     return 2 * tokens * config.num_key_value_heads * config.head_dim * a
 

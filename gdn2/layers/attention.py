@@ -238,7 +238,7 @@ class Attention(nn.Module):
         elif cu_seqlens is not None:
             offsets = cu_seqlens.tolist()
             o = torch.cat([self._attend(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], positions[s:e], positions[s:e])
-                           for s, e in zip(offsets, offsets[1:]) if e > s], dim=2)
+                           for s, e in zip(offsets, offsets[1:]) if e > s] or [v[:, :, :0]], dim=2)
         elif cache is None:
             o = self._attend(q, k, v, positions, positions)
         else:
@@ -282,6 +282,8 @@ def _sliding_window_blocks(q, k, v, W: int, documents: Optional[torch.Tensor] = 
     ``documents``: each token's packed document ``[T]`` (B = 1); a query then sees only keys of
     its own document (the window keeps every one it may see inside the two blocks)."""
     B, H, T, D = q.shape
+    if T == 0:   # no blocks to unfold
+        return q.new_empty(B, H, 0, v.shape[-1])
     if k.shape[1] != H:  # grouped KV heads: the masked kernels take equal head counts
         k, v = (x.repeat_interleave(H // k.shape[1], dim=1) for x in (k, v))
     nb = -(-T // W)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import BACKENDS, gated_delta_rule2
+from ..ops.gdn2.checks import check_cu_seqlens
 from .attention import held_bytes
 from .conv import ShortConvolution
 from .norm import RMSNorm, compute_dtype
@@ -222,6 +223,8 @@ class GatedDeltaNet2(nn.Module):
         B, T, _ = x.shape
         H, HV, K, V = c.num_heads, c.num_v_heads, c.head_k_dim, c.head_v_dim
         keep = cache is not None
+        if cu_seqlens is not None:   # before the short convolutions index with it
+            check_cu_seqlens(cu_seqlens, B, T)
         q, cq = self.q_conv(self.q_proj(x), cache.conv_q if keep else None, keep, cu_seqlens)
         k, ck = self.k_conv(self.k_proj(x), cache.conv_k if keep else None, keep, cu_seqlens)
         v, cv = self.v_conv(self.v_proj(x), cache.conv_v if keep else None, keep, cu_seqlens)

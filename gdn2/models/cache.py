@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -23,9 +23,10 @@ class GDN2Cache:
     is_compileable = False  # tells transformers not to torch.compile the decode step around it
     is_croppable = False    # no rollback: assisted / speculative decoding cannot use it
 
-    def __init__(self, layers: List[object]):
+    def __init__(self, layers: List[object], batch_size: Optional[int] = None):
         self.layers = layers
         self.seen_tokens = 0
+        self.batch_size = batch_size   # the sequences it was made for (None: not known, not checked)
 
     def __len__(self) -> int:
         return len(self.layers)

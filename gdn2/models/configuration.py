@@ -101,11 +101,17 @@ class GDN2Config(PretrainedConfig):
         for name, value in special.items():  # transformers 5 no longer keeps these on the base class
             setattr(self, name, value)
         self._validate()
-        if self.head_k_dim is None or self.head_v_dim is None:
+        # head widths derived where the pattern has such layers (validated), else where they divide
+        if (self.head_k_dim is None or self.head_v_dim is None) and (
+                "L" in self.pattern or self.hidden_size % self.num_heads == 0):
             mixer_config = self.mixer_config()
             self.head_k_dim, self.head_v_dim = mixer_config.head_k_dim, mixer_config.head_v_dim
-        if self.head_dim is None:
+        if self.head_dim is None and (self._has_attention or self.hidden_size % self.num_attention_heads == 0):
             self.head_dim = self.attention_config("A").head_dim
+
+    @property
+    def _has_attention(self) -> bool:
+        return any(kind in self.pattern for kind in "AS")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "GDN2Config":
@@ -161,14 +167,16 @@ class GDN2Config(PretrainedConfig):
         if self.num_v_heads % self.num_heads:
             raise ValueError(f"num_v_heads must be a multiple of num_heads = {self.num_heads} (value heads share "
                              f"key heads), got {self.num_v_heads}")
+        # the widths of a kind of layer the pattern does not have are not checked (their defaults
+        # need not divide hidden_size)
         for name in ("head_k_dim", "head_v_dim"):
-            if getattr(self, name) is None and self.hidden_size % self.num_heads:
+            if "L" in self.pattern and getattr(self, name) is None and self.hidden_size % self.num_heads:
                 raise ValueError(f"num_heads = {self.num_heads} must divide hidden_size = {self.hidden_size} "
                                  f"unless {name} is given")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"num_key_value_heads must divide num_attention_heads = {self.num_attention_heads}, "
                              f"got {self.num_key_value_heads}")
-        if self.head_dim is None and self.hidden_size % self.num_attention_heads:
+        if self._has_attention and self.head_dim is None and self.hidden_size % self.num_attention_heads:
             raise ValueError(f"num_attention_heads = {self.num_attention_heads} must divide hidden_size = "
                              f"{self.hidden_size} unless head_dim is given")
         if self.head_dim is not None and self.head_dim % 2:

@@ -17,6 +17,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..layers import MLP, Attention, GatedDeltaNet2, RMSNorm, ShortConvolution
+from ..ops.gdn2.checks import check_cu_seqlens
 from .cache import GDN2Cache
 from .configuration import GDN2Config
 
@@ -88,7 +89,7 @@ class GDN2Model(GDN2PreTrainedModel):
         weight = self.embed_tokens.weight
         dtype = weight.dtype if dtype is None else dtype
         device = weight.device if device is None else device
-        return GDN2Cache([block.mixer.init_cache(batch_size, dtype, device) for block in self.layers])
+        return GDN2Cache([block.mixer.init_cache(batch_size, dtype, device) for block in self.layers], batch_size)
 
     def forward(self, input_ids: Optional[torch.LongTensor] = None, cu_seqlens: Optional[torch.Tensor] = None,
                 cache: Optional[GDN2Cache] = None, inputs_embeds: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -96,13 +97,22 @@ class GDN2Model(GDN2PreTrainedModel):
         leaves the state after these tokens in it."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if input_ids is not None and input_ids.ndim != 2:
+            raise ValueError(f"input_ids must have shape [B, T], got {list(input_ids.shape)}")
+        if inputs_embeds is not None and (inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != self.config.hidden_size):
+            raise ValueError(f"inputs_embeds must have shape [B, T, hidden_size = {self.config.hidden_size}], "
+                             f"got {list(inputs_embeds.shape)}")
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        if cache is not None and cache.batch_size is not None and cache.batch_size != x.shape[0]:
+            raise ValueError(f"the cache holds {cache.batch_size} sequence(s) but the input has batch size "
+                             f"{x.shape[0]}: make it with init_cache({x.shape[0]})")
         if cu_seqlens is not None:
             if cache is not None:
                 raise ValueError("cu_seqlens (packed documents) cannot be combined with a cache: "
                                  "generate with a batch instead")
             if x.shape[0] != 1:
                 raise ValueError(f"cu_seqlens requires batch size 1 (documents packed along T), got {x.shape[0]}")
+            check_cu_seqlens(cu_seqlens, 1, x.shape[1])
         for i, block in enumerate(self.layers):
             x = block(x, None if cache is None else cache.layers[i], cu_seqlens)
         if cache is not None:
@@ -121,6 +131,9 @@ class GDN2ForCausalLM(GDN2PreTrainedModel, GenerationMixin):
 
     _tied_weights_keys = ({"lm_head.weight": "model.embed_tokens.weight"} if _TRANSFORMERS_MAJOR >= 5
                           else ["lm_head.weight"])
+    # forward takes **kwargs (generate's extras) but not Trainer's num_items_in_batch: without this,
+    # Trainer would take the loss as already summed over its accumulation steps and not divide it
+    accepts_loss_kwargs = False
 
     def __init__(self, config: GDN2Config):
         super().__init__(config)
@@ -188,7 +201,7 @@ class GDN2ForCausalLM(GDN2PreTrainedModel, GenerationMixin):
     def loss(logits: torch.Tensor, labels: torch.Tensor, cu_seqlens: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mean cross-entropy of predicting ``labels[:, t + 1]`` from position t, in float32 or wider;
         with ``cu_seqlens`` the last token of a document does not predict the next document's first."""
-        if logits.shape[1] != labels.shape[1]:
+        if labels.ndim != 2 or labels.shape[0] != logits.shape[0] or logits.shape[1] != labels.shape[1]:
             raise ValueError(f"labels must cover the positions logits were kept for: logits {list(logits.shape[:2])}, "
                              f"labels {list(labels.shape)}")
         targets = labels[:, 1:].clone()

@@ -1,5 +1,6 @@
 """The plain decode loop and its sampling filters."""
 
+import pytest
 import torch
 
 from gdn2.models import decode, sample_next
@@ -31,3 +32,7 @@ def test_filters():
     assert draw(top_p=0.5) == {0}
     assert draw(top_p=0.8) == {0, 1}
     assert int(sample_next(logits)) == 0
+    for bad in (dict(top_k=0), dict(top_p=0.0), dict(top_p=1.5)):
+        name = next(iter(bad))
+        with pytest.raises(ValueError, match=f"^{name} must be"):
+            sample_next(logits, 1.0, **bad)

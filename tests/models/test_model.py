@@ -130,9 +130,9 @@ def test_presets():
     (dict(pattern="LXA"), "pattern"),
     (dict(pattern=""), "pattern"),
     (dict(num_v_heads=3), "num_v_heads"),
-    (dict(hidden_size=30, num_heads=4, head_k_dim=None), "num_heads"),
+    (dict(hidden_size=30, num_heads=4, head_k_dim=None, pattern="LA"), "num_heads"),
     (dict(num_key_value_heads=3), "num_key_value_heads"),
-    (dict(hidden_size=36, num_attention_heads=8, head_dim=None), "num_attention_heads"),
+    (dict(hidden_size=36, num_attention_heads=8, head_dim=None, pattern="LS"), "num_attention_heads"),
     (dict(head_dim=7), "head_dim"),
     (dict(sliding_window=0), "sliding_window"),
     (dict(sliding_window=-4), "sliding_window"),
@@ -153,3 +153,50 @@ def test_packed_with_cache_is_refused(make_model):
         model(torch.randint(0, 64, (1, 6)), cu_seqlens=torch.tensor([0, 2, 6]), past_key_values=model.init_cache(1))
     with pytest.raises(ValueError, match="batch size 1"):
         model(torch.randint(0, 64, (2, 6)), cu_seqlens=torch.tensor([0, 2, 6]))
+
+
+def test_widths_of_absent_layer_kinds_are_not_checked(small_config):
+    """A pattern without attention layers takes any attention head count (their defaults need not
+    divide hidden_size), and one without L layers any mixer head count."""
+    recurrent = small_config(pattern="L", hidden_size=36, num_attention_heads=8, head_dim=None)
+    attention = small_config(pattern="A", hidden_size=30, num_heads=4, head_k_dim=None, head_v_dim=None)
+    assert recurrent.head_dim is None and attention.head_k_dim is None
+    assert attention.head_dim is not None   # derived for its own layers
+    from gdn2.memory import inference_state_bytes
+    assert inference_state_bytes(recurrent, 128) > 0
+    with pytest.raises(ValueError, match="head_dim"):
+        inference_state_bytes(recurrent, 128, pattern="A")
+
+
+def test_bad_model_inputs_are_named(make_model):
+    """Packed offsets, a cache of another batch size, and input ids or labels of the wrong shape
+    are refused before any layer runs, naming the argument."""
+    model = make_model(pattern="LSA")
+    ids = torch.randint(0, 64, (1, 8))
+    with pytest.raises(ValueError, match="^cu_seqlens must end at T = 8"):
+        model(ids, cu_seqlens=torch.tensor([0, 3, 6]))
+    with pytest.raises(TypeError, match="^cu_seqlens must be a torch.Tensor"):
+        model(ids, cu_seqlens=[0, 3, 8])
+    with pytest.raises(ValueError, match="cache holds 2 sequence"):
+        model(ids, past_key_values=model.init_cache(2))
+    with pytest.raises(ValueError, match=r"^input_ids must have shape \[B, T\]"):
+        model(ids[0])
+    for labels in (ids[0], torch.randint(0, 64, (2, 8))):
+        with pytest.raises(ValueError, match="^labels must cover"):
+            model(ids, labels=labels)
+    layer = model.model.layers[0].mixer
+    with pytest.raises(ValueError, match="^cu_seqlens must end at T = 8"):
+        layer(torch.randn(1, 8, 32), cu_seqlens=torch.tensor([0, 3, 6]))
+
+
+def test_packed_empty_documents_only(make_model):
+    for pattern in ("L", "A", "S"):
+        out = make_model(pattern=pattern)(torch.zeros(1, 0, dtype=torch.long), cu_seqlens=torch.tensor([0, 0]))
+        assert out.logits.shape == (1, 0, 64)
+
+
+def test_trainer_does_not_pass_loss_kwargs():
+    """Trainer reads ``accepts_loss_kwargs``; forward takes **kwargs for generate but computes a
+    mean loss itself, so Trainer must keep dividing by its accumulation steps."""
+    from gdn2.models import GDN2ForCausalLM
+    assert GDN2ForCausalLM.accepts_loss_kwargs is False
