@@ -9,7 +9,8 @@ import sys
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="gdn2", description="Gated DeltaNet-2 tools.")
     sub = parser.add_subparsers(dest="command", required=True)
-    bench = sub.add_parser("bench", help="benchmarks (with correctness gates)")
+    # add_help=False: "gdn2 bench cpu --help" reaches the benchmark's own options
+    bench = sub.add_parser("bench", add_help=False, help="benchmarks (with correctness gates; gdn2 bench cpu --help)")
     bench.add_argument("which", choices=["cpu"], help="cpu: backend speed-up and peak memory on this CPU")
     sub.add_parser("memory", add_help=False,
                    help="inference-state bytes vs context length: Transformer, recurrent and hybrids "
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
         return run_eval(args)
     if args.command == "bench":
         from .bench import cpu
-        cpu.main(rest)
+        cpu.main(rest)   # returns its report, not an exit status
     elif args.command == "memory":
         from . import memory
         return memory.main(rest)

@@ -109,7 +109,7 @@ def format_report(r: CpuReport) -> str:
 
 def main(argv=None):
     import argparse
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="gdn2 bench cpu", description=__doc__.splitlines()[0])
     p.add_argument("--T", type=int, default=2048, help="sequence length for the timing")
     p.add_argument("--repeats", type=int, default=3, help="timed passes per backend (median)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe")

@@ -253,6 +253,9 @@ def _existing(paths: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
 
 
 def _check_reiterable(documents: Iterable[str]) -> None:
+    if isinstance(documents, (str, bytes)):   # iterable too, one character a document
+        raise TypeError(f"documents must be a collection of texts, not a single {type(documents).__name__}: "
+                        f"wrap it in a list")
     if iter(documents) is documents:
         raise TypeError("documents must be a list or re-iterable (e.g. gdn2.data.Documents), not a one-shot "
                         "iterator or generator: every epoch, and every resumption, reads it again")

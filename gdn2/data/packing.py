@@ -70,9 +70,8 @@ class PackedDataset:
             raise ValueError(f"epochs must be positive or None, got {epochs}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
-        self._sequence = isinstance(documents, Sequence) and not isinstance(documents, str)
-        if not self._sequence:
-            _check_reiterable(documents)
+        _check_reiterable(documents)
+        self._sequence = isinstance(documents, Sequence)
         self.documents = documents
         self.tokenizer = tokenizer
         self.seq_len, self.batch_size = seq_len, batch_size

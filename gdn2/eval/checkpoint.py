@@ -53,6 +53,9 @@ def load_checkpoint(path: PathLike, device: Union[str, torch.device, None] = Non
         dtype: cast the weights (default: as saved).
     """
     path = check_checkpoint(path)
+    if device is not None:
+        from ..ops.utils import usable_device
+        device = usable_device(device)
     from ..data import Tokenizer
     from ..models import GDN2ForCausalLM
 

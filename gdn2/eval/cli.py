@@ -112,7 +112,10 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
                      help="kjv (built in), a .txt/.jsonl/.parquet file or directory, or hf:DATASET[:CONFIG] "
                           "(default: kjv)")
     ppl.add_argument("--split", default="heldout", choices=["heldout", "train", "all"],
-                     help="every 20th document is held out (default: heldout)")
+                     help="every Nth document is held out, N from --heldout-every (default: heldout)")
+    ppl.add_argument("--heldout-every", type=_positive, default=None, metavar="N",
+                     help="hold out every Nth document (default: the checkpoint's training run's, so the held-out "
+                          "split is the one it did not train on; 20 without one)")
     ppl.add_argument("--field", default="text", help="JSON field / Parquet column of the text (default: text)")
     ppl.add_argument("--max-documents", type=_positive, default=None, metavar="N", help="score only the first N")
     ppl.add_argument("--batch-tokens", type=_positive, default=8192, metavar="N",
@@ -152,7 +155,12 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _device(name: Optional[str]) -> str:
     import torch
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    from ..ops.utils import usable_device
+    try:
+        return str(usable_device(name or ("cuda" if torch.cuda.is_available() else "cpu")))
+    except ValueError as e:
+        raise UsageError(f"--device: {e}") from None
 
 
 def _check_checkpoint(args) -> None:
@@ -187,8 +195,11 @@ def _ruler(args) -> int:
         raise UsageError(str(e)) from None
     model, tokenizer = _load(args)
     from .harness import run_ruler
-    result = run_ruler(model, tokenizer, tasks, args.lengths, args.samples, args.seed, progress=not args.no_progress,
-                       meta={"checkpoint": str(args.checkpoint)})
+    try:
+        result = run_ruler(model, tokenizer, tasks, args.lengths, args.samples, args.seed,
+                           progress=not args.no_progress, meta={"checkpoint": str(args.checkpoint)})
+    except ValueError as e:   # a length too short for the task's prompt
+        raise UsageError(f"--lengths: {e}") from None
     paths = result.write(_out_dir(args))
     print(result.table, end="")
     _written(*paths)
@@ -232,10 +243,20 @@ def _mqar(args) -> int:
     return 0
 
 
+def _trained_heldout_every(checkpoint) -> Optional[int]:
+    """The ``heldout_every`` of the run that wrote ``checkpoint`` (None for a checkpoint without
+    its training config)."""
+    from ..train.checkpoint import TRAIN_CONFIG, read_config
+    if not (Path(checkpoint) / TRAIN_CONFIG).is_file():
+        return None
+    return read_config(checkpoint).get("heldout_every")
+
+
 def _ppl(args) -> int:
     from ..data import open_corpus
+    every = args.heldout_every or _trained_heldout_every(args.checkpoint) or 20
     try:
-        documents = open_corpus(args.corpus, split=args.split, field=args.field)
+        documents = open_corpus(args.corpus, split=args.split, heldout_every=every, field=args.field)
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     model, tokenizer = _load(args)
@@ -247,7 +268,8 @@ def _ppl(args) -> int:
     name = f"ppl-{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(args.corpus).name)}-{args.split}"
     table = result.table(f"{args.corpus} ({args.split})")
     result.write(out / f"{name}.json", meta={"checkpoint": str(args.checkpoint), "corpus": args.corpus,
-                                             "split": args.split, "max_documents": args.max_documents})
+                                             "split": args.split, "heldout_every": every,
+                                             "max_documents": args.max_documents})
     (out / f"{name}.md").write_text(f"# Perplexity\n\ncheckpoint: {args.checkpoint}\n\n{table}", encoding="utf-8")
     print(table, end="")
     _written(out / f"{name}.json", out / f"{name}.md")

@@ -275,7 +275,9 @@ def _make_sample(task: NiahTask, context_length: int, index: int, num_samples: i
             return (TEMPLATE.format(kind=kind, context=context(n), query=keys[0])
                     + ANSWER_PREFIX.format(kind=kind, query=keys[0]))
 
-        reserve = tokens_to_generate if tokens_to_generate is not None else len(tokenizer.encode(" " + values[0]))
+        # the answer's own tokens: without what encode puts before every text (a start token)
+        reserve = (tokens_to_generate if tokens_to_generate is not None
+                   else len(tokenizer.encode(" " + values[0])) - len(tokenizer.encode("")))
         n = _largest_fitting(lambda m: len(tokenizer.encode(prompt(m))), context_length - reserve, guess)
         text, haystack = prompt(n), context(n)
         if all(text.count(v) == 1 for v in values) and all(haystack.count(k) == 1 for k in keys):

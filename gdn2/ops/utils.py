@@ -1,4 +1,4 @@
-"""Small numerical helpers shared by every backend."""
+"""Small helpers shared by every backend (and the device check of the commands above them)."""
 
 import functools
 import weakref
@@ -46,3 +46,22 @@ def last_tensor_cache(fn=None, *, host: bool = False):
         last[0] = (weakref.ref(x), key, value)
         return value
     return cached
+
+
+def usable_device(device) -> torch.device:
+    """``device`` (a name or a ``torch.device``) as a ``torch.device``, or a ``ValueError`` naming it
+    when this machine cannot use it (a CUDA device without a GPU, a malformed name), before a model
+    is loaded rather than as torch's assertion deep inside ``.to()``.
+
+    >>> usable_device("cpu")
+    device(type='cpu')
+    """
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} needs a CUDA GPU, and this machine's torch sees none")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device

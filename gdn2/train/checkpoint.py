@@ -37,6 +37,12 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:07d}"
 
 
+def step_of(path: Union[str, os.PathLike]) -> Optional[int]:
+    """The step a checkpoint directory's name gives (None for another name)."""
+    match = _NAME.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
 def list_checkpoints(parent: Union[str, os.PathLike]) -> List[Path]:
     """The complete checkpoints under ``parent``, oldest step first."""
     parent = Path(parent)

@@ -62,7 +62,13 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         if args.preset is not None:
             raise ValueError("--preset and --resume exclude each other: a resumed run keeps its checkpoint's config "
                              "(override single fields with their flags)")
-        base = TrainConfig.from_dict(checkpoint.read_config(checkpoint.resolve(args.resume)))
+        source = checkpoint.resolve(args.resume)
+        base = TrainConfig.from_dict(checkpoint.read_config(source))
+        if source.parent.name == checkpoint.CHECKPOINTS:
+            # the run goes on in its own folder wherever the command runs (its config's out_dir may
+            # be relative to another working directory); --out-dir or --name moves it elsewhere
+            run_dir = source.resolve().parent.parent
+            base = base.replace(out_dir=str(run_dir.parent), name=run_dir.name)
     else:
         base = TrainConfig.from_preset(args.preset or "tiny")
     if "model_overrides" in given:

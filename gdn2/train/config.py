@@ -79,6 +79,8 @@ class TrainConfig:
         for name in ("warmup_steps", "sample_tokens"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:   # the schedule is a fraction of it
+            raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"need 0 <= min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
         if self.batch_size % self.grad_accum:

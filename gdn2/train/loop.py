@@ -15,6 +15,7 @@ stopped after a checkpoint and resumed reaches the same parameters as one that n
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import math
 import random
@@ -32,7 +33,7 @@ from ..models import GDN2Config, GDN2ForCausalLM
 from . import checkpoint, distributed, sampling
 from .config import TrainConfig
 from .metrics import RunLog, plot_losses
-from .optim import build_optimizer, build_scheduler, no_decay_names
+from .optim import apply_hyperparameters, build_optimizer, build_scheduler, no_decay_names
 
 LOG_FILE = "log.jsonl"
 PLOT_FILE = "loss.png"
@@ -71,6 +72,11 @@ class Trainer:
             raise ValueError(f"unknown model preset {c.model!r}: choose one of {', '.join(sorted(MODEL_PRESETS))}")
         if "vocab_size" in c.model_overrides:
             raise ValueError("the model's vocab_size comes from the tokenizer: set --vocab-size or --tokenizer instead")
+        fields = set(inspect.signature(GDN2Config.__init__).parameters) - {"self", "kwargs"}
+        unknown = sorted(set(c.model_overrides) - fields)
+        if unknown:   # GDN2Config keeps unknown keywords as attributes: a misspelt field would do nothing
+            raise ValueError(f"--model-overrides has unknown field(s) {unknown}; GDN2Config's fields: "
+                             f"{', '.join(sorted(fields))}")
         GDN2Config.from_preset(c.model, **c.model_overrides)   # invalid fields fail now, not after the tokenizer
         self.micro_batch = c.batch_size // (c.grad_accum * p.world_size)
         self.run_dir = Path(c.out_dir) / c.name
@@ -86,6 +92,8 @@ class Trainer:
             if p.is_main:
                 shutil.rmtree(self.checkpoint_dir)
             distributed.barrier(p)
+        if source is not None:
+            self._check_resume(source, overwrite)
 
         train_docs = open_corpus(c.corpus, "train", c.heldout_every, c.text_field)
         heldout_docs = open_corpus(c.corpus, "heldout", c.heldout_every, c.text_field)
@@ -127,6 +135,7 @@ class Trainer:
         self.last_eval: Optional[Dict] = None
         if source is not None:
             self._load_state(checkpoint.read_trainer_state(source))
+            apply_hyperparameters(self.optimizer, self.scheduler, c.lr, c.weight_decay, (c.beta1, c.beta2))
             if self.step > c.steps:
                 raise ValueError(f"{source} is at step {self.step}, past the run's last step {c.steps}: "
                                  f"give --steps {self.step} or more")
@@ -134,6 +143,33 @@ class Trainer:
         if self.log is not None:
             self.log.truncate_after(self.step if source is not None else -1)
         self.resumed_from = source
+
+    def _check_resume(self, source: Path, overwrite: bool) -> None:
+        """A resumed run keeps its checkpoint's model, and writes where no checkpoint but its own
+        past lies: checkpoints of a later step in its own folder (a run resumed from an earlier
+        one: its log is cut back to that step too), or any in another folder, would be taken for
+        the run's latest by the next --resume, or removed by keep-last. With ``overwrite`` they
+        are deleted, else refused."""
+        c, p = self.config, self.process
+        saved = checkpoint.read_config(source)
+        for name in ("model", "model_overrides"):
+            if saved.get(name) != getattr(c, name):
+                raise ValueError(f"a resumed run keeps its checkpoint's {name} ({saved.get(name)!r}), got "
+                                 f"{getattr(c, name)!r}: start a new run to change the model")
+        own = source.resolve().parent == self.checkpoint_dir.resolve()
+        at = checkpoint.step_of(source)
+        foreign = [path for path in checkpoint.list_checkpoints(self.checkpoint_dir)
+                   if not own or at is None or checkpoint.step_of(path) > at]
+        if foreign:
+            names = ", ".join(path.name for path in foreign)
+            if not overwrite:
+                raise FileExistsError(f"{self.checkpoint_dir} holds checkpoints that are not the past of {source} "
+                                      f"({names}): delete them with --overwrite, resume the latest, or choose "
+                                      f"another --out-dir / --name")
+            if p.is_main:
+                for path in foreign:
+                    shutil.rmtree(path)
+            distributed.barrier(p)
 
     def _train_tokenizer(self, documents) -> Tokenizer:
         """A BPE trained by the first process on the first ``tokenizer_documents`` documents, saved

@@ -63,3 +63,18 @@ def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
     config, so a resumed run may be given more steps."""
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, warmup_steps, total_steps, min_ratio))
+
+
+def apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler, lr: float, weight_decay: float,
+                          betas) -> None:
+    """Set the peak learning rate, weight decay and betas of a run (``parameter_groups``' groups) on
+    an optimizer and scheduler whose state was just loaded from a checkpoint: the loaded state
+    carries the values the checkpoint was written with, and a resumed run's flags override them."""
+    for group in optimizer.param_groups:
+        group["weight_decay"] = weight_decay if group.get("name") == "decay" else 0.0
+        group["betas"] = tuple(betas)
+        group["initial_lr"] = lr
+    scheduler.base_lrs = [lr for _ in optimizer.param_groups]
+    for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group["lr"] = lr * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]   # what get_last_lr() reports

@@ -9,11 +9,13 @@ import torch
 
 from ..data import Tokenizer
 from ..models import GDN2ForCausalLM, decode
+from ..ops.utils import usable_device
 from . import checkpoint as ckpt
 
 
 def load(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> Tuple[GDN2ForCausalLM, Tokenizer]:
     """The model (eval mode, float32) and tokenizer of a checkpoint, or of a run directory's latest one."""
+    device = usable_device(device)
     directory = ckpt.resolve(path)
     with ckpt.quiet_transformers():
         model = GDN2ForCausalLM.from_pretrained(directory)

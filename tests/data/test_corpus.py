@@ -128,3 +128,8 @@ def test_a_missing_extra_is_named(monkeypatch):
         gdn2.data.Tokenizer.train(["text"], vocab_size=300)
     with pytest.raises(ImportError, match=r"pip install 'gdn2\[datasets\]'"):
         hf_documents("json", data_files="x.jsonl")
+
+
+def test_a_single_text_is_not_a_corpus():
+    with pytest.raises(TypeError, match="not a single str"):
+        select_split("In the beginning", "heldout", 5)

@@ -202,6 +202,9 @@ def test_drop_last_and_errors():
         next(PackedDataset([""], CharTokenizer(), 4, 1, add_bos=False, add_eos=False))
     with pytest.raises(TypeError, match="re-iterable"):
         PackedDataset((d for d in documents), CharTokenizer(), 4, 1)
+    for text in ("In the beginning", b"In the beginning"):   # one text is not a collection of them
+        with pytest.raises(TypeError, match="not a single"):
+            PackedDataset(text, CharTokenizer(), 4, 1)
     with pytest.raises(ValueError, match="rank"):
         PackedDataset(documents, CharTokenizer(), 4, 1, rank=2, world_size=2)
 

@@ -86,6 +86,8 @@ def test_run_ruler_end_to_end(tmp_path, loaded):
     for sample in result.samples:  # the end-of-text start token is counted in the fitted length
         assert sample["input_tokens"] + sample["max_new_tokens"] <= sample["context_length"]
         assert sample["input_tokens"] == 1 + len(tok.encode(sample["input"]))
+        # the answer's budget is its own tokens, the start token not counted twice
+        assert sample["max_new_tokens"] == len(tok.encode(" " + sample["answers"][0]))
     saved = json.loads((tmp_path / "ruler.json").read_text())
     assert saved["meta"]["checkpoint"] == "tiny" and saved["meta"]["seed"] == 3
     assert [s["prediction"] for s in saved["samples"]] == result.predictions
@@ -137,6 +139,11 @@ def test_packed_and_one_by_one_and_chunked_scoring_agree(loaded):
         sequence_logprobs(model, [([5, 6], 2)])
 
 
+def test_perplexity_refuses_a_single_text(loaded):
+    with pytest.raises(TypeError, match="not a single str"):
+        perplexity(*loaded, "In the beginning", progress=False)
+
+
 def test_default_perplexity_data_is_the_kjv_heldout_split(loaded):
     model, tok = loaded
     result = perplexity(model, tok, max_documents=1, progress=False)
@@ -184,12 +191,33 @@ def test_cli_mqar_zoology_trains_once_and_tests_every_setting(tmp_path, capsys):
     (["mqar", "--mixers", "mamba"], "unknown mixer"),
     (["mqar", "--seq-lens", "16", "--kv-pairs", "5"], "at least 4 \\* P"),
     (["mqar", "--seq-lens", "16", "--kv-pairs", "2", "--vocab-size", "64", "--zoology"], "--vocab-size must exceed"),
+    (["mqar", "--device", "cuda:99"], "--device: device 'cuda:99'"),
 ])
 def test_cli_errors_exit_2_with_one_line(argv, message, capsys):
     assert cli.main(["eval", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"gdn2 eval {argv[0]}: error:") and len(err.strip().splitlines()) == 1
     assert __import__("re").search(message, err)
+
+
+def test_cli_ruler_length_too_short_is_a_usage_error(checkpoint, capsys):
+    assert cli.main(["eval", "ruler", "--checkpoint", str(checkpoint), "--tasks", "S-NIAH-1", "--lengths", "20",
+                     "--samples", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--lengths: the prompt without haystack already needs" in err and "Traceback" not in err
+
+
+def test_cli_ppl_holds_out_what_the_run_held_out(tmp_path, checkpoint, capsys):
+    """The held-out split is the training run's (its train_config.json), not a fixed every-20th."""
+    import shutil
+    trained = tmp_path / "trained"
+    shutil.copytree(checkpoint, trained)
+    (trained / "train_config.json").write_text(json.dumps({"heldout_every": 3}))
+    for path, every in ((trained, 3), (checkpoint, 20)):
+        assert cli.main(["eval", "ppl", "--checkpoint", str(path), "--max-documents", "1", "--no-progress",
+                         "--out", str(tmp_path / path.name)]) == 0
+        assert json.loads((tmp_path / path.name / "ppl-kjv-heldout.json").read_text())["meta"]["heldout_every"] == every
+    capsys.readouterr()
 
 
 def test_cli_ruler_rejects_unknown_task_and_parses_lengths(tmp_path, capsys):

@@ -53,6 +53,9 @@ def test_train_then_generate(corpus, tokenizer_dir, tmp_path, capsys):
     (["train", "--parallel", "tp"], "invalid choice"),
     (["generate", "--checkpoint", "/no/such/run"], "no checkpoint or run directory at /no/such/run"),
     (["generate", "--checkpoint", "/tmp", "--top-p", "0"], "0 < --top-p <= 1"),
+    (["generate", "--checkpoint", "/tmp", "--device", "cuda:99"], "device 'cuda:99'"),
+    (["train", "--model-overrides", "hiden_size=8"], "unknown field(s) ['hiden_size']"),
+    (["train", "--lr", "0", "--min-lr", "0"], "lr must be > 0"),
 ])
 def test_errors_are_messages(capsys, tmp_path, argv, message):
     if argv[0] == "train":
@@ -77,3 +80,16 @@ def test_flags_override_the_preset():
 def test_bench_and_memory_still_dispatch(capsys):
     assert main(["memory", "--preset", "tiny", "--no-plot"]) == 0
     assert "inference state of tiny" in capsys.readouterr().out
+
+
+def test_resume_continues_in_its_own_folder(corpus, tokenizer_dir, tmp_path, monkeypatch):
+    """A run started with a relative --out-dir and resumed from another working directory goes on in
+    its own folder (its config's out_dir is relative to where it started)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    assert main(small_run(corpus, tokenizer_dir, "runs", "--steps", "2")) == 0
+    monkeypatch.chdir(tmp_path / "b")
+    assert main(["train", "--resume", str(tmp_path / "a" / "runs" / "debug"), "--steps", "4", "--quiet"]) == 0
+    assert (tmp_path / "a" / "runs" / "debug" / "checkpoints" / "step-0000004").is_dir()
+    assert not (tmp_path / "b" / "runs").exists()

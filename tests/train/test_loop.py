@@ -82,3 +82,43 @@ def test_split_rows():
     assert [c[0].shape[0] for c in chunks] == [2, 1]
     assert chunks[0][2].tolist() == [0, 2, 4, 8] and chunks[1][2].tolist() == [0, 1, 4]
     assert torch.equal(torch.cat([c[0] for c in chunks]), batch["input_ids"])
+
+
+def test_resume_takes_new_hyperparameters_and_keeps_the_model(make_config):
+    """A resumed run's learning rate, weight decay and betas are its config's (the loaded optimizer
+    and scheduler state carried the checkpoint's); its model cannot change."""
+    config = make_config(steps=4, save_every=2)
+    first, _ = run(config.replace(steps=2))
+    resumed = Trainer(config.replace(lr=1e-4, min_lr=1e-5, weight_decay=0.5, beta2=0.9), resume=first.run_dir,
+                      verbose=False)
+    try:
+        groups = {g["name"]: g for g in resumed.optimizer.param_groups}
+        assert groups["decay"]["weight_decay"] == 0.5 and groups["no_decay"]["weight_decay"] == 0.0
+        assert all(g["betas"] == (config.beta1, 0.9) and g["initial_lr"] == 1e-4 for g in groups.values())
+        assert resumed.scheduler.base_lrs == [1e-4, 1e-4]
+        factor = resumed.scheduler.lr_lambdas[0](resumed.scheduler.last_epoch)
+        assert resumed.scheduler.get_last_lr() == [pytest.approx(1e-4 * factor)] * 2
+        assert all(g["lr"] == pytest.approx(1e-4 * factor) for g in groups.values())
+    finally:
+        resumed.close()
+    changed = dict(config.model_overrides, num_hidden_layers=3)
+    with pytest.raises(ValueError, match="keeps its checkpoint's model_overrides"):
+        Trainer(config.replace(model_overrides=changed), resume=first.run_dir, verbose=False)
+
+
+def test_resume_refuses_checkpoints_that_are_not_its_past(make_config):
+    """Resumed from step 2 of a run that went on to step 4, the step-4 checkpoint (another timeline:
+    the log is cut back to step 2) is refused, or deleted with overwrite; a run resumed into another
+    run's folder is refused likewise."""
+    from gdn2.train.checkpoint import list_checkpoints
+    config = make_config(steps=4, save_every=2, keep_last=3)
+    first, _ = run(config)
+    step2 = first.checkpoint_dir / "step-0000002"
+    with pytest.raises(FileExistsError, match="not the past of .*step-0000004"):
+        Trainer(config, resume=step2, verbose=False)
+    run(config.replace(name="other", steps=2))
+    with pytest.raises(FileExistsError, match=r"\(step-0000002\)"):
+        Trainer(config.replace(name="other"), resume=step2, verbose=False)
+    resumed, summary = run(config, resume=step2, overwrite=True)
+    assert summary["step"] == 4
+    assert [p.name for p in list_checkpoints(resumed.checkpoint_dir)] == ["step-0000002", "step-0000004"]
