@@ -443,11 +443,9 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None) ->
         append_records(path, [record])
         estimate.add(cell, result["seconds"])
         run += 1
-        by_length = defaultdict(list)
-        for by in result["accuracy"].values():
-            for n, v in by.items():
-                by_length[int(n)].append(v)
-        accs = " ".join(f"{fmt_length(n)}={statistics.fmean(v):.1f}" for n, v in sorted(by_length.items()))
+        # per task: a mean over tasks was once read as one task's accuracy (docs/results.md, eighth session)
+        accs = "; ".join(f"{task} " + " ".join(f"{fmt_length(int(n))}={v:.1f}" for n, v in sorted(
+            by.items(), key=lambda item: int(item[0]))) for task, by in result["accuracy"].items())
         print(f"{cell.kind:>9} {cell.mixer:>12} seed={cell.seed} acc% {accs} loss={result['final_loss']} "
               f"train {result['train_seconds']:.1f}s eval {result['eval_seconds']:.1f}s", flush=True)
     summarize(args.out)

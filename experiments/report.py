@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # records written before the field existed were trained with.
 # ``tests``: the settings a mixture-trained model was tested at, whose mean chooses its rate (None
 # for --train single, where each record is its own setting); before the field, Zoology's under the
-# vocabulary, the sweep's default.
+# vocabulary for Zoology's mixture (the sweep's default), unknown (None) for another mixture.
 PROTOCOL = {"steps": None, "batch_size": None, "vocab_size": None, "num_layers": None, "num_heads": None,
             "lr_schedule": "cosine", "train": "single", "tests": None}
 
@@ -43,7 +43,9 @@ def _zoology_tests(vocab_size: int) -> str:
 
 def protocol_of(record: dict) -> tuple:
     values = {k: record.get(k, default) for k, default in PROTOCOL.items()}
-    if values["tests"] is None and values["train"] != "single":
+    # the sweep's default applies to Zoology's mixture only: a record of another mixture without the
+    # field was tested at settings of its own, which its protocol key cannot know
+    if values["tests"] is None and values["train"] == "zoology":
         values["tests"] = _zoology_tests(values["vocab_size"])
     return tuple(values.values())
 

@@ -275,9 +275,11 @@ def _make_sample(task: NiahTask, context_length: int, index: int, num_samples: i
             return (TEMPLATE.format(kind=kind, context=context(n), query=keys[0])
                     + ANSWER_PREFIX.format(kind=kind, query=keys[0]))
 
-        # the answer's own tokens: without what encode puts before every text (a start token)
+        # the answer's own tokens (without what encode puts before every text, a start token) and
+        # its end-of-text: prompt + answer + end-of-text make the target length (the needle
+        # experiment's training rows are exactly that)
         reserve = (tokens_to_generate if tokens_to_generate is not None
-                   else len(tokenizer.encode(" " + values[0])) - len(tokenizer.encode("")))
+                   else len(tokenizer.encode(" " + values[0])) - len(tokenizer.encode("")) + 1)
         n = _largest_fitting(lambda m: len(tokenizer.encode(prompt(m))), context_length - reserve, guess)
         text, haystack = prompt(n), context(n)
         if all(text.count(v) == 1 for v in values) and all(haystack.count(k) == 1 for k in keys):
@@ -318,7 +320,8 @@ def generate_niah(task: Union[str, NiahTask], context_length: int, num_samples: 
             tasks; default ``default_prose()``. Ignored by S-NIAH-1.
         word_lists: ``(adjectives, nouns)`` for the keys; default ``ruler_word_lists()``.
         tokens_to_generate: tokens reserved for the answer (RULER reserves 128); default the
-            length of the answer itself, ``len(encode(" " + value))``.
+            answer's own tokens and its end-of-text, ``len(encode(" " + value)) + 1`` counted
+            without any start token ``encode`` adds to every text.
 
     Returns:
         One dict per sample: ``task``, ``context_length``, ``index``, ``depth`` (fraction of the

@@ -93,7 +93,7 @@ def test_prompt_plus_answer_fills_the_target_length(task, length, tokenizer):
     slack = granularity(TASKS[task], tok)
     for sample in generate(task, length, 4, tokenizer):
         assert sample["input_tokens"] == len(tok.encode(sample["input"]))
-        assert sample["max_new_tokens"] == len(tok.encode(" " + sample["answers"][0]))
+        assert sample["max_new_tokens"] == len(tok.encode(" " + sample["answers"][0])) + 1   # and end-of-text
         total = sample["input_tokens"] + sample["max_new_tokens"]
         assert length - slack < total <= length, (total, slack)
 

@@ -13,6 +13,10 @@ def test_records_before_a_protocol_field_count_as_its_default():
     assert protocol_of(zoo) == protocol_of({**zoo, "tests": "64:4,64:8,64:16,128:32,256:64"})
     assert protocol_of(zoo) != protocol_of({**zoo, "tests": "256:64"})
     assert protocol_of({**old, "tests": None}) == protocol_of(old)   # --train single: no list
+    # another mixture's record before ``tests`` was tested at settings of its own: not Zoology's
+    mixture = {**old, "train": "mixture 16:1:100000,64:16:20000", "vocab_size": 512}
+    assert protocol_of(mixture)[-1] is None
+    assert protocol_of(mixture) != protocol_of({**mixture, "tests": "64:4,64:8,64:16,128:32,256:64"})
 
 
 def _record(mixer, t, p, acc, train="zoology", lr=1e-3, seed=0):
