@@ -11,7 +11,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     # add_help=False: "gdn2 bench cpu --help" reaches the benchmark's own options
     bench = sub.add_parser("bench", add_help=False, help="benchmarks (with correctness gates; gdn2 bench cpu --help)")
-    bench.add_argument("which", choices=["cpu"], help="cpu: backend speed-up and peak memory on this CPU")
+    bench.add_argument("which", nargs="?", choices=["cpu"], help="cpu: backend speed-up and peak memory on this CPU")
     sub.add_parser("memory", add_help=False,
                    help="inference-state bytes vs context length: Transformer, recurrent and hybrids "
                         "(gdn2 memory --help for options)")
@@ -28,6 +28,11 @@ def main(argv=None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         from .eval.cli import run_eval
         return run_eval(args)
+    if args.command == "bench" and args.which is None:
+        asked = bool({"-h", "--help"} & set(rest))
+        print("usage: gdn2 bench cpu [options]   (gdn2 bench cpu --help: the options)",
+              file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
     if args.command == "bench":
         from .bench import cpu
         cpu.main(rest)   # returns its report, not an exit status

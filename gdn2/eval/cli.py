@@ -76,8 +76,9 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
                                       "2-layer model on freshly generated MQAR batches (AdamW, cosine schedule) "
                                       "and measure its accuracy on a held-out set.")
     mqar.add_argument("--mixers", nargs="+", default=["gdn2", "kda", "gdn", "deltanet", "gla", "attention"],
-                      metavar="MIXER", help="linear mixer presets (gdn2, kda, gdn, deltanet, gla, ...) or "
-                                            "'attention' (default: gdn2 kda gdn deltanet gla attention)")
+                      metavar="MIXER", help="linear mixer presets (gdn2, gdn2_b_only, gdn2_w_only, kda, gdn, deltanet, "
+                                            "gla, ...), 'attention' or 'attention_conv' (with a short convolution) "
+                                            "(default: gdn2 kda gdn deltanet gla attention)")
     mqar.add_argument("--pattern", default=None,
                       help="layer pattern for the linear mixers, e.g. LA for a hybrid (default: L)")
     mqar.add_argument("--seq-lens", nargs="+", type=_positive, default=[64], metavar="T",
@@ -244,12 +245,15 @@ def _mqar(args) -> int:
 
 
 def _trained_heldout_every(checkpoint) -> Optional[int]:
-    """The ``heldout_every`` of the run that wrote ``checkpoint`` (None for a checkpoint without
-    its training config)."""
+    """The ``heldout_every`` of the run that wrote ``checkpoint`` (a checkpoint or a run directory,
+    its latest one; None for one without its training config)."""
     from ..train.checkpoint import TRAIN_CONFIG, read_config
-    if not (Path(checkpoint) / TRAIN_CONFIG).is_file():
+    from .checkpoint import CheckpointError, check_checkpoint
+    try:
+        path = check_checkpoint(checkpoint)
+    except CheckpointError:
         return None
-    return read_config(checkpoint).get("heldout_every")
+    return read_config(path).get("heldout_every") if (path / TRAIN_CONFIG).is_file() else None
 
 
 def _ppl(args) -> int:

@@ -210,10 +210,10 @@ def test_cli_ruler_length_too_short_is_a_usage_error(checkpoint, capsys):
 def test_cli_ppl_holds_out_what_the_run_held_out(tmp_path, checkpoint, capsys):
     """The held-out split is the training run's (its train_config.json), not a fixed every-20th."""
     import shutil
-    trained = tmp_path / "trained"
+    trained = tmp_path / "run" / "checkpoints" / "step-0000002"
     shutil.copytree(checkpoint, trained)
     (trained / "train_config.json").write_text(json.dumps({"heldout_every": 3}))
-    for path, every in ((trained, 3), (checkpoint, 20)):
+    for path, every in ((trained, 3), (tmp_path / "run", 3), (checkpoint, 20)):   # a run directory: its latest
         assert cli.main(["eval", "ppl", "--checkpoint", str(path), "--max-documents", "1", "--no-progress",
                          "--out", str(tmp_path / path.name)]) == 0
         assert json.loads((tmp_path / path.name / "ppl-kjv-heldout.json").read_text())["meta"]["heldout_every"] == every

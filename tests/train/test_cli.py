@@ -77,6 +77,14 @@ def test_flags_override_the_preset():
     assert resolve_config(train_parser().parse_args([])) == TrainConfig()
 
 
+def test_bench_help(capsys):
+    assert main(["bench", "--help"]) == 0 and "gdn2 bench cpu" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:   # the benchmark's own options
+        main(["bench", "cpu", "--help"])
+    assert exit_info.value.code == 0 and "--repeats" in capsys.readouterr().out
+    assert main(["bench"]) == 2
+
+
 def test_bench_and_memory_still_dispatch(capsys):
     assert main(["memory", "--preset", "tiny", "--no-plot"]) == 0
     assert "inference state of tiny" in capsys.readouterr().out
