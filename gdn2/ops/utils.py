@@ -22,7 +22,8 @@ def last_tensor_cache(fn=None, *, host: bool = False):
     gets the same packed offsets ``cu_seqlens``, and reading them on the host waits for the GPU:
     with this, once per step instead of once per layer and pass. Host tensors (reading them costs
     nothing), inference tensors (no version counter), ``torch.compile`` tracing and CUDA graph
-    capture (a cached host read would freeze the offsets into the graph) always call ``fn``. Writes
+    capture (a cached host read would freeze the offsets into the graph) and calls under
+    ``torch.inference_mode`` (their values are inference tensors) always call ``fn``. Writes
     that bypass the version counter (through ``.data`` or the storage) are not seen. Holds only a
     weak reference. ``host``: cache host tensors too (for tests on machines without a GPU).
 
@@ -34,7 +35,10 @@ def last_tensor_cache(fn=None, *, host: bool = False):
 
     @functools.wraps(fn)
     def cached(x: torch.Tensor, *args):
-        if not isinstance(x, torch.Tensor) or x.is_inference() or torch.compiler.is_compiling():
+        # (inference mode: a value made there is an inference tensor, which a later training call
+        # could not save for its backward)
+        if not isinstance(x, torch.Tensor) or x.is_inference() or torch.is_inference_mode_enabled() \
+                or torch.compiler.is_compiling():
             return fn(x, *args)
         if torch.cuda.is_current_stream_capturing() if x.is_cuda else not host:
             return fn(x, *args)

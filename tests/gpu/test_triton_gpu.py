@@ -306,6 +306,15 @@ def test_triton_halving_solve(case, dtype, monkeypatch):
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 
+def test_auto_keeps_float64_on_the_chunk_backend():
+    """float64 CUDA inputs under backend='auto' get the chunk backend's float64 result, not the
+    float32 kernels' (a gradient check on the card stays exact)."""
+    x = random_inputs(B=1, T=100, H=2, K=32, V=32, dtype=torch.float64, device="cuda", initial_state=True, seed=43)
+    auto = gated_delta_rule2(**x, output_final_state=True)
+    chunk = gated_delta_rule2(**x, output_final_state=True, backend="chunk")
+    assert all(torch.equal(a, c) for a, c in zip(auto, chunk))
+
+
 @pytest.mark.parametrize("HV", [16, 32], ids=lambda n: f"HV{n}")
 def test_decode_batch(HV):
     x = random_inputs(B=64, T=1, H=16, HV=HV, K=128, V=128, dtype=torch.bfloat16, device="cuda", initial_state=True,

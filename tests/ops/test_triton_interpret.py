@@ -533,3 +533,23 @@ def test_halving_solve_equals_the_blocks_form():
     A = solved["halving"][:64, 0].double()
     assert_close("A (I + T)", A @ (torch.eye(64, dtype=torch.float64, device=DEVICE) + T),
                  torch.eye(64, dtype=torch.float64, device=DEVICE), rtol=1e-4)
+
+
+def test_inference_mode_offsets_and_gates_then_training():
+    """Offsets and a gate made under ``torch.inference_mode`` (an evaluation pass), then used in a
+    training call: the forward saves its inputs for the backward, which inference tensors refuse,
+    so they are copied (and the offsets cache keeps nothing made in inference mode). Gradients as
+    the chunk backend's."""
+    from gdn2.testing import assert_close
+    x = random_inputs(B=1, T=20, H=1, K=16, V=16, seed=41, device=DEVICE)
+    with torch.inference_mode():
+        cu = torch.tensor([0, 7, 20], dtype=torch.int32, device=DEVICE)
+        g = x["g"].clone()
+        gated_delta_rule2(**{**x, "g": g}, cu_seqlens=cu, backend="triton")   # fills the offsets cache
+    grads = {}
+    for backend in ("triton", "chunk"):
+        leaves = {n: x[n].clone().requires_grad_() for n in ("q", "k", "v", "b", "w")}
+        o = gated_delta_rule2(**{**x, **leaves, "g": g}, cu_seqlens=cu, backend=backend)[0]
+        grads[backend] = torch.autograd.grad(o.square().sum(), list(leaves.values()))
+    for got, want in zip(*grads.values()):
+        assert_close("gradient", got, want, rtol=1e-5)

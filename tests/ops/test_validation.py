@@ -324,9 +324,22 @@ def test_triton_head_dim_limit(K_, V_):
     from gdn2.ops.gdn2.api import _resolve_backend
     from gdn2.ops.gdn2.chunk import chunk_gdn2
     from gdn2.ops.gdn2.triton import triton_gdn2
-    on_gpu = SimpleNamespace(is_cuda=True)
+    on_gpu = SimpleNamespace(is_cuda=True, dtype=torch.bfloat16)
     assert _resolve_backend("auto", on_gpu, K_, V_) is chunk_gdn2
     assert _resolve_backend("auto", on_gpu, 256, 256) is triton_gdn2
+
+
+def test_triton_refuses_float64():
+    """The Triton kernels compute in float32: float64 inputs get a clear error from backend='triton',
+    and 'auto' keeps them on the chunk backend even on a GPU (a float64 gradient check stays exact)."""
+    pytest.importorskip("triton")
+    q, k, v = (x.double() for x in inputs().values())
+    with pytest.raises(ValueError, match=pattern("backend", "float32", "got float64")):
+        gated_delta_rule2(q, k, v, backend="triton")
+    from types import SimpleNamespace
+    from gdn2.ops.gdn2.api import _resolve_backend
+    from gdn2.ops.gdn2.chunk import chunk_gdn2
+    assert _resolve_backend("auto", SimpleNamespace(is_cuda=True, dtype=torch.float64), 64, 64) is chunk_gdn2
 
 
 @pytest.mark.parametrize("backend", ["recurrent", "chunk"])

@@ -28,10 +28,15 @@ def _resolve_backend(backend: str, q: torch.Tensor, K: int, V: int) -> Callable:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     fits = max(K, V) <= TRITON_MAX_HEAD_DIM
+    # the Triton kernels compute in float32: float64 inputs (a gradient check, a reference) stay
+    # with the PyTorch backends, which keep their precision
     if backend == "auto":
-        fast = _triton_backend() if q.is_cuda and fits else None
+        fast = _triton_backend() if q.is_cuda and fits and q.dtype != torch.float64 else None
         return fast if fast is not None else chunk_gdn2
     if backend == "triton":
+        if q.dtype == torch.float64:
+            raise ValueError("backend='triton' computes in float32 and takes float32, bfloat16 or float16 inputs, "
+                             "got float64; use backend='chunk' or 'recurrent' (or 'auto', which does)")
         if not fits:
             raise ValueError(f"backend='triton' supports head dims K, V up to {TRITON_MAX_HEAD_DIM}, got K = {K}, "
                              f"V = {V}; use backend='chunk' (or 'auto', which does)")

@@ -186,9 +186,18 @@ def _dense(q, k, v, g, b, w, initial_state):
     if isinstance(w, float):
         w = torch.full((B, T, v.shape[2]), w, device=q.device, dtype=torch.float32)
     g = g.float() if isinstance(g, torch.Tensor) else g
-    dense = lambda x: x.contiguous() if isinstance(x, torch.Tensor) else x  # noqa: E731
-    h0 = initial_state.float().contiguous() if initial_state is not None else None
-    return dense(q), dense(k), dense(v), dense(g), None if b_zero else dense(b), dense(w), h0, b_zero
+    h0 = initial_state.float() if initial_state is not None else None
+    return (*map(_saveable, (q, k, v, g)), None if b_zero else _saveable(b), _saveable(w), _saveable(h0), b_zero)
+
+
+def _saveable(x):
+    """``x`` contiguous; an inference tensor (made under ``torch.inference_mode``) is copied where
+    autograd may record: the forward saves its inputs for the backward, which inference tensors
+    refuse (the PyTorch backends' first op on one makes a normal tensor)."""
+    if not isinstance(x, torch.Tensor):
+        return x
+    return x.clone(memory_format=torch.contiguous_format) if x.is_inference() and torch.is_grad_enabled() \
+        else x.contiguous()
 
 
 def _prepare(q, k, v, g, b, w, initial_state, cu_seqlens):
@@ -272,7 +281,7 @@ def _device_offsets(cu_seqlens: torch.Tensor, device: torch.device) -> torch.Ten
     """Packed offsets as the kernels read them: int32, dense, on ``device`` (a host tensor or a
     strided view is accepted by the PyTorch backends, so it is here too). Remembered for the last
     offsets, so that int64 ones become one int32 tensor a step, whose chunk table is then cached."""
-    return cu_seqlens.to(device=device, dtype=torch.int32).contiguous()
+    return _saveable(cu_seqlens.to(device=device, dtype=torch.int32))
 
 
 def _offsets(B: int, T: int, device: torch.device) -> torch.Tensor:
