@@ -37,8 +37,8 @@ def last_tensor_cache(fn=None, *, host: bool = False):
     def cached(x: torch.Tensor, *args):
         # (inference mode: a value made there is an inference tensor, which a later training call
         # could not save for its backward)
-        if not isinstance(x, torch.Tensor) or x.is_inference() or torch.is_inference_mode_enabled() \
-                or torch.compiler.is_compiling():
+        if not isinstance(x, torch.Tensor) or torch.compiler.is_compiling() or x.is_inference() \
+                or torch.is_inference_mode_enabled():
             return fn(x, *args)
         if torch.cuda.is_current_stream_capturing() if x.is_cuda else not host:
             return fn(x, *args)

@@ -196,6 +196,8 @@ def _saveable(x):
     refuse (the PyTorch backends' first op on one makes a normal tensor)."""
     if not isinstance(x, torch.Tensor):
         return x
+    if torch.compiler.is_compiling():   # a traced graph holds no inference tensors (nor can ask)
+        return x.contiguous()
     return x.clone(memory_format=torch.contiguous_format) if x.is_inference() and torch.is_grad_enabled() \
         else x.contiguous()
 
