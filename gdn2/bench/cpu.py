@@ -20,6 +20,7 @@ import torch
 
 from ..ops import gated_delta_rule2
 from ..testing import assert_close, random_inputs, run_with_grads
+from .env import software_versions
 
 
 @dataclass
@@ -34,6 +35,20 @@ class CpuReport:
     torch_version: str
     threads: int
     cpu: str
+    date: str = ""       # UTC, of the run
+    versions: str = ""   # the software stack (``env.software_versions``)
+
+
+def cpu_name() -> str:
+    """The processor's model name (``platform.processor()`` is empty on Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _time_fwd_bwd(inputs, backend, repeats):
@@ -89,7 +104,9 @@ def run(B=1, T=2048, H=4, K=64, V=64, repeats=3, memory=True, log=print) -> CpuR
                      recurrent_ms=recurrent_ms, speedup=recurrent_ms / chunk_ms,
                      memory_shape="forward B=1 T=16384 H=16 K=V=128 float32", peak_rss_gb=peak,
                      baseline_rss_gb=base, torch_version=torch.__version__,
-                     threads=torch.get_num_threads(), cpu=platform.processor() or platform.machine())
+                     threads=torch.get_num_threads(), cpu=cpu_name(),
+                     date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                     versions=", ".join(f"{k} {v}" for k, v in software_versions().items() if v not in (None, "None")))
 
 
 def format_report(r: CpuReport) -> str:
@@ -103,7 +120,7 @@ def format_report(r: CpuReport) -> str:
         f"Peak resident memory, {r.memory_shape}: {r.peak_rss_gb:.2f} GB "
         f"(of which {r.baseline_rss_gb:.2f} GB is the interpreter and torch; inputs and output "
         f"are 0.94 GB).",
-        f"torch {r.torch_version}, {r.threads} threads, {r.cpu}.",
+        f"torch {r.torch_version}, {r.threads} threads, {r.cpu}; {r.date}; {r.versions}.",
     ])
 
 

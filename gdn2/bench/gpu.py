@@ -1,7 +1,9 @@
 """GPU kernel benchmark: this backend against FLA's ``chunk_gdn2`` and SDPA flash attention.
 
-Protocol (one run, one card): for each shape, a correctness gate first compares our output and
-input gradients with FLA's on the same inputs and stops before any timing on disagreement;
+Protocol (one run, one card): for each shape (and each decay span timed), a correctness gate
+first compares our output and input gradients (the training path), and our forward alone (the
+no-gradient path, other kernels), with FLA's on the same inputs (the PyTorch chunk backend's
+without FLA) and stops before any timing on disagreement;
 then forward and forward+backward are timed as the median of ``triton.testing.do_bench``
 (device events), and decode (one token, batch 64) likewise. Ratios are ours / theirs.
 """
@@ -74,6 +76,12 @@ def fla_decode(x, **kw):
     return fused_recurrent_gdn2(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], use_qk_l2norm_in_kernel=True, **kw)
 
 
+def chunk_reference(x, **kw):
+    """The PyTorch chunk backend on the same inputs: the gate's reference where FLA is absent."""
+    return gated_delta_rule2(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], use_qk_l2norm=True,
+                             backend="chunk", **kw)
+
+
 def sdpa(x, **kw):
     q, k, v = (x[n].transpose(1, 2) for n in ("q", "k", "v"))
     return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True), None
@@ -83,20 +91,28 @@ def _with_grad(x):
     return {n: t.detach().clone().requires_grad_(True) for n, t in x.items()}
 
 
-def gate(x, tol=1e-2) -> List[str]:
-    """Our output and input gradients against FLA's; raises on disagreement."""
+def gate(x, reference: Callable = fla_chunk, tol=1e-2) -> List[str]:
+    """Our output and input gradients (the training path), and our output without gradients (the
+    path the forward is timed on: one-pass products, other kernels), against ``reference``'s;
+    raises on disagreement."""
     xa, xb = _with_grad(x), _with_grad(x)
     oa, _ = ours(xa)
-    ob, _ = fla_chunk(xb)
+    ob, _ = reference(xb)
     do = torch.randn_like(oa)
     ga = torch.autograd.grad(oa, list(xa.values()), do)
     gb = torch.autograd.grad(ob, list(xb.values()), do)
+    with torch.no_grad():
+        pairs = [("o", oa, ob), ("o (forward only)", ours(x)[0], reference(x)[0])]
+    return _compare(pairs + [(f"d{n}", s, t) for n, s, t in zip(xa, ga, gb)], tol)
+
+
+def _compare(pairs, tol) -> List[str]:
     lines = []
-    for name, a, b_ in [("o", oa, ob)] + [(f"d{n}", s, t) for n, s, t in zip(xa, ga, gb)]:
+    for name, a, b_ in pairs:
         err = error(a.float(), b_.float())
         lines.append(f"{name}: {err}")
-        if not err.finite or err.rel_rms > tol:
-            raise AssertionError(f"correctness gate failed, ours vs FLA {name}: {err} (allowed {tol})")
+        if not (err.finite and err.rel_rms <= tol):
+            raise AssertionError(f"correctness gate failed, ours vs the reference, {name}: {err} (allowed {tol})")
     return lines
 
 
@@ -143,13 +159,14 @@ def versions() -> Dict[str, str]:
 
 def run(log=print, shapes=SHAPES, with_fla=True) -> Dict[str, object]:
     rows, gates = [], {}
+    reference = fla_chunk if with_fla else chunk_reference
     for B, T in shapes:
         x = make_inputs(B, T)
         name = f"{B}x{T // 1024}K"
-        log(f"{name}: correctness gate (compiles kernels on first use) ...")
-        if with_fla:
-            gates[name] = gate(x)
-            log(f"{name}: gate passed ({gates[name][0]})")
+        log(f"{name}: correctness gate against {'FLA' if with_fla else 'the chunk backend'} (compiles kernels on "
+            f"first use) ...")
+        gates[name] = gate(x, reference)
+        log(f"{name}: gate passed ({gates[name][0]})")
         row = Row(shape=name)
         fns = {"gdn2": ours, "sdpa": sdpa}
         if with_fla:
@@ -166,6 +183,7 @@ def run(log=print, shapes=SHAPES, with_fla=True) -> Dict[str, object]:
     spans: Dict[str, Dict[str, float]] = {}
     for shift, label in ((2.0, "g - 2 (span ~31)"), (6.0, "g - 6 (span ~90)")):
         x = make_inputs(2, 8192, g_shift=shift)
+        gates[f"2x8K, {label}"] = gate(x, reference)   # other kernel forms than the rows above
         spans[label] = {"fwd": time_fwd(ours, x), "fwdbwd": time_fwd_bwd(ours, x)}
         log(f"2x8K, {label}: " + ", ".join(f"{k} {v:.3f}" for k, v in spans[label].items()))
         del x
@@ -175,12 +193,10 @@ def run(log=print, shapes=SHAPES, with_fla=True) -> Dict[str, object]:
     h0 = torch.randn(64, H, K, V, device="cuda") * 0.1
     step_ours = lambda: ours(x, initial_state=h0, output_final_state=True)  # noqa: E731
     step_fla = lambda: fla_decode(x, initial_state=h0, output_final_state=True)  # noqa: E731
+    step_ref = step_fla if with_fla else (lambda: chunk_reference(x, initial_state=h0, output_final_state=True))
     with torch.no_grad():
-        if with_fla:
-            err = error(step_ours()[0].float(), step_fla()[0].float())
-            if not err.finite or err.rel_rms > 1e-2:
-                raise AssertionError(f"decode correctness gate failed, ours vs FLA: {err}")
-            gates["decode 64x1"] = [f"o: {err}"]
+        (o, S), (o_ref, S_ref) = step_ours(), step_ref()
+        gates["decode 64x1"] = _compare([("o", o, o_ref), ("final state", S, S_ref)], 1e-2)
         decode["gdn2"] = triton.testing.do_bench(step_ours, return_mode="median")
         if with_fla:
             decode["fla"] = triton.testing.do_bench(step_fla, return_mode="median")
@@ -198,11 +214,16 @@ def run(log=print, shapes=SHAPES, with_fla=True) -> Dict[str, object]:
 
 def results_path(folder, meta: Dict[str, str], suffix: str = ""):
     """``<folder>/<date>-<gpu><suffix>.md``, the name every GPU results file of a run takes;
-    ``<date>-<HHMM UTC>-<gpu><suffix>.md`` when a run of the same day already wrote that one."""
+    ``<date>-<HHMM UTC>-<gpu><suffix>.md`` when a run of the same day already wrote that one, and
+    ``<date>-<HHMM>-<n>-<gpu><suffix>.md`` when one of the same minute did too."""
     gpu = meta["gpu"].replace("NVIDIA ", "").replace(" ", "-")
     path = Path(folder) / f"{meta['date']}-{gpu}{suffix}.md"
     if path.exists() and "time" in meta:
         path = Path(folder) / f"{meta['date']}-{meta['time']}-{gpu}{suffix}.md"
+    n = 2
+    while path.exists() and "time" in meta:   # two runs in one minute
+        path = Path(folder) / f"{meta['date']}-{meta['time']}-{n}-{gpu}{suffix}.md"
+        n += 1
     return path
 
 
@@ -245,7 +266,9 @@ def format_results(res, meta, ceilings) -> str:
         lines.append(f"Replayed from a CUDA graph (device time, no host launch path): gdn2 {fmt(d['gdn2_graph'])}"
                      + (f", FLA {fmt(d.get('fla_graph'))}" if "fla_graph" in d else "")
                      + f"; floor {floor:.4f} ms (state read and written once at the measured copy bandwidth).")
-    lines += ["", "Correctness gate (ours vs FLA, relative RMS):", ""]
+    reference = "FLA" if "fla" in d else "the PyTorch chunk backend (FLA not installed)"
+    lines += ["", f"Correctness gate (ours vs {reference}, relative RMS; o (forward only): the no-gradient path "
+              f"the forward is timed on):", ""]
     for shape, g in res["gates"].items():
         lines.append(f"- {shape}: " + "; ".join(g))
     return "\n".join(lines) + "\n"

@@ -41,3 +41,51 @@ def test_results_path_never_overwrites_a_run_of_the_same_day(tmp_path):
     first.write_text("earlier run")
     assert results_path(tmp_path, meta, "-precision").name == "2026-12-06-H100-80GB-HBM3-precision.md"
     assert results_path(tmp_path, meta).name == "2026-12-06-0549-H100-80GB-HBM3.md"
+    results_path(tmp_path, meta).write_text("a second run")
+    assert results_path(tmp_path, meta).name == "2026-12-06-0549-2-H100-80GB-HBM3.md"
+
+
+def _fake_inputs(B, T, g_shift=0.0, **_):
+    import torch
+    gen = torch.Generator().manual_seed(B)
+    x = {n: torch.randn(2, 4, generator=gen) for n in ("q", "k", "v", "g", "b", "w")}
+    x["g"] = x["g"] - g_shift
+    return x
+
+
+def _mine(x, **_):
+    import torch
+    return x["q"] * torch.exp(x["g"]) * x["k"] + x["v"] * x["w"] * x["b"], None
+
+
+def test_gate_checks_the_no_gradient_path_too():
+    """The forward is timed without gradients, on other kernels than the training path: a reference
+    that disagrees only there fails the gate."""
+    import pytest
+    import torch
+    from gdn2.bench import gpu
+    x = _fake_inputs(1, 8)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gpu, "ours", _mine)
+        assert len(gpu.gate(x, _mine)) == 8     # o, o (forward only), six gradients
+        other = lambda x, **_: (_mine(x)[0] * (1.0 if torch.is_grad_enabled() else 1.5), None)  # noqa: E731
+        with pytest.raises(AssertionError, match=r"o \(forward only\)"):
+            gpu.gate(x, other)
+
+
+def test_run_gates_the_decay_span_rows_before_timing_them(monkeypatch):
+    """The g - 2 and g - 6 inputs take other kernel forms: each is gated before it is timed, and a
+    disagreement there stops the run with nothing of that row timed."""
+    import pytest
+    import torch
+    from gdn2.bench import gpu
+    timed = []
+    monkeypatch.setattr(gpu, "make_inputs", _fake_inputs)
+    monkeypatch.setattr(gpu, "ours", _mine)
+    monkeypatch.setattr(gpu, "fla_chunk", lambda x, **_: (_mine(x)[0] * (1.5 if x["g"].mean() < -1 else 1.0), None))
+    monkeypatch.setattr(gpu, "time_fwd", lambda fn, x: timed.append(float(x["g"].mean() < -1)) or 1.0)
+    monkeypatch.setattr(gpu, "time_fwd_bwd", lambda fn, x: 1.0)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    with pytest.raises(AssertionError, match="correctness gate failed"):
+        gpu.run(log=lambda *_: None, shapes=[(1, 8)])
+    assert timed and not any(timed)   # the shape's rows were timed, no span row was
