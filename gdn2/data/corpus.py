@@ -252,10 +252,15 @@ def _existing(paths: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
     return paths
 
 
-def _check_reiterable(documents: Iterable[str]) -> None:
-    if isinstance(documents, (str, bytes)):   # iterable too, one character a document
+def check_not_a_text(documents) -> None:
+    """A single str or bytes is iterable too, one character a document: refused."""
+    if isinstance(documents, (str, bytes)):
         raise TypeError(f"documents must be a collection of texts, not a single {type(documents).__name__}: "
                         f"wrap it in a list")
+
+
+def _check_reiterable(documents: Iterable[str]) -> None:
+    check_not_a_text(documents)
     if iter(documents) is documents:
         raise TypeError("documents must be a list or re-iterable (e.g. gdn2.data.Documents), not a one-shot "
                         "iterator or generator: every epoch, and every resumption, reads it again")

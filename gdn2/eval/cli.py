@@ -196,10 +196,11 @@ def _ruler(args) -> int:
         raise UsageError(str(e)) from None
     model, tokenizer = _load(args)
     from .harness import run_ruler
+    from .ruler import LengthTooShort
     try:
         result = run_ruler(model, tokenizer, tasks, args.lengths, args.samples, args.seed,
                            progress=not args.no_progress, meta={"checkpoint": str(args.checkpoint)})
-    except ValueError as e:   # a length too short for the task's prompt
+    except LengthTooShort as e:
         raise UsageError(f"--lengths: {e}") from None
     paths = result.write(_out_dir(args))
     print(result.table, end="")

@@ -87,9 +87,8 @@ def perplexity(model, tokenizer, documents: Optional[Iterable[str]] = None, *, m
     if documents is None:
         from ..data import kjv_documents
         documents = kjv_documents("heldout")
-    if isinstance(documents, (str, bytes)):   # iterable too, one character a document
-        raise TypeError(f"documents must be a collection of texts, not a single {type(documents).__name__}: "
-                        f"wrap it in a list")
+    from ..data.corpus import check_not_a_text
+    check_not_a_text(documents)
     texts: List[str] = []
     for doc in documents:
         if max_documents is not None and len(texts) >= max_documents:

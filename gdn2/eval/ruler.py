@@ -168,6 +168,10 @@ def default_prose() -> ProseCorpus:
     return ProseCorpus.from_documents(text.split("\n"))
 
 
+class LengthTooShort(ValueError):
+    """A target length under what a task's prompt needs without any haystack."""
+
+
 def _largest_fitting(count: Callable[[int], int], budget: int, guess: Optional[int] = None) -> int:
     """The largest ``n >= 0`` with ``count(n) <= budget``, for ``count`` nondecreasing and close
     to linear in ``n`` (tokens of a prompt with ``n`` haystack units).
@@ -184,7 +188,8 @@ def _largest_fitting(count: Callable[[int], int], budget: int, guess: Optional[i
         return cache[m] <= budget
 
     if not fits(0):
-        raise ValueError(f"the prompt without haystack already needs {cache[0]} tokens, over the budget of {budget}")
+        raise LengthTooShort(f"the prompt without haystack already needs {cache[0]} tokens, over the budget of "
+                             f"{budget}")
     base = cache[0]
     n = max(1, guess or 64)
     for _ in range(3):

@@ -53,6 +53,8 @@ class GDN2Cache:
         """Keep (and reorder) the batch rows ``beam_idx``."""
         for layer in self.layers:
             layer.select(beam_idx)
+        if self.batch_size is not None:
+            self.batch_size = len(beam_idx)
 
     def __repr__(self) -> str:
         kinds = "".join("L" if linear else "K" for linear in self.is_linear)

@@ -22,8 +22,8 @@ def last_tensor_cache(fn=None, *, host: bool = False):
     gets the same packed offsets ``cu_seqlens``, and reading them on the host waits for the GPU:
     with this, once per step instead of once per layer and pass. Host tensors (reading them costs
     nothing), inference tensors (no version counter), ``torch.compile`` tracing and CUDA graph
-    capture (a cached host read would freeze the offsets into the graph) and calls under
-    ``torch.inference_mode`` (their values are inference tensors) always call ``fn``. Writes
+    capture (a cached host read would freeze the offsets into the graph) always call ``fn``, and a
+    value that is an inference tensor (made under ``torch.inference_mode``) is not kept. Writes
     that bypass the version counter (through ``.data`` or the storage) are not seen. Holds only a
     weak reference. ``host``: cache host tensors too (for tests on machines without a GPU).
 
@@ -35,10 +35,7 @@ def last_tensor_cache(fn=None, *, host: bool = False):
 
     @functools.wraps(fn)
     def cached(x: torch.Tensor, *args):
-        # (inference mode: a value made there is an inference tensor, which a later training call
-        # could not save for its backward)
-        if not isinstance(x, torch.Tensor) or torch.compiler.is_compiling() or x.is_inference() \
-                or torch.is_inference_mode_enabled():
+        if not isinstance(x, torch.Tensor) or torch.compiler.is_compiling() or x.is_inference():
             return fn(x, *args)
         if torch.cuda.is_current_stream_capturing() if x.is_cuda else not host:
             return fn(x, *args)
@@ -47,7 +44,10 @@ def last_tensor_cache(fn=None, *, host: bool = False):
         if entry is not None and entry[0]() is x and entry[1] == key:
             return entry[2]
         value = fn(x, *args)
-        last[0] = (weakref.ref(x), key, value)
+        # not an inference tensor (made under inference mode): a later training call could not
+        # save it for its backward
+        if not (isinstance(value, torch.Tensor) and value.is_inference()):
+            last[0] = (weakref.ref(x), key, value)
         return value
     return cached
 

@@ -85,14 +85,13 @@ class Trainer:
             checkpoint.remove_leftovers(self.checkpoint_dir)
         distributed.barrier(p)
         source = checkpoint.resolve(resume) if resume is not None else None
-        if source is None and checkpoint.list_checkpoints(self.checkpoint_dir):
-            if not overwrite:
+        if source is None:
+            existing = checkpoint.list_checkpoints(self.checkpoint_dir)
+            if existing and not overwrite:
                 raise FileExistsError(f"{self.run_dir} already holds checkpoints: continue it with --resume "
                                       f"{self.run_dir}, start it again with --overwrite, or choose another --name")
-            if p.is_main:
-                shutil.rmtree(self.checkpoint_dir)
-            distributed.barrier(p)
-        if source is not None:
+            self._remove(existing)
+        else:
             self._check_resume(source, overwrite)
 
         train_docs = open_corpus(c.corpus, "train", c.heldout_every, c.text_field)
@@ -150,7 +149,7 @@ class Trainer:
         one: its log is cut back to that step too), or any in another folder, would be taken for
         the run's latest by the next --resume, or removed by keep-last. With ``overwrite`` they
         are deleted, else refused."""
-        c, p = self.config, self.process
+        c = self.config
         saved = checkpoint.read_config(source)
         for name in ("model", "model_overrides"):
             if saved.get(name) != getattr(c, name):
@@ -166,10 +165,18 @@ class Trainer:
                 raise FileExistsError(f"{self.checkpoint_dir} holds checkpoints that are not the past of {source} "
                                       f"({names}): delete them with --overwrite, resume the latest, or choose "
                                       f"another --out-dir / --name")
-            if p.is_main:
-                for path in foreign:
-                    shutil.rmtree(path)
-            distributed.barrier(p)
+        self._remove(foreign)
+
+    def _remove(self, checkpoints: List[Path]) -> None:
+        """Delete ``checkpoints`` (the first process), after every process has listed them and
+        before any goes on: the barriers are unconditional, so that a process listing after the
+        deletion (and finding nothing) still meets them."""
+        p = self.process
+        distributed.barrier(p)
+        if p.is_main:
+            for path in checkpoints:
+                shutil.rmtree(path)
+        distributed.barrier(p)
 
     def _train_tokenizer(self, documents) -> Tokenizer:
         """A BPE trained by the first process on the first ``tokenizer_documents`` documents, saved

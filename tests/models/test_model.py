@@ -200,3 +200,15 @@ def test_trainer_does_not_pass_loss_kwargs():
     mean loss itself, so Trainer must keep dividing by its accumulation steps."""
     from gdn2.models import GDN2ForCausalLM
     assert GDN2ForCausalLM.accepts_loss_kwargs is False
+
+
+def test_a_reordered_cache_takes_its_new_batch(make_model):
+    """``reorder_cache`` keeps the rows it is given (beam search): the batch check follows it."""
+    model = make_model(pattern="LA")
+    cache = model.init_cache(2)
+    model(torch.randint(0, 64, (2, 5)), past_key_values=cache)
+    cache.reorder_cache(torch.tensor([1]))
+    assert cache.batch_size == 1
+    model(torch.randint(0, 64, (1, 1)), past_key_values=cache)
+    with pytest.raises(ValueError, match="cache holds 1 sequence"):
+        model(torch.randint(0, 64, (2, 1)), past_key_values=cache)

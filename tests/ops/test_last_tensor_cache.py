@@ -74,3 +74,27 @@ def test_invalid_offsets_raise_every_time():
     assert check_cu_seqlens(good, 1, 3) == 2
     with pytest.raises(ValueError, match="end at T = 4"):    # the same tensor, another T
         check_cu_seqlens(good, 1, 4)
+
+
+def test_a_value_made_in_inference_mode_is_not_kept():
+    """A normal tensor first seen under inference mode: its value there is an inference tensor,
+    which a later training call could not save for its backward, so it is not kept; plain values
+    (the offsets as a list) are."""
+    calls = []
+
+    @last_tensor_cache(host=True)
+    def as_int32(x):
+        calls.append(1)
+        return x.to(torch.int32)
+
+    x = torch.tensor([0, 3, 5])
+    with torch.inference_mode():
+        assert as_int32(x).is_inference()
+    again = as_int32(x)
+    assert not again.is_inference() and len(calls) == 2
+    assert as_int32(x) is again and len(calls) == 2      # outside inference mode: kept
+    f, list_calls = counted()
+    with torch.inference_mode():
+        f(x, 1)
+    f(x, 1)
+    assert len(list_calls) == 1
