@@ -103,7 +103,10 @@ class Tokenizer:
         return self.backend.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> List[int]:
-        return self.backend.encode(text, add_special_tokens=False).ids
+        try:
+            return self.backend.encode(text, add_special_tokens=False).ids
+        except TypeError:   # the backend's message names neither the argument nor the cause
+            raise _text_error(text) from None
 
     def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
         """``encode`` of each text, in parallel threads."""
@@ -112,13 +115,27 @@ class Tokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids``; special tokens are written out (``<|endoftext|>``)."""
-        return self.backend.decode([int(i) for i in ids], skip_special_tokens=False)
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:   # the backend decodes a too-large id as "" and overflows on a negative one
+            raise ValueError(f"ids must lie in 0 .. {self.vocab_size - 1} (the vocabulary), got {bad[:5]}")
+        return self.backend.decode(ids, skip_special_tokens=False)
 
     def __len__(self) -> int:
         return self.vocab_size
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, eos={self.eos_token!r}, pad={self.pad_token!r})"
+
+
+def _text_error(text) -> Exception:
+    if not isinstance(text, str):
+        return TypeError(f"text must be a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:   # a lone surrogate, say
+        return ValueError(f"text must be valid Unicode: {err}")
+    return TypeError(f"text could not be encoded: {text[:40]!r}")
 
 
 def _token_name(token) -> Optional[str]:

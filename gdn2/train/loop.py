@@ -200,6 +200,10 @@ class Trainer:
         batch = next(heldout, None)
         if batch is None:
             raise ValueError(f"the held-out split of {c.corpus!r} is empty: lower --heldout-every or add documents")
+        # the shares round up: rows past the run's own count score nothing, so the held-out loss and
+        # its token count are those of one process whatever the number of processes
+        beyond = p.rank * per_process + torch.arange(batch["labels"].shape[0]) >= rows
+        batch["labels"][beyond] = IGNORE_INDEX
         return split_rows(batch, self.micro_batch)
 
     # Steps

@@ -50,6 +50,16 @@ def test_round_trip_of_any_text(tokenizer):
     assert [tokenizer.decode(ids) for ids in tokenizer.encode_batch(texts)] == texts
 
 
+def test_bad_text_and_ids_are_named(tokenizer):
+    with pytest.raises(ValueError, match="^text must be valid Unicode"):
+        tokenizer.encode("a\ud800b")          # a lone surrogate is a str, not text
+    with pytest.raises(TypeError, match="^text must be a str, got bytes"):
+        tokenizer.encode(b"bytes")
+    for bad in (tokenizer.vocab_size, -1):   # decoded as "" / an overflow by the backend
+        with pytest.raises(ValueError, match=rf"^ids must lie in 0 .. {tokenizer.vocab_size - 1}.*\[{bad}\]"):
+            tokenizer.decode([5, bad])
+
+
 def test_save_and_load_next_to_a_checkpoint(tokenizer, tmp_path):
     path = tokenizer.save(tmp_path / "checkpoint")
     assert path.name == "tokenizer.json"

@@ -15,7 +15,9 @@ from gdn2.train.metrics import read_log
 
 STEPS = 4
 FLAGS = ["--preset", "debug", "--steps", str(STEPS), "--batch-size", "4", "--grad-accum", "2", "--eval-every", "2",
-         "--save-every", "2", "--eval-tokens", "512", "--sample-tokens", "0", "--quiet"]
+         "--save-every", "2", "--eval-tokens", "192", "--sample-tokens", "0", "--quiet"]
+# 192 held-out tokens are 3 rows of 64: two processes' shares round up to 2 rows each, and the
+# fourth row must score nothing
 
 
 def losses(run_dir, kind="train"):
@@ -81,6 +83,8 @@ def test_two_processes_match_one(two_processes, single):
     run_dir = single.parent / config.name
     assert losses(run_dir) == pytest.approx(losses(single), rel=1e-5, abs=1e-6)
     assert losses(run_dir, "eval") == pytest.approx(losses(single, "eval"), rel=1e-5, abs=1e-6)
+    tokens = lambda d: [r["tokens"] for r in read_log(d / LOG_FILE) if r["kind"] == "eval"]  # noqa: E731
+    assert tokens(run_dir) == tokens(single) and tokens(single)[0] == 192
     assert_close_parameters(final_parameters(run_dir), final_parameters(single))
 
 
