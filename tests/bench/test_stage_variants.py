@@ -11,11 +11,27 @@ pytest.importorskip("triton")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_variant_kernels_build():
+def stage_variants():
+    """The profiler's module and a fresh cache of its switched kernel modules."""
     spec = importlib.util.spec_from_file_location("stage_variants", ROOT / "benchmarks" / "stage_variants.py")
     sv = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sv)
-    variants = sv.Variants(Path(tempfile.mkdtemp()))
+    return sv, sv.Variants(Path(tempfile.mkdtemp()))
+
+
+def prepared(T, seed):
+    """One head of width 32 as the kernels take it: flat q, k, v, g, b, w, the offsets, the chunk
+    table and the gate modes."""
+    from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
+    from gdn2.ops.gdn2.triton.common import gate_mode
+    from gdn2.testing import random_inputs
+    x = random_inputs(B=1, T=T, H=1, K=32, V=32, b_max=2.0, seed=seed)
+    q, k, v, g, b, w, _, cu, uT, _ = _prepare(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], None, None)
+    return q, k, v, g, b, w, cu, _chunks(cu, uT), tuple(gate_mode(t, 3) for t in (g, b, w))
+
+
+def test_variant_kernels_build():
+    sv, variants = stage_variants()
     key = variants.get("key", {"DIAG": False, "LATE": False})
     intra = variants.get("intra", {"SOLVE": False})
     assert (key.DIAG.value, key.EARLY.value, key.LATE.value, key.CUMPROD.value) == (False, True, False, False)
@@ -35,10 +51,7 @@ def test_cumulative_product_tile_matches_the_kernels():
     import torch
     from gdn2.ops.gdn2.triton.common import make_chunks
     from gdn2.testing import assert_close, random_inputs
-    spec = importlib.util.spec_from_file_location("stage_variants", ROOT / "benchmarks" / "stage_variants.py")
-    sv = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sv)
-    variants = sv.Variants(Path(tempfile.mkdtemp()))
+    sv, variants = stage_variants()
     x = random_inputs(B=1, T=64, H=1, K=32, V=16, b_max=2.0, seed=4)
     x["g"][0, 5:9] = -1e4                                  # extreme decays inside one sub-block
     q, k, g, b = (x[n][0].float().contiguous() for n in ("q", "k", "g", "b"))
@@ -61,17 +74,9 @@ def test_walk_variants_time_the_library_walks():
     each switch changes them (so it reaches the code it names)."""
     import torch
     from gdn2.ops.gdn2.triton import backward, state
-    from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
-    from gdn2.ops.gdn2.triton.common import gate_mode
     from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
-    from gdn2.testing import random_inputs
-    spec = importlib.util.spec_from_file_location("stage_variants", ROOT / "benchmarks" / "stage_variants.py")
-    sv = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sv)
-    variants = sv.Variants(Path(tempfile.mkdtemp()))
-    x = random_inputs(B=1, T=130, H=1, K=32, V=32, b_max=2.0, seed=3)
-    q, k, v, g, b, w, _, cu, uT, _ = _prepare(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], None, None)
-    chunks, modes = _chunks(cu, uT), tuple(gate_mode(t, 3) for t in (g, b, w))
+    _, variants = stage_variants()
+    q, k, v, g, b, w, cu, chunks, modes = prepared(130, seed=3)
     A, Aqk, gated = chunk_intra_fwd(q, k, g, b, 32 ** -0.5, chunks, modes[0], modes[1], prec="tf32x3")
     do = torch.randn_like(v)
     consts = dict(H=1, HV=1, K=32, V=32, BT=64, BK=32, BV=32, B_MODE=modes[1], PREC="tf32x3")
@@ -102,16 +107,9 @@ def test_solve_switches_reach_the_solve():
     the identity (the diagonal blocks not inverted, the blocks below them never formed)."""
     import torch
     from gdn2.ops.gdn2.triton import intra
-    from gdn2.ops.gdn2.triton.chunk import _chunks, _prepare
-    from gdn2.ops.gdn2.triton.common import FORM_WALK, diag_span, gate_mode
-    from gdn2.testing import random_inputs
-    spec = importlib.util.spec_from_file_location("stage_variants", ROOT / "benchmarks" / "stage_variants.py")
-    sv = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sv)
-    variants = sv.Variants(Path(tempfile.mkdtemp()))
-    x = random_inputs(B=1, T=64, H=1, K=32, V=32, b_max=2.0, seed=5)
-    q, k, v, g, b, w, _, cu, uT, _ = _prepare(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], None, None)
-    chunks, modes = _chunks(cu, uT), tuple(gate_mode(t, 3) for t in (g, b, w))
+    from gdn2.ops.gdn2.triton.common import FORM_WALK, diag_span
+    _, variants = stage_variants()
+    q, k, v, g, b, w, _, chunks, modes = prepared(64, seed=5)
 
     def solve(module):
         A, Aqk = torch.zeros(64, 1, 64), torch.zeros(64, 1, 64)
@@ -135,10 +133,7 @@ def test_float16_product_switches_round_as_claimed():
     from gdn2.ops.gdn2.triton import intra
     from gdn2.ops.gdn2.triton.common import gate_mode, make_chunks
     from gdn2.testing import error, random_inputs
-    spec = importlib.util.spec_from_file_location("stage_variants", ROOT / "benchmarks" / "stage_variants.py")
-    sv = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sv)
-    variants = sv.Variants(Path(tempfile.mkdtemp()))
+    sv, variants = stage_variants()
     x = random_inputs(B=1, T=100, H=1, K=32, V=16, b_max=2.0, seed=5)
     q, k, g, b = (x[n][0].float().contiguous() for n in ("q", "k", "g", "b"))
     chunks = make_chunks([0, 100], 64, "cpu")
