@@ -116,9 +116,12 @@ class Tokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids``; special tokens are written out (``<|endoftext|>``)."""
         ids = [int(i) for i in ids]
-        bad = [i for i in ids if not 0 <= i < self.vocab_size]
-        if bad:   # the backend decodes a too-large id as "" and overflows on a negative one
-            raise ValueError(f"ids must lie in 0 .. {self.vocab_size - 1} (the vocabulary), got {bad[:5]}")
+        # checked once, by the extremes: the backend decodes a too-large id as "" and overflows on a
+        # negative one
+        n = self.vocab_size
+        if ids and (min(ids) < 0 or max(ids) >= n):
+            bad = [i for i in ids if not 0 <= i < n][:5]
+            raise ValueError(f"ids must lie in 0 .. {n - 1} (the vocabulary), got {bad}")
         return self.backend.decode(ids, skip_special_tokens=False)
 
     def __len__(self) -> int:
