@@ -106,7 +106,7 @@ def run(B=1, T=2048, H=4, K=64, V=64, repeats=3, memory=True, log=print) -> CpuR
                      baseline_rss_gb=base, torch_version=torch.__version__,
                      threads=torch.get_num_threads(), cpu=cpu_name(),
                      date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                     versions=", ".join(f"{k} {v}" for k, v in software_versions().items() if v not in (None, "None")))
+                     versions=", ".join(f"{k} {v}" for k, v in software_versions().items() if v is not None))
 
 
 def format_report(r: CpuReport) -> str:

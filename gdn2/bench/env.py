@@ -24,6 +24,6 @@ def software_versions() -> Dict[str, Optional[str]]:
         except metadata.PackageNotFoundError:
             return None
 
-    return {"torch": torch.__version__, "cuda": str(torch.version.cuda), "triton": version("triton"),
+    return {"torch": torch.__version__, "cuda": torch.version.cuda, "triton": version("triton"),
             "python": platform.python_version(), "gdn2": gdn2.__version__, "transformers": version("transformers"),
             "tokenizers": version("tokenizers")}
