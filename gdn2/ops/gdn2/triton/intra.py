@@ -52,8 +52,9 @@ def chunk_span(g, t0, o_t, L, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.cons
 @triton.jit
 def whole_products(q, k, g, b, A, Aqk, t0, o_t, o_c, L, i_h, p_row, m_row, scale,
                    H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                   B_MODE: tl.constexpr, PREC: tl.constexpr):
-    """T and Aqk of a whole chunk whose decay span allows centred operands (the whole-chunk form)."""
+                   B_MODE: tl.constexpr, PREC: tl.constexpr, KEEP_T: tl.constexpr = False):
+    """T and Aqk of a whole chunk whose decay span allows centred operands (the whole-chunk form).
+    Returns T (strictly lower); with ``KEEP_T`` it is not stored (the caller inverts it in registers)."""
     ERASE: tl.constexpr = B_MODE != GATE_ZERO
     b_T = tl.zeros([BT, BT], dtype=tl.float32)
     b_Aqk = tl.zeros([BT, BT], dtype=tl.float32)
@@ -66,7 +67,8 @@ def whole_products(q, k, g, b, A, Aqk, t0, o_t, o_c, L, i_h, p_row, m_row, scale
         if ERASE:
             b_e = apply_erase(b_k, b, t0, o_t, L, i_h, H, o_k, K, B_MODE)
             b_T += mma(b_e * b_lft, b_kc, PREC)
-    store_products(A, Aqk, p_row, m_row, b_T, b_Aqk, o_t, o_c, ERASE)
+    store_products(A, Aqk, p_row, m_row, b_T, b_Aqk, o_t, o_c, ERASE and not KEEP_T)
+    return tl.where(o_t[:, None] > o_c[None, :], b_T, 0.0)
 
 
 @triton.jit
@@ -232,6 +234,9 @@ def chunk_intra_fwd_kernel(
     # anchors, pairs and pairwise tiles). ``mine``: this launch makes the chunk (always, except in
     # the two launches of the split form)
     mine = True
+    # the halving solve of the whole form's own launch takes T from registers: T is never stored
+    IN_REG: tl.constexpr = SOLVE_FORM == "halving" and FORM == FORM_WHOLE and ERASE
+    b_Tw = tl.zeros([BT, BT], dtype=tl.float32)
     if G_MODE == GATE_CHANNEL:
         b_wide = tl.full([], DIAG_SPAN + 1.0, tl.float32)
         if FORM != FORM_WALK:
@@ -244,8 +249,8 @@ def chunk_intra_fwd_kernel(
             mine = walk
         if FORM != FORM_REST:
             if whole:
-                whole_products(q, k, g, b, A, Aqk, t0, o_t, o_c, L, i_h, p_row, m_row, scale, H, K, BT, BK,
-                               B_MODE, PREC)
+                b_Tw = whole_products(q, k, g, b, A, Aqk, t0, o_t, o_c, L, i_h, p_row, m_row, scale, H, K, BT,
+                                      BK, B_MODE, PREC, IN_REG)
         if FORM != FORM_WHOLE:
             if walk:
                 walk_products(q, k, g, b, A, Aqk, t0, o_t, o_c, L, i_h, scale, H, K, BT, BK, SUB, B_MODE, PREC,
@@ -272,7 +277,11 @@ def chunk_intra_fwd_kernel(
     b_A = tl.zeros([BT, BT], dtype=tl.float32)
     if ERASE:
         if mine:
-            b_A = solve_chunk(A, t0, L, i_h, p_row, m_row, o_c, H, BT, SUB, SOLVE, SOLVE_FORM)
+            if IN_REG:
+                b_A = invert_by_halving(b_Tw, BT, SOLVE)
+                tl.store(A + p_row, b_A, mask=m_row)
+            else:
+                b_A = solve_chunk(A, t0, L, i_h, p_row, m_row, o_c, H, BT, SUB, SOLVE, SOLVE_FORM)
 
     if FUSE_GATED:
         if mine:
