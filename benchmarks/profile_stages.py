@@ -14,7 +14,7 @@ import triton
 from gdn2.bench.gpu import fla_chunk, make_inputs, ours, stage_inputs
 from gdn2.ops.gdn2.triton.backward import KEY_TILES, KEY_WHOLE, chunk_bwd
 from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
-from gdn2.ops.gdn2.triton import backward, intra, state
+from gdn2.ops.gdn2.triton import backward, chunk, intra, state
 from gdn2.ops.gdn2.triton.intra import WHOLE_CHUNK, chunk_intra_fwd
 from gdn2.ops.gdn2.triton.state import chunk_state_fwd
 from gdn2.ops.gdn2.triton.l2norm import l2norm as l2norm_triton
@@ -56,19 +56,40 @@ def main():
     other_walk = "tf32x3" if backward.KEY_WALK_PRODUCTS == "f16x3" else "f16x3"
     walk_products = mock.patch.object(backward, "KEY_WALK_PRODUCTS", other_walk)
 
+    other_solve = "blocks" if intra.SOLVE_FORM == "halving" else "halving"
+    solve = mock.patch.object(intra, "SOLVE_FORM", other_solve)
+    aqk = mock.patch.object(chunk, "AQK_FLOAT16", not chunk.AQK_FLOAT16)
+    other_aqk = "float32" if chunk.AQK_FLOAT16 else "float16"
+
     def forms(mode, fn):
         def run():
             with whole_chunk_forms(mode):
                 fn()
         return run
 
-    rows = [
+    # the inference forward first (the settings on trial change it most; the 8x2K forward is the
+    # furthest from FLA's): as used, and with each setting not yet on, here and at 8x2K and 1x16K
+    # (64 walks of 256 chunks); the float16 walk with the other products (attempt 33); its tilings
+    # at every paper shape: benchmarks/walk_settings.py
+    rows = []
+    for name, xx in ((f"{a.B}x{a.T}", x), ("8x2048", make_inputs(8, 2048)), ("1x16384", make_inputs(1, 16384))):
+        # (FLOAT16_PRODUCTS leaves the one-pass intra stage alone since 2026-12-07: no row for it here)
+        rows += [(f"{name}: inference forward as used", lambda xx=xx: ours(xx)),
+                 (f"{name}: inference forward, {other_solve} solve (SOLVE_FORM)", solve(lambda xx=xx: ours(xx))),
+                 (f"{name}: inference forward, Aqk {other_aqk} (AQK_FLOAT16)", aqk(lambda xx=xx: ours(xx))),
+                 (f"{name}: inference forward, both", solve(aqk(lambda xx=xx: ours(xx)))),
+                 (f"{name}: inference forward, the walk's products "
+                  f"{'one-pass TF32' if state.F16_PRODUCTS else 'float16'} (attempt 33)",
+                  products(lambda xx=xx: ours(xx)))]
+    rows += [
         ("l2norm q, k (PyTorch composite)", lambda: (l2norm(x["q"]), l2norm(x["k"]))),
         ("l2norm q, k (Triton, used)", lambda: (l2norm_triton(x["q"]), l2norm_triton(x["k"]))),
         ("intra fwd (Aqk, A, gated operands; three-pass, as a training forward)",
          lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1], normalized=True)),
         (f"intra fwd, the products T and Aqk {other_intra} (FLOAT16_PRODUCTS)",
          intra_products(lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1], normalized=True))),
+        (f"intra fwd, {other_solve} solve (SOLVE_FORM)",
+         solve(lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1], normalized=True))),
         ("state fwd (o)", lambda: chunk_state_fwd(gated, vf, wf, A, Aqk, None, cu, chunks, modes, False)),
         # inside the row above since the walk's float16 products took them (untimed alone before)
         ("the float16 walk's per-sequence scales (power_of_two_scale of z, two Triton kernels)",
@@ -95,16 +116,6 @@ def main():
         ("g - 2: backward, the split key form on (32, 32) columns", forms("split", bwd(w, key_block=(32, 32)))),
         ("g - 2: backward, whole-chunk forms off", forms("off", bwd(w))),
     ]
-    # the float16 walk with the other products (attempt 33: float16 or one-pass TF32), against the
-    # forward as used, here and at 1x16K (64 walks of 256 chunks); its tilings at every paper shape:
-    # benchmarks/walk_settings.py
-    long = make_inputs(1, 16384)
-    for name, xx in ((f"{a.B}x{a.T}", x), ("1x16384", long)):
-        # (FLOAT16_PRODUCTS leaves the one-pass intra stage alone since 2026-12-07: no row for it here)
-        rows += [(f"{name}: inference forward as used", lambda xx=xx: ours(xx)),
-                 (f"{name}: inference forward, the walk's products "
-                  f"{'one-pass TF32' if state.F16_PRODUCTS else 'float16'} (attempt 33)",
-                  products(lambda xx=xx: ours(xx)))]
     print(f"Whole-chunk forms (intra, key): {WHOLE_CHUNK}, {KEY_WHOLE}; key tiles per launch {KEY_TILES[KEY_WHOLE]}\n")
     print(f"| stage ({a.B}x{a.T}, {torch.cuda.get_device_name()}) | ms |")
     print("|---|---|")

@@ -97,8 +97,8 @@ def intra_source(**switches) -> str:
     start = find(s, "    b_N = ")
     end = find(s, "    tl.debug_barrier()\n", start)
     s = s[:start] + "    b_A = b_P\n    if NEUMANN:\n" + textwrap.indent(s[start:end], "    ") + s[end:]
-    return replace(s, "    if ERASE:\n        if mine:\n            b_A = solve_chunk(",
-                   "    if ERASE and SOLVE:\n        if mine:\n            b_A = solve_chunk(")
+    return replace(s, "    if ERASE:\n        if mine:\n            if IN_REG:\n",
+                   "    if ERASE and SOLVE:\n        if mine:\n            if IN_REG:\n")
 
 
 STATE_SWITCHES = dict(DOTS=1, CACHED=False)

@@ -306,6 +306,25 @@ def test_triton_halving_solve(case, dtype, monkeypatch):
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 
+@pytest.mark.parametrize("case", ["uniform", "packed", LONG, "K48V48", "no erase", "scalar", "extreme"])
+def test_triton_aqk_float16(case, monkeypatch):
+    """``chunk.AQK_FLOAT16`` forced (off until a card times it): Aqk stored as float16 for the
+    one-pass walk (bfloat16 inputs, unit q and k); the one-pass forward's o and everything else
+    within the criterion."""
+    from gdn2.ops.gdn2.triton import chunk
+    monkeypatch.setattr(chunk, "AQK_FLOAT16", True)
+    long = case == "long"
+    gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar" else {}
+    if case == "no erase":
+        gates = dict(erase="zero")
+    x, cu = case_inputs(case == "packed", torch.bfloat16, seed=45, B=1 if long else 2, T=4100 if long else 300,
+                        dim=48 if case == "K48V48" else 128, b_max=2.0, **gates)
+    if case == "extreme":
+        gen = torch.Generator(device="cuda").manual_seed(46)
+        x["g"] = torch.where(torch.rand(x["g"].shape, generator=gen, device="cuda") < 0.3, -1e4, x["g"])
+    check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
+
+
 def test_auto_keeps_float64_on_the_chunk_backend():
     """float64 CUDA inputs under backend='auto' get the chunk backend's float64 result, not the
     float32 kernels' (a gradient check on the card stays exact)."""

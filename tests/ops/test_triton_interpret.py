@@ -411,15 +411,15 @@ def test_packed_offsets_as_a_strided_view():
 @pytest.mark.parametrize("erase", ["channel", "zero"])
 def test_float16_gated_operands_round_the_float32_ones(erase):
     """The one-pass walk's operands stored as float16: each the float32 one rounded to nearest
-    (float16's half-ulp, 2^-11 relative), exp(G_C) still float32, A and Aqk unchanged."""
+    (float16's half-ulp, 2^-11 relative), Aqk too, exp(G_C) still float32, A unchanged."""
     from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
     x = random_inputs(B=2, T=70, H=2, HV=2, K=32, V=16, erase=erase, b_max=2.0, seed=13, device=DEVICE)
     qf, kf, vf, gf, bf, wf, h0, cu, chunks, modes = _kernel_inputs(x)
     wide = chunk_intra_fwd(qf, kf, gf, bf, 32 ** -0.5, chunks, *modes[:2], prec="ieee")
-    half = chunk_intra_fwd(qf, kf, gf, bf, 32 ** -0.5, chunks, *modes[:2], prec="ieee", gated_dtype=torch.float16)
-    for name, a, b in zip(("A", "Aqk"), wide[:2], half[:2]):
-        assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), name
-    for name, a, b in zip(("Q_γ", "K_tail", "Y"), wide[2][:3], half[2][:3]):
+    half = chunk_intra_fwd(qf, kf, gf, bf, 32 ** -0.5, chunks, *modes[:2], prec="ieee", gated_dtype=torch.float16,
+                           aqk_dtype=torch.float16)
+    assert (wide[0] is None) == (half[0] is None) and (wide[0] is None or torch.equal(wide[0], half[0]))
+    for name, a, b in zip(("Aqk", "Q_γ", "K_tail", "Y"), [wide[1], *wide[2][:3]], [half[1], *half[2][:3]]):
         if a is None:
             assert b is None and erase == "zero", name
             continue
@@ -444,7 +444,8 @@ def test_float16_operands_move_the_walk_by_their_rounding_only():
     qf, kf, vf, gf, bf, wf, h0, cu, chunks, modes = _kernel_inputs(x)
     outs = {}
     for dtype in (torch.float32, torch.float16):
-        A, Aqk, gated = chunk_intra_fwd(qf, kf, gf, bf, 32 ** -0.5, chunks, *modes[:2], prec="ieee", gated_dtype=dtype)
+        A, Aqk, gated = chunk_intra_fwd(qf, kf, gf, bf, 32 ** -0.5, chunks, *modes[:2], prec="ieee", gated_dtype=dtype,
+                                        aqk_dtype=dtype)
         outs[dtype] = chunk_state_fwd(gated, vf, wf, A, Aqk, None, cu, chunks, modes, False, prec="tf32")[0]
     err = error(outs[torch.float16], outs[torch.float32])
     assert 0 < err.rel_rms < 1e-3, err
@@ -464,17 +465,26 @@ def test_unnormalised_bfloat16_forward_stays_finite():
     assert_no_worse("o (unnormalised q, bfloat16)", fast, truncated, ref)
 
 
-def test_bfloat16_forward_only_meets_the_criterion():
-    """bfloat16 inputs without gradients or final state take the one-pass walk over float16
-    operands; the output must meet the criterion against float64. The interpreter casts float32
-    to bfloat16 by truncation (a GPU rounds to nearest), so the baseline is the float64 result
-    truncated the same way: twice its error is the bound on a GPU's rounding too."""
+@pytest.mark.parametrize("normalized", [False, True, "aqk16"])
+def test_bfloat16_forward_only_meets_the_criterion(normalized, monkeypatch):
+    """bfloat16 inputs without gradients or final state take the one-pass walk (with the fused
+    L2 norm over float16 operands, Aqk included); the output must meet the criterion against
+    float64. The interpreter casts float32 to bfloat16 by truncation (a GPU rounds to nearest),
+    so the baseline is the float64 result truncated the same way: twice its error is the bound on
+    a GPU's rounding too. With the norm the reference runs on the kernel's own unit q and k (their
+    truncation to bfloat16 is the interpreter's, not the walk's error)."""
+    from gdn2.ops.gdn2.triton import chunk
+    from gdn2.ops.gdn2.triton.l2norm import l2norm
     from gdn2.testing import assert_no_worse
+    monkeypatch.setattr(chunk, "AQK_FLOAT16", normalized == "aqk16")   # "aqk16": off until a card times it
+    normalized = bool(normalized)
     x = random_inputs(B=2, T=100, H=2, HV=4, K=32, V=16, b_max=2.0, dtype=torch.bfloat16, seed=14, device=DEVICE)
     x64 = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in x.items()}
     with torch.no_grad():
+        if normalized:
+            x64["q"], x64["k"] = l2norm(x["q"]).double(), l2norm(x["k"]).double()
         ref, _ = gated_delta_rule2(**x64, backend="recurrent")
-        fast, S = gated_delta_rule2(**x, backend="triton")
+        fast, S = gated_delta_rule2(**x, backend="triton", use_qk_l2norm=normalized)
     assert fast.dtype == torch.bfloat16 and S is None
     truncated = (ref.float().view(torch.int32) & -65536).view(torch.float32)
     assert_no_worse("o (forward only, bfloat16)", fast, truncated, ref)

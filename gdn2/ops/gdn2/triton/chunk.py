@@ -33,6 +33,10 @@ BT = 64
 # Triton 3.6, 2026-12-06). Narrower heads are padded: the products need 16 rows.
 MIN_HEAD_DIM = 16
 DECODE_MAX_T = 16  # up to this many tokens per sequence without gradients, the token loop wins
+# Aqk as float16 where the walk's operands are (``intra.chunk_intra_fwd``'s ``aqk_dtype``): half its
+# bytes written by the intra kernel and read by every value block of the walk, the walk's float16
+# products bit for bit unchanged. Off until a card times it (stage profile rows); interpreter tests pass.
+AQK_FLOAT16 = False
 
 
 @contextlib.contextmanager
@@ -94,7 +98,8 @@ def _chunk_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional
     gated_dtype = torch.float16 if prec == "tf32" and normalized else torch.float32
     with on_device_of(q):
         A, Aqk, gated = chunk_intra_fwd(q, k, g, b_arg, scale, chunks, modes[0], modes[1], BT=BT, prec=intra_prec,
-                                        gated_dtype=gated_dtype, normalized=normalized)
+                                        gated_dtype=gated_dtype, normalized=normalized,
+                                        aqk_dtype=gated_dtype if AQK_FLOAT16 and not keep_intra else None)
         o, ht, _, _ = chunk_state_fwd(gated, v, w, A, Aqk, h0, cu, chunks, modes, output_final_state, BT=BT,
                                       prec=prec)
     empty = lambda: q.new_empty(0, dtype=torch.float32)  # noqa: E731  (one each: outputs may not alias)

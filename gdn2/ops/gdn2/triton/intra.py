@@ -341,16 +341,21 @@ SOLVE_FORM = "blocks"
 
 
 def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3", fuse_gated=False,
-                    gated_dtype=None, normalized=False):
+                    gated_dtype=None, normalized=False, aqk_dtype=None):
     """Launch the intra-chunk stage over the flattened layout ``[T_total, H, K]``. Returns
     ``A`` (None without erase), ``Aqk`` and the gated operands ``(Q_γ, K_tail, Y, exp(G_C))``,
     made by a second launch (``chunk_gated_fwd``) unless ``fuse_gated``; ``gated_dtype`` as there.
-    ``normalized``: q and k are L2-normalised (``FLOAT16_PRODUCTS``' precondition)."""
+    ``normalized``: q and k are L2-normalised (``FLOAT16_PRODUCTS``' precondition).
+
+    ``aqk_dtype``: of Aqk (float32 by default). float16 for the one-pass walk, on the argument of
+    ``chunk_gated_fwd``: with unit q and k, |Aqk| is at most the scale (decays at most 1), and
+    that walk's products round it to float16 (or TF32's 10 bits) anyway; half the bytes written
+    here and read by each of the walk's value blocks."""
     import torch
     T, H, K = k.shape
     erase = b_mode != 3
     A = torch.empty(T, H, BT, dtype=torch.float32, device=k.device) if erase else None
-    Aqk = torch.empty(T, H, BT, dtype=torch.float32, device=k.device)
+    Aqk = torch.empty(T, H, BT, dtype=aqk_dtype or torch.float32, device=k.device)
     # without fuse_gated the kernel never touches the gated operands: any pointer will do
     qg, kt, y, dec = gated = _gated_buffers(k, chunks, erase, gated_dtype) if fuse_gated else (Aqk, Aqk, None, Aqk)
     # one-pass and split from the gated operands the kernel needs 202 registers (ptxas, sm_90a):
