@@ -3,7 +3,7 @@
     python benchmarks/gpu_ops.py --out benchmarks/results
     python benchmarks/gpu_ops.py --whole-chunk split    # a setting of the whole-chunk forms, before it is the default
     python benchmarks/gpu_ops.py --pair-products f16x3  # the backward walks' products, likewise
-    python benchmarks/gpu_ops.py --solve halving        # the intra solve's form, likewise
+    python benchmarks/gpu_ops.py --solve blocks         # the intra solve's form, likewise
 """
 
 import argparse
@@ -11,7 +11,7 @@ import contextlib
 import pathlib
 
 from gdn2.bench.gpu import format_results, machine_ceilings, results_path, run, versions
-from gdn2.ops.gdn2.triton import backward, intra
+from gdn2.ops.gdn2.triton import backward, chunk, intra
 from gdn2.ops.gdn2.triton.chunk import whole_chunk_forms
 from gdn2.ops.gdn2.triton.common import WHOLE_FORMS
 
@@ -27,7 +27,8 @@ if __name__ == "__main__":
                 ("--parallel-products", backward, "PARALLEL_PRODUCTS", ["tf32x3", "f16x3"],
                  "Value and key kernels' products"),
                 ("--intra-float16", intra, "FLOAT16_PRODUCTS", None, "Intra products on float16"),
-                ("--solve", intra, "SOLVE_FORM", ["blocks", "halving"], "Intra solve")]
+                ("--solve", intra, "SOLVE_FORM", list(intra.SOLVE_FORMS), "Intra solve"),
+                ("--aqk-float16", chunk, "AQK_FLOAT16", None, "Aqk float16 for the one-pass walk")]
     switch = {"on": True, "off": False}
     for flag, module, attr, choices, _ in settings:
         where = f"{module.__name__.rsplit('.', 1)[-1]}.{attr}"

@@ -56,8 +56,10 @@ def main():
     other_walk = "tf32x3" if backward.KEY_WALK_PRODUCTS == "f16x3" else "f16x3"
     walk_products = mock.patch.object(backward, "KEY_WALK_PRODUCTS", other_walk)
 
-    other_solve = "blocks" if intra.SOLVE_FORM == "halving" else "halving"
+    # the inference forward's solve: the other form; the training forward's: halving (three-pass)
+    other_solve = "blocks" if intra.SOLVE_FORM != "blocks" else "one-pass halving"
     solve = mock.patch.object(intra, "SOLVE_FORM", other_solve)
+    halving = mock.patch.object(intra, "SOLVE_FORM", "halving")
     aqk = mock.patch.object(chunk, "AQK_FLOAT16", not chunk.AQK_FLOAT16)
     other_aqk = "float32" if chunk.AQK_FLOAT16 else "float16"
 
@@ -88,8 +90,8 @@ def main():
          lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1], normalized=True)),
         (f"intra fwd, the products T and Aqk {other_intra} (FLOAT16_PRODUCTS)",
          intra_products(lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1], normalized=True))),
-        (f"intra fwd, {other_solve} solve (SOLVE_FORM)",
-         solve(lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1], normalized=True))),
+        ("intra fwd, halving solve (SOLVE_FORM)",
+         halving(lambda: chunk_intra_fwd(qf, kf, gf, bf, scale, chunks, modes[0], modes[1], normalized=True))),
         ("state fwd (o)", lambda: chunk_state_fwd(gated, vf, wf, A, Aqk, None, cu, chunks, modes, False)),
         # inside the row above since the walk's float16 products took them (untimed alone before)
         ("the float16 walk's per-sequence scales (power_of_two_scale of z, two Triton kernels)",

@@ -22,7 +22,7 @@ import triton
 from gdn2.bench.gpu import make_inputs, stage_inputs
 from gdn2.ops.gdn2.triton import backward, intra, key, state
 from gdn2.ops.gdn2.triton.backward import chunk_bwd_value_kernel, chunk_state_bwd_kernel, chunk_state_pair_kernel
-from gdn2.ops.gdn2.triton.chunk import BT
+from gdn2.ops.gdn2.triton.chunk import AQK_FLOAT16, BT
 from gdn2.ops.gdn2.triton.common import diag_span
 from gdn2.ops.gdn2.triton.intra import chunk_intra_fwd
 from gdn2.ops.gdn2.triton.l2norm import l2norm
@@ -292,12 +292,15 @@ def main(only=()):
     outs = [torch.empty(T, H, BT, **f32) for _ in range(2)] + [torch.empty(T, H, K, **f32) for _ in range(3)]
     dec = torch.empty(chunks.count, H, K, **f32)
 
-    outs16 = [t.half() for t in outs[2:]]
+    outs16 = [outs[1].half()] + [t.half() for t in outs[2:]]   # Aqk, then the gated operands
 
     def intra_run(BK=32, nw=4, DIAG_SPAN=None, ns=1, prec="tf32", f16=False, **flags):
-        """``f16``: the fused gated operands stored as float16 (as the one-pass forward keeps them)."""
+        """``f16``: the fused gated operands stored as float16 (as the one-pass forward keeps them), Aqk
+        too where ``chunk.AQK_FLOAT16``; the solve's form the library's for ``prec`` unless given."""
         iv, flags = variants.split("intra", flags)
-        bufs = outs[:2] + (outs16 if f16 else outs[2:])
+        flags.setdefault("SOLVE_FORM", intra.solve_form(prec))
+        aqk = outs16[0] if prec == "tf32" and AQK_FLOAT16 else outs[1]
+        bufs = [outs[0], aqk] + (outs16[1:] if f16 else outs[2:])
         return lambda: iv.chunk_intra_fwd_kernel[(chunks.count, H)](
             qf, kf, gf, bf, *bufs, dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK, SUB=16,
             G_MODE=modes[0], B_MODE=modes[1], PREC=prec, DIAG_SPAN=diag_span(prec) if DIAG_SPAN is None else DIAG_SPAN,
@@ -306,7 +309,7 @@ def main(only=()):
     def gated_run(BK=32, nw=4, prec="tf32", f16=False, DOTS=1):
         kernel = (intra if DOTS == 1 else variants.get("intra", {"DOTS": DOTS})).chunk_gated_kernel
         return lambda: kernel[(chunks.count * triton.cdiv(K, BK), H)](
-            qf, kf, gf, bf, outs[0], *(outs16 if f16 else outs[2:]), dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK,
+            qf, kf, gf, bf, outs[0], *(outs16[1:] if f16 else outs[2:]), dec, chunks.start, chunks.end, scale, H=H, K=K, BT=BT, BK=BK,
             G_MODE=modes[0], B_MODE=modes[1], PREC=prec, num_warps=nw, num_stages=1)
 
     def split_run(maxnreg=None, prec="tf32", forms=(0,), **kw):
@@ -458,10 +461,12 @@ def main(only=()):
                                                                           SOLVE=False)),
         # the solve's two steps (0.2 ms of the launch's 0.57 at 2x8K, 2026-12-06): the 15-step
         # substitution of the 16x16 diagonal blocks, then the four 64x64 block products
-        ("intra anatomy: whole form launch without the substitution", intra_run(FORM=2, FUSE_GATED=False,
-                                                                             maxnreg=168, SUBST=False)),
-        ("intra anatomy: whole form launch without the block products",
-         intra_run(FORM=2, FUSE_GATED=False, maxnreg=168, NEUMANN=False)),
+        ("intra anatomy: whole form launch, blocks solve", intra_run(FORM=2, FUSE_GATED=False, maxnreg=168,
+                                                                     SOLVE_FORM="blocks")),
+        ("intra anatomy: whole form launch, blocks solve without the substitution",
+         intra_run(FORM=2, FUSE_GATED=False, maxnreg=168, SUBST=False, SOLVE_FORM="blocks")),
+        ("intra anatomy: whole form launch, blocks solve without the block products",
+         intra_run(FORM=2, FUSE_GATED=False, maxnreg=168, NEUMANN=False, SOLVE_FORM="blocks")),
         ("intra anatomy: whole form launch, halving solve (intra.SOLVE_FORM)",
          intra_run(FORM=2, FUSE_GATED=False, maxnreg=168, SOLVE_FORM="halving")),
         ("intra anatomy: whole form launch, three-pass (training, used)",

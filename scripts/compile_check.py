@@ -93,7 +93,7 @@ def main(Ks=(128, 256)):
             ok &= check(chunk_intra_fwd_kernel, dict(H=16, K=K, BT=64, BK=min(32, BK), SUB=16, G_MODE=2, B_MODE=2,
                                                      PREC=PREC, DIAG_SPAN=diag_span(PREC), FUSE_GATED=False,
                                                      FORM=form), note=f" ({name})")
-        # intra.SOLVE_FORM = "halving" (off until a card times it), the whole-chunk form
+        # intra.SOLVE_FORM's halving solve (the one-pass solves' form) on a three-pass whole-chunk form
         ok &= check(chunk_intra_fwd_kernel, dict(H=16, K=K, BT=64, BK=min(32, BK), SUB=16, G_MODE=2, B_MODE=2,
                                                  PREC=PREC, DIAG_SPAN=diag_span(PREC), FUSE_GATED=False, FORM=2,
                                                  SOLVE_FORM="halving"), note=" (whole only, halving solve)")

@@ -287,7 +287,7 @@ def test_triton_float16_hilo(setting, dtype, case, monkeypatch, request):
 @pytest.mark.parametrize("case", ["uniform", "packed", LONG, "K48V48", "no erase", "scalar", "extreme", "narrow"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_triton_halving_solve(case, dtype, monkeypatch):
-    """``intra.SOLVE_FORM = "halving"`` forced (off until a card times it): every output and
+    """``intra.SOLVE_FORM = "halving"`` forced on every solve (the default takes it for one-pass solves): every output and
     gradient, the one-pass forward's o among them, within the criterion; "extreme": closed gates
     and b at 2; "narrow": gates narrow enough that every chunk takes the whole-chunk form."""
     from gdn2.ops.gdn2.triton import intra
@@ -308,7 +308,7 @@ def test_triton_halving_solve(case, dtype, monkeypatch):
 
 @pytest.mark.parametrize("case", ["uniform", "packed", LONG, "K48V48", "no erase", "scalar", "extreme"])
 def test_triton_aqk_float16(case, monkeypatch):
-    """``chunk.AQK_FLOAT16`` forced (off until a card times it): Aqk stored as float16 for the
+    """``chunk.AQK_FLOAT16`` forced (on by default since 2026-12-08): Aqk stored as float16 for the
     one-pass walk (bfloat16 inputs, unit q and k); the one-pass forward's o and everything else
     within the criterion."""
     from gdn2.ops.gdn2.triton import chunk

@@ -465,7 +465,7 @@ def test_unnormalised_bfloat16_forward_stays_finite():
     assert_no_worse("o (unnormalised q, bfloat16)", fast, truncated, ref)
 
 
-@pytest.mark.parametrize("normalized", [False, True, "aqk16"])
+@pytest.mark.parametrize("normalized", [False, True, "aqk32"])
 def test_bfloat16_forward_only_meets_the_criterion(normalized, monkeypatch):
     """bfloat16 inputs without gradients or final state take the one-pass walk (with the fused
     L2 norm over float16 operands, Aqk included); the output must meet the criterion against
@@ -476,7 +476,7 @@ def test_bfloat16_forward_only_meets_the_criterion(normalized, monkeypatch):
     from gdn2.ops.gdn2.triton import chunk
     from gdn2.ops.gdn2.triton.l2norm import l2norm
     from gdn2.testing import assert_no_worse
-    monkeypatch.setattr(chunk, "AQK_FLOAT16", normalized == "aqk16")   # "aqk16": off until a card times it
+    monkeypatch.setattr(chunk, "AQK_FLOAT16", normalized is True)   # "aqk32": normalised, Aqk float32
     normalized = bool(normalized)
     x = random_inputs(B=2, T=100, H=2, HV=4, K=32, V=16, b_max=2.0, dtype=torch.bfloat16, seed=14, device=DEVICE)
     x64 = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in x.items()}
@@ -492,7 +492,7 @@ def test_bfloat16_forward_only_meets_the_criterion(normalized, monkeypatch):
 
 @pytest.mark.parametrize("case", ["gates", "packed", "extreme", "whole"])
 def test_halving_solve_meets_the_criterion(case, monkeypatch):
-    """``intra.SOLVE_FORM = "halving"`` (off until a card times it): the Triton backend against the
+    """``intra.SOLVE_FORM = "halving"`` (the one-pass solves' form; here forced on every solve): the Triton backend against the
     float64 recurrence, every output and gradient, on a partial chunk and grouped heads, packed
     sequences, closed gates with b up to 2, and gates narrow enough for the whole-chunk form."""
     from gdn2.ops.gdn2.triton import intra
@@ -527,13 +527,14 @@ def test_halving_solve_equals_the_blocks_form():
     b = (2.0 * torch.rand(100, 1, 32, generator=gen)).to(DEVICE)
     chunks = make_chunks([0, 100], 64, DEVICE)
     solved = {}
+    saved = intra.SOLVE_FORM
     for form in ("blocks", "halving"):
         intra.SOLVE_FORM = form
         try:
             solved[form] = intra.chunk_intra_fwd(q, k, g, b, 32 ** -0.5, chunks, gate_mode(g, 3), gate_mode(b, 3),
                                                  prec="ieee")[0]
         finally:
-            intra.SOLVE_FORM = "blocks"
+            intra.SOLVE_FORM = saved
     assert_close("A", solved["halving"], solved["blocks"], rtol=1e-5)
     # far from the identity (off-diagonal entries past 1), where a wrong merge would show
     assert torch.tril(solved["blocks"][:64, 0], -1).abs().max() > 1.0
@@ -543,6 +544,19 @@ def test_halving_solve_equals_the_blocks_form():
     A = solved["halving"][:64, 0].double()
     assert_close("A (I + T)", A @ (torch.eye(64, dtype=torch.float64, device=DEVICE) + T),
                  torch.eye(64, dtype=torch.float64, device=DEVICE), rtol=1e-4)
+
+
+def test_solve_form_by_precision(monkeypatch):
+    """"one-pass halving" (the default): halving where the solve is one-pass TF32, blocks where it is
+    three-pass (the training forward: halving there was slower on an H100); a bad setting is named."""
+    from gdn2.ops.gdn2.triton import intra
+    monkeypatch.setattr(intra, "SOLVE_FORM", "one-pass halving")
+    assert [intra.solve_form(p) for p in ("tf32", "tf32x3", "ieee")] == ["halving", "blocks", "blocks"]
+    monkeypatch.setattr(intra, "SOLVE_FORM", "halving")
+    assert intra.solve_form("tf32x3") == "halving"
+    monkeypatch.setattr(intra, "SOLVE_FORM", "substitution")
+    with pytest.raises(ValueError, match="SOLVE_FORM.*substitution"):
+        intra.solve_form("tf32")
 
 
 def test_inference_mode_offsets_and_gates_then_training():

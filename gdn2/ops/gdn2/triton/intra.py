@@ -331,13 +331,23 @@ WHOLE_CHUNK = "split"
 # takes 80, so chunks and sub-blocks of spans 8-80 (fast-forgetting channels) would leave the
 # centred product for the walk and the pairwise tiles.
 FLOAT16_PRODUCTS = True
-# The solve A = (I + T)^-1 ("blocks" or "halving": ``solve_chunk``). The solve took 0.20 ms of the
-# inference forward's whole-form launch (0.567 ms at 2x8K, H100, 2026-12-06 stage variants), where
-# FLA's intra stage is 0.47 ms in all. "halving" (ten dependent 64x64 products instead of fifteen
-# substitution steps through memory and four products) is off until a card has timed it and its
-# GPU tests have passed (in float64 simulation of the rounding its error is 1.0-2.8x the blocks
-# form's at one-pass TF32 and 1.0-1.5x at three passes).
-SOLVE_FORM = "blocks"
+# The solve A = (I + T)^-1: "blocks" or "halving" (``solve_chunk``) everywhere, or "one-pass halving":
+# halving where the solve is one-pass TF32 (the inference forward), blocks where it is three-pass.
+# H100, 2026-12-08 (stage profile, one process): the inference forward 1.607 -> 1.481 ms at 2x8K,
+# 1.588 -> 1.460 at 8x2K, 1.869 -> 1.746 at 1x16K; the three-pass intra stage of a training forward
+# 1.327 -> 1.777 (ten three-pass products cost more than the substitution saves), so it keeps
+# blocks. GPU tests with halving forced everywhere passed (24 cases, three dtypes).
+SOLVE_FORM = "one-pass halving"
+SOLVE_FORMS = ("blocks", "halving", "one-pass halving")
+
+
+def solve_form(prec: str) -> str:
+    """The solve's form (the kernel's ``SOLVE_FORM``) for a solve of precision ``prec``."""
+    if SOLVE_FORM not in SOLVE_FORMS:
+        raise ValueError(f"intra.SOLVE_FORM must be one of {SOLVE_FORMS}, got {SOLVE_FORM!r}")
+    if SOLVE_FORM == "one-pass halving":
+        return "halving" if prec == "tf32" else "blocks"
+    return SOLVE_FORM
 
 
 def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32x3", fuse_gated=False,
@@ -369,7 +379,7 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32
             qg, kt, y if y is not None else qg, dec, chunks.start, chunks.end, scale,
             H=H, K=K, BT=BT, BK=MIN_TILE, SUB=16, G_MODE=g_mode, B_MODE=b_mode, PREC=products,
             DIAG_SPAN=diag_span(products), FUSE_GATED=fuse_gated, FORM=form,
-            SOLVE_PREC=prec, SOLVE_FORM=SOLVE_FORM, num_warps=4, num_stages=1, **cap)
+            SOLVE_PREC=prec, SOLVE_FORM=solve_form(prec), num_warps=4, num_stages=1, **cap)
     if not fuse_gated:
         gated = chunk_gated_fwd(q, k, g, b, A, scale, chunks, g_mode, b_mode, BT=BT, prec=prec, dtype=gated_dtype)
     return A, Aqk, gated
