@@ -72,7 +72,9 @@ def check(fn, consts, dtype="*bf16", num_warps=4, num_stages=1, overrides=None, 
     flag = "OK" if smem <= SMEM_LIMIT else "OVER"
     tag = "" if "FUSE_GATED" not in consts else (" (fused)" if consts["FUSE_GATED"] else " (split)")
     tag += note
-    print(f"{fn.__name__ + tag:28s} {str(consts.get('K')):>4s} smem {smem:7d} {flag} {ptxas_registers(ck.asm['ptx'])} "
+    # a cache seeded by scripts/triton_seed.py holds binaries without their ptx
+    regs = ptxas_registers(ck.asm["ptx"]) if "ptx" in ck.asm else "registers unknown (cached binary, no ptx)"
+    print(f"{fn.__name__ + tag:28s} {str(consts.get('K')):>4s} smem {smem:7d} {flag} {regs} "
           f"({time.time() - start:.0f}s)", flush=True)
     return smem <= SMEM_LIMIT
 

@@ -9,7 +9,8 @@ first step took 110-140 s on a cold H100, against 1-9 s on a warm one, torch.com
 included). Triton keys each cache entry on the kernel's source, its specialisation, the compiler
 and the target, and a group file names its members by absolute path: entries made under the same
 cache folder on the same kind of machine are hits, and any other entry is only a miss, never a
-wrong kernel. Inductor's generated kernels (``triton_*``) stay behind: they are many and large.
+wrong kernel. Inductor's generated kernels (``triton_*``) stay behind: they are many and large; so do the
+intermediate forms of gdn2's (``KEEP``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from pathlib import Path
 PART_BYTES = 15 * 2**20     # a file that comes back from a call holds at most 16 MiB
 MAX_PARTS = 3               # what a call carries is 64 MiB with the wheels
 NAME = "gdn2-kernels.tgz"
+# what a cached kernel needs to load: its metadata, its group file and the binary. Triton's cache
+# lookup keeps a group's members that exist and builds the kernel from the metadata and the binary,
+# so the intermediate forms (ttir, ttgir, llir, ptx, source: two thirds of the compressed bytes, and
+# a profile's 281 kernels came to 48 MiB with them, over what a call brings back) stay behind
+KEEP = (".json", ".cubin")
 
 
 def kernel_names() -> set:
@@ -57,7 +63,9 @@ def save(cache: Path, out: Path) -> int:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for entry in entries:
-            tar.add(entry, arcname=entry.name)
+            for path in sorted(entry.iterdir()):
+                if path.suffix in KEEP:
+                    tar.add(path, arcname=f"{entry.name}/{path.name}")
     data = buffer.getvalue()
     parts = -(-len(data) // PART_BYTES)
     if parts > MAX_PARTS:

@@ -30,7 +30,7 @@ def entry(cache: Path, key: str, kernel: str, members=("cubin", "json"), missing
 
 def test_saves_gdn2_kernels_only_and_loads_what_the_cache_lacks(tmp_path):
     cache, out = tmp_path / "cache", tmp_path / "out"
-    entry(cache, "a1", "chunk_state_fwd_kernel")
+    entry(cache, "a1", "chunk_state_fwd_kernel", members=("cubin", "json", "ptx", "llir"))
     entry(cache, "b2", "triton_poi_fused_add_0")                      # Inductor's
     entry(cache, "c3", "chunk_intra_fwd_kernel", missing=("cubin",))  # a compile cut off
     assert triton_seed.main(["save", str(cache), str(out)]) == 0
@@ -42,6 +42,9 @@ def test_saves_gdn2_kernels_only_and_loads_what_the_cache_lacks(tmp_path):
     assert triton_seed.main(["load", str(out), str(cache)]) == 0
     assert sorted(p.name for p in cache.iterdir()) == ["a1", "d4"]
     assert (cache / "a1" / "chunk_state_fwd_kernel.cubin").read_text() == "a1 cubin"
+    # the binary, its metadata and the group file only: the intermediate forms stay behind
+    assert sorted(p.name for p in (cache / "a1").iterdir()) == [
+        "__grp__chunk_state_fwd_kernel.json", "chunk_state_fwd_kernel.cubin", "chunk_state_fwd_kernel.json"]
     assert (cache / "d4" / "chunk_gated_kernel.cubin").read_text() == "newer"
 
     (cache / "a1" / "chunk_state_fwd_kernel.cubin").write_text("rebuilt here")
