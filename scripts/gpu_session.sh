@@ -21,7 +21,7 @@
 #   bash scripts/gpu_session.sh record OUT  # the kernel benchmark, then the stage profile beside FLA's kernels
 #   bash scripts/gpu_session.sh trial OUT   # a setting not yet on: TESTS_K's GPU tests, the kernel benchmark
 #                                           # (BENCH_ARGS forcing it), the stage profile
-# SAVE_TCACHE=1: gdn2's compiled kernels come back too (OUT/gdn2-kernels.tgz.NN; copy them to .tcache/
+# SAVE_TCACHE=1: gdn2's compiled kernels (and FLA's, as room allows) come back too (OUT/gdn2-kernels.tgz.NN; copy them to .tcache/
 # and carry .tcache: a cold machine's first step then skips compiling them).
 # Everything lands in OUT/<phase>.tgz, refreshed after every step (the device tool brings back a few
 # files per call, and none of a step that the call's 10-minute limit cuts off).

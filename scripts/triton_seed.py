@@ -1,4 +1,4 @@
-"""gdn2's compiled Triton kernels, taken from one GPU call to a cold machine's next (used by
+"""gdn2's compiled Triton kernels (and FLA's, as room allows), taken from one GPU call to a cold machine's next (used by
 gpu_session.sh: SAVE_TCACHE=1 saves, a carried ``.tcache/`` loads).
 
     python scripts/triton_seed.py save CACHE OUT    # CACHE's gdn2 kernels as OUT/gdn2-kernels.tgz.00, .01, ...
@@ -48,34 +48,46 @@ def kernel_names() -> set:
 
 
 def save(cache: Path, out: Path) -> int:
+    """gdn2's kernels first, then other libraries' (FLA's: the benchmark's correctness gate compiles
+    them for minutes on a cold machine) while the archive stays within ``MAX_PARTS`` parts;
+    Inductor's (``triton_*``) never."""
     names = kernel_names()
-    entries = []
+    ours, others = [], []
     for group in sorted(cache.glob("*/__grp__*.json")):
         kernel = group.name[len("__grp__"):].rsplit(".", 1)[0]
-        if kernel not in names:
+        if kernel.startswith("triton_"):
             continue
         try:
             members = json.loads(group.read_text())["child_paths"].values()
         except (OSError, ValueError, KeyError):
             continue
         if all(Path(p).parent == group.parent and Path(p).exists() for p in members):
-            entries.append(group.parent)
+            (ours if kernel in names else others).append(group.parent)
+    limit = MAX_PARTS * PART_BYTES
     buffer = io.BytesIO()
+    saved = skipped = 0
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for entry in entries:
-            for path in sorted(entry.iterdir()):
-                if path.suffix in KEEP:
-                    tar.add(path, arcname=f"{entry.name}/{path.name}")
+        for i, entry in enumerate(ours + others):
+            files = [p for p in sorted(entry.iterdir()) if p.suffix in KEEP]
+            # the compressed stream runs behind by at most gzip's window: stop with a raw entry's
+            # size to spare
+            if i >= len(ours) and buffer.tell() + sum(p.stat().st_size for p in files) > limit - 2**20:
+                skipped = len(ours) + len(others) - i
+                break
+            for path in files:
+                tar.add(path, arcname=f"{entry.name}/{path.name}")
+            saved += 1
     data = buffer.getvalue()
     parts = -(-len(data) // PART_BYTES)
     if parts > MAX_PARTS:
-        print(f"triton_seed: {len(entries)} kernels make {len(data) / 2**20:.1f} MiB, over {MAX_PARTS} parts "
+        print(f"triton_seed: gdn2's {len(ours)} kernels make {len(data) / 2**20:.1f} MiB, over {MAX_PARTS} parts "
               f"of {PART_BYTES // 2**20} MiB: not saved", file=sys.stderr)
         return 1
     out.mkdir(parents=True, exist_ok=True)
     for i in range(parts):
         (out / f"{NAME}.{i:02d}").write_bytes(data[i * PART_BYTES:(i + 1) * PART_BYTES])
-    print(f"triton_seed: {len(entries)} kernel entries, {len(data) / 2**20:.1f} MiB in {parts} part(s) under {out}")
+    print(f"triton_seed: {saved} kernel entries ({len(ours)} gdn2's), {len(data) / 2**20:.1f} MiB in {parts} "
+          f"part(s) under {out}" + (f"; {skipped} other entries left out (no room)" if skipped else ""))
     return 0
 
 

@@ -1,5 +1,6 @@
-"""scripts/triton_seed.py: gdn2's compiled kernels go from one cache to a cold one; Inductor's and
-incomplete entries stay behind, and an entry already in the cache is left as it is."""
+"""scripts/triton_seed.py: gdn2's compiled kernels (then other libraries', as room allows) go from
+one cache to a cold one; Inductor's and incomplete entries stay behind, and an entry already in the
+cache is left as it is."""
 
 import importlib.util
 import json
@@ -33,6 +34,7 @@ def test_saves_gdn2_kernels_only_and_loads_what_the_cache_lacks(tmp_path):
     entry(cache, "a1", "chunk_state_fwd_kernel", members=("cubin", "json", "ptx", "llir"))
     entry(cache, "b2", "triton_poi_fused_add_0")                      # Inductor's
     entry(cache, "c3", "chunk_intra_fwd_kernel", missing=("cubin",))  # a compile cut off
+    entry(cache, "e5", "chunk_gdn2_fwd_kernel_o")                     # another library's (FLA's)
     assert triton_seed.main(["save", str(cache), str(out)]) == 0
     assert [p.name for p in out.iterdir()] == ["gdn2-kernels.tgz.00"]
 
@@ -40,7 +42,7 @@ def test_saves_gdn2_kernels_only_and_loads_what_the_cache_lacks(tmp_path):
     entry(cache, "d4", "chunk_gated_kernel")
     (cache / "d4" / "chunk_gated_kernel.cubin").write_text("newer")
     assert triton_seed.main(["load", str(out), str(cache)]) == 0
-    assert sorted(p.name for p in cache.iterdir()) == ["a1", "d4"]
+    assert sorted(p.name for p in cache.iterdir()) == ["a1", "d4", "e5"]
     assert (cache / "a1" / "chunk_state_fwd_kernel.cubin").read_text() == "a1 cubin"
     # the binary, its metadata and the group file only: the intermediate forms stay behind
     assert sorted(p.name for p in (cache / "a1").iterdir()) == [
@@ -56,3 +58,22 @@ def test_loading_nothing_is_a_no_op(tmp_path):
     assert triton_seed.main(["load", str(tmp_path / "none"), str(tmp_path / "cache")]) == 0
     assert not (tmp_path / "cache").exists()
     assert triton_seed.main(["save", str(tmp_path)]) == 2
+
+
+def test_other_libraries_kernels_only_as_room_allows(tmp_path, monkeypatch):
+    """gdn2's kernels are saved whatever their size (or nothing is); another library's only while
+    the archive stays within its parts."""
+    import random
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    noise = random.Random(0)
+    for key, kernel in (("a1", "chunk_state_fwd_kernel"), ("f6", "fla_big_kernel")):
+        folder = entry(cache, key, kernel)
+        (folder / f"{kernel}.cubin").write_bytes(noise.randbytes(3 * 2**20))   # incompressible
+    monkeypatch.setattr(triton_seed, "PART_BYTES", 2 * 2**20)
+    monkeypatch.setattr(triton_seed, "MAX_PARTS", 2)
+    assert triton_seed.main(["save", str(cache), str(out)]) == 0
+    assert triton_seed.main(["load", str(out), str(tmp_path / "cold")]) == 0
+    assert sorted(p.name for p in (tmp_path / "cold").iterdir()) == ["a1"]
+    monkeypatch.setattr(triton_seed, "MAX_PARTS", 1)   # gdn2's own kernels past the parts: nothing
+    assert triton_seed.main(["save", str(cache), str(tmp_path / "out2")]) == 1
+    assert not (tmp_path / "out2").exists()
