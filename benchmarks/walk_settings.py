@@ -18,7 +18,11 @@ SETTINGS = {"as used": {},
             "32 columns, 2 stages": {"F16_WALK_COLUMNS": 32, "F16_WALK_STAGES": 2},
             "32 columns, 1 stage": {"F16_WALK_COLUMNS": 32, "F16_WALK_STAGES": 1},
             "16 columns, 2 stages": {"F16_WALK_COLUMNS": 16, "F16_WALK_STAGES": 2},
-            "8 warps": {"F16_WALK_WARPS": 8}}
+            "8 warps": {"F16_WALK_WARPS": 8},
+            # half the programs, each reading Q_γ, K_tail, Y, A and Aqk once for twice the columns
+            # (FLA's walk tile): for the shapes with more programs than multiprocessors (8x2K, 4x4K)
+            "64 columns, 1 stage": {"F16_WALK_COLUMNS": 64, "F16_WALK_STAGES": 1},
+            "64 columns, 1 stage, 8 warps": {"F16_WALK_COLUMNS": 64, "F16_WALK_STAGES": 1, "F16_WALK_WARPS": 8}}
 
 if __name__ == "__main__":
     with torch.no_grad():

@@ -114,6 +114,11 @@ def main(Ks=(128, 256)):
                                                      STORE_R=False, PREC=prec, GUARD=guard),
                         num_stages=stages, overrides={**half, "flag": "*i32"},
                         note=f" (f16, {prec} products, guard {guard}, {stages} st)")
+        for warps in (4, 8):   # 64 value columns at one stage (walk_settings.py times it for many programs)
+            ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=64, B_MODE=2, W_MODE=2,
+                                                     USE_H0=False, STORE_HT=False, STORE_O=True, STORE_H=False,
+                                                     STORE_R=False, PREC="tf32", GUARD=0),
+                        num_warps=warps, overrides={**half, "flag": "*i32"}, note=f" (f16, 64 columns, {warps} warps)")
         # the float16 walks' per-sequence scales (state.power_of_two_scale)
         ok &= check(chunk_zmax_kernel, dict(HV=16, V=K, BT=64, BV=128, W_MODE=2), num_warps=8)
         ok &= check(sequence_scale_kernel, dict(HV=16, K=K, V=K, BT=64, NV=K // 128, BJ=K // 128, BC=128, BK=32, BV=64,

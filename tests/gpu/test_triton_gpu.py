@@ -155,13 +155,13 @@ def test_triton_whole_chunk_forms(dtype, case, monkeypatch):
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 
-@pytest.mark.parametrize("columns", [32, 16])
+@pytest.mark.parametrize("columns", [32, 16, 64])
 @pytest.mark.parametrize("stages", [1, 2])
 @pytest.mark.parametrize("case", ["uniform", "packed"])
 def test_triton_float16_walk_two_stages(case, stages, columns, monkeypatch):
     """The one-pass forward's state walk (float16 operands: bfloat16 inputs, normalised q and k,
     no final state; ``o (forward only)`` of the check) at one and two pipeline stages
-    (``state.F16_WALK_STAGES``) and on 32 and 16 value columns a program (``state.F16_WALK_COLUMNS``):
+    (``state.F16_WALK_STAGES``) and on 32, 16 and 64 value columns a program (``state.F16_WALK_COLUMNS``):
     each tiling ``state.f16_walk_tiling`` picks by shape, here at every shape. At two stages the products are float16
     (``F16_PRODUCTS``), at one TF32: float16 products at one stage gave finite garbage under
     Triton 3.6 (this test, 2026-12-06 19:14), so the walk no longer takes them there."""

@@ -64,20 +64,22 @@ def _walk_inputs(packed, seed, dtype=torch.float32, initial_state=True, **kwargs
     return x, cu
 
 
+@pytest.mark.parametrize("columns", [16, 64])
 @pytest.mark.parametrize("packed", [False, True], ids=["grouped", "packed"])
-def test_float16_walk_on_16_columns(packed, monkeypatch):
-    """``state.F16_WALK_COLUMNS = 16`` (what ``f16_walk_tiling`` picks on a card for few programs):
-    the one-pass walk (bfloat16 inputs, normalised q and k, no final state) on twice the programs
-    gives the same o as on 32 columns (four value tiles of a 64-wide head instead of two; grouped
-    value heads; packed sequences of unequal length). Both set here: on a card the rule would give
-    these small shapes 16 columns in both calls."""
+def test_float16_walk_on_16_or_64_columns(packed, columns, monkeypatch):
+    """``state.F16_WALK_COLUMNS = 16`` (what ``f16_walk_tiling`` picks on a card for few programs)
+    or 64 (half the operand traffic where programs are many; a setting walk_settings.py times): the
+    one-pass walk (bfloat16 inputs, normalised q and k, no final state) on twice or half the programs
+    gives the same o as on 32 columns (four or one value tiles of a 64-wide head instead of two;
+    grouped value heads; packed sequences of unequal length). Both set here: on a card the rule
+    would give these small shapes 16 columns in both calls."""
     from gdn2.ops.gdn2.triton import state
     from gdn2.testing import assert_close
     x, cu = _walk_inputs(packed, 33, torch.bfloat16, initial_state=False)
     with torch.no_grad():
         monkeypatch.setattr(state, "F16_WALK_COLUMNS", 32)
         wide = gated_delta_rule2(**x, backend="triton", cu_seqlens=cu, use_qk_l2norm=True)
-        monkeypatch.setattr(state, "F16_WALK_COLUMNS", 16)
+        monkeypatch.setattr(state, "F16_WALK_COLUMNS", columns)
         narrow = gated_delta_rule2(**x, backend="triton", cu_seqlens=cu, use_qk_l2norm=True)
     o_wide, o_narrow = (o[0] if isinstance(o, tuple) else o for o in (wide, narrow))
     assert_close("o", o_narrow.float(), o_wide.float(), rtol=1e-2)
