@@ -199,7 +199,8 @@ case "$PHASE" in
     ;;
   trial)  # a setting not yet on: the GPU tests TESTS_K selects, the kernel benchmark with BENCH_ARGS
     # (the setting forced), then the stage profile's rows (the setting against the library's, one process)
-    # (BENCH_LIMIT=0: no benchmark, for a call shortened to the budget left)
+    # (BENCH_LIMIT=0: no benchmark, for a call shortened to the budget left; on a machine that has not
+    # compiled FLA's kernels the gate's first compilations alone took over 225 s, 2026-12-08)
     gpu_tests "${TESTS_LIMIT:-170}" -k "${TESTS_K:?trial needs TESTS_K}"
     [ "${BENCH_LIMIT:-260}" != 0 ] && kernel_bench "${BENCH_LIMIT:-260}"
     step "${PROFILE_LIMIT:-120}" profile.log python3 benchmarks/profile_stages.py --no-fla ${PROFILE_ARGS:-}
