@@ -60,6 +60,8 @@ def main():
     other_solve = "blocks" if intra.SOLVE_FORM != "blocks" else "one-pass halving"
     solve = mock.patch.object(intra, "SOLVE_FORM", other_solve)
     halving = mock.patch.object(intra, "SOLVE_FORM", "halving")
+    other_cap = None if intra.ONE_PASS_REGISTERS else 168
+    cap = mock.patch.object(intra, "ONE_PASS_REGISTERS", other_cap)
     aqk = mock.patch.object(chunk, "AQK_FLOAT16", not chunk.AQK_FLOAT16)
     other_aqk = "float32" if chunk.AQK_FLOAT16 else "float16"
 
@@ -80,6 +82,9 @@ def main():
                  (f"{name}: inference forward, {other_solve} solve (SOLVE_FORM)", solve(lambda xx=xx: ours(xx))),
                  (f"{name}: inference forward, Aqk {other_aqk} (AQK_FLOAT16)", aqk(lambda xx=xx: ours(xx))),
                  (f"{name}: inference forward, both", solve(aqk(lambda xx=xx: ours(xx)))),
+                 (f"{name}: inference forward, the intra kernel's registers "
+                  f"{'uncapped' if other_cap is None else 'capped at 168'} (ONE_PASS_REGISTERS)",
+                  cap(lambda xx=xx: ours(xx))),
                  (f"{name}: inference forward, the walk's products "
                   f"{'one-pass TF32' if state.F16_PRODUCTS else 'float16'} (attempt 33)",
                   products(lambda xx=xx: ours(xx)))]

@@ -339,6 +339,12 @@ FLOAT16_PRODUCTS = True
 # blocks. GPU tests with halving forced everywhere passed (24 cases, three dtypes).
 SOLVE_FORM = "one-pass halving"
 SOLVE_FORMS = ("blocks", "halving", "one-pass halving")
+# One-pass and split from the gated operands the kernel needs 202 registers (ptxas, sm_90a): capped
+# at 168, three programs fit a multiprocessor instead of two; 1.735 -> 1.491 ms at 2x8K (H100,
+# 2026-12-06, stage_variants, blocks solve). With the halving solve the capped whole form spills 980
+# bytes (720 with blocks): the stage profile times it uncapped (None) too. The three-pass form is
+# not capped.
+ONE_PASS_REGISTERS = 168
 
 
 def solve_form(prec: str) -> str:
@@ -368,10 +374,7 @@ def chunk_intra_fwd(q, k, g, b, scale, chunks, g_mode, b_mode, BT=64, prec="tf32
     Aqk = torch.empty(T, H, BT, dtype=aqk_dtype or torch.float32, device=k.device)
     # without fuse_gated the kernel never touches the gated operands: any pointer will do
     qg, kt, y, dec = gated = _gated_buffers(k, chunks, erase, gated_dtype) if fuse_gated else (Aqk, Aqk, None, Aqk)
-    # one-pass and split from the gated operands the kernel needs 202 registers (ptxas, sm_90a):
-    # capped at 168, three programs fit a multiprocessor instead of two; 1.735 -> 1.491 ms at 2x8K
-    # (H100, 2026-12-06, stage_variants). The three-pass form is not measured capped yet.
-    cap = register_cap(k, 168) if prec == "tf32" and not fuse_gated else {}
+    cap = register_cap(k, ONE_PASS_REGISTERS) if prec == "tf32" and not fuse_gated and ONE_PASS_REGISTERS else {}
     products = "f16x3" if prec == "tf32x3" and FLOAT16_PRODUCTS and normalized else prec
     for form in WHOLE_FORMS[WHOLE_CHUNK] if g_mode == GATE_CHANNEL else (FORM_WALK,):
         chunk_intra_fwd_kernel[(chunks.count, H)](
