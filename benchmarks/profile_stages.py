@@ -81,7 +81,8 @@ def main():
         rows += [(f"{name}: inference forward as used", lambda xx=xx: ours(xx)),
                  (f"{name}: inference forward, {other_solve} solve (SOLVE_FORM)", solve(lambda xx=xx: ours(xx))),
                  (f"{name}: inference forward, Aqk {other_aqk} (AQK_FLOAT16)", aqk(lambda xx=xx: ours(xx))),
-                 (f"{name}: inference forward, {other_solve} solve and Aqk {other_aqk}", solve(aqk(lambda xx=xx: ours(xx)))),
+                 (f"{name}: inference forward, {other_solve} solve and Aqk {other_aqk}",
+                  solve(aqk(lambda xx=xx: ours(xx)))),
                  (f"{name}: inference forward, the intra kernel's registers "
                   f"{'uncapped' if other_cap is None else 'capped at 168'} (ONE_PASS_REGISTERS)",
                   cap(lambda xx=xx: ours(xx))),
