@@ -106,19 +106,15 @@ def main(Ks=(128, 256)):
                                                  PREC=PREC))
         # the one-pass forward walk: float16 gated operands (attempt 23) at 1 and 2 stages, with
         # one-pass TF32 products (the range guard's second walk) and float16 ones (attempt 33, the
-        # first walk)
+        # first walk); 64 value columns at one stage on 4 and 8 warps (walk_settings.py times them)
         half = {"qg": "*fp16", "kt": "*fp16", "y": "*fp16"}
-        for stages, prec, guard in ((1, "tf32", 0), (2, "tf32", 2), (1, "f16", 1), (2, "f16", 1)):
-            ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=32, B_MODE=2, W_MODE=2,
+        for stages, prec, guard, BV, warps in ((1, "tf32", 0, 32, 4), (2, "tf32", 2, 32, 4), (1, "f16", 1, 32, 4),
+                                               (2, "f16", 1, 32, 4), (1, "tf32", 0, 64, 4), (1, "tf32", 0, 64, 8)):
+            ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=BV, B_MODE=2, W_MODE=2,
                                                      USE_H0=False, STORE_HT=False, STORE_O=True, STORE_H=False,
                                                      STORE_R=False, PREC=prec, GUARD=guard),
-                        num_stages=stages, overrides={**half, "flag": "*i32"},
-                        note=f" (f16, {prec} products, guard {guard}, {stages} st)")
-        for warps in (4, 8):   # 64 value columns at one stage (walk_settings.py times it for many programs)
-            ok &= check(chunk_state_fwd_kernel, dict(H=16, HV=16, K=K, V=K, BT=64, BK=BK, BV=64, B_MODE=2, W_MODE=2,
-                                                     USE_H0=False, STORE_HT=False, STORE_O=True, STORE_H=False,
-                                                     STORE_R=False, PREC="tf32", GUARD=0),
-                        num_warps=warps, overrides={**half, "flag": "*i32"}, note=f" (f16, 64 columns, {warps} warps)")
+                        num_stages=stages, num_warps=warps, overrides={**half, "flag": "*i32"},
+                        note=f" (f16, {prec} products, guard {guard}, {stages} st, {BV} columns, {warps} warps)")
         # the float16 walks' per-sequence scales (state.power_of_two_scale)
         ok &= check(chunk_zmax_kernel, dict(HV=16, V=K, BT=64, BV=128, W_MODE=2), num_warps=8)
         ok &= check(sequence_scale_kernel, dict(HV=16, K=K, V=K, BT=64, NV=K // 128, BJ=K // 128, BC=128, BK=32, BV=64,

@@ -92,6 +92,26 @@ def case_inputs(packed, dtype, seed, B=2, T=300, dim=128, **kwargs):
     return x, cu
 
 
+def named_case(case, dtype, seed, **kwargs):
+    """``case_inputs`` of a named case of the settings' tests: "packed", "long" (4100 tokens),
+    "K48V48", "scalar" (per-head gates), "no erase", "narrow" (gates narrow enough that every chunk
+    takes the whole-chunk form), "extreme" (closed gates on 30% of the channels, b at 2 on half),
+    any other name two sequences of 300 tokens; b up to 2."""
+    long = case == "long"
+    gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar" else {}
+    if case == "no erase":
+        gates = dict(erase="zero")
+    if case == "narrow":
+        gates["g_min"] = -0.05
+    x, cu = case_inputs(case == "packed", dtype, seed=seed, B=1 if long else 2, T=4100 if long else 300,
+                        dim=48 if case == "K48V48" else 128, b_max=2.0, **gates, **kwargs)
+    if case == "extreme":
+        gen = torch.Generator(device="cuda").manual_seed(seed + 1)
+        x["g"] = torch.where(torch.rand(x["g"].shape, generator=gen, device="cuda") < 0.3, -1e4, x["g"])
+        x["b"] = torch.where(torch.rand(x["b"].shape, generator=gen, device="cuda") < 0.5, 2.0, x["b"].float()).to(dtype)
+    return x, cu
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @FORMS
 def test_triton_packed(dtype, forms):
@@ -229,10 +249,7 @@ def test_triton_float16_products_shapes(case, monkeypatch):
     monkeypatch.setattr(state, "F16_WALK_STAGES", 2)   # the packed case's 160 programs would get one stage
     if case in ("32 columns", "K48V48"):   # 16 columns would leave no 48-wide tile partly masked
         monkeypatch.setattr(state, "F16_WALK_COLUMNS", 32)
-    long = case == "long"
-    gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar" else {}
-    x, cu = case_inputs(case == "packed", torch.bfloat16, seed=14, B=1 if long else 2, T=4100 if long else 300,
-                        dim=48 if case == "K48V48" else 128, b_max=2.0, **gates)
+    x, cu = named_case(case, torch.bfloat16, seed=14)
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
     with whole_chunk_forms("split"):
         check_training_forward(x, cu_seqlens=cu, use_qk_l2norm=True)
@@ -260,12 +277,7 @@ def test_triton_float16_hilo(setting, dtype, case, monkeypatch, request):
                              "intra": (intra, "FLOAT16_PRODUCTS", False, True)}[setting]
     if case == "guard":
         request.getfixturevalue("walk_scale_past_range")
-    long = case == "long"
-    gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar" else {}
-    if case == "no erase":
-        gates = dict(erase="zero")
-    x, cu = case_inputs(case == "packed", dtype, seed=19, B=1 if long else 2, T=4100 if long else 300,
-                        dim=48 if case == "K48V48" else 128, b_max=2.0, **gates)
+    x, cu = named_case(case, dtype, seed=19)
     if case == "loss at 1e-7":
         request.getfixturevalue("loss_at_1e7")
         with whole_chunk_forms("split"):
@@ -292,17 +304,7 @@ def test_triton_halving_solve(case, dtype, monkeypatch):
     and b at 2; "narrow": gates narrow enough that every chunk takes the whole-chunk form."""
     from gdn2.ops.gdn2.triton import intra
     monkeypatch.setattr(intra, "SOLVE_FORM", "halving")
-    long = case == "long"
-    gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar" else {}
-    if case == "no erase":
-        gates = dict(erase="zero")
-    x, cu = case_inputs(case == "packed", dtype, seed=41, B=1 if long else 2, T=4100 if long else 300,
-                        dim=48 if case == "K48V48" else 128, b_max=2.0, g_min=-0.05 if case == "narrow" else -1.0,
-                        **gates)
-    if case == "extreme":
-        gen = torch.Generator(device="cuda").manual_seed(42)
-        x["g"] = torch.where(torch.rand(x["g"].shape, generator=gen, device="cuda") < 0.3, -1e4, x["g"])
-        x["b"] = torch.where(torch.rand(x["b"].shape, generator=gen, device="cuda") < 0.5, 2.0, x["b"].float()).to(dtype)
+    x, cu = named_case(case, dtype, seed=41)
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 
@@ -313,15 +315,7 @@ def test_triton_aqk_float16(case, monkeypatch):
     within the criterion."""
     from gdn2.ops.gdn2.triton import chunk
     monkeypatch.setattr(chunk, "AQK_FLOAT16", True)
-    long = case == "long"
-    gates = dict(gate="scalar", erase="scalar", write="scalar") if case == "scalar" else {}
-    if case == "no erase":
-        gates = dict(erase="zero")
-    x, cu = case_inputs(case == "packed", torch.bfloat16, seed=45, B=1 if long else 2, T=4100 if long else 300,
-                        dim=48 if case == "K48V48" else 128, b_max=2.0, **gates)
-    if case == "extreme":
-        gen = torch.Generator(device="cuda").manual_seed(46)
-        x["g"] = torch.where(torch.rand(x["g"].shape, generator=gen, device="cuda") < 0.3, -1e4, x["g"])
+    x, cu = named_case(case, torch.bfloat16, seed=45)
     check(x, "split", cu_seqlens=cu, use_qk_l2norm=True)
 
 

@@ -467,8 +467,9 @@ def test_unnormalised_bfloat16_forward_stays_finite():
     assert_no_worse("o (unnormalised q, bfloat16)", fast, truncated, ref)
 
 
-@pytest.mark.parametrize("normalized", [False, True, "aqk32"])
-def test_bfloat16_forward_only_meets_the_criterion(normalized, monkeypatch):
+@pytest.mark.parametrize("normalized,aqk_float16", [(False, True), (True, True), (True, False)],
+                         ids=["raw", "l2norm", "l2norm-aqk32"])
+def test_bfloat16_forward_only_meets_the_criterion(normalized, aqk_float16, monkeypatch):
     """bfloat16 inputs without gradients or final state take the one-pass walk (with the fused
     L2 norm over float16 operands, Aqk included); the output must meet the criterion against
     float64. The interpreter casts float32 to bfloat16 by truncation (a GPU rounds to nearest),
@@ -478,8 +479,7 @@ def test_bfloat16_forward_only_meets_the_criterion(normalized, monkeypatch):
     from gdn2.ops.gdn2.triton import chunk
     from gdn2.ops.gdn2.triton.l2norm import l2norm
     from gdn2.testing import assert_no_worse
-    monkeypatch.setattr(chunk, "AQK_FLOAT16", normalized is True)   # "aqk32": normalised, Aqk float32
-    normalized = bool(normalized)
+    monkeypatch.setattr(chunk, "AQK_FLOAT16", aqk_float16)
     x = random_inputs(B=2, T=100, H=2, HV=4, K=32, V=16, b_max=2.0, dtype=torch.bfloat16, seed=14, device=DEVICE)
     x64 = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in x.items()}
     with torch.no_grad():

@@ -54,7 +54,8 @@ def whole_products(q, k, g, b, A, Aqk, t0, o_t, o_c, L, i_h, p_row, m_row, scale
                    H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                    B_MODE: tl.constexpr, PREC: tl.constexpr, KEEP_T: tl.constexpr = False):
     """T and Aqk of a whole chunk whose decay span allows centred operands (the whole-chunk form).
-    Returns T (strictly lower); with ``KEEP_T`` it is not stored (the caller inverts it in registers)."""
+    Returns T, unmasked (``invert_by_halving`` reads only entries below the diagonal); with ``KEEP_T``
+    it is not stored (the caller inverts it in registers)."""
     ERASE: tl.constexpr = B_MODE != GATE_ZERO
     b_T = tl.zeros([BT, BT], dtype=tl.float32)
     b_Aqk = tl.zeros([BT, BT], dtype=tl.float32)
@@ -68,7 +69,7 @@ def whole_products(q, k, g, b, A, Aqk, t0, o_t, o_c, L, i_h, p_row, m_row, scale
             b_e = apply_erase(b_k, b, t0, o_t, L, i_h, H, o_k, K, B_MODE)
             b_T += mma(b_e * b_lft, b_kc, PREC)
     store_products(A, Aqk, p_row, m_row, b_T, b_Aqk, o_t, o_c, ERASE and not KEEP_T)
-    return tl.where(o_t[:, None] > o_c[None, :], b_T, 0.0)
+    return b_T
 
 
 @triton.jit
@@ -143,7 +144,8 @@ def store_products(A, Aqk, p_row, m_row, b_T, b_Aqk, o_t, o_c, ERASE: tl.constex
 
 @triton.jit
 def invert_by_halving(b_T, BT: tl.constexpr, PREC: tl.constexpr):
-    """(I + T)^-1 of a strictly lower ``[BT, BT]`` T, blocks of size s merged into blocks of 2s:
+    """(I + T)^-1 of a strictly lower ``[BT, BT]`` T (only its entries below the diagonal are read),
+    blocks of size s merged into blocks of 2s:
     for [[X_a, 0], [C, X_b]] with X_a, X_b the inverses of the two halves' diagonal blocks, the
     inverse is [[X_a, 0], [-X_b C X_a, X_b]], so with X block diagonal of size s and C the
     lower-left s-blocks of T, X <- X - X C X. Every step is two products and log2(BT) - 1 steps
@@ -341,8 +343,9 @@ SOLVE_FORM = "one-pass halving"
 SOLVE_FORMS = ("blocks", "halving", "one-pass halving")
 # One-pass and split from the gated operands the kernel needs 202 registers (ptxas, sm_90a): capped
 # at 168, three programs fit a multiprocessor instead of two; 1.735 -> 1.491 ms at 2x8K (H100,
-# 2026-12-06, stage_variants, blocks solve). With the halving solve the capped whole form spills 980
-# bytes (720 with blocks): the stage profile times it uncapped (None) too. The three-pass form is
+# 2026-12-06, stage_variants, blocks solve). With the halving solve the capped whole form spills 856
+# bytes (688 with blocks), uncapped 48 (ptxas, Triton 3.6, float16 Aqk): the stage profile times it
+# uncapped (None) too. The three-pass form is
 # not capped.
 ONE_PASS_REGISTERS = 168
 
